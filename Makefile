@@ -1,0 +1,58 @@
+# The two commands a newcomer types: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: run test test-postgres lint format typecheck migrate install install-dev lock clean
+
+run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
+	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev  ## create .venv with the dev extras and run the whole suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: $(VENV)/.installed-dev  ## the suite on PostgreSQL only (TEST_POSTGRES_URL)
+	TEST_DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest --backend postgresql $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrate: $(VENV)/.installed-run
+	$(BIN)/incident-management migrate
+
+install: $(VENV)/.installed-run
+install-dev: $(VENV)/.installed-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-run
+
+lock:  ## re-pin requirements*.txt from pyproject.toml's ranges in throw-away environments
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q .
+	{ echo "# Pinned runtime dependencies (a lock of pyproject.toml's ranges); regenerate with 'make lock'."; \
+	  .lock-venv/bin/pip freeze --exclude incident-management; echo "-e ."; } > requirements.txt
+	.lock-venv/bin/pip install -q ".[dev]"
+	{ echo "# Pinned development dependencies; regenerate with 'make lock'."; echo "-r requirements.txt"; \
+	  .lock-venv/bin/pip freeze --exclude incident-management | grep -vxF -f requirements.txt; \
+	  echo "-e .[dev]"; } > requirements-dev.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache htmlcov .coverage

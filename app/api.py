@@ -1,0 +1,10 @@
+"""The `/v1` API: each domain's router, included once."""
+
+from fastapi import APIRouter
+
+from app.auth.router import router as auth_router
+from app.users.router import router as users_router
+
+api_router = APIRouter(prefix="/v1")
+api_router.include_router(auth_router)
+api_router.include_router(users_router)

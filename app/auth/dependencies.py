@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import OAuth2PasswordBearer
+
+from app.auth import security
+from app.deps import ClockDep, SessionDep, SettingsDep
+from app.errors import Forbidden, Unauthorized
+from app.users import service as user_service
+from app.users.models import User
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/login/access-token", auto_error=False)
+
+
+async def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User:
+    if not token:
+        raise Unauthorized("Not authenticated")
+    claims = security.decode_access_token(settings, token, now=clock.now())
+    if claims is None:
+        raise Unauthorized("Invalid or expired token")
+    user = await user_service.get(session, claims.user_id)
+    if user is None or not user.is_active or user.token_version != claims.token_version:
+        raise Unauthorized("Invalid or expired token")
+    return user
+
+
+async def get_admin_user(user: Annotated[User, Depends(get_current_user)]) -> User:
+    if not user.is_admin:
+        raise Forbidden("Admin role required")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+AdminUser = Annotated[User, Depends(get_admin_user)]

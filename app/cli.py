@@ -1,0 +1,165 @@
+"""`incident-management`: serve, worker, migrate, create-admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+
+from app.config import Settings
+from app.main import settings_or_exit
+
+cli = typer.Typer(
+    help="Incident Management System: the API server, its worker and maintenance commands.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Upgrade the database first")
+    ] = True,
+) -> None:
+    """Upgrade the database to the latest schema, then serve the API."""
+    import uvicorn
+
+    from app import migrations
+
+    settings = settings_or_exit()
+    if migrate_first:
+        migrations.upgrade()
+    base = f"http://{host}:{port}"
+    typer.echo(
+        f"\n  {settings.project_name} on {base}  (database: {_describe(settings.database_url)})\n"
+        f"  API docs:   {base}/docs   (ReDoc: {base}/redoc)\n"
+        f"  First user: curl -X POST {base}/v1/auth/signup -H 'Content-Type: application/json' \\\n"
+        '                 -d \'{"email": "you@example.com", "password": "a long passphrase", '
+        '"full_name": "You"}\'\n'
+        "              (the first account becomes admin; or: incident-management create-admin)\n"
+    )
+    uvicorn.run(
+        "app.main:app", host=host, port=port, reload=reload, log_level=settings.log_level.lower()
+    )
+
+
+@cli.command()
+def worker() -> None:
+    """Run the background worker on its own (for scaled deployments)."""
+    typer.echo(
+        "There is nothing for a separate worker to run yet: this release has no escalation "
+        "timers or notification outbox (they arrive with the escalation and notification work). "
+        "Exiting without doing anything.",
+        err=True,
+    )
+    raise typer.Exit(code=1)
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Upgrade the database schema (same as `alembic upgrade head`)."""
+    from app import migrations
+
+    settings_or_exit()
+    migrations.upgrade(revision)
+    typer.echo(f"Database at revision {revision}.")
+
+
+@cli.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="The admin's email address")],
+    full_name: Annotated[str, typer.Option(help="Display name")] = "Administrator",
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ADMIN_PASSWORD",
+            help="Password (8-128 characters); read from ADMIN_PASSWORD or asked for when omitted",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="If the account exists: make it an active admin, set the password")
+    ] = False,
+) -> None:
+    """Create an admin account (or, with --force, restore admin access to an existing one)."""
+    from app import migrations
+
+    settings = settings_or_exit()
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    migrations.upgrade()
+    try:
+        outcome = asyncio.run(_create_admin(settings, email, full_name, password, force))
+    except ValueError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(outcome)
+
+
+async def _create_admin(
+    settings: Settings, email: str, full_name: str, password: str, force: bool
+) -> str:
+    from pydantic import TypeAdapter, ValidationError
+
+    from app.clock import SystemClock
+    from app.db import create_engine, create_sessionmaker, session_scope
+    from app.users import service as user_service
+    from app.users.models import Role
+    from app.users.schemas import Email, FullName, Password
+
+    try:
+        email = TypeAdapter(Email).validate_python(email)
+        full_name = TypeAdapter(FullName).validate_python(full_name)
+        password = TypeAdapter(Password).validate_python(password)
+    except ValidationError as exc:
+        raise ValueError("; ".join(e["msg"] for e in exc.errors())) from None
+    now = SystemClock().now()
+    engine = create_engine(settings)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            existing = await user_service.get_by_email(session, email)
+            if existing is None:
+                await user_service.create(
+                    session,
+                    email=email,
+                    password=password,
+                    full_name=full_name,
+                    role=Role.admin,
+                    timezone=settings.default_timezone,
+                    now=now,
+                )
+                return f"Admin {email} created."
+            if not force:
+                raise ValueError(f"{email} already exists; pass --force to make it an admin")
+            await user_service.update(
+                session,
+                user=existing,
+                changes={"role": Role.admin, "is_active": True, "password": password},
+                now=now,
+            )
+            return f"{email} is now an active admin with the new password."
+    finally:
+        await engine.dispose()
+
+
+def _describe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Settings, read from the environment and a `.env` file (names as the spec's README has them)."""
+
+from __future__ import annotations
+
+import zoneinfo
+from enum import StrEnum
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-0000000000"  # noqa: S105
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/incidents.db"
+SUPPORTED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SmtpSecurity(StrEnum):
+    none = "none"
+    starttls = "starttls"
+    tls = "tls"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    project_name: str = "Incident Management System"
+    environment: Environment = Environment.development
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_echo: bool = False
+    allow_sqlite_in_production: bool = False
+
+    secret_key: str = DEFAULT_SECRET_KEY
+    algorithm: str = "HS256"
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    password_reset_token_expire_minutes: int = Field(default=60, ge=5, le=60 * 24)
+    signup_enabled: bool = True
+
+    public_base_url: str = "http://127.0.0.1:8000"
+    default_timezone: str = "UTC"
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_security: SmtpSecurity = SmtpSecurity.none
+    smtp_from: str = "incidents@localhost"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in SUPPORTED_JWT_ALGORITHMS:
+            raise ValueError(f"ALGORITHM must be one of {', '.join(SUPPORTED_JWT_ALGORITHMS)}")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value not in zoneinfo.available_timezones():
+            raise ValueError(f"DEFAULT_TIMEZONE {value!r} is not an IANA time zone")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment is not Environment.production:
+            return self
+        if self.secret_key == DEFAULT_SECRET_KEY:
+            raise ValueError(
+                "SECRET_KEY is the development default; set a random SECRET_KEY "
+                '(for example: python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        if len(self.secret_key) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 characters in production")
+        if self.is_sqlite and not self.allow_sqlite_in_production:
+            raise ValueError(
+                "DATABASE_URL points at SQLite; use PostgreSQL in production "
+                "or set ALLOW_SQLITE_IN_PRODUCTION=true to accept a single-node SQLite deployment"
+            )
+        return self
+
+    @cached_property
+    def async_database_url(self) -> str:
+        return to_async_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.production
+
+
+def to_async_url(url: str) -> str:
+    """Map the spec's `postgresql://…` and plain `sqlite:///…` forms to the async drivers."""
+    for prefix, replacement in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg2://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return replacement + url[len(prefix) :]
+    return url

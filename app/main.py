@@ -1,0 +1,92 @@
+"""The application factory. `app.main:app` is built on first access from the environment."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from app import __version__
+from app.api import api_router
+from app.clock import Clock, SystemClock
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
+from app.health import router as health_router
+from app.logging import configure_logging
+from app.routing import SlashAliasMiddleware
+
+DESCRIPTION = """
+Alerts in from monitoring, deduplicated into incidents; escalation and notifications out.
+
+Authenticate with **Authorize** (OAuth2 password flow: your email and password), or send
+`Authorization: Bearer <token>` from `POST /v1/auth/login/access-token`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title=settings.project_name,
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(api_router)
+    app.add_middleware(SlashAliasMiddleware, router=app.router)
+    return app
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment; a refused configuration exits with a clear message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        ]
+        print(
+            "Refusing to start: the configuration is not valid.", *lines, sep="\n", file=sys.stderr
+        )
+        raise SystemExit(2) from None
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn app.main:app` and gunicorn look the attribute up; building it lazily keeps
+    # importing this module free of environment reads (tests call create_app themselves).
+    global _app
+    if name == "app":
+        if _app is None:
+            settings = settings_or_exit()
+            configure_logging(settings)
+            _app = create_app(settings)
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

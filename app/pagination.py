@@ -1,0 +1,38 @@
+"""Opaque keyset cursors: the sort key of the last row of a page, base64-encoded JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from app.errors import DomainError
+
+
+class InvalidCursor(DomainError):
+    status_code = 422
+
+    def __init__(self) -> None:
+        super().__init__("Invalid cursor: pass back the next_cursor of a previous page unchanged")
+
+
+def encode_cursor(values: dict[str, Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, keys: dict[str, type]) -> dict[str, Any]:
+    """Decode and check a cursor: every key present with the expected type."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor() from exc
+    if not isinstance(values, dict) or set(values) != set(keys):
+        raise InvalidCursor()
+    for key, expected in keys.items():
+        value = values[key]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise InvalidCursor()
+    return values

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.auth.dependencies import AdminUser, CurrentUser
+from app.deps import ClockDep, SessionDep, SettingsDep
+from app.errors import NotFound
+from app.schemas import CursorQuery, IdPath, LimitQuery, Page
+from app.users import service as user_service
+from app.users.models import Role, User
+from app.users.schemas import PasswordChange, UserCreate, UserRead, UserUpdate, UserUpdateMe
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+async def valid_user(user_id: IdPath, session: SessionDep, _: AdminUser) -> User:
+    user = await user_service.get(session, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} not found")
+    return user
+
+
+ValidUser = Annotated[User, Depends(valid_user)]
+
+
+@router.get("/me", response_model=UserRead)
+async def read_me(user: CurrentUser) -> object:
+    """The signed-in user."""
+    return user
+
+
+@router.put("/me", response_model=UserRead, responses={409: {"description": "Email taken"}})
+async def update_me(
+    body: UserUpdateMe, user: CurrentUser, session: SessionDep, clock: ClockDep
+) -> object:
+    """Change your own name, email, phone or time zone."""
+    changes = body.model_dump(exclude_unset=True)
+    return await user_service.update(session, user=user, changes=changes, now=clock.now())
+
+
+@router.post(
+    "/me/password",
+    response_model=UserRead,
+    responses={401: {"description": "Current password is wrong"}},
+)
+async def change_my_password(
+    body: PasswordChange, user: CurrentUser, session: SessionDep, clock: ClockDep
+) -> object:
+    """Change your password; every token issued before stops working."""
+    return await user_service.change_password(
+        session,
+        user=user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        now=clock.now(),
+    )
+
+
+@router.get("/", response_model=Page[UserRead])
+async def list_users(
+    session: SessionDep,
+    _: AdminUser,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of email or name")] = None,
+) -> object:
+    """List users (admin)."""
+    users, next_cursor = await user_service.list_page(
+        session, limit=limit, cursor=cursor, role=role, is_active=is_active, q=q
+    )
+    return {"items": users, "next_cursor": next_cursor}
+
+
+@router.post(
+    "/",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "Email taken"}},
+)
+async def create_user(
+    body: UserCreate, session: SessionDep, settings: SettingsDep, clock: ClockDep, _: AdminUser
+) -> object:
+    """Create a user (admin)."""
+    return await user_service.create(
+        session,
+        email=body.email,
+        password=body.password,
+        full_name=body.full_name,
+        role=body.role,
+        is_active=body.is_active,
+        phone=body.phone,
+        timezone=body.timezone or settings.default_timezone,
+        now=clock.now(),
+    )
+
+
+@router.get("/{user_id}", response_model=UserRead)
+async def read_user(user: ValidUser) -> object:
+    """One user (admin)."""
+    return user
+
+
+@router.put(
+    "/{user_id}",
+    response_model=UserRead,
+    responses={409: {"description": "Email taken, or the last active admin would be lost"}},
+)
+async def update_user(
+    body: UserUpdate, user: ValidUser, session: SessionDep, clock: ClockDep
+) -> object:
+    """Change a user (admin). Deactivating or changing the password ends their sessions."""
+    changes = body.model_dump(exclude_unset=True)
+    return await user_service.update(session, user=user, changes=changes, now=clock.now())
+
+
+@router.delete(
+    "/{user_id}",
+    response_model=UserRead,
+    responses={409: {"description": "The last active admin cannot be deleted"}},
+)
+async def delete_user(user: ValidUser, session: SessionDep) -> object:
+    """Delete a user (admin); answers with the deleted user."""
+    return await user_service.delete(session, user=user)

@@ -1,0 +1,187 @@
+"""User accounts. Plain async functions: the session first, never a commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import security
+from app.db import lock_named
+from app.errors import Conflict, Unauthorized
+from app.pagination import decode_cursor, encode_cursor
+from app.users.models import Role, User
+
+ADMIN_LOCK = "users:admins"
+
+
+async def get(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == email.lower()))
+    return result.scalar_one_or_none()
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    full_name: str,
+    now: datetime,
+    role: Role = Role.user,
+    is_active: bool = True,
+    phone: str | None = None,
+    timezone: str = "UTC",
+) -> User:
+    email = email.lower()
+    if await get_by_email(session, email) is not None:
+        raise Conflict(f"A user with email {email} already exists")
+    user = User(
+        email=email,
+        full_name=full_name,
+        role=role.value,
+        is_active=is_active,
+        phone=phone,
+        timezone=timezone,
+        hashed_password=security.hash_password(password),
+        token_version=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    await _flush_unique_email(session, email)
+    return user
+
+
+async def signup(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    full_name: str,
+    timezone: str,
+    now: datetime,
+) -> User:
+    """Self-service signup: the first account of an empty database becomes the admin."""
+    await lock_named(session, ADMIN_LOCK)
+    first = (await session.scalar(select(func.count()).select_from(User))) == 0
+    return await create(
+        session,
+        email=email,
+        password=password,
+        full_name=full_name,
+        role=Role.admin if first else Role.user,
+        timezone=timezone,
+        now=now,
+    )
+
+
+async def authenticate(session: AsyncSession, *, email: str, password: str) -> User | None:
+    """The active user with these credentials, or None; costs the same for unknown emails."""
+    user = await get_by_email(session, email) if len(email) <= 320 else None
+    if len(password) > 128:  # longer than any password we accept: no need to hash it
+        return None
+    if not security.verify_password(password, user.hashed_password if user else None):
+        return None
+    if user is None or not user.is_active:
+        return None
+    return user
+
+
+async def update(
+    session: AsyncSession, *, user: User, changes: dict[str, Any], now: datetime
+) -> User:
+    """Apply the given fields. Refuses to leave the service without an active admin."""
+    email = changes.get("email")
+    if email is not None and email != user.email and await get_by_email(session, email):
+        raise Conflict(f"A user with email {email} already exists")
+    loses_admin = (changes.get("role") not in (None, Role.admin) and user.is_admin) or (
+        changes.get("is_active") is False and user.is_admin and user.is_active
+    )
+    if loses_admin:
+        await _ensure_another_active_admin(session, user)
+    if "password" in changes:
+        user.hashed_password = security.hash_password(changes.pop("password"))
+        user.token_version += 1
+    if changes.get("is_active") is False and user.is_active:
+        user.token_version += 1
+    for field, value in changes.items():
+        setattr(user, field, value.value if isinstance(value, Role) else value)
+    user.updated_at = now
+    await _flush_unique_email(session, user.email)
+    return user
+
+
+async def change_password(
+    session: AsyncSession, *, user: User, current_password: str, new_password: str, now: datetime
+) -> User:
+    if not security.verify_password(current_password, user.hashed_password):
+        raise Unauthorized("Current password is wrong")
+    return await update(session, user=user, changes={"password": new_password}, now=now)
+
+
+async def delete(session: AsyncSession, *, user: User) -> User:
+    if user.is_admin and user.is_active:
+        await _ensure_another_active_admin(session, user)
+    await session.delete(user)
+    await session.flush()
+    return user
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    q: str | None = None,
+) -> tuple[list[User], str | None]:
+    query = select(User).order_by(User.id).limit(limit + 1)
+    if cursor:
+        after = decode_cursor(cursor, keys={"id": int})["id"]
+        query = query.where(User.id > after)
+    if role is not None:
+        query = query.where(User.role == role.value)
+    if is_active is not None:
+        query = query.where(User.is_active == is_active)
+    if q:
+        pattern = "%" + _escape_like(q.lower()) + "%"
+        query = query.where(
+            or_(
+                User.email.like(pattern, escape="\\"),
+                func.lower(User.full_name).like(pattern, escape="\\"),
+            )
+        )
+    users = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor({"id": users[limit - 1].id}) if len(users) > limit else None
+    return users[:limit], next_cursor
+
+
+async def _ensure_another_active_admin(session: AsyncSession, user: User) -> None:
+    await lock_named(session, ADMIN_LOCK)
+    others = await session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == Role.admin.value, User.is_active.is_(True), User.id != user.id)
+    )
+    if not others:
+        raise Conflict(f"{user.email} is the last active admin; promote another admin first")
+
+
+async def _flush_unique_email(session: AsyncSession, email: str) -> None:
+    # Two concurrent requests can both pass the lookup; the unique index decides.
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"A user with email {email} already exists") from exc
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

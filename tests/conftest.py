@@ -1,0 +1,213 @@
+"""Shared fixtures: one database per backend per run, a clean database per test, the app over ASGI.
+
+SQLite always runs. PostgreSQL runs when TEST_DATABASE_URL is set (each run creates its own
+database on that server and drops it at the end, so parallel runs cannot collide); otherwise its
+tests are skipped with the reason shown. `--backend` picks one backend.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.clock import FrozenClock
+from app.config import Settings, to_async_url
+from app.db import create_engine
+from app.main import create_app
+from app.migrations import upgrade_connection
+from app.models import Base
+from tests.factories import Factory
+
+BACKENDS = ("sqlite", "postgresql")
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=(*BACKENDS, "all"),
+        default="all",
+        help="database backend(s) to run the suite on (PostgreSQL needs TEST_DATABASE_URL)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--backend") == "postgresql" and not os.environ.get("TEST_DATABASE_URL"):
+        raise pytest.UsageError("--backend postgresql needs TEST_DATABASE_URL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = config.getoption("--backend")
+    if chosen == "all":
+        return
+    keep, drop = [], []
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
+        (drop if backend and backend != chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "postgresql" and not os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("PostgreSQL: TEST_DATABASE_URL is not set (make test-postgres runs these)")
+    return name
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if backend == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "test.db"
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
+        yield url
+
+
+class postgres_database:  # noqa: N801 - used like a function
+    """Create a uniquely named database on the server of `server_url`; drop it on exit."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = to_async_url(server_url)
+        self.name = f"ims_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> str:
+        import asyncio
+
+        asyncio.run(self._execute(f'CREATE DATABASE "{self.name}"'))
+        return make_url(self.server_url).set(database=self.name).render_as_string(False)
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        asyncio.run(self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+    async def _execute(self, statement: str) -> None:
+        engine = create_async_engine(self.server_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "environment": "test",
+        "secret_key": TEST_SECRET,
+        "smtp_host": None,
+        "signup_enabled": True,
+        "database_pool_size": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(make_settings(database_url))
+    async with engine.begin() as connection:
+        await upgrade_connection(connection)
+    yield engine
+    await engine.dispose()
+
+
+async def wipe(engine: AsyncEngine) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{name}"' for name in tables)
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                await connection.execute(text(f'DELETE FROM "{name}"'))  # noqa: S608
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@dataclass
+class Harness:
+    """The running app and what tests need around it."""
+
+    app: object
+    settings: Settings
+    clock: FrozenClock
+    factory: Factory
+    make_client: Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture
+async def harness(
+    engine: AsyncEngine, settings: Settings, clock: FrozenClock
+) -> AsyncIterator[Harness]:
+    await wipe(engine)
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        factory = Factory(app.state.sessionmaker, settings, clock)
+
+        def make_client(token: str | None = None) -> httpx.AsyncClient:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+            )
+
+        yield Harness(app, settings, clock, factory, make_client)
+
+
+@pytest.fixture
+def factory(harness: Harness) -> Factory:
+    return harness.factory
+
+
+@pytest.fixture
+async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    async with harness.make_client() as client:
+        yield client
+
+
+@pytest.fixture
+async def admin(factory: Factory) -> object:
+    return await factory.user(email="admin@example.com", full_name="Ada Admin", role="admin")
+
+
+@pytest.fixture
+async def user(factory: Factory) -> object:
+    return await factory.user(email="user@example.com", full_name="Uma User")
+
+
+@pytest.fixture
+async def admin_client(harness: Harness, admin: object) -> AsyncIterator[httpx.AsyncClient]:
+    async with harness.make_client(harness.factory.token(admin)) as client:
+        yield client
+
+
+@pytest.fixture
+async def user_client(harness: Harness, user: object) -> AsyncIterator[httpx.AsyncClient]:
+    async with harness.make_client(harness.factory.token(user)) as client:
+        yield client
+
+
+@pytest.fixture
+def tmp_sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
