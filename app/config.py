@@ -84,7 +84,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if self.environment is not Environment.production:
+        if self.environment != Environment.production:
             return self
         if self.secret_key == DEFAULT_SECRET_KEY:
             raise ValueError(
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
 
     @property
     def is_production(self) -> bool:
-        return self.environment is Environment.production
+        return self.environment == Environment.production
 
 
 def to_async_url(url: str) -> str:

@@ -28,7 +28,7 @@ from app.models import Base
 from tests.factories import Factory
 
 BACKENDS = ("sqlite", "postgresql")
-TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+TEST_SECRET = "test-secret-key-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +38,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="all",
         help="database backend(s) to run the suite on (PostgreSQL needs TEST_DATABASE_URL)",
     )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return f"database backends: {config.getoption('--backend')} (PostgreSQL server given)"
+    return "database backends: sqlite only; PostgreSQL tests skipped: TEST_DATABASE_URL is not set"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -76,7 +82,7 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield url
 
 
-class postgres_database:  # noqa: N801 - used like a function
+class postgres_database:
     """Create a uniquely named database on the server of `server_url`; drop it on exit."""
 
     def __init__(self, server_url: str) -> None:
@@ -133,7 +139,7 @@ async def wipe(engine: AsyncEngine) -> None:
             await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         else:
             for name in tables:
-                await connection.execute(text(f'DELETE FROM "{name}"'))  # noqa: S608
+                await connection.execute(text(f'DELETE FROM "{name}"'))
 
 
 @pytest.fixture
@@ -211,3 +217,41 @@ async def user_client(harness: Harness, user: object) -> AsyncIterator[httpx.Asy
 @pytest.fixture
 def tmp_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+
+
+class SMTPInbox:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        from email import message_from_bytes, policy
+        from email.message import EmailMessage
+
+        self.messages: list[EmailMessage] = []
+        self._parse = lambda raw: message_from_bytes(raw, policy=policy.default)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.messages.append(self._parse(envelope.content))  # type: ignore[attr-defined]
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[SMTPInbox, int]]:
+    from aiosmtpd.controller import Controller
+
+    inbox = SMTPInbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,83 @@
+"""Settings: URL forms, production refusals, `.env` reading."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import DEFAULT_SECRET_KEY, Settings, to_async_url
+
+STRONG = "s" * 48
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db/ims", "postgresql+asyncpg://u:p@db/ims"),
+        ("postgres://u:p@db/ims", "postgresql+asyncpg://u:p@db/ims"),
+        ("postgresql+psycopg2://u@db/ims", "postgresql+asyncpg://u@db/ims"),
+        ("postgresql+asyncpg://u@db/ims", "postgresql+asyncpg://u@db/ims"),
+        ("sqlite:///./data/x.db", "sqlite+aiosqlite:///./data/x.db"),
+        ("sqlite+aiosqlite:///./data/x.db", "sqlite+aiosqlite:///./data/x.db"),
+    ],
+)
+def test_database_url_forms_map_to_async_drivers(given, expected):
+    assert to_async_url(given) == expected
+
+
+def test_defaults_run_a_development_instance_on_sqlite(monkeypatch):
+    for name in ("DATABASE_URL", "SECRET_KEY", "ENVIRONMENT", "ALGORITHM"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.async_database_url == "sqlite+aiosqlite:///./data/incidents.db"
+    assert settings.is_sqlite and not settings.is_production
+    assert settings.algorithm == "HS256"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"secret_key": DEFAULT_SECRET_KEY}, "SECRET_KEY is the development default"),
+        ({"secret_key": "short"}, "at least 32 characters"),
+        ({"database_url": "sqlite:///x.db"}, "use PostgreSQL in production"),
+    ],
+)
+def test_production_refuses_unsafe_values(overrides, message):
+    values = {"environment": "production", "secret_key": STRONG, "database_url": "postgresql://d/x"}
+    with pytest.raises(ValidationError, match=message):
+        Settings(_env_file=None, **(values | overrides))
+
+
+def test_production_accepts_safe_values_and_explicit_sqlite():
+    Settings(
+        _env_file=None, environment="production", secret_key=STRONG, database_url="postgresql://d/x"
+    )
+    Settings(
+        _env_file=None,
+        environment="production",
+        secret_key=STRONG,
+        database_url="sqlite:///x.db",
+        allow_sqlite_in_production=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("algorithm", "none"), ("algorithm", "RS256"), ("default_timezone", "Nowhere/Land"),
+     ("log_level", "LOUD"), ("access_token_expire_minutes", 0)],
+)  # fmt: skip
+def test_bad_values_are_refused(field, value):
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, **{field: value})
+
+
+def test_env_file_and_environment_are_read(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "SECRET_KEY=from-the-env-file\nACCESS_TOKEN_EXPIRE_MINUTES=15\nLOG_LEVEL=debug\n"
+    )
+    monkeypatch.setenv("ACCESS_TOKEN_EXPIRE_MINUTES", "20")
+    settings = Settings(_env_file=env_file)
+    assert settings.secret_key == "from-the-env-file"
+    assert settings.access_token_expire_minutes == 20  # the environment wins over the file
+    assert settings.log_level == "DEBUG"

@@ -1,0 +1,67 @@
+"""Health, root and documentation endpoints."""
+
+from __future__ import annotations
+
+import httpx
+
+from app import __version__
+from app.main import create_app
+from tests.conftest import make_settings
+
+
+async def test_health_checks_the_database(client):
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "version": __version__}
+
+
+async def test_health_is_503_when_the_database_is_down():
+    # Nothing listens on port 1: the database is unreachable, the process itself is alive.
+    app = create_app(make_settings("postgresql://postgres@127.0.0.1:1/none"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/health")
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "database": "error", "version": __version__}
+
+
+async def test_root_names_the_service_and_its_docs(client):
+    body = (await client.get("/")).json()
+    assert body["name"] == "Incident Management System"
+    assert (body["docs"], body["redoc"], body["openapi"]) == ("/docs", "/redoc", "/v1/openapi.json")
+
+
+async def test_docs_and_openapi_list_every_endpoint(client):
+    assert "swagger-ui" in (await client.get("/docs")).text
+    assert "redoc" in (await client.get("/redoc")).text
+    spec = (await client.get("/v1/openapi.json")).json()
+    operations = {(m.upper(), p) for p, item in spec["paths"].items() for m in item}
+    assert operations == {
+        ("GET", "/"),
+        ("GET", "/health"),
+        ("POST", "/v1/auth/signup"),
+        ("POST", "/v1/auth/login/access-token"),
+        ("POST", "/v1/auth/login/test-token"),
+        ("POST", "/v1/auth/password-recovery/{email}"),
+        ("POST", "/v1/auth/reset-password/"),
+        ("GET", "/v1/users/me"),
+        ("PUT", "/v1/users/me"),
+        ("POST", "/v1/users/me/password"),
+        ("GET", "/v1/users/"),
+        ("POST", "/v1/users/"),
+        ("GET", "/v1/users/{user_id}"),
+        ("PUT", "/v1/users/{user_id}"),
+        ("DELETE", "/v1/users/{user_id}"),
+    }
+    # The Authorize button uses the OAuth2 password flow against the login endpoint.
+    flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
+    assert flows["password"]["tokenUrl"] == "/v1/auth/login/access-token"
+    # Every operation has a description (router docstrings).
+    undocumented = [
+        (m, p)
+        for p, item in spec["paths"].items()
+        for m, op in item.items()
+        if not op.get("description")
+    ]
+    assert undocumented == []

@@ -1,0 +1,174 @@
+"""The commands people type, run as real processes: serve, migrate, create-admin, worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "incident-management")
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "SECRET_KEY", "ENVIRONMENT"}
+    }
+    environment["DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
+    return environment
+
+
+def run(args, env, cwd, **kwargs):
+    return subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60, **kwargs
+    )
+
+
+def wait_for_health(base: str, process: subprocess.Popen, seconds: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early: {process.communicate()[1]}")
+        try:
+            return httpx.get(f"{base}/health", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("server did not answer in time")
+
+
+def stop(process: subprocess.Popen) -> str:
+    """End the server we started; return what it printed on stdout."""
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out or ""
+
+
+def test_serve_migrates_an_empty_database_then_serves(env, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [CLI, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for_health(base, process).json()["database"] == "ok"
+        signup = httpx.post(
+            f"{base}/v1/auth/signup",
+            json={"email": "first@example.com", "password": "long enough", "full_name": "F"},
+        )
+        assert signup.status_code == 201 and signup.json()["role"] == "admin"
+        docs = httpx.get(f"{base}/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    finally:
+        out = stop(process)
+    assert f"{base}/docs" in out
+    assert "/v1/auth/signup" in out
+
+
+def test_production_refuses_the_default_secret_key(env, tmp_path):
+    env = env | {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://127.0.0.1/x"}
+    for command in ([CLI, "serve"], [sys.executable, "-m", "uvicorn", "app.main:app"]):
+        result = run(command, env, tmp_path)
+        assert result.returncode != 0, command
+        assert "Refusing to start" in result.stderr
+        assert "SECRET_KEY is the development default" in result.stderr
+
+
+def test_migrate_and_create_admin(env, tmp_path):
+    assert run([CLI, "migrate"], env, tmp_path).returncode == 0
+    created = run(
+        [CLI, "create-admin", "--email", "Root@Example.com", "--full-name", "Root"],
+        env | {"ADMIN_PASSWORD": "a long admin passphrase"},
+        tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "Admin root@example.com created" in created.stdout
+
+    again = run(
+        [CLI, "create-admin", "--email", "root@example.com"],
+        env | {"ADMIN_PASSWORD": "a long admin passphrase"},
+        tmp_path,
+    )
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+    forced = run(
+        [CLI, "create-admin", "--email", "root@example.com", "--force"],
+        env | {"ADMIN_PASSWORD": "another long passphrase"},
+        tmp_path,
+    )
+    assert forced.returncode == 0, forced.stderr
+
+    weak = run(
+        [CLI, "create-admin", "--email", "weak@example.com"],
+        env | {"ADMIN_PASSWORD": "short"},
+        tmp_path,
+    )
+    assert weak.returncode == 1
+    assert "at least 8 characters" in weak.stderr
+
+    # The admin can log in with the password set by --force, through a real server.
+    port = free_port()
+    process = subprocess.Popen(
+        [CLI, "serve", "--port", str(port), "--no-migrate"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", process)
+        login = httpx.post(
+            f"http://127.0.0.1:{port}/v1/auth/login/access-token",
+            data={"username": "root@example.com", "password": "another long passphrase"},
+        )
+        assert login.status_code == 200
+    finally:
+        stop(process)
+
+
+def test_create_admin_prompts_for_the_password(env, tmp_path):
+    result = run(
+        [CLI, "create-admin", "--email", "prompted@example.com"],
+        env,
+        tmp_path,
+        input="typed passphrase\ntyped passphrase\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Admin prompted@example.com created" in result.stdout
+
+
+def test_worker_says_there_is_nothing_to_run(env, tmp_path):
+    result = run([CLI, "worker"], env, tmp_path)
+    assert result.returncode == 1
+    assert "nothing for a separate worker to run" in result.stderr
+
+
+def test_alembic_command_line_upgrades_the_configured_database(env, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    result = run(
+        [str(BIN / "alembic"), "-c", str(root / "alembic.ini"), "upgrade", "head"], env, root
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cli.db").exists()
+    check = run([str(BIN / "alembic"), "-c", str(root / "alembic.ini"), "check"], env, root)
+    assert check.returncode == 0, check.stdout + check.stderr
