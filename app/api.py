@@ -3,8 +3,12 @@
 from fastapi import APIRouter
 
 from app.auth.router import router as auth_router
+from app.incidents.router import router as incidents_router
+from app.services.router import router as services_router
 from app.users.router import router as users_router
 
 api_router = APIRouter(prefix="/v1")
 api_router.include_router(auth_router)
 api_router.include_router(users_router)
+api_router.include_router(services_router)
+api_router.include_router(incidents_router)

@@ -51,14 +51,37 @@ def serve(
 
 @cli.command()
 def worker() -> None:
-    """Run the background worker on its own (for scaled deployments)."""
-    typer.echo(
-        "There is nothing for a separate worker to run yet: this release has no escalation "
-        "timers or notification outbox (they arrive with the escalation and notification work). "
-        "Exiting without doing anything.",
-        err=True,
+    """Run the background worker alone (scaled deployments: give the API WORKER_IN_PROCESS=false).
+
+    SIGTERM or Ctrl-C finish the batch in hand, then exit.
+    """
+    from app.logging import configure_logging
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    import signal
+
+    from app.clock import SystemClock
+    from app.db import create_engine, create_sessionmaker
+    from app.worker.runner import Worker
+
+    engine = create_engine(settings)
+    runner = Worker(
+        create_sessionmaker(engine),
+        SystemClock(),
+        poll_interval=settings.worker_poll_interval_seconds,
     )
-    raise typer.Exit(code=1)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, runner.stop)
+    try:
+        await runner.run()
+    finally:
+        await engine.dispose()
 
 
 @cli.command()

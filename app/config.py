@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     password_reset_token_expire_minutes: int = Field(default=60, ge=5, le=60 * 24)
     signup_enabled: bool = True
 
+    worker_in_process: bool = True
+    worker_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
     public_base_url: str = "http://127.0.0.1:8000"
     default_timezone: str = "UTC"
 

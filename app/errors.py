@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,36 @@ class Conflict(DomainError):
     status_code = 409
 
 
+def _safe(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe, short rendering of what a client sent, for echoing in a 422."""
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 2**63 else str(value)[:40]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        text = value.encode("utf-8", "replace").decode("utf-8")
+        return text if len(text) <= 200 else text[:200] + "…"
+    if depth < 3 and isinstance(value, list | tuple):
+        return [_safe(v, depth + 1) for v in value[:10]]
+    if depth < 3 and isinstance(value, dict):
+        return {_safe(str(k)): _safe(v, depth + 1) for k, v in list(value.items())[:10]}
+    return f"<{type(value).__name__}>"
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "type": error.get("type"),
+                "loc": [_safe(part) for part in error.get("loc", ())],
+                "msg": _safe(error.get("msg")),
+                **({"input": _safe(error["input"])} if "input" in error else {}),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.api import api_router
+from app.body_guard import JSONBodyGuard
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
@@ -19,6 +21,7 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.logging import configure_logging
 from app.routing import SlashAliasMiddleware
+from app.worker.runner import Worker
 
 DESCRIPTION = """
 Alerts in from monitoring, deduplicated into incidents; escalation and notifications out.
@@ -37,9 +40,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.worker = Worker(
+            app.state.sessionmaker, clock, poll_interval=settings.worker_poll_interval_seconds
+        )
+        task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
         try:
             yield
         finally:
+            if task is not None:
+                app.state.worker.stop()
+                await task
             await engine.dispose()
 
     app = FastAPI(
@@ -59,6 +69,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(health_router)
     app.include_router(api_router)
     app.add_middleware(SlashAliasMiddleware, router=app.router)
+    app.add_middleware(JSONBodyGuard)
     return app
 
 

@@ -2,6 +2,17 @@
 
 from app.auth.models import PasswordResetToken
 from app.db import Base
+from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
+from app.services.models import Service
 from app.users.models import User
 
-__all__ = ["Base", "PasswordResetToken", "User"]
+__all__ = [
+    "Assignment",
+    "Base",
+    "Comment",
+    "Incident",
+    "PasswordResetToken",
+    "Service",
+    "TimelineEntry",
+    "User",
+]

@@ -7,6 +7,9 @@ import binascii
 import json
 from typing import Any
 
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.errors import DomainError
 
 
@@ -35,4 +38,20 @@ def decode_cursor(cursor: str, *, keys: dict[str, type]) -> dict[str, Any]:
         value = values[key]
         if not isinstance(value, expected) or isinstance(value, bool):
             raise InvalidCursor()
+        if isinstance(value, int) and not 0 <= value < 2**63:
+            raise InvalidCursor()
+        if isinstance(value, str) and len(value) > 64:
+            raise InvalidCursor()
     return values
+
+
+async def page_by_id(
+    session: AsyncSession, query: Select[Any], id_column: Any, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """One page of `query` in id order, after the cursor's id."""
+    query = query.order_by(id_column).limit(limit + 1)
+    if cursor:
+        query = query.where(id_column > decode_cursor(cursor, keys={"id": int})["id"])
+    rows = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor({"id": rows[limit - 1].id}) if len(rows) > limit else None
+    return rows[:limit], next_cursor

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -157,10 +159,53 @@ def test_create_admin_prompts_for_the_password(env, tmp_path):
     assert "Admin prompted@example.com created" in result.stdout
 
 
-def test_worker_says_there_is_nothing_to_run(env, tmp_path):
-    result = run([CLI, "worker"], env, tmp_path)
-    assert result.returncode == 1
-    assert "nothing for a separate worker to run" in result.stderr
+async def test_worker_wakes_snoozed_incidents_and_stops_cleanly_on_sigterm(env, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from app.db import create_engine, create_sessionmaker, session_scope
+    from app.incidents.models import Incident, TimelineEntry
+    from tests.conftest import make_settings
+
+    assert run([CLI, "migrate"], env, tmp_path).returncode == 0
+    engine = create_engine(make_settings(env["DATABASE_URL"]))
+    sessions = create_sessionmaker(engine)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    async with session_scope(sessions) as session:
+        incident = Incident(
+            title="Disk full", status="snoozed", severity="high", snoozed_until=past,
+            labels={}, custom_fields={}, created_at=past, updated_at=past,
+        )  # fmt: skip
+        session.add(incident)
+    process = subprocess.Popen(
+        [CLI, "worker"],
+        env=env | {"WORKER_POLL_INTERVAL_SECONDS": "0.2"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = "snoozed"
+        while status == "snoozed" and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            async with session_scope(sessions) as session:
+                status = await session.scalar(
+                    select(Incident.status).where(Incident.id == incident.id)
+                )
+            await asyncio.sleep(0.1)
+        assert status == "triggered"
+        async with session_scope(sessions) as session:
+            types = list(await session.scalars(select(TimelineEntry.type)))
+        assert types == ["unsnoozed"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+        await engine.dispose()
+    assert process.returncode == 0, err
+    assert "worker stopped" in err
 
 
 def test_alembic_command_line_upgrades_the_configured_database(env, tmp_path):

@@ -5,9 +5,9 @@ import zoneinfo
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
 
-from app.schemas import RequestModel, ResponseModel
+from app.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.users.models import Role
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -86,8 +86,10 @@ class UserCreate(RequestModel):
     }
 
 
-class UserUpdateMe(RequestModel):
+class UserUpdateMe(PartialUpdate):
     """Fields a user may change on their own account. Omitted fields stay as they are."""
+
+    nullable_fields = frozenset({"phone"})
 
     email: Email | None = None
     full_name: FullName | None = None
@@ -95,13 +97,6 @@ class UserUpdateMe(RequestModel):
     timezone: TimeZone | None = None
 
     model_config = {"json_schema_extra": {"examples": [{"full_name": "Ada L.", "phone": None}]}}
-
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> UserUpdateMe:
-        for name in self.model_fields_set:
-            if name != "phone" and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null; omit it to leave it unchanged")
-        return self
 
 
 class UserUpdate(UserUpdateMe):

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import security
 from app.db import lock_named
 from app.errors import Conflict, Unauthorized
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import page_by_id
 from app.users.models import Role, User
 
 ADMIN_LOCK = "users:admins"
@@ -143,25 +143,20 @@ async def list_page(
     is_active: bool | None = None,
     q: str | None = None,
 ) -> tuple[list[User], str | None]:
-    query = select(User).order_by(User.id).limit(limit + 1)
-    if cursor:
-        after = decode_cursor(cursor, keys={"id": int})["id"]
-        query = query.where(User.id > after)
+    query = select(User)
     if role is not None:
         query = query.where(User.role == role.value)
     if is_active is not None:
         query = query.where(User.is_active == is_active)
     if q:
-        pattern = "%" + _escape_like(q.lower()) + "%"
+        needle = q.lower()
         query = query.where(
             or_(
-                User.email.like(pattern, escape="\\"),
-                func.lower(User.full_name).like(pattern, escape="\\"),
+                User.email.contains(needle, autoescape=True),
+                func.lower(User.full_name).contains(needle, autoescape=True),
             )
         )
-    users = list((await session.scalars(query)).all())
-    next_cursor = encode_cursor({"id": users[limit - 1].id}) if len(users) > limit else None
-    return users[:limit], next_cursor
+    return await page_by_id(session, query, User.id, limit=limit, cursor=cursor)
 
 
 async def _ensure_another_active_admin(session: AsyncSession, user: User) -> None:
@@ -181,7 +176,3 @@ async def _flush_unique_email(session: AsyncSession, email: str) -> None:
         await session.flush()
     except IntegrityError as exc:
         raise Conflict(f"A user with email {email} already exists") from exc
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

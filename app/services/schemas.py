@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+from app.schemas import PartialUpdate, RequestModel, ResponseModel
+
+ServiceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class ServiceRead(ResponseModel):
+    id: int
+    name: str
+    description: str
+    escalation_policy_id: int | None = None
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ServiceCreate(RequestModel):
+    name: ServiceName
+    description: Description = ""
+    is_active: bool = True
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"name": "checkout-api", "description": "Payments and checkout"}]
+        }
+    }
+
+
+class ServiceUpdate(PartialUpdate):
+    """Fields to change; omitted fields stay as they are."""
+
+    name: ServiceName | None = None
+    description: Description | None = None
+    is_active: bool | None = None
+
+    model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}
