@@ -1,13 +1,14 @@
-"""Refuse JSON bodies that are valid to Python's parser but not to JSON or to a database.
+"""Refuse input that parsers accept but that cannot be stored or echoed back.
 
-Python's `json` accepts NaN and Infinity, lone UTF-16 surrogates (`"\\ud800"`) and nesting deep
-enough to exhaust the recursion limit; none of those can be stored or echoed back, so they are
-answered here with a 422 before any endpoint sees them.
+Python's `json` accepts NaN, Infinity and 1e400, lone UTF-16 surrogates (`"\\ud800"`) and nesting
+deep enough to exhaust the recursion limit; PostgreSQL refuses NUL characters in text. Such
+requests are answered here with a 422 before any endpoint sees them, on both databases alike.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,10 +24,17 @@ def _refuse_constant(name: str) -> Any:
     raise BadJSON(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadJSON(f"number {text[:40]} is out of range")
+    return value
+
+
 def check_json(body: bytes) -> str | None:
     """Why the body is unacceptable, or None (malformed JSON is left to the normal 422)."""
     try:
-        value = json.loads(body, parse_constant=_refuse_constant)
+        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except BadJSON as exc:
         return str(exc)
     except RecursionError:
@@ -40,11 +48,11 @@ def check_json(body: bytes) -> str | None:
             return f"JSON nested more than {MAX_DEPTH} levels deep"
         if isinstance(item, str):
             if not _encodable(item):
-                return "JSON string contains an unpaired surrogate (\\ud800-\\udfff)"
+                return "JSON string contains a NUL character or an unpaired surrogate"
         elif isinstance(item, dict):
             for key, child in item.items():
                 if not _encodable(key):
-                    return "JSON key contains an unpaired surrogate (\\ud800-\\udfff)"
+                    return "JSON key contains a NUL character or an unpaired surrogate"
                 stack.append((child, depth + 1))
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
@@ -52,6 +60,8 @@ def check_json(body: bytes) -> str | None:
 
 
 def _encodable(text: str) -> bool:
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -59,16 +69,24 @@ def _encodable(text: str) -> bool:
     return True
 
 
-class JSONBodyGuard:
+NUL_IN_URL = "The path or query string contains a NUL character (%00)"
+
+
+class InputGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            await _refuse(send, NUL_IN_URL)
+            return
         content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
-        if not (content_type == b"application/json" or content_type.endswith(b"+json")):
+        is_json = content_type == b"application/json" or content_type.endswith(b"+json")
+        is_form = content_type == b"application/x-www-form-urlencoded"
+        if scope["method"] not in ("POST", "PUT", "PATCH") or not (is_json or is_form):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -80,20 +98,13 @@ class JSONBodyGuard:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        problem = check_json(body) if body else None
+        if is_json:
+            problem = check_json(body) if body else None
+        else:
+            nul = b"%00" in body or b"\x00" in body
+            problem = "The form contains a NUL character" if nul else None
         if problem is not None:
-            payload = json.dumps({"detail": problem}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 422,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await _refuse(send, problem)
             return
 
         replayed = False
@@ -106,3 +117,10 @@ class JSONBodyGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": 422, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.api import api_router
-from app.body_guard import JSONBodyGuard
+from app.body_guard import InputGuard
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(health_router)
     app.include_router(api_router)
     app.add_middleware(SlashAliasMiddleware, router=app.router)
-    app.add_middleware(JSONBodyGuard)
+    app.add_middleware(InputGuard)
     return app
 
 

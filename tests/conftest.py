@@ -117,6 +117,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "smtp_host": None,
         "signup_enabled": True,
         "database_pool_size": 5,
+        # Tests run the worker's jobs themselves (harness.run_jobs) after moving the clock.
+        "worker_in_process": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -161,6 +163,11 @@ class Harness:
     clock: FrozenClock
     factory: Factory
     make_client: Callable[..., httpx.AsyncClient]
+
+    async def run_jobs(self) -> dict[str, int]:
+        """One pass of every worker job at the clock's current time."""
+        result: dict[str, int] = await self.app.state.worker.run_once()  # type: ignore[attr-defined]
+        return result
 
 
 @pytest.fixture

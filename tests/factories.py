@@ -12,6 +12,8 @@ from app.auth import security
 from app.clock import FrozenClock
 from app.config import Settings
 from app.db import session_scope
+from app.incidents.models import Incident, TimelineEntry
+from app.services.models import Service
 from app.users.models import User
 
 DEFAULT_PASSWORD = "correct horse battery staple"
@@ -62,3 +64,61 @@ class Factory:
         return security.create_access_token(
             self.settings, user_id=user.id, token_version=user.token_version, now=self.clock.now()
         ).token
+
+    async def service(self, **overrides: Any) -> Service:
+        n = next(_counter)
+        name = overrides.pop("name", f"service-{n}")
+        values: dict[str, Any] = {
+            "name": name,
+            "name_key": name.lower(),
+            "description": "",
+            "is_active": True,
+            "created_at": self.clock.now(),
+            "updated_at": self.clock.now(),
+        }
+        values.update(overrides)
+        service = Service(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(service)
+        return service
+
+    async def incident(self, **overrides: Any) -> Incident:
+        """An incident as the API would leave it, with its `created` timeline entry."""
+        n = next(_counter)
+        now = overrides.pop("created_at", self.clock.now())
+        values: dict[str, Any] = {
+            "title": f"Incident {n}",
+            "description": "",
+            "status": "triggered",
+            "severity": "medium",
+            "source": "api",
+            "alert_count": 1,
+            "labels": {},
+            "custom_fields": {},
+            "escalation_level": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        values.update(overrides)
+        incident = Incident(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(incident)
+            await session.flush()
+            session.add(
+                TimelineEntry(
+                    incident_id=incident.id, type="created", actor_type="system",
+                    actor_id=None, actor_name="system", data={}, created_at=now,
+                )
+            )  # fmt: skip
+        return incident
+
+    async def timeline_types(self, incident_id: int) -> list[str]:
+        from sqlalchemy import select
+
+        async with session_scope(self.sessionmaker) as session:
+            rows = await session.scalars(
+                select(TimelineEntry.type)
+                .where(TimelineEntry.incident_id == incident_id)
+                .order_by(TimelineEntry.id)
+            )
+            return list(rows)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from datetime import datetime
+from functools import cache
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
@@ -23,8 +24,13 @@ def _e164(value: str | None) -> str | None:
     return value
 
 
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
 def _timezone(value: str) -> str:
-    if value not in zoneinfo.available_timezones():
+    if value not in _timezones():
         raise ValueError(f"{value!r} is not an IANA time zone (for example Europe/Berlin)")
     return value
 
