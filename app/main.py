@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             app.state.sessionmaker, clock, poll_interval=settings.worker_poll_interval_seconds
         )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
+        app.state.worker_task = task
         try:
             yield
         finally:

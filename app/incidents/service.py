@@ -235,6 +235,8 @@ async def snooze(
         Status.triggered.value, Status.acknowledged.value, Status.snoozed.value
     ):  # fmt: skip
         raise IllegalTransition(incident, "snooze")
+    if incident.status == Status.snoozed.value and incident.snoozed_until == until:
+        return incident
     if until <= now:
         raise DomainError("until must be in the future")
     if until > now + MAX_SNOOZE:

@@ -1,0 +1,124 @@
+"""Who may call what: one row per endpoint, generated against the live route list.
+
+A new endpoint without a row here fails `test_every_endpoint_has_a_row`, so nobody adds a route
+without deciding who may call it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+PUBLIC, SIGNED_IN, ADMIN = "public", "signed-in", "admin"
+
+# (method, path template) → who may call it.
+RULES: dict[tuple[str, str], str] = {
+    ("GET", "/"): PUBLIC,
+    ("GET", "/health"): PUBLIC,
+    ("POST", "/v1/auth/signup"): PUBLIC,
+    ("POST", "/v1/auth/login/access-token"): PUBLIC,
+    ("POST", "/v1/auth/login/test-token"): SIGNED_IN,
+    ("POST", "/v1/auth/password-recovery/{email}"): PUBLIC,
+    ("POST", "/v1/auth/reset-password/"): PUBLIC,
+    ("GET", "/v1/users/me"): SIGNED_IN,
+    ("PUT", "/v1/users/me"): SIGNED_IN,
+    ("POST", "/v1/users/me/password"): SIGNED_IN,
+    ("GET", "/v1/users/"): ADMIN,
+    ("POST", "/v1/users/"): ADMIN,
+    ("GET", "/v1/users/{user_id}"): ADMIN,
+    ("PUT", "/v1/users/{user_id}"): ADMIN,
+    ("DELETE", "/v1/users/{user_id}"): ADMIN,
+    ("GET", "/v1/services/"): SIGNED_IN,
+    ("POST", "/v1/services/"): ADMIN,
+    ("GET", "/v1/services/{service_id}"): SIGNED_IN,
+    ("PUT", "/v1/services/{service_id}"): ADMIN,
+    ("DELETE", "/v1/services/{service_id}"): ADMIN,
+    ("GET", "/v1/incidents/"): SIGNED_IN,
+    ("POST", "/v1/incidents/"): SIGNED_IN,
+    ("GET", "/v1/incidents/{incident_id}"): SIGNED_IN,
+    ("PUT", "/v1/incidents/{incident_id}"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/acknowledge"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/resolve"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/snooze"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/unsnooze"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/unacknowledge"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/reopen"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/assign"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/comments"): SIGNED_IN,
+    ("GET", "/v1/incidents/{incident_id}/comments"): SIGNED_IN,
+    ("GET", "/v1/incidents/{incident_id}/timeline"): SIGNED_IN,
+}
+
+# A body each endpoint accepts, so that a refusal is about who calls, not what is sent.
+BODIES = {
+    ("POST", "/v1/users/"): {"email": "x@example.com", "password": "long enough", "full_name": "X"},
+    ("PUT", "/v1/users/{user_id}"): {"full_name": "Renamed"},
+    ("PUT", "/v1/users/me"): {"full_name": "Renamed"},
+    ("POST", "/v1/users/me/password"): {"current_password": "x", "new_password": "long enough"},
+    ("POST", "/v1/services/"): {"name": "svc"},
+    ("PUT", "/v1/services/{service_id}"): {"description": "d"},
+    ("POST", "/v1/incidents/"): {"title": "t"},
+    ("PUT", "/v1/incidents/{incident_id}"): {"title": "t2"},
+    ("POST", "/v1/incidents/{incident_id}/snooze"): {"minutes": 5},
+    ("POST", "/v1/incidents/{incident_id}/assign"): {"user_ids": []},
+    ("POST", "/v1/incidents/{incident_id}/comments"): {"content": "c"},
+}
+CALLERS = ("anonymous", "deactivated", "user", "admin")
+# These answer 401 to the wrong password sent above, whoever calls: that is not an authz refusal.
+WRONG_SECRET = {"/v1/auth/login/access-token", "/v1/users/me/password"}
+
+
+def operations(app) -> set[tuple[str, str]]:
+    return {(m.upper(), p) for p, item in app.openapi()["paths"].items() for m in item}
+
+
+async def test_every_endpoint_has_a_row(harness):
+    assert operations(harness.app) == set(RULES), "add the new endpoint to RULES"
+
+
+def expected_refusal(rule: str, caller: str) -> int | None:
+    """The status a caller must get, or None when the caller is let through."""
+    if rule == PUBLIC:
+        return None
+    if caller in ("anonymous", "deactivated"):
+        return 401
+    if rule == ADMIN and caller == "user":
+        return 403
+    return None
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+async def test_matrix(harness, factory, caller):
+    admin = await factory.user(role="admin", email="boss@example.com")
+    user = await factory.user(email="member@example.com")
+    deactivated = await factory.user(email="former@example.com")
+    token = {
+        "anonymous": None,
+        "deactivated": factory.token(deactivated),
+        "user": factory.token(user),
+        "admin": factory.token(admin),
+    }[caller]
+    async with harness.make_client(factory.token(admin)) as admin_client:
+        assert (
+            await admin_client.put(f"/v1/users/{deactivated.id}", json={"is_active": False})
+        ).status_code == 200
+    failures = []
+    # DELETEs last, so the rows they remove are not needed afterwards.
+    for method, template in sorted(RULES, key=lambda op: op[0] == "DELETE"):
+        service = await factory.service()
+        incident = await factory.incident()
+        target = await factory.user()
+        path = template.format(
+            user_id=target.id, service_id=service.id, incident_id=incident.id, email="x@example.com"
+        )
+        body = BODIES.get((method, template))
+        async with harness.make_client(token) as client:
+            if template == "/v1/auth/login/access-token":
+                response = await client.post(path, data={"username": "a", "password": "b"})
+            else:
+                response = await client.request(method, path, json=body)
+        refusal = expected_refusal(RULES[(method, template)], caller)
+        if refusal is not None and response.status_code != refusal:
+            failures.append(f"{method} {template}: expected {refusal}, got {response.status_code}")
+        if refusal is None and response.status_code in (401, 403) and template not in WRONG_SECRET:
+            failures.append(f"{method} {template}: refused with {response.status_code}")
+    assert failures == []
