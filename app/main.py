@@ -21,6 +21,7 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.logging import configure_logging
 from app.routing import SlashAliasMiddleware
+from app.timing import ServerTimingMiddleware
 from app.worker.runner import Worker
 
 DESCRIPTION = """
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(api_router)
     app.add_middleware(SlashAliasMiddleware, router=app.router)
     app.add_middleware(InputGuard)
+    app.add_middleware(ServerTimingMiddleware)
     return app
 
 
