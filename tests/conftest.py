@@ -109,6 +109,16 @@ class postgres_database:
             await engine.dispose()
 
 
+@pytest.fixture
+def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the backend under test, apart from the suite's shared one."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
+        yield url
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
@@ -219,11 +229,6 @@ async def admin_client(harness: Harness, admin: object) -> AsyncIterator[httpx.A
 async def user_client(harness: Harness, user: object) -> AsyncIterator[httpx.AsyncClient]:
     async with harness.make_client(harness.factory.token(user)) as client:
         yield client
-
-
-@pytest.fixture
-def tmp_sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
 
 
 class SMTPInbox:

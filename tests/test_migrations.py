@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -12,17 +9,7 @@ from sqlalchemy import inspect
 from app.db import create_engine
 from app.migrations import downgrade_connection, upgrade_connection
 from app.models import Base
-from tests.conftest import make_settings, postgres_database
-
-
-@pytest.fixture
-def fresh_database_url(backend, tmp_path):
-    """An empty database of the backend under test, apart from the suite's shared one."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
-        return
-    with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
-        yield url
+from tests.conftest import make_settings
 
 
 def _diff(connection, metadata=Base.metadata):

@@ -217,3 +217,63 @@ def test_alembic_command_line_upgrades_the_configured_database(env, tmp_path):
     assert (tmp_path / "cli.db").exists()
     check = run([str(BIN / "alembic"), "-c", str(root / "alembic.ini"), "check"], env, root)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_live_server_twenty_concurrent_acknowledgements(fresh_database_url, tmp_path, env):
+    """Real HTTP requests at once against a real server, on each database."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [CLI, "serve", "--port", str(port)],
+        env=env | {"DATABASE_URL": fresh_database_url},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_health(base, process)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            for i in range(20):
+                await client.post(
+                    "/v1/auth/signup",
+                    json={
+                        "email": f"u{i}@example.com",
+                        "password": "long enough",
+                        "full_name": "U",
+                    },
+                )
+            tokens = []
+            for i in range(20):
+                login = await client.post(
+                    "/v1/auth/login/access-token",
+                    data={"username": f"u{i}@example.com", "password": "long enough"},
+                )
+                tokens.append(login.json()["access_token"])
+            incident = (
+                await client.post(
+                    "/v1/incidents/",
+                    json={"title": "race"},
+                    headers={"Authorization": f"Bearer {tokens[0]}"},
+                )
+            ).json()
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"/v1/incidents/{incident['id']}/acknowledge",
+                        headers={"Authorization": f"Bearer {t}"},
+                    )
+                    for t in tokens
+                )
+            )
+            entries = (
+                await client.get(
+                    f"/v1/incidents/{incident['id']}/timeline",
+                    headers={"Authorization": f"Bearer {tokens[0]}"},
+                )
+            ).json()["items"]
+    finally:
+        stop(process)
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.json()["acknowledged_by"] for r in responses}) == 1
+    assert [e["type"] for e in entries] == ["created", "acknowledged"]
