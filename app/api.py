@@ -3,6 +3,8 @@
 from fastapi import APIRouter
 
 from app.auth.router import router as auth_router
+from app.escalation.router import incidents as incident_escalation_router
+from app.escalation.router import policies as policies_router
 from app.incidents.router import router as incidents_router
 from app.services.router import router as services_router
 from app.users.router import router as users_router
@@ -12,3 +14,5 @@ api_router.include_router(auth_router)
 api_router.include_router(users_router)
 api_router.include_router(services_router)
 api_router.include_router(incidents_router)
+api_router.include_router(incident_escalation_router)
+api_router.include_router(policies_router)

@@ -11,11 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.clock import Clock
 from app.config import Settings
 from app.db import session_scope
+from app.escalation.service import WAKE_WORKER
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with session_scope(request.app.state.sessionmaker) as session:
         yield session
+    # Something became due (e.g. an escalation step with no delay): the in-process worker runs it
+    # now instead of at its next poll.
+    if session.info.get(WAKE_WORKER):
+        request.app.state.worker.wake()
 
 
 def get_settings(request: Request) -> Settings:

@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             if task is not None:
                 app.state.worker.stop()
                 await task
+            await app.state.worker.close()
             await engine.dispose()
 
     app = FastAPI(

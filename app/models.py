@@ -2,7 +2,9 @@
 
 from app.auth.models import PasswordResetToken
 from app.db import Base
+from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
+from app.notifications.models import Notification
 from app.services.models import Service
 from app.users.models import User
 
@@ -10,7 +12,10 @@ __all__ = [
     "Assignment",
     "Base",
     "Comment",
+    "EscalationEvent",
+    "EscalationPolicy",
     "Incident",
+    "Notification",
     "PasswordResetToken",
     "Service",
     "TimelineEntry",

@@ -12,6 +12,7 @@ from app.auth import security
 from app.clock import FrozenClock
 from app.config import Settings
 from app.db import session_scope
+from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
 from app.services.models import Service
 from app.users.models import User
@@ -112,7 +113,8 @@ class Factory:
             )  # fmt: skip
         return incident
 
-    async def timeline_types(self, incident_id: int) -> list[str]:
+    async def timeline_types(self, incident_id: int, *, escalation: bool = False) -> list[str]:
+        """Entry types in order; without the escalation engine's `policy_applied` unless asked."""
         from sqlalchemy import select
 
         async with session_scope(self.sessionmaker) as session:
@@ -121,4 +123,25 @@ class Factory:
                 .where(TimelineEntry.incident_id == incident_id)
                 .order_by(TimelineEntry.id)
             )
-            return list(rows)
+            types = list(rows)
+        return types if escalation else [t for t in types if t != "policy_applied"]
+
+    async def policy(self, **overrides: Any) -> EscalationPolicy:
+        """A policy as the API stores it; by default one notify step with no target."""
+        n = next(_counter)
+        values: dict[str, Any] = {
+            "name": f"Policy {n}",
+            "description": "",
+            "priority": 100,
+            "repeat_count": 0,
+            "is_active": True,
+            "conditions": {},
+            "steps": [{"delay_minutes": 0, "targets": [], "actions": [{"type": "notify"}]}],
+            "created_at": self.clock.now(),
+            "updated_at": self.clock.now(),
+        }
+        values.update(overrides)
+        policy = EscalationPolicy(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(policy)
+        return policy

@@ -46,6 +46,13 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/incidents/{incident_id}/comments"): SIGNED_IN,
     ("GET", "/v1/incidents/{incident_id}/comments"): SIGNED_IN,
     ("GET", "/v1/incidents/{incident_id}/timeline"): SIGNED_IN,
+    ("GET", "/v1/incidents/{incident_id}/escalation-events"): SIGNED_IN,
+    ("POST", "/v1/incidents/{incident_id}/escalate"): SIGNED_IN,
+    ("GET", "/v1/escalation/policies/"): ADMIN,
+    ("POST", "/v1/escalation/policies/"): ADMIN,
+    ("GET", "/v1/escalation/policies/{policy_id}"): ADMIN,
+    ("PUT", "/v1/escalation/policies/{policy_id}"): ADMIN,
+    ("DELETE", "/v1/escalation/policies/{policy_id}"): ADMIN,
 }
 
 # A body each endpoint accepts, so that a refusal is about who calls, not what is sent.
@@ -61,6 +68,11 @@ BODIES = {
     ("POST", "/v1/incidents/{incident_id}/snooze"): {"minutes": 5},
     ("POST", "/v1/incidents/{incident_id}/assign"): {"user_ids": []},
     ("POST", "/v1/incidents/{incident_id}/comments"): {"content": "c"},
+    ("POST", "/v1/escalation/policies/"): {
+        "name": "p",
+        "steps": [{"actions": [{"type": "webhook", "url": "https://example.com/h"}]}],
+    },
+    ("PUT", "/v1/escalation/policies/{policy_id}"): {"priority": 5},
 }
 CALLERS = ("anonymous", "deactivated", "user", "admin")
 # These answer 401 to the wrong password sent above, whoever calls: that is not an authz refusal.
@@ -107,8 +119,13 @@ async def test_matrix(harness, factory, caller):
         service = await factory.service()
         incident = await factory.incident()
         target = await factory.user()
+        policy = await factory.policy()
         path = template.format(
-            user_id=target.id, service_id=service.id, incident_id=incident.id, email="x@example.com"
+            user_id=target.id,
+            service_id=service.id,
+            incident_id=incident.id,
+            policy_id=policy.id,
+            email="x@example.com",
         )
         body = BODIES.get((method, template))
         async with harness.make_client(token) as client:

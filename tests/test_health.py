@@ -72,6 +72,13 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("POST", "/v1/incidents/{incident_id}/comments"),
         ("GET", "/v1/incidents/{incident_id}/comments"),
         ("GET", "/v1/incidents/{incident_id}/timeline"),
+        ("GET", "/v1/incidents/{incident_id}/escalation-events"),
+        ("POST", "/v1/incidents/{incident_id}/escalate"),
+        ("GET", "/v1/escalation/policies/"),
+        ("POST", "/v1/escalation/policies/"),
+        ("GET", "/v1/escalation/policies/{policy_id}"),
+        ("PUT", "/v1/escalation/policies/{policy_id}"),
+        ("DELETE", "/v1/escalation/policies/{policy_id}"),
     }
     # The Authorize button uses the OAuth2 password flow against the login endpoint.
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]

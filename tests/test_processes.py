@@ -199,7 +199,7 @@ async def test_worker_wakes_snoozed_incidents_and_stops_cleanly_on_sigterm(env, 
         assert status == "triggered"
         async with session_scope(sessions) as session:
             types = list(await session.scalars(select(TimelineEntry.type)))
-        assert types == ["unsnoozed"]
+        assert types == ["unsnoozed", "policy_applied"]
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)
@@ -276,4 +276,4 @@ async def test_live_server_twenty_concurrent_acknowledgements(fresh_database_url
         stop(process)
     assert [r.status_code for r in responses] == [200] * 20
     assert len({r.json()["acknowledged_by"] for r in responses}) == 1
-    assert [e["type"] for e in entries] == ["created", "acknowledged"]
+    assert [e["type"] for e in entries] == ["created", "policy_applied", "acknowledged"]

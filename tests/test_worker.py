@@ -47,11 +47,11 @@ async def test_in_process_worker_runs_with_the_app(harness, database_url, clock,
 async def test_a_failing_job_is_logged_and_the_others_still_run(harness, caplog):
     ran = []
 
-    async def broken(session, now):
+    async def broken(ctx):
         raise RuntimeError("boom")
 
-    async def healthy(session, now):
-        ran.append(now)
+    async def healthy(ctx):
+        ran.append(ctx.clock.now())
         return 0
 
     worker = Worker(
@@ -62,6 +62,7 @@ async def test_a_failing_job_is_logged_and_the_others_still_run(harness, caplog)
     with caplog.at_level(logging.ERROR, logger="app.worker.runner"):
         result = await worker.run_once()
         result_again = await worker.run_once()
+    await worker.close()
     assert result == result_again == {"broken": 0, "healthy": 0}
     assert len(ran) == 2
     assert caplog.text.count("worker job broken failed") == 2

@@ -61,8 +61,15 @@ class Incident(Base):
     alert_count: Mapped[int] = mapped_column(Integer, default=1)
     labels: Mapped[dict[str, str]] = mapped_column(JsonType, default=dict)
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
-    escalation_policy_id: Mapped[int | None] = mapped_column(IdType)
+    escalation_policy_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("escalation_policies.id", ondelete="SET NULL"), index=True
+    )
+    # The step last fired (0 before the first); `escalation_status` says where escalation stands.
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    escalation_status: Mapped[str] = mapped_column(String(16), default="none")
+    escalation_run: Mapped[int] = mapped_column(Integer, default=0)
+    # The policy as it was when this run started: name, repeat_count and steps.
+    escalation_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     created_by: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="SET NULL")
     )

@@ -69,6 +69,10 @@ class IncidentRead(ResponseModel):
     assignees: list[AssigneeRead]
     escalation_policy_id: int | None
     escalation_level: int
+    escalation_status: str = Field(
+        description="`none` (no policy applies), `active`, `completed` (every step and repeat "
+        "fired) or `stopped` (acknowledged, snoozed or resolved)"
+    )
     created_by: int | None
     acknowledged_at: datetime | None
     acknowledged_by: int | None

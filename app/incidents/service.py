@@ -19,6 +19,7 @@ from sqlalchemy.orm import selectinload
 
 from app.db import lock_named
 from app.errors import Conflict, DomainError
+from app.escalation import service as escalation_service
 from app.incidents.models import Assignment, Comment, Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, record
 from app.pagination import InvalidCursor, decode_cursor, encode_cursor, page_by_id
@@ -114,11 +115,14 @@ async def create(
         labels=labels or {},
         custom_fields=custom_fields or {},
         escalation_level=0,
+        escalation_status="none",
+        escalation_run=0,
         created_by=actor.user_id,
         created_at=now,
         updated_at=now,
     )
     session.add(incident)
+    reason = await escalation_service.prepare(session, incident=incident)
     await session.flush()
     record(
         session,
@@ -134,6 +138,7 @@ async def create(
             "dedup_key": dedup_key,
         },
     )
+    escalation_service.begin(session, incident=incident, reason=reason, now=now)
     await session.flush()
     return await _reload(session, incident), True
 
@@ -197,6 +202,7 @@ async def acknowledge(
         return incident
     if incident.status != Status.triggered.value:
         raise IllegalTransition(incident, "acknowledge")
+    await escalation_service.stop(session, incident=incident, now=now, reason="acknowledged")
     incident.status = Status.acknowledged.value
     incident.acknowledged_at = now
     incident.acknowledged_by = actor.user_id
@@ -214,6 +220,7 @@ async def resolve(
     if incident.status == Status.resolved.value:
         return incident
     data = {"from": incident.status, **_note(note)}
+    await escalation_service.stop(session, incident=incident, now=now, reason="resolved")
     incident.status = Status.resolved.value
     incident.resolved_at = now
     incident.resolved_by = actor.user_id
@@ -242,6 +249,7 @@ async def snooze(
     if until > now + MAX_SNOOZE:
         raise DomainError("an incident can be snoozed for at most 7 days")
     data = {"from": incident.status, "until": until.isoformat(), **_note(note)}
+    await escalation_service.stop(session, incident=incident, now=now, reason="snoozed")
     incident.status = Status.snoozed.value
     incident.snoozed_until = until
     return await _transitioned(session, incident, "snoozed", actor, now, data)
@@ -258,7 +266,7 @@ async def unsnooze(
     incident.snoozed_until = None
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _transitioned(session, incident, "unsnoozed", actor, now, data)
+    return await _retriggered(session, incident, "unsnoozed", actor, now, data)
 
 
 async def unacknowledge(
@@ -270,7 +278,7 @@ async def unacknowledge(
     incident.status = Status.triggered.value
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _transitioned(session, incident, "unacknowledged", actor, now, {})
+    return await _retriggered(session, incident, "unacknowledged", actor, now, {})
 
 
 async def reopen(
@@ -288,7 +296,7 @@ async def reopen(
     incident.resolved_by = None
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _transitioned(session, incident, "reopened", actor, now, _note(note))
+    return await _retriggered(session, incident, "reopened", actor, now, _note(note))
 
 
 async def _transitioned(
@@ -301,6 +309,22 @@ async def _transitioned(
 ) -> Incident:
     incident.updated_at = now
     record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
+    await session.flush()
+    return await _reload(session, incident)
+
+
+async def _retriggered(
+    session: AsyncSession,
+    incident: Incident,
+    entry_type: str,
+    actor: Actor,
+    now: datetime,
+    data: dict[str, Any],
+) -> Incident:
+    """Back to `triggered`: record it, then escalation starts again at step 1."""
+    incident.updated_at = now
+    record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
+    await escalation_service.start(session, incident=incident, now=now)
     await session.flush()
     return await _reload(session, incident)
 
@@ -325,6 +349,13 @@ async def wake_snoozed(session: AsyncSession, *, now: datetime, batch: int = 100
         if incident is not None and incident.status == Status.snoozed.value:
             await unsnooze(session, incident=incident, actor=SYSTEM, now=now)
     return len(ids)
+
+
+async def next_snooze_end(session: AsyncSession) -> datetime | None:
+    result: datetime | None = await session.scalar(
+        select(func.min(Incident.snoozed_until)).where(Incident.status == Status.snoozed.value)
+    )
+    return result
 
 
 # ---- assignments ---------------------------------------------------------------------------------

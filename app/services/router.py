@@ -56,6 +56,7 @@ async def create_service(
         name=body.name,
         description=body.description,
         is_active=body.is_active,
+        escalation_policy_id=body.escalation_policy_id,
         now=clock.now(),
     )
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 
-from app.schemas import PartialUpdate, RequestModel, ResponseModel
+from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel
 
 ServiceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=20_000)]
@@ -25,6 +25,10 @@ class ServiceCreate(RequestModel):
     name: ServiceName
     description: Description = ""
     is_active: bool = True
+    escalation_policy_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
+        default=None,
+        description="Default policy for its incidents when no policy's conditions match",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -36,8 +40,11 @@ class ServiceCreate(RequestModel):
 class ServiceUpdate(PartialUpdate):
     """Fields to change; omitted fields stay as they are."""
 
+    nullable_fields = frozenset({"escalation_policy_id"})
+
     name: ServiceName | None = None
     description: Description | None = None
     is_active: bool | None = None
+    escalation_policy_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
 
     model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}

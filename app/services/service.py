@@ -10,10 +10,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import lock_named
-from app.errors import Conflict
+from app.errors import Conflict, DomainError
+from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident
 from app.pagination import page_by_id
 from app.services.models import Service
+
+
+class InvalidReference(DomainError):
+    status_code = 422
 
 
 async def get(session: AsyncSession, service_id: int) -> Service | None:
@@ -31,14 +36,17 @@ async def create(
     now: datetime,
     description: str = "",
     is_active: bool = True,
+    escalation_policy_id: int | None = None,
 ) -> Service:
     if await get_by_name(session, name) is not None:
         raise Conflict(f"A service named {name!r} already exists")
+    await _check_policy(session, escalation_policy_id)
     service = Service(
         name=name,
         name_key=name.lower(),
         description=description,
         is_active=is_active,
+        escalation_policy_id=escalation_policy_id,
         created_at=now,
         updated_at=now,
     )
@@ -61,6 +69,8 @@ async def update(
         if await get_by_name(session, name) is not None:
             raise Conflict(f"A service named {name!r} already exists")
         service.name_key = name.lower()
+    if "escalation_policy_id" in changes:
+        await _check_policy(session, changes["escalation_policy_id"])
     for field, value in changes.items():
         setattr(service, field, value)
     service.updated_at = now
@@ -97,6 +107,11 @@ async def list_page(
     if q:
         query = query.where(Service.name_key.contains(q.lower(), autoescape=True))
     return await page_by_id(session, query, Service.id, limit=limit, cursor=cursor)
+
+
+async def _check_policy(session: AsyncSession, policy_id: int | None) -> None:
+    if policy_id is not None and await session.get(EscalationPolicy, policy_id) is None:
+        raise InvalidReference(f"Escalation policy {policy_id} does not exist")
 
 
 async def _flush_unique_name(session: AsyncSession, name: str) -> None:

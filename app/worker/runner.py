@@ -1,8 +1,9 @@
-"""The background worker: a named list of jobs, each run in its own transaction, in a loop.
+"""The background worker: a named list of jobs, run in a loop that sleeps until work is due.
 
 It runs inside the API process by default (it starts and stops with the application) and alone
 with `incident-management worker`. Every job is safe to run in several processes at once: rows
-are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL, and SQLite has a single writer.
+are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL (SQLite has a single writer), and unique
+keys make a second page for the same step impossible.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.db import session_scope
+from app.escalation import service as escalation_service
 from app.incidents import service as incident_service
+from app.notifications import service as notification_service
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +29,39 @@ BATCH = 100
 
 
 @dataclass(frozen=True)
+class Context:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    http: httpx.AsyncClient
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
-    run: Callable[[AsyncSession, datetime], Awaitable[int]]
+    run: Callable[[Context], Awaitable[int]]
 
 
-async def _wake_snoozed(session: AsyncSession, now: datetime) -> int:
-    return await incident_service.wake_snoozed(session, now=now, batch=BATCH)
+async def _wake_snoozed(ctx: Context) -> int:
+    async with session_scope(ctx.sessions) as session:
+        return await incident_service.wake_snoozed(session, now=ctx.clock.now(), batch=BATCH)
 
 
-JOBS: tuple[Job, ...] = (Job("wake_snoozed", _wake_snoozed),)
+async def _fire_escalations(ctx: Context) -> int:
+    async with session_scope(ctx.sessions) as session:
+        return await escalation_service.fire_due(session, now=ctx.clock.now(), batch=BATCH)
+
+
+async def _deliver_notifications(ctx: Context) -> int:
+    return await notification_service.deliver_due(
+        ctx.sessions, clock=ctx.clock, batch=BATCH, http=ctx.http
+    )
+
+
+JOBS: tuple[Job, ...] = (
+    Job("wake_snoozed", _wake_snoozed),
+    Job("fire_escalations", _fire_escalations),
+    Job("deliver_notifications", _deliver_notifications),
+)
 
 
 class Worker:
@@ -45,24 +72,28 @@ class Worker:
         *,
         poll_interval: float = 1.0,
         jobs: Sequence[Job] = JOBS,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.poll_interval = poll_interval
         self.jobs = tuple(jobs)
+        self._http = http
         self.last_tick_at: datetime | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
     async def run_once(self) -> dict[str, int]:
         """Run every job until it has nothing due; a failing job is logged and the rest go on."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        ctx = Context(self.sessionmaker, self.clock, self._http)
         done: dict[str, int] = {}
         for job in self.jobs:
             done[job.name] = 0
             while not self._stop.is_set():
                 try:
-                    async with session_scope(self.sessionmaker) as session:
-                        count = await job.run(session, self.clock.now())
+                    count = await job.run(ctx)
                 except Exception:
                     logger.exception("worker job %s failed; it runs again next tick", job.name)
                     break
@@ -74,24 +105,53 @@ class Worker:
         self.last_tick_at = self.clock.now()
         return done
 
+    async def seconds_until_due(self) -> float:
+        """Until the earliest due step, delivery or snooze end, capped by the poll interval."""
+        try:
+            async with session_scope(self.sessionmaker) as session:
+                moments = [
+                    await escalation_service.next_due(session),
+                    await notification_service.next_due(session),
+                    await incident_service.next_snooze_end(session),
+                ]
+        except Exception:
+            logger.exception("worker could not look up the next due time")
+            return self.poll_interval
+        due = [m for m in moments if m is not None]
+        if not due:
+            return self.poll_interval
+        wait = (min(due) - self.clock.now()).total_seconds()
+        return max(0.0, min(self.poll_interval, wait))
+
     async def run(self) -> None:
         logger.info("worker started (poll interval %.2f s)", self.poll_interval)
-        while not self._stop.is_set():
-            await self.run_once()
-            self._wake.clear()
-            wake = asyncio.ensure_future(self._wake.wait())
-            stop = asyncio.ensure_future(self._stop.wait())
-            try:
-                await asyncio.wait(
-                    {wake, stop}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                wake.cancel()
-                stop.cancel()
-        logger.info("worker stopped")
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                await self.run_once()
+                if self._stop.is_set():
+                    break
+                timeout = await self.seconds_until_due()
+                wake = asyncio.ensure_future(self._wake.wait())
+                stop = asyncio.ensure_future(self._stop.wait())
+                try:
+                    await asyncio.wait(
+                        {wake, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    wake.cancel()
+                    stop.cancel()
+        finally:
+            await self.close()
+            logger.info("worker stopped")
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def wake(self) -> None:
-        """Run the jobs now rather than at the next poll."""
+        """Run the jobs now rather than at the next poll (something became due)."""
         self._wake.set()
 
     def stop(self) -> None:

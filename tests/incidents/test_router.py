@@ -9,10 +9,12 @@ import pytest
 CREATE = {"title": "Checkout is slow", "severity": "high"}
 
 
-async def timeline(client, incident_id):
+async def timeline(client, incident_id, *, escalation=False):
+    """The incident's timeline; without the escalation engine's own entries unless asked."""
     response = await client.get(f"/v1/incidents/{incident_id}/timeline", params={"limit": 500})
     assert response.status_code == 200
-    return response.json()["items"]
+    items = response.json()["items"]
+    return items if escalation else [e for e in items if e["type"] != "policy_applied"]
 
 
 class TestCreate:

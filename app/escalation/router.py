@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, status
+
+from app.auth.dependencies import AdminUser, CurrentUser
+from app.deps import ClockDep, SessionDep
+from app.errors import NotFound
+from app.escalation import service as escalation_service
+from app.escalation.models import EscalationPolicy
+from app.escalation.schemas import EscalationEventRead, PolicyCreate, PolicyRead, PolicyUpdate
+from app.incidents import service as incident_service
+from app.incidents.dependencies import LockedIncident, ValidIncident
+from app.incidents.schemas import IncidentRead
+from app.incidents.timeline import Actor
+from app.schemas import CursorQuery, IdPath, LimitQuery, Page
+
+policies = APIRouter(prefix="/escalation/policies", tags=["escalation"])
+incidents = APIRouter(prefix="/incidents", tags=["incidents"])
+
+Responses = dict[int | str, dict[str, Any]]
+INVALID: Responses = {422: {"description": "Invalid policy (the detail says what)"}}
+
+
+async def valid_policy(policy_id: IdPath, session: SessionDep, _: AdminUser) -> EscalationPolicy:
+    policy = await escalation_service.get_policy(session, policy_id)
+    if policy is None:
+        raise NotFound(f"Escalation policy {policy_id} not found")
+    return policy
+
+
+ValidPolicy = Annotated[EscalationPolicy, Depends(valid_policy)]
+
+
+@policies.get("/", response_model=Page[PolicyRead])
+async def list_policies(
+    session: SessionDep,
+    _: AdminUser,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    is_active: bool | None = None,
+) -> object:
+    """List escalation policies (admin)."""
+    items, next_cursor = await escalation_service.list_policies(
+        session, limit=limit, cursor=cursor, is_active=is_active
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@policies.post(
+    "/", response_model=PolicyRead, status_code=status.HTTP_201_CREATED, responses=INVALID
+)
+async def create_policy(
+    body: PolicyCreate, session: SessionDep, clock: ClockDep, _: AdminUser
+) -> object:
+    """Create an escalation policy (admin)."""
+    return await escalation_service.create_policy(
+        session, data=body.model_dump(mode="json"), now=clock.now()
+    )
+
+
+@policies.get("/{policy_id}", response_model=PolicyRead)
+async def read_policy(policy: ValidPolicy) -> object:
+    """One escalation policy (admin)."""
+    return policy
+
+
+@policies.put("/{policy_id}", response_model=PolicyRead, responses=INVALID)
+async def update_policy(
+    body: PolicyUpdate, policy: ValidPolicy, session: SessionDep, clock: ClockDep
+) -> object:
+    """Change a policy (admin). Incidents already escalating keep the steps they started with."""
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    return await escalation_service.update_policy(
+        session, policy=policy, changes=changes, now=clock.now()
+    )
+
+
+@policies.delete(
+    "/{policy_id}",
+    response_model=PolicyRead,
+    responses={409: {"description": "Open incidents or services use it (the detail names them)"}},
+)
+async def delete_policy(policy: ValidPolicy, session: SessionDep) -> object:
+    """Delete a policy no open incident or service uses (admin)."""
+    return await escalation_service.delete_policy(session, policy=policy)
+
+
+@incidents.get(
+    "/{incident_id}/escalation-events",
+    response_model=Page[EscalationEventRead],
+    responses={404: {"description": "No such incident"}},
+)
+async def list_escalation_events(
+    incident: ValidIncident, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
+) -> object:
+    """Every step scheduled for the incident, oldest first: due, fired, cancelled, failed."""
+    items, next_cursor = await escalation_service.list_events(
+        session, incident=incident, limit=limit, cursor=cursor
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@incidents.post(
+    "/{incident_id}/escalate",
+    response_model=IncidentRead,
+    responses={
+        404: {"description": "No such incident"},
+        409: {"description": "Not triggered, no policy, or no step left"},
+    },
+)
+async def escalate_incident(
+    incident: LockedIncident, session: SessionDep, user: CurrentUser, clock: ClockDep
+) -> object:
+    """Fire the next escalation step now; the steps after it are timed from now."""
+    await escalation_service.escalate_now(
+        session, incident=incident, actor=Actor.of(user), now=clock.now()
+    )
+    await session.flush()
+    return await incident_service.get(session, incident.id)

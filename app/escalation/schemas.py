@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, Field, StringConstraints, field_validator
+
+from app.incidents.models import Severity
+from app.incidents.schemas import EntityId, LabelKey, LabelValue
+from app.schemas import PartialUpdate, RequestModel, ResponseModel
+
+PolicyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Target(RequestModel):
+    type: Literal["user", "schedule"] = Field(
+        description="`user`, or `schedule` (whoever is on call when the step fires)"
+    )
+    id: EntityId
+
+
+class NotifyAction(RequestModel):
+    type: Literal["notify"]
+
+
+class AssignAction(RequestModel):
+    type: Literal["assign"]
+
+
+class WebhookAction(RequestModel):
+    type: Literal["webhook"]
+    url: Annotated[AnyHttpUrl, Field(description="http(s) URL; receives a JSON POST")]
+
+    @field_validator("url")
+    @classmethod
+    def _short(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(value)) > 2000:
+            raise ValueError("URL longer than 2,000 characters")
+        return value
+
+
+class SetSeverityAction(RequestModel):
+    type: Literal["set_severity"]
+    severity: Severity
+
+
+Action = Annotated[
+    NotifyAction | AssignAction | WebhookAction | SetSeverityAction, Field(discriminator="type")
+]
+
+
+def _notify_only() -> list[Action]:
+    return [NotifyAction(type="notify")]
+
+
+class Step(RequestModel):
+    delay_minutes: Annotated[float, Field(ge=0, le=1440, allow_inf_nan=False)] = Field(
+        default=0, description="Minutes after the previous step (fractions allowed: 0.05 = 3 s)"
+    )
+    targets: Annotated[list[Target], Field(min_length=0, max_length=50)] = Field(
+        default_factory=list
+    )
+    actions: Annotated[list[Action], Field(min_length=1, max_length=10)] = Field(
+        default_factory=_notify_only
+    )
+
+
+class Conditions(RequestModel):
+    """Empty or missing conditions match every incident; given ones must all match."""
+
+    severities: Annotated[list[Severity], Field(max_length=5)] = Field(default_factory=list)
+    service_ids: Annotated[list[EntityId], Field(max_length=200)] = Field(default_factory=list)
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
+    title_contains: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+Steps = Annotated[list[Step], Field(min_length=1, max_length=20)]
+Priority = Annotated[int, Field(ge=0, le=1_000_000)]
+RepeatCount = Annotated[int, Field(ge=0, le=10)]
+
+EXAMPLE: dict[str, Any] = {
+    "name": "Critical checkout",
+    "description": "",
+    "priority": 10,
+    "repeat_count": 1,
+    "is_active": True,
+    "conditions": {
+        "severities": ["critical", "high"],
+        "service_ids": [1],
+        "labels": {"team": "payments"},
+        "title_contains": "checkout",
+    },
+    "steps": [
+        {
+            "delay_minutes": 0,
+            "targets": [{"type": "user", "id": 1}],
+            "actions": [{"type": "notify"}, {"type": "assign"}],
+        },
+        {
+            "delay_minutes": 15,
+            "targets": [{"type": "user", "id": 1}],
+            "actions": [
+                {"type": "notify"},
+                {"type": "webhook", "url": "https://hooks.example.com/x"},
+                {"type": "set_severity", "severity": "critical"},
+            ],
+        },
+    ],
+}
+
+
+class PolicyCreate(RequestModel):
+    name: PolicyName
+    description: Annotated[str, StringConstraints(max_length=5_000)] = ""
+    priority: Priority = 100
+    repeat_count: RepeatCount = 0
+    is_active: bool = True
+    conditions: Conditions = Field(default_factory=Conditions)
+    steps: Steps
+
+    model_config = {"json_schema_extra": {"examples": [EXAMPLE]}}
+
+
+class PolicyUpdate(PartialUpdate):
+    """Fields to change; omitted ones stay. Incidents already escalating keep their old steps."""
+
+    name: PolicyName | None = None
+    description: Annotated[str, StringConstraints(max_length=5_000)] | None = None
+    priority: Priority | None = None
+    repeat_count: RepeatCount | None = None
+    is_active: bool | None = None
+    conditions: Conditions | None = None
+    steps: Steps | None = None
+
+    model_config = {"json_schema_extra": {"examples": [{"priority": 5, "is_active": False}]}}
+
+
+class StepRead(BaseModel):
+    delay_minutes: float
+    targets: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+
+
+class PolicyRead(ResponseModel):
+    id: int
+    name: str
+    description: str
+    priority: int
+    repeat_count: int
+    is_active: bool
+    conditions: dict[str, Any]
+    steps: list[StepRead]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EscalationEventRead(ResponseModel):
+    id: int
+    policy_id: int | None
+    run: int
+    step: int
+    cycle: int
+    status: str
+    due_at: datetime
+    executed_at: datetime | None
+    delay_minutes: float
+    targets: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+    notified_user_ids: list[int]
+    detail: str

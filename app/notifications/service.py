@@ -1,0 +1,252 @@
+"""The outbox: notification rows written with the change that causes them, delivered later.
+
+Delivery never happens inside a transaction: a batch is claimed with a lease (status `sending`,
+`lease_until`) and committed, then sent, then the outcome is recorded. A lease that expires (the
+process died mid-send) makes the row claimable again, so delivery is at least once; the only
+duplicate possible is a crash between the receiver's acceptance and our commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import Clock
+from app.db import session_scope
+from app.escalation.models import EscalationEvent
+from app.incidents.models import Incident
+from app.incidents.timeline import SYSTEM, record
+from app.notifications.models import Notification, NotificationStatus
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+MAX_ATTEMPTS = 5
+PAGE_EVENTS = ("escalated",)
+
+
+def _incident_summary(incident: Incident) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "title": incident.title,
+        "status": incident.status,
+        "severity": incident.severity,
+        "service_id": incident.service_id,
+        "labels": incident.labels,
+        "escalation_level": incident.escalation_level,
+    }
+
+
+async def page_users(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    event: EscalationEvent,
+    user_ids: list[int],
+    now: datetime,
+) -> list[int]:
+    """One page per user for an escalation step (the `log` channel until preferences exist)."""
+    subject = f"[{incident.severity.upper()}] #{incident.id} {incident.title}"
+    body = (
+        f"Incident #{incident.id} ({incident.severity}, {incident.status}) escalated to step "
+        f"{event.step}: {incident.title}\n"
+        f"Acknowledge: POST /v1/incidents/{incident.id}/acknowledge"
+    )
+    for user_id in user_ids:
+        session.add(
+            Notification(
+                key=f"escalation:{event.id}:user:{user_id}:log",
+                incident_id=incident.id, escalation_event_id=event.id, user_id=user_id,
+                channel="log", address=f"user:{user_id}", event="escalated", subject=subject,
+                body=body, payload={"incident": _incident_summary(incident), "step": event.step},
+                status=NotificationStatus.pending.value, attempts=0, next_attempt_at=now,
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+    return user_ids
+
+
+def call_webhook(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    event: EscalationEvent,
+    url: str,
+    index: int,
+    now: datetime,
+) -> None:
+    """Queue the JSON POST of a step's `webhook` action."""
+    payload = {
+        "event": "incident.escalated",
+        "incident": _incident_summary(incident),
+        "escalation": {"policy_id": event.policy_id, "step": event.step, "cycle": event.cycle},
+        "sent_at": now.isoformat(),
+    }
+    session.add(
+        Notification(
+            key=f"escalation:{event.id}:webhook:{index}",
+            incident_id=incident.id, escalation_event_id=event.id, user_id=None,
+            channel="webhook", address=url, event="escalated",
+            subject=f"Incident #{incident.id} escalated", body="", payload=payload,
+            status=NotificationStatus.pending.value, attempts=0, next_attempt_at=now,
+            created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
+
+
+async def cancel_pending_pages(session: AsyncSession, *, incident_id: int, now: datetime) -> None:
+    """Pages not yet handed to a channel are moot once someone has the incident."""
+    await session.execute(
+        update(Notification)
+        .where(
+            Notification.incident_id == incident_id,
+            Notification.status == NotificationStatus.pending.value,
+            Notification.event.in_(PAGE_EVENTS),
+        )
+        .values(
+            status=NotificationStatus.cancelled.value,
+            last_error="cancelled: the incident left triggered",
+            updated_at=now,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    incident_id: int | None
+    user_id: int | None
+    channel: str
+    address: str
+    subject: str
+    body: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+async def claim(session: AsyncSession, *, now: datetime, batch: int) -> list[Claimed]:
+    """Lease due rows (pending, or sending with an expired lease) to this process."""
+    due = or_(
+        and_(
+            Notification.status == NotificationStatus.pending.value,
+            Notification.next_attempt_at <= now,
+        ),
+        and_(
+            Notification.status == NotificationStatus.sending.value,
+            Notification.lease_until < now,
+        ),
+    )
+    rows = list(
+        await session.scalars(
+            select(Notification)
+            .where(due)
+            .order_by(Notification.next_attempt_at, Notification.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for row in rows:
+        row.status = NotificationStatus.sending.value
+        row.lease_until = now + LEASE
+        row.attempts += 1
+        row.updated_at = now
+    return [
+        Claimed(r.id, r.incident_id, r.user_id, r.channel, r.address, r.subject, r.body,
+                r.payload, r.attempts)
+        for r in rows
+    ]  # fmt: skip
+
+
+async def send(claimed: Claimed, *, http: httpx.AsyncClient) -> str | None:
+    """Deliver one message; None on success, else the error."""
+    if claimed.channel == "log":
+        logger.info(
+            "page for user %s about incident %s: %s", claimed.user_id, claimed.incident_id,
+            claimed.subject,
+        )  # fmt: skip
+        return None
+    if claimed.channel == "webhook":
+        try:
+            response = await http.post(claimed.address, json=claimed.payload)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"[:500]
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
+    return f"unknown channel {claimed.channel}"
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=30 * 2 ** (attempts - 1)), timedelta(minutes=15))
+
+
+async def record_outcome(
+    session: AsyncSession, *, claimed: Claimed, error: str | None, now: datetime
+) -> None:
+    row = await session.get(Notification, claimed.id, with_for_update=True, populate_existing=True)
+    # Someone else re-claimed it after our lease ran out: their outcome is the one to keep.
+    if (
+        row is None
+        or row.status != NotificationStatus.sending.value
+        or row.attempts != claimed.attempts
+    ):
+        return
+    incident = await session.get(Incident, row.incident_id) if row.incident_id else None
+    row.updated_at = now
+    row.lease_until = None
+    if error is None:
+        row.status = NotificationStatus.sent.value
+        row.sent_at = now
+        row.last_error = None
+        if incident is not None:
+            record(
+                session, incident=incident, type="notified", actor=SYSTEM, now=now,
+                data={"notification_id": row.id, "channel": row.channel, "user_id": row.user_id,
+                      "event": row.event},
+            )  # fmt: skip
+        return
+    row.last_error = error
+    if row.attempts >= MAX_ATTEMPTS:
+        row.status = NotificationStatus.failed.value
+        if incident is not None:
+            record(
+                session, incident=incident, type="notification_failed", actor=SYSTEM, now=now,
+                data={"notification_id": row.id, "channel": row.channel, "user_id": row.user_id,
+                      "attempts": row.attempts, "error": error},
+            )  # fmt: skip
+    else:
+        row.status = NotificationStatus.pending.value
+        row.next_attempt_at = now + backoff(row.attempts)
+
+
+async def deliver_due(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    clock: Clock,
+    batch: int,
+    http: httpx.AsyncClient,
+) -> int:
+    async with session_scope(sessions) as session:
+        claimed = await claim(session, now=clock.now(), batch=batch)
+    for item in claimed:
+        error = await send(item, http=http)
+        if error is not None:
+            logger.warning("notification %s (%s) failed: %s", item.id, item.channel, error)
+        async with session_scope(sessions) as session:
+            await record_outcome(session, claimed=item, error=error, now=clock.now())
+    return len(claimed)
+
+
+async def next_due(session: AsyncSession) -> datetime | None:
+    result: datetime | None = await session.scalar(
+        select(func.min(Notification.next_attempt_at)).where(
+            Notification.status == NotificationStatus.pending.value
+        )
+    )
+    return result
