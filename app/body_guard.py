@@ -83,9 +83,11 @@ class InputGuard:
         if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
             await _refuse(send, NUL_IN_URL)
             return
-        content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
+        content_type = (
+            dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        )
         is_json = content_type == b"application/json" or content_type.endswith(b"+json")
-        is_form = content_type == b"application/x-www-form-urlencoded"
+        is_form = content_type in (b"application/x-www-form-urlencoded", b"multipart/form-data")
         if scope["method"] not in ("POST", "PUT", "PATCH") or not (is_json or is_form):
             await self.app(scope, receive, send)
             return
@@ -101,6 +103,7 @@ class InputGuard:
         if is_json:
             problem = check_json(body) if body else None
         else:
+            # No endpoint takes file uploads, so a NUL anywhere in a form is refused.
             nul = b"%00" in body or b"\x00" in body
             problem = "The form contains a NUL character" if nul else None
         if problem is not None:

@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     algorithm: str = "HS256"
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
     password_reset_token_expire_minutes: int = Field(default=60, ge=5, le=60 * 24)
-    signup_enabled: bool = True
+    # Unset: open in development, closed in production (create the first admin with the CLI).
+    signup_enabled: bool | None = None
 
     worker_in_process: bool = True
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -110,6 +111,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.async_database_url.startswith("sqlite")
+
+    @property
+    def allow_signup(self) -> bool:
+        return self.signup_enabled if self.signup_enabled is not None else not self.is_production
 
     @property
     def is_production(self) -> bool:

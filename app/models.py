@@ -21,3 +21,9 @@ __all__ = [
     "TimelineEntry",
     "User",
 ]
+
+# SQLite reuses the highest deleted rowid unless a table says AUTOINCREMENT: a deleted user's id
+# (and so their old tokens) must never come back as someone else's.
+for _table in Base.metadata.tables.values():
+    if "id" in _table.c and _table.c.id.primary_key:
+        _table.dialect_options["sqlite"]["autoincrement"] = True

@@ -125,7 +125,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "environment": "test",
         "secret_key": TEST_SECRET,
         "smtp_host": None,
-        "signup_enabled": True,
+        "signup_enabled": None,
         "database_pool_size": 5,
         # Tests run the worker's jobs themselves (harness.run_jobs) after moving the clock.
         "worker_in_process": False,
@@ -152,6 +152,7 @@ async def wipe(engine: AsyncEngine) -> None:
         else:
             for name in tables:
                 await connection.execute(text(f'DELETE FROM "{name}"'))
+            await connection.execute(text("DELETE FROM sqlite_sequence"))
 
 
 @pytest.fixture

@@ -127,7 +127,7 @@ class Factory:
         return types if escalation else [t for t in types if t != "policy_applied"]
 
     async def policy(self, **overrides: Any) -> EscalationPolicy:
-        """A policy as the API stores it; by default one notify step with no target."""
+        """A policy as the API stores it; by default one step that only raises the severity."""
         n = next(_counter)
         values: dict[str, Any] = {
             "name": f"Policy {n}",
@@ -136,7 +136,13 @@ class Factory:
             "repeat_count": 0,
             "is_active": True,
             "conditions": {},
-            "steps": [{"delay_minutes": 0, "targets": [], "actions": [{"type": "notify"}]}],
+            "steps": [
+                {
+                    "delay_minutes": 0,
+                    "targets": [],
+                    "actions": [{"type": "set_severity", "severity": "high"}],
+                }
+            ],
             "created_at": self.clock.now(),
             "updated_at": self.clock.now(),
         }

@@ -57,3 +57,22 @@ async def test_drift_is_detected(fresh_database_url):
         assert any(op[0] == "add_column" and op[3].name == "nickname" for op in diff)
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_ids_are_never_reused(backend, fresh_database_url):
+    """Every table with an id is AUTOINCREMENT on SQLite, including ones rebuilt by batch mode."""
+    from sqlalchemy import text
+
+    if backend != "sqlite":
+        return  # PostgreSQL sequences never hand out an id twice
+    engine = create_engine(make_settings(fresh_database_url))
+    try:
+        async with engine.begin() as connection:
+            await upgrade_connection(connection)
+            rows = (await connection.execute(text("SELECT name, sql FROM sqlite_master"))).all()
+    finally:
+        await engine.dispose()
+    schemas = {name: sql for name, sql in rows if sql}
+    with_ids = [t.name for t in Base.metadata.sorted_tables if "id" in t.c and t.c.id.primary_key]
+    assert with_ids
+    assert [n for n in with_ids if "AUTOINCREMENT" not in schemas[n]] == []

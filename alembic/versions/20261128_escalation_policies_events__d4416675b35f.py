@@ -29,7 +29,8 @@ def upgrade() -> None:
     sa.Column('steps', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_policies'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_policies')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('escalation_policies', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_escalation_policies_priority'), ['priority'], unique=False)
@@ -52,7 +53,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('scheduled', 'executed', 'cancelled', 'failed', 'skipped')", name=op.f('ck_escalation_events_status')),
     sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], name=op.f('fk_escalation_events_incident_id_incidents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_events'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_events')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('escalation_events', schema=None) as batch_op:
         batch_op.create_index('ix_escalation_events_due', ['status', 'due_at'], unique=False)
@@ -84,14 +86,15 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], name=op.f('fk_notifications_incident_id_incidents'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_notifications_user_id_users'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications')),
-    sa.UniqueConstraint('key', name=op.f('uq_notifications_key'))
+    sa.UniqueConstraint('key', name=op.f('uq_notifications_key')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('notifications', schema=None) as batch_op:
         batch_op.create_index('ix_notifications_due', ['status', 'next_attempt_at'], unique=False)
         batch_op.create_index('ix_notifications_incident', ['incident_id', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_notifications_user_id'), ['user_id'], unique=False)
 
-    with op.batch_alter_table('incidents', schema=None) as batch_op:
+    with op.batch_alter_table('incidents', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         # Defaults only to fill the rows that exist; the application always sets both.
         batch_op.add_column(sa.Column('escalation_status', sa.String(length=16), nullable=False, server_default='none'))
         batch_op.add_column(sa.Column('escalation_run', sa.Integer(), nullable=False, server_default='0'))
@@ -99,11 +102,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_incidents_escalation_policy_id'), ['escalation_policy_id'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_incidents_escalation_policy_id_escalation_policies'), 'escalation_policies', ['escalation_policy_id'], ['id'], ondelete='SET NULL')
 
-    with op.batch_alter_table('incidents', schema=None) as batch_op:
+    with op.batch_alter_table('incidents', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.alter_column('escalation_status', server_default=None)
         batch_op.alter_column('escalation_run', server_default=None)
 
-    with op.batch_alter_table('services', schema=None) as batch_op:
+    with op.batch_alter_table('services', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.add_column(sa.Column('escalation_policy_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
         batch_op.create_index(batch_op.f('ix_services_escalation_policy_id'), ['escalation_policy_id'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_services_escalation_policy_id_escalation_policies'), 'escalation_policies', ['escalation_policy_id'], ['id'], ondelete='RESTRICT')
@@ -111,12 +114,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('services', schema=None) as batch_op:
+    with op.batch_alter_table('services', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_services_escalation_policy_id_escalation_policies'), type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_services_escalation_policy_id'))
         batch_op.drop_column('escalation_policy_id')
 
-    with op.batch_alter_table('incidents', schema=None) as batch_op:
+    with op.batch_alter_table('incidents', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_incidents_escalation_policy_id_escalation_policies'), type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_incidents_escalation_policy_id'))
         batch_op.drop_column('escalation_snapshot')

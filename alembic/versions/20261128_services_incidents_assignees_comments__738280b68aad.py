@@ -27,7 +27,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_services')),
-    sa.UniqueConstraint('name_key', name=op.f('uq_services_name_key'))
+    sa.UniqueConstraint('name_key', name=op.f('uq_services_name_key')),
+    sqlite_autoincrement=True
     )
     op.create_table('incidents',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -58,7 +59,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_incidents_created_by_users'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['resolved_by'], ['users.id'], name=op.f('fk_incidents_resolved_by_users'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_incidents_service_id_services'), ondelete='RESTRICT'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_incidents'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_incidents')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('incidents', schema=None) as batch_op:
         batch_op.create_index('ix_incidents_created', ['created_at', 'id'], unique=False)
@@ -92,7 +94,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['author_id'], ['users.id'], name=op.f('fk_incident_comments_author_id_users'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], name=op.f('fk_incident_comments_incident_id_incidents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_incident_comments'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_incident_comments')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('incident_comments', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_incident_comments_author_id'), ['author_id'], unique=False)
@@ -109,7 +112,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("actor_type IN ('user', 'integration', 'system')", name=op.f('ck_timeline_entries_actor_type')),
     sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], name=op.f('fk_timeline_entries_incident_id_incidents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_timeline_entries'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_timeline_entries')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('timeline_entries', schema=None) as batch_op:
         batch_op.create_index('ix_timeline_entries_incident', ['incident_id', 'id'], unique=False)

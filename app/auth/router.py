@@ -34,7 +34,7 @@ async def signup(
     body: UserSignup, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> object:
     """Create an account; the first account of an empty database becomes an admin."""
-    if not settings.signup_enabled:
+    if not settings.allow_signup:
         raise Forbidden("Signup is turned off; ask an admin to create your account")
     return await user_service.signup(
         session,

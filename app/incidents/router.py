@@ -22,6 +22,7 @@ from app.incidents.schemas import (
     IncidentRead,
     IncidentUpdate,
     SnoozeBody,
+    SnoozeRequest,
     TimelineEntryRead,
     TransitionBody,
 )
@@ -61,6 +62,8 @@ async def list_incidents(
     cursor: CursorQuery = None,
 ) -> object:
     """List incidents, newest first by default, with filters and a keyset cursor."""
+    if assignee_id not in (None, "me") and int(assignee_id) > MAX_ID:
+        raise DomainError("assignee_id is out of range")
     labels: dict[str, str] = {}
     for item in label:
         key, sep, value = item.partition(":")
@@ -194,7 +197,7 @@ async def snooze_incident(
     session: SessionDep,
     user: CurrentUser,
     clock: ClockDep,
-    body: SnoozeBody | None = None,
+    body: SnoozeRequest | None = None,
     minutes: Annotated[int | None, Query(ge=1, le=10_080)] = None,
     hours: Annotated[int | None, Query(ge=1, le=168)] = None,
     until: UtcDateTime | None = None,
@@ -204,11 +207,13 @@ async def snooze_incident(
     Give `minutes` (1–10,080), `hours` (1–168) or `until` (within 7 days), in the JSON body or the
     query string. Snoozing a snoozed incident moves the end of the snooze.
     """
-    if body is None:
-        try:
-            body = SnoozeBody(minutes=minutes, hours=hours, until=until)
-        except ValidationError as exc:
-            raise DomainError(exc.errors()[0]["msg"]) from None
+    # The duration may come in the query string and a note in the body, or both in either.
+    given = body.model_dump(exclude_unset=True) if body else {}
+    query = {"minutes": minutes, "hours": hours, "until": until}
+    try:
+        body = SnoozeBody(**({k: v for k, v in query.items() if v is not None} | given))
+    except ValidationError as exc:
+        raise DomainError(exc.errors()[0]["msg"]) from None
     now = clock.now()
     if body.until is not None:
         end = body.until

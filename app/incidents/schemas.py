@@ -146,7 +146,9 @@ class TransitionBody(RequestModel):
     model_config = {"json_schema_extra": {"examples": [{"note": "Rolled back the deploy"}]}}
 
 
-class SnoozeBody(RequestModel):
+class SnoozeRequest(RequestModel):
+    """The body of a snooze; the duration may come in the query string instead."""
+
     minutes: Annotated[int, Field(ge=1, le=10_080)] | None = None
     hours: Annotated[int, Field(ge=1, le=168)] | None = None
     until: UtcDateTime | None = Field(
@@ -155,6 +157,10 @@ class SnoozeBody(RequestModel):
     note: Note | None = None
 
     model_config = {"json_schema_extra": {"examples": [{"minutes": 30}]}}
+
+
+class SnoozeBody(SnoozeRequest):
+    """Body and query string merged: exactly one way of saying how long."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SnoozeBody:

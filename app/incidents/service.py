@@ -500,7 +500,9 @@ async def list_page(
     query = _with_assignees(select(Incident))
     query = _apply_filters(query, filters, session.get_bind().dialect.name)
     if cursor:
-        after = decode_cursor(cursor, keys={"t": str, "id": int})
+        after = decode_cursor(cursor, keys={"t": str, "id": int, "s": str})
+        if after["s"] != sort:
+            raise InvalidCursor()
         try:
             moment = datetime.fromisoformat(after["t"])
             if moment.tzinfo is None:
@@ -522,7 +524,7 @@ async def list_page(
     if len(rows) > limit:
         last = rows[limit - 1]
         value = last.created_at if column is Incident.created_at else last.updated_at
-        next_cursor = encode_cursor({"t": value.isoformat(), "id": last.id})
+        next_cursor = encode_cursor({"t": value.isoformat(), "id": last.id, "s": sort})
     return rows[:limit], next_cursor
 
 

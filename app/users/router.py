@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
+from app.auth import security
 from app.auth.dependencies import AdminUser, CurrentUser
 from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import NotFound
+from app.errors import Forbidden, NotFound
 from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.users import service as user_service
 from app.users.models import Role, User
@@ -31,12 +32,24 @@ async def read_me(user: CurrentUser) -> object:
     return user
 
 
-@router.put("/me", response_model=UserRead, responses={409: {"description": "Email taken"}})
+@router.put(
+    "/me",
+    response_model=UserRead,
+    responses={
+        403: {"description": "Email change without the right current_password"},
+        409: {"description": "Email taken"},
+    },
+)
 async def update_me(
     body: UserUpdateMe, user: CurrentUser, session: SessionDep, clock: ClockDep
 ) -> object:
-    """Change your own name, email, phone or time zone."""
-    changes = body.model_dump(exclude_unset=True)
+    """Change your own name, email (with `current_password`), phone or time zone."""
+    changes = body.model_dump(exclude_unset=True, exclude={"current_password"})
+    if changes.get("email", user.email) != user.email and not (
+        body.current_password
+        and security.verify_password(body.current_password, user.hashed_password)
+    ):
+        raise Forbidden("Changing your email needs your current_password")
     return await user_service.update(session, user=user, changes=changes, now=clock.now())
 
 

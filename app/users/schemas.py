@@ -92,9 +92,7 @@ class UserCreate(RequestModel):
     }
 
 
-class UserUpdateMe(PartialUpdate):
-    """Fields a user may change on their own account. Omitted fields stay as they are."""
-
+class ProfileUpdate(PartialUpdate):
     nullable_fields = frozenset({"phone"})
 
     email: Email | None = None
@@ -102,10 +100,20 @@ class UserUpdateMe(PartialUpdate):
     phone: Phone = None
     timezone: TimeZone | None = None
 
+
+class UserUpdateMe(ProfileUpdate):
+    """Fields a user may change on their own account. Omitted fields stay as they are.
+
+    Changing the email needs `current_password`: a stolen token alone must not be enough to
+    redirect password recovery to someone else's mailbox.
+    """
+
+    current_password: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
     model_config = {"json_schema_extra": {"examples": [{"full_name": "Ada L.", "phone": None}]}}
 
 
-class UserUpdate(UserUpdateMe):
+class UserUpdate(ProfileUpdate):
     """Fields an admin may change on any account. Omitted fields stay as they are."""
 
     password: Password | None = None

@@ -187,3 +187,32 @@ class TestTokens:
             response = await forged_client.get("/v1/users/me")
         assert response.status_code == 401
         assert response.json() == {"detail": "Invalid or expired token"}
+
+
+async def test_a_deleted_users_token_never_works_for_the_next_account(
+    harness, admin_client, factory
+):
+    """Ids are never reused (SQLite AUTOINCREMENT): an old token cannot become someone else's."""
+    leaver = await factory.user(email="leaver@example.com")
+    async with harness.make_client(factory.token(leaver)) as old:
+        assert (await admin_client.delete(f"/v1/users/{leaver.id}")).status_code == 200
+        created = await admin_client.post(
+            "/v1/users/",
+            json={"email": "next@example.com", "password": "long enough", "full_name": "N",
+                  "role": "admin"},
+        )  # fmt: skip
+        assert created.json()["id"] != leaver.id
+        assert (await old.get("/v1/users/me")).status_code == 401
+        assert (await old.get("/v1/users/")).status_code == 401
+
+
+class TestSignupDefault:
+    def test_signup_is_open_in_development_and_closed_in_production_unless_set(self):
+        from app.config import Settings
+
+        strong = {"secret_key": "p" * 40, "database_url": "postgresql://db/x"}
+        assert Settings(_env_file=None, signup_enabled=None).allow_signup is True
+        production = Settings(_env_file=None, environment="production", **strong)
+        assert production.allow_signup is False
+        opened = Settings(_env_file=None, environment="production", signup_enabled=True, **strong)
+        assert opened.allow_signup is True

@@ -499,3 +499,138 @@ async def test_missing_incident_is_404_everywhere(user_client):
         response = await user_client.request(method, f"/v1/incidents/424242{suffix}", json=body)
         assert response.status_code == 404, (method, suffix)
         assert response.json() == {"detail": "Incident 424242 not found"}
+
+
+class TestList:
+    @pytest.fixture
+    async def sample(self, factory, harness):
+        """Six incidents one minute apart (oldest first) across statuses, severities, services."""
+        a, b = await factory.service(name="alpha"), await factory.service(name="beta")
+        start = harness.clock.now()
+        specs = [
+            ("Disk full on db-1", "triggered", "critical", a.id, {"team": "infra"}),
+            ("Checkout slow", "acknowledged", "high", b.id, {"team": "payments", "env": "prod"}),
+            ("Checkout errors", "triggered", "critical", b.id, {"team": "payments", "env": "dev"}),
+            ("Cert expiring 100%_done", "resolved", "low", None, {}),
+            ("Search down", "snoozed", "critical", a.id, {"team": "search"}),
+            ("Queue backlog", "triggered", "medium", None, {"team": "payments", "env": "prod"}),
+        ]
+        made = []
+        for minute, (title, status, severity, service_id, labels) in enumerate(specs):
+            made.append(
+                await factory.incident(
+                    title=title, status=status, severity=severity, service_id=service_id,
+                    labels=labels, dedup_key=f"key-{minute}",
+                    created_at=start + timedelta(minutes=minute),
+                    updated_at=start + timedelta(minutes=10 - minute),
+                )
+            )  # fmt: skip
+        return made, a, b
+
+    @pytest.mark.parametrize(
+        ("params", "expected"),
+        [
+            ({}, [5, 4, 3, 2, 1, 0]),
+            ({"status": "triggered"}, [5, 2, 0]),
+            ({"status": ["triggered", "snoozed"]}, [5, 4, 2, 0]),
+            ({"severity": "critical"}, [4, 2, 0]),
+            ({"status": "triggered", "severity": ["critical", "medium"]}, [5, 2, 0]),
+            ({"service_id": "A"}, [4, 0]),
+            ({"label": "team:payments"}, [5, 2, 1]),
+            ({"label": ["team:payments", "env:prod"]}, [5, 1]),
+            ({"label": "env:"}, []),
+            ({"q": "checkout"}, [2, 1]),
+            ({"q": "100%_"}, [3]),
+            ({"q": "key-4"}, [4]),
+            ({"created_after": "T+2"}, [5, 4, 3, 2]),
+            ({"created_before": "T+2"}, [1, 0]),
+            ({"created_after": "T+1", "created_before": "T+3"}, [2, 1]),
+            ({"sort": "created_at"}, [0, 1, 2, 3, 4, 5]),
+            ({"sort": "-updated_at"}, [0, 1, 2, 3, 4, 5]),
+            ({"sort": "updated_at"}, [5, 4, 3, 2, 1, 0]),
+        ],
+    )
+    async def test_filters_and_sorts(self, user_client, harness, sample, params, expected):
+        made, a, _ = sample
+        start = harness.clock.now()
+        resolved = {}
+        for key, value in params.items():
+            if value == "A":
+                value = a.id
+            elif isinstance(value, str) and value.startswith("T+"):
+                value = (start + timedelta(minutes=int(value[2:]))).isoformat()
+            resolved[key] = value
+        response = await user_client.get("/v1/incidents/", params=resolved)
+        assert response.status_code == 200, response.text
+        assert [i["id"] for i in response.json()["items"]] == [made[n].id for n in expected]
+
+    @pytest.mark.parametrize("sort", ["-created_at", "created_at", "-updated_at", "updated_at"])
+    async def test_every_sort_pages_with_its_cursor(self, user_client, sample, sort):
+        whole = (await user_client.get("/v1/incidents/", params={"sort": sort})).json()["items"]
+        seen, cursor = [], None
+        while True:
+            params = {"sort": sort, "limit": 4} | ({"cursor": cursor} if cursor else {})
+            body = (await user_client.get("/v1/incidents/", params=params)).json()
+            seen += [i["id"] for i in body["items"]]
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+        assert seen == [i["id"] for i in whole]
+
+    async def test_a_cursor_only_works_with_its_own_sort(self, user_client, sample):
+        page = (await user_client.get("/v1/incidents/", params={"limit": 2})).json()
+        other = await user_client.get(
+            "/v1/incidents/",
+            params={"limit": 2, "sort": "created_at", "cursor": page["next_cursor"]},
+        )
+        assert other.status_code == 422
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"assignee_id": "9999999999999999999"},
+            {"assignee_id": "someone"},
+            {"label": "no-colon"},
+            {"status": "open"},
+            {"sort": "title"},
+            {"created_after": "2026-01-01T00:00:00"},
+            {"limit": 0},
+            {"limit": 501},
+        ],
+    )
+    async def test_bad_filters_are_refused(self, user_client, params):
+        response = await user_client.get("/v1/incidents/", params=params)
+        assert response.status_code in (400, 422)
+        assert "detail" in response.json()
+
+
+async def test_snooze_duration_in_the_query_and_note_in_the_body(user_client, harness):
+    incident = (await user_client.post("/v1/incidents/", json=CREATE)).json()
+    response = await user_client.post(
+        f"/v1/incidents/{incident['id']}/snooze",
+        params={"minutes": 10},
+        json={"note": "maintenance window"},
+    )
+    assert response.status_code == 200, response.text
+    end = harness.clock.now() + timedelta(minutes=10)
+    assert response.json()["snoozed_until"] == end.isoformat().replace("+00:00", "Z")
+    entry = (await timeline(user_client, incident["id"]))[-1]
+    assert entry["data"]["note"] == "maintenance window"
+
+
+@pytest.mark.parametrize("content_type", ["Application/JSON", "application/json; charset=UTF-8"])
+async def test_input_guard_reads_the_media_type_case_insensitively(user_client, content_type):
+    for raw in (b'{"title": "a\\u0000b"}', b'{"title": "x", "custom_fields": {"a": NaN}}'):
+        response = await user_client.post(
+            "/v1/incidents/", content=raw, headers={"Content-Type": content_type}
+        )
+        assert response.status_code == 422, raw
+    assert (await user_client.get("/v1/incidents/")).json()["items"] == []
+
+
+async def test_nul_in_a_multipart_login_is_refused(client):
+    response = await client.post(
+        "/v1/auth/login/access-token",
+        files={"username": (None, "a\x00b"), "password": (None, "whatever")},
+    )
+    assert response.status_code == 422

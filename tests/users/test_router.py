@@ -49,8 +49,22 @@ class TestMe:
         assert me["role"] == "user" and me["is_active"] is True
 
     async def test_email_taken_by_another_account_is_409(self, user_client, admin):
-        response = await user_client.put("/v1/users/me", json={"email": "ADMIN@example.com"})
+        response = await user_client.put(
+            "/v1/users/me",
+            json={"email": "ADMIN@example.com", "current_password": DEFAULT_PASSWORD},
+        )
         assert response.status_code == 409
+
+    @pytest.mark.parametrize("password", [None, "not my password"])
+    async def test_changing_email_needs_the_current_password(self, user_client, password):
+        body = {"email": "new@example.com"} | ({"current_password": password} if password else {})
+        response = await user_client.put("/v1/users/me", json=body)
+        assert response.status_code == 403
+        assert (await user_client.get("/v1/users/me")).json()["email"] == "user@example.com"
+        ok = await user_client.put(
+            "/v1/users/me", json={"email": "new@example.com", "current_password": DEFAULT_PASSWORD}
+        )
+        assert ok.status_code == 200 and ok.json()["email"] == "new@example.com"
 
     async def test_change_password_needs_the_current_one(self, user_client):
         response = await user_client.post(
