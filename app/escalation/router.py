@@ -71,7 +71,9 @@ async def update_policy(
     body: PolicyUpdate, policy: ValidPolicy, session: SessionDep, clock: ClockDep
 ) -> object:
     """Change a policy (admin). Incidents already escalating keep the steps they started with."""
-    changes = body.model_dump(mode="json", exclude_unset=True)
+    # Only the fields given change; steps and conditions are replaced whole, with their defaults.
+    dumped = body.model_dump(mode="json")
+    changes = {name: dumped[name] for name in body.model_fields_set}
     return await escalation_service.update_policy(
         session, policy=policy, changes=changes, now=clock.now()
     )

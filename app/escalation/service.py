@@ -262,16 +262,17 @@ async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
         )
     )
     for event in events:
+        # Read before the savepoint: a rollback expires the object.
+        event_id, incident_id, step, cycle = event.id, event.incident_id, event.step, event.cycle
         try:
             async with session.begin_nested():
                 await fire(session, event=event, now=now)
         except Exception as exc:
             logger.exception(
-                "escalation step failed: incident %s step %s cycle %s",
-                event.incident_id, event.step, event.cycle,
-            )  # fmt: skip
+                "escalation step failed: incident %s step %s cycle %s", incident_id, step, cycle
+            )
             async with session.begin_nested():
-                await _fail(session, event_id=event.id, now=now, error=exc)
+                await _fail(session, event_id=event_id, now=now, error=exc)
     return len(events)
 
 
@@ -369,8 +370,14 @@ async def _fail(session: AsyncSession, *, event_id: int, now: datetime, error: E
         session, incident=incident, type="escalation_failed", actor=SYSTEM, now=now,
         data={"step": event.step, "cycle": event.cycle, "error": event.detail},
     )  # fmt: skip
-    if incident.status == Status.triggered.value and incident.escalation_snapshot:
-        _schedule_next(session, incident=incident, event=event, after=now, now=now)
+    if incident.status != Status.triggered.value or not incident.escalation_snapshot:
+        return
+    try:
+        async with session.begin_nested():
+            _schedule_next(session, incident=incident, event=event, after=now, now=now)
+    except Exception:
+        logger.exception("escalation of incident %s cannot go on", incident.id)
+        incident.escalation_status = "failed"
 
 
 async def escalate_now(
@@ -395,6 +402,7 @@ async def escalate_now(
             f"{incident.escalation_status}"
         )
     event.due_at = now
+    await session.flush()
     await fire(session, event=event, now=now, actor=actor)
 
 

@@ -71,7 +71,8 @@ class IncidentRead(ResponseModel):
     escalation_level: int
     escalation_status: str = Field(
         description="`none` (no policy applies), `active`, `completed` (every step and repeat "
-        "fired) or `stopped` (acknowledged, snoozed or resolved)"
+        "fired), `stopped` (acknowledged, snoozed or resolved) or `failed` (a step could not "
+        "be scheduled; see the timeline)"
     )
     created_by: int | None
     acknowledged_at: datetime | None
