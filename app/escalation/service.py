@@ -248,7 +248,14 @@ async def stop(session: AsyncSession, *, incident: Incident, now: datetime, reas
 
 
 async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
-    """Fire due steps (a worker job), each in its own savepoint: one failure stays local."""
+    """Fire due steps (a worker job). Returns how many due rows it claimed.
+
+    Locks are only ever taken with SKIP LOCKED here, so the worker never waits on an API
+    transaction (which locks the incident, then its events) and the two cannot deadlock: an
+    incident being changed right now is simply left for the next pass. The whole batch runs in
+    one savepoint; if any step raises, the batch is replayed one step per savepoint so that only
+    the broken step fails.
+    """
     events = list(
         await session.scalars(
             select(EscalationEvent)
@@ -261,25 +268,52 @@ async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
             .with_for_update(skip_locked=True)
         )
     )
-    for event in events:
-        # Read before the savepoint: a rollback expires the object.
-        event_id, incident_id, step, cycle = event.id, event.incident_id, event.step, event.cycle
-        try:
-            async with session.begin_nested():
-                await fire(session, event=event, now=now)
-        except Exception as exc:
-            logger.exception(
-                "escalation step failed: incident %s step %s cycle %s", incident_id, step, cycle
-            )
-            async with session.begin_nested():
-                await _fail(session, event_id=event_id, now=now, error=exc)
+    if not events:
+        return 0
+    incidents = {
+        incident.id: incident
+        for incident in await session.scalars(
+            select(Incident)
+            .where(Incident.id.in_({e.incident_id for e in events}))
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    }
+    ready = [e for e in events if e.incident_id in incidents]
+    active = set(
+        await _active_users(
+            session, [t["id"] for e in ready for t in e.targets if t["type"] == "user"]
+        )
+    )
+    keys = [(e.id, e.incident_id, e.step, e.cycle) for e in ready]
+    try:
+        async with session.begin_nested():
+            for event in ready:
+                await _execute(
+                    session, event=event, incident=incidents[event.incident_id], active=active,
+                    now=now, actor=SYSTEM,
+                )  # fmt: skip
+    except Exception:
+        logger.warning("a step in a batch of %d failed; firing them one by one", len(keys))
+        for event_id, incident_id, step, cycle in keys:
+            try:
+                async with session.begin_nested():
+                    await fire(session, event_id=event_id, now=now)
+            except Exception as exc:
+                logger.exception(
+                    "escalation step failed: incident %s step %s cycle %s", incident_id, step, cycle
+                )
+                async with session.begin_nested():
+                    await _fail(session, event_id=event_id, now=now, error=exc)
     return len(events)
 
 
 async def fire(
-    session: AsyncSession, *, event: EscalationEvent, now: datetime, actor: Actor = SYSTEM
+    session: AsyncSession, *, event_id: int, now: datetime, actor: Actor = SYSTEM
 ) -> None:
-    """Execute one scheduled step: page, act, record, and schedule what comes next."""
+    """Load one scheduled step with its incident (locked) and execute it."""
+    event = await session.get(EscalationEvent, event_id, populate_existing=True)
+    assert event is not None
     incident = await session.scalar(
         select(Incident)
         .where(Incident.id == event.incident_id)
@@ -287,7 +321,22 @@ async def fire(
         .execution_options(populate_existing=True)
     )
     assert incident is not None
-    await session.refresh(event)
+    active = set(
+        await _active_users(session, [t["id"] for t in event.targets if t["type"] == "user"])
+    )
+    await _execute(session, event=event, incident=incident, active=active, now=now, actor=actor)
+
+
+async def _execute(
+    session: AsyncSession,
+    *,
+    event: EscalationEvent,
+    incident: Incident,
+    active: set[int],
+    now: datetime,
+    actor: Actor,
+) -> None:
+    """Execute one scheduled step: page, act, record, and schedule what comes next."""
     if event.status != EventStatus.scheduled.value:
         return
     if incident.status != Status.triggered.value or event.run != incident.escalation_run:
@@ -295,7 +344,8 @@ async def fire(
         event.status = EventStatus.cancelled.value
         event.detail = f"incident is {incident.status}"
         return
-    user_ids = await _active_users(session, [t["id"] for t in event.targets if t["type"] == "user"])
+    user_ids = [t["id"] for t in event.targets if t["type"] == "user" and t["id"] in active]
+    user_ids = list(dict.fromkeys(user_ids))
     skipped = [t for t in event.targets if t["type"] != "user"]
     kinds = [a["type"] for a in event.actions]
     notified: list[int] = []
@@ -403,7 +453,7 @@ async def escalate_now(
         )
     event.due_at = now
     await session.flush()
-    await fire(session, event=event, now=now, actor=actor)
+    await fire(session, event_id=event.id, now=now, actor=actor)
 
 
 async def list_events(

@@ -1,0 +1,152 @@
+"""Escalation lateness: N incidents whose first step falls due at the same instant.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ims_bench_esc \\
+        python scripts/bench_escalation.py 10000 --workers 2
+
+Migrates the database, loads N triggered incidents each with one step (paging one user) due a few
+seconds ahead, starts `--workers` worker processes, waits until every step has fired, and prints
+the lateness (executed_at - due_at) p50/p99/max and the steps fired per second. The database
+should be empty (or at least hold no other due steps). Stops the workers it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from app import migrations
+from app.auth.security import hash_password
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, session_scope
+from app.escalation.models import EscalationEvent
+from app.incidents.models import Incident
+from app.users.models import User
+
+
+async def seed(settings: Settings, count: int, lead: float) -> datetime:
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    now = datetime.now(UTC)
+    due = now + timedelta(seconds=lead)
+    async with session_scope(sessions) as session:
+        user = User(
+            email=f"bench-{time.time_ns()}@example.com", full_name="Bench", role="user",
+            is_active=True, timezone="UTC", hashed_password=hash_password("bench-password"),
+            token_version=0, created_at=now, updated_at=now,
+        )  # fmt: skip
+        session.add(user)
+        await session.flush()
+        step = {
+            "delay_minutes": 0,
+            "targets": [{"type": "user", "id": user.id}],
+            "actions": [{"type": "notify"}],
+        }
+        snapshot = {"policy_id": None, "name": "bench", "repeat_count": 0, "steps": [step]}
+        for start in range(0, count, 5000):
+            size = min(5000, count - start)
+            ids = list(
+                await session.scalars(
+                    insert(Incident).returning(Incident.id),
+                    [
+                        {
+                            "title": f"Bench {start + i}", "description": "", "status": "triggered",
+                            "severity": "critical", "source": "api", "alert_count": 1,
+                            "labels": {}, "custom_fields": {}, "escalation_level": 0,
+                            "escalation_status": "active", "escalation_run": 1,
+                            "escalation_snapshot": snapshot, "version": 1,
+                            "created_at": now, "updated_at": now,
+                        }
+                        for i in range(size)
+                    ],
+                )
+            )  # fmt: skip
+            await session.execute(
+                insert(EscalationEvent),
+                [
+                    {
+                        "incident_id": incident_id, "policy_id": None, "run": 1, "cycle": 1,
+                        "step": 1, "status": "scheduled", "due_at": due, "delay_minutes": 0.0,
+                        "targets": step["targets"], "actions": step["actions"],
+                        "notified_user_ids": [], "detail": "", "created_at": now,
+                    }
+                    for incident_id in ids
+                ],
+            )  # fmt: skip
+    await engine.dispose()
+    return due
+
+
+async def lateness(settings: Settings, due: datetime, count: int, timeout: float) -> list[float]:
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            async with session_scope(sessions) as session:
+                done = await session.scalar(
+                    select(func.count()).where(
+                        EscalationEvent.due_at == due, EscalationEvent.status == "executed"
+                    )
+                )
+            if done >= count:
+                break
+            await asyncio.sleep(0.2)
+        async with session_scope(sessions) as session:
+            rows = await session.execute(
+                select(EscalationEvent.due_at, EscalationEvent.executed_at).where(
+                    EscalationEvent.due_at == due, EscalationEvent.status == "executed"
+                )
+            )
+            return [(executed - due_at).total_seconds() for due_at, executed in rows]
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("count", type=int, nargs="?", default=10_000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes to start")
+    parser.add_argument("--lead", type=float, default=8.0, help="seconds until the steps fall due")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    settings = Settings()
+    migrations.upgrade()
+    due = asyncio.run(seed(settings, args.count, args.lead))
+    cli = str(Path(sys.executable).parent / "incident-management")
+    env = os.environ | {"LOG_LEVEL": "WARNING"}
+    workers = [
+        subprocess.Popen([cli, "worker"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+        for _ in range(args.workers)
+    ]
+    try:
+        late = asyncio.run(lateness(settings, due, args.count, args.timeout + args.lead))
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            process.wait(timeout=60)
+    if not late:
+        raise SystemExit("no step fired")
+    late.sort()
+    span = max(late) - min(late)
+    print(
+        f"{settings.async_database_url.split(':')[0]}: {len(late)} of {args.count} steps fired by "
+        f"{args.workers} worker process(es)\n"
+        f"lateness s: p50 {statistics.median(late):.3f}  "
+        f"p99 {late[min(len(late) - 1, round(0.99 * (len(late) - 1)))]:.3f}  max {late[-1]:.3f}\n"
+        f"throughput: {len(late) / span if span else float('inf'):,.0f} steps/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
