@@ -86,10 +86,10 @@ async def seed(settings: Settings, count: int, lead: float) -> datetime:
     return due
 
 
-async def lateness(settings: Settings, due: datetime, count: int, timeout: float) -> list[float]:
+async def lateness(settings: Settings, due: datetime, count: int, wait: float) -> list[float]:
     engine = create_engine(settings)
     sessions = create_sessionmaker(engine)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     try:
         while time.monotonic() < deadline:
             async with session_scope(sessions) as session:

@@ -25,7 +25,7 @@ from app.notifications import service as notification_service
 
 logger = logging.getLogger(__name__)
 
-BATCH = 100
+BATCH = 500
 
 
 @dataclass(frozen=True)
