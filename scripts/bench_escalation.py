@@ -6,7 +6,8 @@
 Migrates the database, loads N triggered incidents each with one step (paging one user) due a few
 seconds ahead, starts `--workers` worker processes, waits until every step has fired, and prints
 the lateness (executed_at - due_at) p50/p99/max and the steps fired per second. The database
-should be empty (or at least hold no other due steps). Stops the workers it started.
+should be empty (or at least hold no other due steps). Stops the workers it started. An event's
+`executed_at` is the time its batch was claimed; the batch commits a few tens of ms later.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ async def seed(settings: Settings, count: int, lead: float) -> datetime:
     return due
 
 
-async def lateness(settings: Settings, due: datetime, count: int, wait: float) -> list[float]:
+async def lateness(
+    settings: Settings, due: datetime, count: int, wait: float
+) -> tuple[list[float], float]:
+    """Each step's lateness, and how long after `due` the last one was committed (wall clock)."""
     engine = create_engine(settings)
     sessions = create_sessionmaker(engine)
     deadline = time.monotonic() + wait
@@ -100,14 +104,15 @@ async def lateness(settings: Settings, due: datetime, count: int, wait: float) -
                 )
             if done >= count:
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.02)
+        all_committed = (datetime.now(UTC) - due).total_seconds()
         async with session_scope(sessions) as session:
             rows = await session.execute(
                 select(EscalationEvent.due_at, EscalationEvent.executed_at).where(
                     EscalationEvent.due_at == due, EscalationEvent.status == "executed"
                 )
             )
-            return [(executed - due_at).total_seconds() for due_at, executed in rows]
+            return [(executed - due_at).total_seconds() for due_at, executed in rows], all_committed
     finally:
         await engine.dispose()
 
@@ -129,7 +134,7 @@ def main() -> None:
         for _ in range(args.workers)
     ]
     try:
-        late = asyncio.run(lateness(settings, due, args.count, args.timeout + args.lead))
+        late, committed = asyncio.run(lateness(settings, due, args.count, args.timeout + args.lead))
     finally:
         for process in workers:
             process.send_signal(signal.SIGTERM)
@@ -138,13 +143,13 @@ def main() -> None:
     if not late:
         raise SystemExit("no step fired")
     late.sort()
-    span = max(late) - min(late)
     print(
         f"{settings.async_database_url.split(':')[0]}: {len(late)} of {args.count} steps fired by "
         f"{args.workers} worker process(es)\n"
         f"lateness s: p50 {statistics.median(late):.3f}  "
         f"p99 {late[min(len(late) - 1, round(0.99 * (len(late) - 1)))]:.3f}  max {late[-1]:.3f}\n"
-        f"throughput: {len(late) / span if span else float('inf'):,.0f} steps/s"
+        f"all committed {committed:.2f} s after due (polled every 20 ms): "
+        f"{len(late) / committed:,.0f} steps/s"
     )
 
 

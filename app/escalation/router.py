@@ -116,8 +116,8 @@ async def escalate_incident(
     incident: LockedIncident, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> object:
     """Fire the next escalation step now; the steps after it are timed from now."""
+    incident_id = incident.id  # the ORM object is expired by the escalation's direct writes
     await escalation_service.escalate_now(
         session, incident=incident, actor=Actor.of(user), now=clock.now()
     )
-    await session.flush()
-    return await incident_service.get(session, incident.id)
+    return await incident_service.get(session, incident_id)

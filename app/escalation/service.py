@@ -10,19 +10,21 @@ schedules the next step, all in one transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, DomainError
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
-from app.incidents.models import Assignment, Incident, Status
-from app.incidents.timeline import SYSTEM, Actor, record
+from app.incidents.models import Assignment, Incident, Status, TimelineEntry
+from app.incidents.timeline import SYSTEM, Actor, entry_row, record
 from app.notifications import service as notification_service
+from app.notifications.models import Notification
 from app.pagination import page_by_id
 from app.services.models import Service
 from app.users.models import User
@@ -199,6 +201,36 @@ def begin(session: AsyncSession, *, incident: Incident, reason: str, now: dateti
         _schedule(session, incident=incident, step=1, cycle=1, after=now, now=now)
 
 
+def _event_row(
+    *,
+    incident_id: int,
+    run: int,
+    snapshot: dict[str, Any],
+    step: int,
+    cycle: int,
+    after: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """A scheduled step, with what it will do copied from the run's snapshot."""
+    definition = snapshot["steps"][step - 1]
+    return {
+        "incident_id": incident_id,
+        "policy_id": snapshot["policy_id"],
+        "run": run,
+        "cycle": cycle,
+        "step": step,
+        "status": EventStatus.scheduled.value,
+        "due_at": after + engine.step_delay(snapshot, step),
+        "executed_at": None,
+        "delay_minutes": float(definition["delay_minutes"]),
+        "targets": definition["targets"],
+        "actions": definition["actions"],
+        "notified_user_ids": [],
+        "detail": "",
+        "created_at": now,
+    }
+
+
 def _schedule(
     session: AsyncSession,
     *,
@@ -207,29 +239,15 @@ def _schedule(
     cycle: int,
     after: datetime,
     now: datetime,
-) -> EscalationEvent:
-    snapshot = incident.escalation_snapshot
-    assert snapshot is not None
-    definition = snapshot["steps"][step - 1]
-    event = EscalationEvent(
-        incident_id=incident.id,
-        policy_id=snapshot["policy_id"],
-        run=incident.escalation_run,
-        cycle=cycle,
-        step=step,
-        status=EventStatus.scheduled.value,
-        due_at=after + engine.step_delay(snapshot, step),
-        delay_minutes=float(definition["delay_minutes"]),
-        targets=definition["targets"],
-        actions=definition["actions"],
-        notified_user_ids=[],
-        detail="",
-        created_at=now,
-    )
-    session.add(event)
+) -> None:
+    assert incident.escalation_snapshot is not None
+    row = _event_row(
+        incident_id=incident.id, run=incident.escalation_run,
+        snapshot=incident.escalation_snapshot, step=step, cycle=cycle, after=after, now=now,
+    )  # fmt: skip
+    session.add(EscalationEvent(**row))
     # The in-process worker is woken after the commit, so a step due now fires at once.
     session.info[WAKE_WORKER] = True
-    return event
 
 
 async def stop(session: AsyncSession, *, incident: Incident, now: datetime, reason: str) -> None:
@@ -247,187 +265,307 @@ async def stop(session: AsyncSession, *, incident: Incident, now: datetime, reas
         incident.escalation_status = "stopped"
 
 
+@dataclass
+class Plan:
+    """Every write that firing (or failing) one step makes; applied for a whole batch at once."""
+
+    event: dict[str, Any]
+    incident: dict[str, Any] | None = None
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    assignments: list[dict[str, Any]] = field(default_factory=list)
+    next_event: dict[str, Any] | None = None
+
+
+EVENTS = EscalationEvent.__table__
+# What firing reads of an incident (not its description or custom fields: less to decode).
+INCIDENT_COLUMNS = [
+    getattr(Incident.__table__.c, name)
+    for name in ("id", "title", "status", "severity", "service_id", "labels", "escalation_level",
+                 "escalation_run", "escalation_snapshot", "version")
+]  # fmt: skip
+
+
 async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
     """Fire due steps (a worker job). Returns how many due rows it claimed.
 
     Locks are only ever taken with SKIP LOCKED here, so the worker never waits on an API
     transaction (which locks the incident, then its events) and the two cannot deadlock: an
-    incident being changed right now is simply left for the next pass. The whole batch runs in
-    one savepoint; if any step raises, the batch is replayed one step per savepoint so that only
-    the broken step fails.
+    incident being changed right now is simply left for the next pass. A batch is planned in
+    Python and written with one statement per table; if writing it fails, each step is written
+    in its own savepoint so that only the broken one fails.
     """
-    events = list(
-        await session.scalars(
-            select(EscalationEvent)
-            .where(
-                EscalationEvent.status == EventStatus.scheduled.value,
-                EscalationEvent.due_at <= now,
-            )
-            .order_by(EscalationEvent.due_at, EscalationEvent.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
+    events = await _rows(
+        session,
+        select(EVENTS)
+        .where(EVENTS.c.status == EventStatus.scheduled.value, EVENTS.c.due_at <= now)
+        .order_by(EVENTS.c.due_at, EVENTS.c.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True),
     )
     if not events:
         return 0
     incidents = {
-        incident.id: incident
-        for incident in await session.scalars(
-            select(Incident)
-            .where(Incident.id.in_({e.incident_id for e in events}))
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
+        row["id"]: row
+        for row in await _rows(
+            session,
+            select(*INCIDENT_COLUMNS)
+            .where(Incident.__table__.c.id.in_({e["incident_id"] for e in events}))
+            .with_for_update(skip_locked=True),
         )
     }
-    ready = [e for e in events if e.incident_id in incidents]
-    active = set(
-        await _active_users(
-            session, [t["id"] for e in ready for t in e.targets if t["type"] == "user"]
-        )
-    )
-    keys = [(e.id, e.incident_id, e.step, e.cycle) for e in ready]
+    ready = [e for e in events if e["incident_id"] in incidents]
+    plans = await _plans(session, ready, incidents, now=now, actor=SYSTEM)
     try:
         async with session.begin_nested():
-            for event in ready:
-                await _execute(
-                    session, event=event, incident=incidents[event.incident_id], active=active,
-                    now=now, actor=SYSTEM,
-                )  # fmt: skip
+            await _apply(session, list(plans.values()))
     except Exception:
-        logger.warning("a step in a batch of %d failed; firing them one by one", len(keys))
-        for event_id, incident_id, step, cycle in keys:
+        logger.warning("writing a batch of %d steps failed; writing them one by one", len(plans))
+        for event in ready:
             try:
                 async with session.begin_nested():
-                    await fire(session, event_id=event_id, now=now)
+                    await _apply(session, [plans[event["id"]]])
             except Exception as exc:
                 logger.exception(
-                    "escalation step failed: incident %s step %s cycle %s", incident_id, step, cycle
-                )
+                    "escalation step failed: incident %s step %s cycle %s",
+                    event["incident_id"], event["step"], event["cycle"],
+                )  # fmt: skip
+                failed = _failure_plan(event, incidents[event["incident_id"]], now=now, error=exc)
                 async with session.begin_nested():
-                    await _fail(session, event_id=event_id, now=now, error=exc)
+                    await _apply(session, [failed])
     return len(events)
 
 
 async def fire(
     session: AsyncSession, *, event_id: int, now: datetime, actor: Actor = SYSTEM
 ) -> None:
-    """Load one scheduled step with its incident (locked) and execute it."""
-    event = await session.get(EscalationEvent, event_id, populate_existing=True)
-    assert event is not None
-    incident = await session.scalar(
-        select(Incident)
-        .where(Incident.id == event.incident_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    """Fire one scheduled step now (escalate by hand); waits for the incident's lock if need be."""
+    [event] = await _rows(session, select(EVENTS).where(EVENTS.c.id == event_id).with_for_update())
+    [incident] = await _rows(
+        session,
+        select(*INCIDENT_COLUMNS)
+        .where(Incident.__table__.c.id == event["incident_id"])
+        .with_for_update(),
     )
-    assert incident is not None
-    active = set(
-        await _active_users(session, [t["id"] for t in event.targets if t["type"] == "user"])
-    )
-    await _execute(session, event=event, incident=incident, active=active, now=now, actor=actor)
+    plans = await _plans(session, [event], {incident["id"]: incident}, now=now, actor=actor)
+    await _apply(session, list(plans.values()))
 
 
-async def _execute(
+async def _rows(session: AsyncSession, query: Select[Any]) -> list[dict[str, Any]]:
+    return [dict(row) for row in (await session.execute(query)).mappings()]
+
+
+async def _plans(
     session: AsyncSession,
+    events: Sequence[Mapping[str, Any]],
+    incidents: Mapping[int, Mapping[str, Any]],
     *,
-    event: EscalationEvent,
-    incident: Incident,
-    active: set[int],
     now: datetime,
     actor: Actor,
-) -> None:
-    """Execute one scheduled step: page, act, record, and schedule what comes next."""
-    if event.status != EventStatus.scheduled.value:
-        return
-    if incident.status != Status.triggered.value or event.run != incident.escalation_run:
-        # A stop that raced this claim already decided; keep the record consistent.
-        event.status = EventStatus.cancelled.value
-        event.detail = f"incident is {incident.status}"
-        return
-    user_ids = [t["id"] for t in event.targets if t["type"] == "user" and t["id"] in active]
-    user_ids = list(dict.fromkeys(user_ids))
-    skipped = [t for t in event.targets if t["type"] != "user"]
-    kinds = [a["type"] for a in event.actions]
-    notified: list[int] = []
-    if "notify" in kinds:
-        notified = await notification_service.page_users(
-            session, incident=incident, event=event, user_ids=user_ids, now=now
-        )
-    if "assign" in kinds and user_ids:
-        await _assign(session, incident=incident, user_ids=user_ids, now=now)
-    for index, action in enumerate(event.actions):
-        if action["type"] == "webhook":
-            notification_service.call_webhook(
-                session, incident=incident, event=event, url=action["url"], index=index, now=now
+) -> dict[int, Plan]:
+    targets = [t["id"] for e in events for t in e["targets"] if t["type"] == "user"]
+    active = set(await _active_users(session, targets))
+    assigning = {
+        e["incident_id"] for e in events if any(a["type"] == "assign" for a in e["actions"])
+    }
+    assigned: dict[int, set[int]] = {incident_id: set() for incident_id in assigning}
+    if assigning:
+        rows = await session.execute(
+            select(Assignment.incident_id, Assignment.user_id).where(
+                Assignment.incident_id.in_(assigning)
             )
-        elif action["type"] == "set_severity" and incident.severity != action["severity"]:
-            record(
-                session, incident=incident, type="updated", actor=SYSTEM, now=now,
-                data={"changes": {"severity": {"before": incident.severity,
-                                               "after": action["severity"]}}},
+        )
+        for incident_id, user_id in rows:
+            assigned[incident_id].add(user_id)
+    plans: dict[int, Plan] = {}
+    for event in events:
+        incident = incidents[event["incident_id"]]
+        try:
+            plans[event["id"]] = _plan(
+                event, incident, active=active, assigned=assigned.get(incident["id"], set()),
+                now=now, actor=actor,
             )  # fmt: skip
-            incident.severity = action["severity"]
-    event.status = EventStatus.executed.value
-    event.executed_at = now
-    event.notified_user_ids = notified
-    late = (now - event.due_at).total_seconds()
-    event.detail = "; ".join(
+        except Exception as exc:
+            logger.exception(
+                "escalation step failed: incident %s step %s cycle %s",
+                event["incident_id"], event["step"], event["cycle"],
+            )  # fmt: skip
+            plans[event["id"]] = _failure_plan(event, incident, now=now, error=exc)
+    return plans
+
+
+def _plan(
+    event: Mapping[str, Any],
+    incident: Mapping[str, Any],
+    *,
+    active: set[int],
+    assigned: set[int],
+    now: datetime,
+    actor: Actor,
+) -> Plan:
+    """What firing this step writes. Pure: no database access."""
+    if incident["status"] != Status.triggered.value or event["run"] != incident["escalation_run"]:
+        # A stop that raced this claim already decided; keep the record consistent.
+        return Plan(event=_event_update(event, EventStatus.cancelled, now=None,
+                                        detail=f"incident is {incident['status']}"))  # fmt: skip
+    incident_id = incident["id"]
+    plan = Plan(event={})
+    user_ids = list(
+        dict.fromkeys(
+            t["id"] for t in event["targets"] if t["type"] == "user" and t["id"] in active
+        )
+    )
+    kinds = [a["type"] for a in event["actions"]]
+    severity = incident["severity"]
+    for action in event["actions"]:
+        if action["type"] == "set_severity" and action["severity"] != severity:
+            plan.timeline.append(
+                entry_row(
+                    incident_id=incident_id, type="updated", actor=SYSTEM, now=now,
+                    data={"changes": {"severity": {"before": severity,
+                                                   "after": action["severity"]}}},
+                )
+            )  # fmt: skip
+            severity = action["severity"]
+    current = {**incident, "severity": severity, "escalation_level": event["step"]}
+    notified = user_ids if "notify" in kinds else []
+    plan.notifications += notification_service.page_rows(
+        incident=current, event=event, user_ids=notified, now=now
+    )
+    plan.notifications += [
+        notification_service.webhook_row(
+            incident=current, event=event, url=action["url"], index=index, now=now
+        )
+        for index, action in enumerate(event["actions"])
+        if action["type"] == "webhook"
+    ]
+    newly_assigned = [uid for uid in user_ids if uid not in assigned] if "assign" in kinds else []
+    if newly_assigned:
+        plan.assignments = [
+            {"incident_id": incident_id, "user_id": uid, "role": "responder",
+             "assigned_at": now, "assigned_by": None}
+            for uid in newly_assigned
+        ]  # fmt: skip
+        plan.timeline.append(
+            entry_row(
+                incident_id=incident_id, type="assigned", actor=SYSTEM, now=now,
+                data={"added": [{"user_id": uid, "role": "responder"} for uid in newly_assigned],
+                      "removed": [], "changed": []},
+            )
+        )  # fmt: skip
+    late = (now - event["due_at"]).total_seconds()
+    skipped = [t for t in event["targets"] if t["type"] != "user"]
+    detail = "; ".join(
         [f"fired {late:.3f} s after due"]
         + [f"skipped {t['type']} {t['id']}: not available in this release" for t in skipped]
     )
-    incident.escalation_level = event.step
-    incident.updated_at = now
-    record(
-        session, incident=incident, type="escalated", actor=actor, now=now,
-        data={"policy_id": event.policy_id, "step": event.step, "cycle": event.cycle,
-              "notified_user_ids": notified, "actions": kinds, "late_seconds": round(late, 3)},
+    plan.event = _event_update(event, EventStatus.executed, now=now, detail=detail)
+    plan.event["notified_user_ids"] = notified
+    plan.timeline.append(
+        entry_row(
+            incident_id=incident_id, type="escalated", actor=actor, now=now,
+            data={"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"],
+                  "notified_user_ids": notified, "actions": kinds, "late_seconds": round(late, 3)},
+        )
     )  # fmt: skip
-    _schedule_next(session, incident=incident, event=event, after=event.due_at, now=now)
+    plan.next_event = _next_event(event, incident, after=event["due_at"], now=now)
+    plan.incident = _incident_update(
+        incident, now=now, escalation_level=event["step"], severity=severity,
+        escalation_status="active" if plan.next_event else "completed",
+    )  # fmt: skip
+    return plan
 
 
-def _schedule_next(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    event: EscalationEvent,
-    after: datetime,
-    now: datetime,
-) -> None:
-    snapshot = incident.escalation_snapshot
-    assert snapshot is not None
-    position = engine.next_position(
-        event.step, event.cycle, steps=len(snapshot["steps"]), repeat_count=snapshot["repeat_count"]
-    )
-    if position is None:
-        incident.escalation_status = "completed"
-        return
-    step, cycle = position
-    _schedule(session, incident=incident, step=step, cycle=cycle, after=after, now=now)
-
-
-async def _fail(session: AsyncSession, *, event_id: int, now: datetime, error: Exception) -> None:
+def _failure_plan(
+    event: Mapping[str, Any], incident: Mapping[str, Any], *, now: datetime, error: Exception
+) -> Plan:
     """Record a step that raised, and go on to the next one: a page is never silently dropped."""
-    event = await session.get(EscalationEvent, event_id, populate_existing=True)
-    incident = (
-        await session.get(Incident, event.incident_id, populate_existing=True) if event else None
-    )
-    if event is None or incident is None or event.status != EventStatus.scheduled.value:
-        return
-    event.status = EventStatus.failed.value
-    event.executed_at = now
-    event.detail = f"{type(error).__name__}: {str(error)[:500]}"
-    record(
-        session, incident=incident, type="escalation_failed", actor=SYSTEM, now=now,
-        data={"step": event.step, "cycle": event.cycle, "error": event.detail},
+    detail = f"{type(error).__name__}: {str(error)[:500]}"
+    plan = Plan(event=_event_update(event, EventStatus.failed, now=now, detail=detail))
+    plan.timeline.append(
+        entry_row(
+            incident_id=incident["id"], type="escalation_failed", actor=SYSTEM, now=now,
+            data={"step": event["step"], "cycle": event["cycle"], "error": detail},
+        )
     )  # fmt: skip
-    if incident.status != Status.triggered.value or not incident.escalation_snapshot:
-        return
+    if incident["status"] != Status.triggered.value or event["run"] != incident["escalation_run"]:
+        return plan
     try:
-        async with session.begin_nested():
-            _schedule_next(session, incident=incident, event=event, after=now, now=now)
+        plan.next_event = _next_event(event, incident, after=now, now=now)
     except Exception:
-        logger.exception("escalation of incident %s cannot go on", incident.id)
-        incident.escalation_status = "failed"
+        logger.exception("escalation of incident %s cannot go on", incident["id"])
+    status = "active" if plan.next_event else "failed"
+    plan.incident = _incident_update(
+        incident, now=now, escalation_level=incident["escalation_level"],
+        severity=incident["severity"], escalation_status=status,
+    )  # fmt: skip
+    return plan
+
+
+def _event_update(
+    event: Mapping[str, Any], status: EventStatus, *, now: datetime | None, detail: str
+) -> dict[str, Any]:
+    return {
+        "id": event["id"],
+        "status": status.value,
+        "executed_at": now,
+        "notified_user_ids": [],
+        "detail": detail,
+    }
+
+
+def _incident_update(
+    incident: Mapping[str, Any],
+    *,
+    now: datetime,
+    escalation_level: int,
+    severity: str,
+    escalation_status: str,
+) -> dict[str, Any]:
+    # Same keys for every incident, so a batch is one executemany.
+    return {
+        "id": incident["id"],
+        "escalation_level": escalation_level,
+        "severity": severity,
+        "escalation_status": escalation_status,
+        "updated_at": now,
+        "version": incident["version"] + 1,
+    }
+
+
+def _next_event(
+    event: Mapping[str, Any], incident: Mapping[str, Any], *, after: datetime, now: datetime
+) -> dict[str, Any] | None:
+    snapshot = incident["escalation_snapshot"]
+    position = engine.next_position(
+        event["step"], event["cycle"], steps=len(snapshot["steps"]),
+        repeat_count=snapshot["repeat_count"],
+    )  # fmt: skip
+    if position is None:
+        return None
+    step, cycle = position
+    return _event_row(
+        incident_id=incident["id"], run=incident["escalation_run"], snapshot=snapshot,
+        step=step, cycle=cycle, after=after, now=now,
+    )  # fmt: skip
+
+
+async def _apply(session: AsyncSession, plans: Sequence[Plan]) -> None:
+    """Write the plans: one executemany per table."""
+    await session.execute(update(EscalationEvent), [p.event for p in plans])
+    incidents = [p.incident for p in plans if p.incident]
+    if incidents:
+        await session.execute(update(Incident), incidents)
+    for model, rows in (
+        (Notification, [n for p in plans for n in p.notifications]),
+        (Assignment, [a for p in plans for a in p.assignments]),
+        (TimelineEntry, [t for p in plans for t in p.timeline]),
+        (EscalationEvent, [p.next_event for p in plans if p.next_event]),
+    ):
+        if rows:
+            await session.execute(insert(model), rows)
+    if any(p.next_event for p in plans):
+        session.info[WAKE_WORKER] = True
 
 
 async def escalate_now(
@@ -454,6 +592,8 @@ async def escalate_now(
     event.due_at = now
     await session.flush()
     await fire(session, event_id=event.id, now=now, actor=actor)
+    # The rows changed underneath the ORM objects of this session.
+    session.expire_all()
 
 
 async def list_events(
@@ -480,28 +620,3 @@ async def _active_users(session: AsyncSession, ids: list[int]) -> list[int]:
         await session.scalars(select(User.id).where(User.id.in_(ids), User.is_active.is_(True)))
     )
     return [i for i in dict.fromkeys(ids) if i in found]
-
-
-async def _assign(
-    session: AsyncSession, *, incident: Incident, user_ids: list[int], now: datetime
-) -> None:
-    current = set(
-        await session.scalars(
-            select(Assignment.user_id).where(Assignment.incident_id == incident.id)
-        )
-    )
-    added = [uid for uid in user_ids if uid not in current]
-    if not added:
-        return
-    for uid in added:
-        session.add(
-            Assignment(
-                incident_id=incident.id, user_id=uid, role="responder", assigned_at=now,
-                assigned_by=None,
-            )
-        )  # fmt: skip
-    record(
-        session, incident=incident, type="assigned", actor=SYSTEM, now=now,
-        data={"added": [{"user_id": uid, "role": "responder"} for uid in added],
-              "removed": [], "changed": []},
-    )  # fmt: skip

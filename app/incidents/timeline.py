@@ -30,6 +30,21 @@ class Actor:
 SYSTEM = Actor("system", None, "system")
 
 
+def entry_row(
+    *, incident_id: int, type: str, actor: Actor, now: datetime, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A timeline entry as a row, for writers that insert many at once."""
+    return {
+        "incident_id": incident_id,
+        "type": type,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+        "data": data or {},
+        "created_at": now,
+    }
+
+
 def record(
     session: AsyncSession,
     *,
@@ -41,13 +56,7 @@ def record(
 ) -> TimelineEntry:
     """Add an entry to the current transaction: it commits with the change, or not at all."""
     entry = TimelineEntry(
-        incident_id=incident.id,
-        type=type,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        actor_name=actor.name,
-        data=data or {},
-        created_at=now,
+        **entry_row(incident_id=incident.id, type=type, actor=actor, now=now, data=data)
     )
     session.add(entry)
     return entry

@@ -8,20 +8,21 @@ duplicate possible is a crash between the receiver's acceptance and our commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.db import session_scope
-from app.escalation.models import EscalationEvent
-from app.incidents.models import Incident
-from app.incidents.timeline import SYSTEM, record
+from app.incidents.models import TimelineEntry
+from app.incidents.timeline import SYSTEM, entry_row
 from app.notifications.models import Notification, NotificationStatus
 
 logger = logging.getLogger(__name__)
@@ -31,73 +32,77 @@ MAX_ATTEMPTS = 5
 PAGE_EVENTS = ("escalated",)
 
 
-def _incident_summary(incident: Incident) -> dict[str, Any]:
+def _incident_summary(incident: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": incident.id,
-        "title": incident.title,
-        "status": incident.status,
-        "severity": incident.severity,
-        "service_id": incident.service_id,
-        "labels": incident.labels,
-        "escalation_level": incident.escalation_level,
+        "id": incident["id"],
+        "title": incident["title"],
+        "status": incident["status"],
+        "severity": incident["severity"],
+        "service_id": incident["service_id"],
+        "labels": incident["labels"],
+        "escalation_level": incident["escalation_level"],
     }
 
 
-async def page_users(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    event: EscalationEvent,
-    user_ids: list[int],
-    now: datetime,
-) -> list[int]:
+def page_rows(
+    *, incident: Mapping[str, Any], event: Mapping[str, Any], user_ids: list[int], now: datetime
+) -> list[dict[str, Any]]:
     """One page per user for an escalation step (the `log` channel until preferences exist)."""
-    subject = f"[{incident.severity.upper()}] #{incident.id} {incident.title}"
+    subject = f"[{incident['severity'].upper()}] #{incident['id']} {incident['title']}"
     body = (
-        f"Incident #{incident.id} ({incident.severity}, {incident.status}) escalated to step "
-        f"{event.step}: {incident.title}\n"
-        f"Acknowledge: POST /v1/incidents/{incident.id}/acknowledge"
+        f"Incident #{incident['id']} ({incident['severity']}, {incident['status']}) escalated to "
+        f"step {event['step']}: {incident['title']}\n"
+        f"Acknowledge: POST /v1/incidents/{incident['id']}/acknowledge"
     )
-    for user_id in user_ids:
-        session.add(
-            Notification(
-                key=f"escalation:{event.id}:user:{user_id}:log",
-                incident_id=incident.id, escalation_event_id=event.id, user_id=user_id,
-                channel="log", address=f"user:{user_id}", event="escalated", subject=subject,
-                body=body, payload={"incident": _incident_summary(incident), "step": event.step},
-                status=NotificationStatus.pending.value, attempts=0, next_attempt_at=now,
-                created_at=now, updated_at=now,
-            )
-        )  # fmt: skip
-    return user_ids
+    return [
+        _row(
+            key=f"escalation:{event['id']}:user:{user_id}:log", incident=incident, event=event,
+            user_id=user_id, channel="log", address=f"user:{user_id}", subject=subject, body=body,
+            payload={"incident": _incident_summary(incident), "step": event["step"]}, now=now,
+        )
+        for user_id in user_ids
+    ]  # fmt: skip
 
 
-def call_webhook(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    event: EscalationEvent,
-    url: str,
-    index: int,
-    now: datetime,
-) -> None:
-    """Queue the JSON POST of a step's `webhook` action."""
+def webhook_row(
+    *, incident: Mapping[str, Any], event: Mapping[str, Any], url: str, index: int, now: datetime
+) -> dict[str, Any]:
+    """The JSON POST of a step's `webhook` action."""
     payload = {
         "event": "incident.escalated",
         "incident": _incident_summary(incident),
-        "escalation": {"policy_id": event.policy_id, "step": event.step, "cycle": event.cycle},
+        "escalation": {"policy_id": event["policy_id"], "step": event["step"],
+                       "cycle": event["cycle"]},
         "sent_at": now.isoformat(),
-    }
-    session.add(
-        Notification(
-            key=f"escalation:{event.id}:webhook:{index}",
-            incident_id=incident.id, escalation_event_id=event.id, user_id=None,
-            channel="webhook", address=url, event="escalated",
-            subject=f"Incident #{incident.id} escalated", body="", payload=payload,
-            status=NotificationStatus.pending.value, attempts=0, next_attempt_at=now,
-            created_at=now, updated_at=now,
-        )
+    }  # fmt: skip
+    return _row(
+        key=f"escalation:{event['id']}:webhook:{index}", incident=incident, event=event,
+        user_id=None, channel="webhook", address=url,
+        subject=f"Incident #{incident['id']} escalated", body="", payload=payload, now=now,
     )  # fmt: skip
+
+
+def _row(
+    *,
+    key: str,
+    incident: Mapping[str, Any],
+    event: Mapping[str, Any],
+    user_id: int | None,
+    channel: str,
+    address: str,
+    subject: str,
+    body: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "key": key, "incident_id": incident["id"], "escalation_event_id": event["id"],
+        "user_id": user_id, "channel": channel, "address": address, "event": "escalated",
+        "subject": subject, "body": body, "payload": payload,
+        "status": NotificationStatus.pending.value, "attempts": 0, "next_attempt_at": now,
+        "lease_until": None, "last_error": None, "provider_message_id": None, "sent_at": None,
+        "created_at": now, "updated_at": now,
+    }  # fmt: skip
 
 
 async def cancel_pending_pages(session: AsyncSession, *, incident_id: int, now: datetime) -> None:
@@ -186,43 +191,52 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=30 * 2 ** (attempts - 1)), timedelta(minutes=15))
 
 
-async def record_outcome(
-    session: AsyncSession, *, claimed: Claimed, error: str | None, now: datetime
+async def record_outcomes(
+    session: AsyncSession, *, outcomes: list[tuple[Claimed, str | None]], now: datetime
 ) -> None:
-    row = await session.get(Notification, claimed.id, with_for_update=True, populate_existing=True)
-    # Someone else re-claimed it after our lease ran out: their outcome is the one to keep.
-    if (
-        row is None
-        or row.status != NotificationStatus.sending.value
-        or row.attempts != claimed.attempts
-    ):
-        return
-    incident = await session.get(Incident, row.incident_id) if row.incident_id else None
-    row.updated_at = now
-    row.lease_until = None
-    if error is None:
-        row.status = NotificationStatus.sent.value
-        row.sent_at = now
-        row.last_error = None
-        if incident is not None:
-            record(
-                session, incident=incident, type="notified", actor=SYSTEM, now=now,
-                data={"notification_id": row.id, "channel": row.channel, "user_id": row.user_id,
-                      "event": row.event},
+    """Record a batch of sends, with a `notified` or `notification_failed` entry each."""
+    rows = {
+        row.id: row
+        for row in await session.scalars(
+            select(Notification)
+            .where(Notification.id.in_([claimed.id for claimed, _ in outcomes]))
+            .with_for_update()
+        )
+    }
+    entries = []
+    for claimed, error in outcomes:
+        row = rows.get(claimed.id)
+        # Someone else re-claimed it after our lease ran out: their outcome is the one to keep.
+        if row is None or row.status != NotificationStatus.sending.value:
+            continue
+        if row.attempts != claimed.attempts:
+            continue
+        row.updated_at = now
+        row.lease_until = None
+        data = {"notification_id": row.id, "channel": row.channel, "user_id": row.user_id}
+        if error is None:
+            row.status = NotificationStatus.sent.value
+            row.sent_at = now
+            row.last_error = None
+            entry_type = "notified"
+            data["event"] = row.event
+        elif row.attempts >= MAX_ATTEMPTS:
+            row.status = NotificationStatus.failed.value
+            row.last_error = error
+            entry_type = "notification_failed"
+            data |= {"attempts": row.attempts, "error": error}
+        else:
+            row.status = NotificationStatus.pending.value
+            row.last_error = error
+            row.next_attempt_at = now + backoff(row.attempts)
+            continue
+        if row.incident_id is not None:
+            entries.append(
+                entry_row(incident_id=row.incident_id, type=entry_type, actor=SYSTEM, now=now,
+                          data=data)
             )  # fmt: skip
-        return
-    row.last_error = error
-    if row.attempts >= MAX_ATTEMPTS:
-        row.status = NotificationStatus.failed.value
-        if incident is not None:
-            record(
-                session, incident=incident, type="notification_failed", actor=SYSTEM, now=now,
-                data={"notification_id": row.id, "channel": row.channel, "user_id": row.user_id,
-                      "attempts": row.attempts, "error": error},
-            )  # fmt: skip
-    else:
-        row.status = NotificationStatus.pending.value
-        row.next_attempt_at = now + backoff(row.attempts)
+    if entries:
+        await session.execute(insert(TimelineEntry), entries)
 
 
 async def deliver_due(
@@ -231,15 +245,25 @@ async def deliver_due(
     clock: Clock,
     batch: int,
     http: httpx.AsyncClient,
+    concurrency: int = 20,
 ) -> int:
+    """Claim a batch, send it (up to `concurrency` at once) outside any transaction, record it."""
     async with session_scope(sessions) as session:
         claimed = await claim(session, now=clock.now(), batch=batch)
-    for item in claimed:
-        error = await send(item, http=http)
+    if not claimed:
+        return 0
+    gate = asyncio.Semaphore(concurrency)
+
+    async def attempt(item: Claimed) -> tuple[Claimed, str | None]:
+        async with gate:
+            error = await send(item, http=http)
         if error is not None:
             logger.warning("notification %s (%s) failed: %s", item.id, item.channel, error)
-        async with session_scope(sessions) as session:
-            await record_outcome(session, claimed=item, error=error, now=clock.now())
+        return item, error
+
+    outcomes = list(await asyncio.gather(*(attempt(item) for item in claimed)))
+    async with session_scope(sessions) as session:
+        await record_outcomes(session, outcomes=outcomes, now=clock.now())
     return len(claimed)
 
 

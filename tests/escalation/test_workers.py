@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -133,12 +134,21 @@ async def counts(url: str) -> dict[str, int]:
 
 
 def start_worker(url: str, tmp_path: Path) -> subprocess.Popen:
+    """A worker process, returned once it runs its loop (and so handles SIGTERM)."""
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ENVIRONMENT")}
-    env |= {"DATABASE_URL": url, "WORKER_POLL_INTERVAL_SECONDS": "0.1", "LOG_LEVEL": "WARNING"}
-    return subprocess.Popen(
-        [CLI, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True,
+    env |= {"DATABASE_URL": url, "WORKER_POLL_INTERVAL_SECONDS": "0.1", "LOG_LEVEL": "INFO"}
+    log = tmp_path / f"worker-{len(list(tmp_path.glob('worker-*.log')))}.log"
+    process = subprocess.Popen(
+        [CLI, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=log.open("w"), text=True,
     )  # fmt: skip
+    process.log = log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while "worker started" not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "worker did not start"
+        time.sleep(0.05)
+    return process
 
 
 async def wait_until(predicate, url: str, seconds: float) -> dict[str, int]:
@@ -147,7 +157,7 @@ async def wait_until(predicate, url: str, seconds: float) -> dict[str, int]:
         now = await counts(url)
         if predicate(now) or asyncio.get_running_loop().time() > deadline:
             return now
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
 
 
 async def test_four_workers_fire_each_of_500_steps_exactly_once(
@@ -160,7 +170,9 @@ async def test_four_workers_fire_each_of_500_steps_exactly_once(
     finally:
         for process in workers:
             process.send_signal(signal.SIGTERM)
-        errors = [process.communicate(timeout=30)[1] for process in workers]
+        for process in workers:
+            process.wait(timeout=30)
+    errors = [process.log.read_text()[-2000:] for process in workers]
     assert [p.returncode for p in workers] == [0, 0, 0, 0], errors
     result = await counts(fresh_database_url)
     assert result["events"] == 500  # nothing scheduled twice (one-step policy: nothing next)
@@ -172,7 +184,7 @@ async def test_four_workers_fire_each_of_500_steps_exactly_once(
 async def test_a_killed_worker_loses_nothing_and_fires_nothing_twice(
     postgres_only, fresh_database_url, tmp_path
 ):
-    total = 3000
+    total = 6000  # enough that the kill lands while steps remain
     await seed_due_steps(fresh_database_url, total)
     first = start_worker(fresh_database_url, tmp_path)
     try:
@@ -192,8 +204,8 @@ async def test_a_killed_worker_loses_nothing_and_fires_nothing_twice(
         await wait_until(lambda c: c["scheduled"] == 0, fresh_database_url, 90)
     finally:
         second.send_signal(signal.SIGTERM)
-        _, err = second.communicate(timeout=30)
-    assert second.returncode == 0, err
+        second.wait(timeout=30)
+    assert second.returncode == 0, second.log.read_text()[-2000:]
     result = await counts(fresh_database_url)
     assert result["executed"] == result["events"] == total
     assert result["pages"] == result["distinct_pages"] == total
