@@ -269,6 +269,7 @@ async def stop(session: AsyncSession, *, incident: Incident, now: datetime, reas
 class Plan:
     """Every write that firing (or failing) one step makes; applied for a whole batch at once."""
 
+    incident_id: int
     event: dict[str, Any]
     incident: dict[str, Any] | None = None
     notifications: list[dict[str, Any]] = field(default_factory=list)
@@ -406,10 +407,11 @@ def _plan(
     """What firing this step writes. Pure: no database access."""
     if incident["status"] != Status.triggered.value or event["run"] != incident["escalation_run"]:
         # A stop that raced this claim already decided; keep the record consistent.
-        return Plan(event=_event_update(event, EventStatus.cancelled, now=None,
-                                        detail=f"incident is {incident['status']}"))  # fmt: skip
+        detail = f"incident is {incident['status']}"
+        cancelled = _event_update(event, EventStatus.cancelled, now=None, detail=detail)
+        return Plan(incident_id=incident["id"], event=cancelled)
     incident_id = incident["id"]
-    plan = Plan(event={})
+    plan = Plan(incident_id=incident_id, event={})
     user_ids = list(
         dict.fromkeys(
             t["id"] for t in event["targets"] if t["type"] == "user" and t["id"] in active
@@ -481,7 +483,10 @@ def _failure_plan(
 ) -> Plan:
     """Record a step that raised, and go on to the next one: a page is never silently dropped."""
     detail = f"{type(error).__name__}: {str(error)[:500]}"
-    plan = Plan(event=_event_update(event, EventStatus.failed, now=now, detail=detail))
+    plan = Plan(
+        incident_id=incident["id"],
+        event=_event_update(event, EventStatus.failed, now=now, detail=detail),
+    )
     plan.timeline.append(
         entry_row(
             incident_id=incident["id"], type="escalation_failed", actor=SYSTEM, now=now,
@@ -564,6 +569,13 @@ async def _apply(session: AsyncSession, plans: Sequence[Plan]) -> None:
             await session.execute(insert(cast(Table, model.__table__)), rows)
     if any(p.next_event for p in plans):
         session.info[WAKE_WORKER] = True
+    if logger.isEnabledFor(logging.INFO):
+        for plan in plans:
+            logger.info(
+                "escalation step %s: incident %s event %s paged %s (%s)",
+                plan.event["status"], plan.incident_id,
+                plan.event["id"], plan.event["notified_user_ids"], plan.event["detail"],
+            )  # fmt: skip
 
 
 async def _update_by_id(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
