@@ -383,3 +383,17 @@ async def test_a_step_due_now_fires_at_once_through_the_in_process_worker(
                     break
                 await asyncio.sleep(0.05)
         assert listed[0]["status"] == "executed"
+
+
+async def test_each_fired_step_is_logged(admin_client, admin, harness, caplog):
+    import logging
+
+    await make_policy(admin_client, step(0, admin.id))
+    incident = await open_incident(admin_client)
+    with caplog.at_level(logging.INFO, logger="app.escalation.service"):
+        await harness.run_jobs()
+    [event] = await events(admin_client, incident["id"])
+    assert (
+        f"escalation step executed: incident {incident['id']} event {event['id']} "
+        f"paged [{admin.id}]"
+    ) in caplog.text
