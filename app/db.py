@@ -133,3 +133,22 @@ async def lock_named(session: AsyncSession, name: str) -> None:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+# PostgreSQL: lock_not_available (lock_timeout ran out) and deadlock_detected.
+LOCK_CONFLICT_SQLSTATES = frozenset({"55P03", "40P01"})
+
+
+async def limit_lock_waits(session: AsyncSession, *, milliseconds: int = 250) -> None:
+    """Background work gives way: a lock held by a request makes it fail fast and retry later.
+
+    Without this a worker statement could wait on a request (a foreign key check on a row the
+    request is deleting) while the request waits on the worker: PostgreSQL would then abort one
+    of them after a second, possibly the request.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"SET LOCAL lock_timeout = '{int(milliseconds)}ms'"))
+
+
+def is_lock_conflict(error: BaseException) -> bool:
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in LOCK_CONFLICT_SQLSTATES

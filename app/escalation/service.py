@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import is_lock_conflict
 from app.errors import Conflict, DomainError
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
@@ -312,7 +313,7 @@ async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
             session,
             select(*INCIDENT_COLUMNS)
             .where(Incident.__table__.c.id.in_({e["incident_id"] for e in events}))
-            .with_for_update(skip_locked=True),
+            .with_for_update(skip_locked=True, key_share=True),
         )
     }
     ready = [e for e in events if e["incident_id"] in incidents]
@@ -320,20 +321,28 @@ async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
     try:
         async with session.begin_nested():
             await _apply(session, list(plans.values()))
-    except Exception:
+    except Exception as exc:
+        if is_lock_conflict(exc):
+            raise  # a request holds a row we need: give way, the whole batch retries next pass
         logger.warning("writing a batch of %d steps failed; writing them one by one", len(plans))
         for event in ready:
             try:
                 async with session.begin_nested():
                     await _apply(session, [plans[event["id"]]])
             except Exception as exc:
+                if is_lock_conflict(exc):
+                    raise
                 logger.exception(
                     "escalation step failed: incident %s step %s cycle %s",
                     event["incident_id"], event["step"], event["cycle"],
                 )  # fmt: skip
                 failed = _failure_plan(event, incidents[event["incident_id"]], now=now, error=exc)
-                async with session.begin_nested():
-                    await _apply(session, [failed])
+                try:
+                    async with session.begin_nested():
+                        await _apply(session, [failed])
+                except Exception:
+                    # Left scheduled: it is tried again next pass, and the error logged again.
+                    logger.exception("could not record the failure of event %s", event["id"])
     return len(events)
 
 
@@ -470,7 +479,9 @@ def _plan(
                   "notified_user_ids": notified, "actions": kinds, "late_seconds": round(late, 3)},
         )
     )  # fmt: skip
-    plan.next_event = _next_event(event, incident, after=event["due_at"], now=now)
+    # After an outage the next step waits its full delay from now, not from the missed due time:
+    # the ladder is not replayed all at once.
+    plan.next_event = _next_event(event, incident, after=max(event["due_at"], now), now=now)
     plan.incident = _incident_update(
         incident, now=now, escalation_level=event["step"], severity=severity,
         escalation_status="active" if plan.next_event else "completed",

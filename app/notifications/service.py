@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
-from app.db import session_scope
+from app.db import limit_lock_waits, session_scope
 from app.incidents.models import TimelineEntry
 from app.incidents.timeline import SYSTEM, entry_row
 from app.notifications.models import Notification, NotificationStatus
@@ -28,6 +28,10 @@ from app.notifications.models import Notification, NotificationStatus
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
+# A batch must finish well inside its lease: BATCH / CONCURRENCY waves of at most SEND_DEADLINE.
+DELIVERY_BATCH = 50
+CONCURRENCY = 20
+SEND_DEADLINE = 15.0
 MAX_ATTEMPTS = 5
 PAGE_EVENTS = ("escalated",)
 
@@ -48,7 +52,8 @@ def page_rows(
     *, incident: Mapping[str, Any], event: Mapping[str, Any], user_ids: list[int], now: datetime
 ) -> list[dict[str, Any]]:
     """One page per user for an escalation step (the `log` channel until preferences exist)."""
-    subject = f"[{incident['severity'].upper()}] #{incident['id']} {incident['title']}"
+    # Titles may be 500 characters: the subject column holds 500 too, so it is cut to fit.
+    subject = f"[{incident['severity'].upper()}] #{incident['id']} {incident['title']}"[:500]
     body = (
         f"Incident #{incident['id']} ({incident['severity']}, {incident['status']}) escalated to "
         f"step {event['step']}: {incident['title']}\n"
@@ -245,10 +250,11 @@ async def deliver_due(
     clock: Clock,
     batch: int,
     http: httpx.AsyncClient,
-    concurrency: int = 20,
+    concurrency: int = CONCURRENCY,
 ) -> int:
     """Claim a batch, send it (up to `concurrency` at once) outside any transaction, record it."""
     async with session_scope(sessions) as session:
+        await limit_lock_waits(session)
         claimed = await claim(session, now=clock.now(), batch=batch)
     if not claimed:
         return 0
@@ -256,13 +262,17 @@ async def deliver_due(
 
     async def attempt(item: Claimed) -> tuple[Claimed, str | None]:
         async with gate:
-            error = await send(item, http=http)
+            try:
+                error = await asyncio.wait_for(send(item, http=http), SEND_DEADLINE)
+            except TimeoutError:
+                error = f"no answer within {SEND_DEADLINE:.0f} s"
         if error is not None:
             logger.warning("notification %s (%s) failed: %s", item.id, item.channel, error)
         return item, error
 
     outcomes = list(await asyncio.gather(*(attempt(item) for item in claimed)))
     async with session_scope(sessions) as session:
+        await limit_lock_waits(session, milliseconds=5_000)
         await record_outcomes(session, outcomes=outcomes, now=clock.now())
     return len(claimed)
 

@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
-from app.db import session_scope
+from app.db import limit_lock_waits, session_scope
 from app.escalation import service as escalation_service
 from app.incidents import service as incident_service
 from app.notifications import service as notification_service
@@ -35,6 +35,9 @@ class Context:
     http: httpx.AsyncClient
 
 
+DueLookup = Callable[[AsyncSession], Awaitable[datetime | None]]
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -43,25 +46,31 @@ class Job:
 
 async def _wake_snoozed(ctx: Context) -> int:
     async with session_scope(ctx.sessions) as session:
+        await limit_lock_waits(session)
         return await incident_service.wake_snoozed(session, now=ctx.clock.now(), batch=BATCH)
 
 
 async def _fire_escalations(ctx: Context) -> int:
     async with session_scope(ctx.sessions) as session:
+        await limit_lock_waits(session)
         return await escalation_service.fire_due(session, now=ctx.clock.now(), batch=BATCH)
 
 
 async def _deliver_notifications(ctx: Context) -> int:
     return await notification_service.deliver_due(
-        ctx.sessions, clock=ctx.clock, batch=BATCH, http=ctx.http
+        ctx.sessions, clock=ctx.clock, batch=notification_service.DELIVERY_BATCH, http=ctx.http
     )
 
 
-JOBS: tuple[Job, ...] = (
+# Firing never waits behind deliveries: the two run as separate loops (a slow webhook must not
+# make the next page late). `run_once` runs both, in order, for tests and one-off passes.
+FIRING_JOBS: tuple[Job, ...] = (
     Job("wake_snoozed", _wake_snoozed),
     Job("fire_escalations", _fire_escalations),
-    Job("deliver_notifications", _deliver_notifications),
 )
+DELIVERY_JOBS: tuple[Job, ...] = (Job("deliver_notifications", _deliver_notifications),)
+JOBS = FIRING_JOBS + DELIVERY_JOBS
+IDLE_BACKOFF = 0.1
 
 
 class Worker:
@@ -81,15 +90,18 @@ class Worker:
         self._http = http
         self.last_tick_at: datetime | None = None
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wakes: list[asyncio.Event] = []
 
-    async def run_once(self) -> dict[str, int]:
-        """Run every job until it has nothing due; a failing job is logged and the rest go on."""
+    def _context(self) -> Context:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        ctx = Context(self.sessionmaker, self.clock, self._http)
+        return Context(self.sessionmaker, self.clock, self._http)
+
+    async def run_once(self, jobs: Sequence[Job] | None = None) -> dict[str, int]:
+        """Run each job until it has nothing due; a failing job is logged and the rest go on."""
+        ctx = self._context()
         done: dict[str, int] = {}
-        for job in self.jobs:
+        for job in self.jobs if jobs is None else jobs:
             done[job.name] = 0
             while not self._stop.is_set():
                 try:
@@ -105,15 +117,11 @@ class Worker:
         self.last_tick_at = self.clock.now()
         return done
 
-    async def seconds_until_due(self) -> float:
-        """Until the earliest due step, delivery or snooze end, capped by the poll interval."""
+    async def seconds_until_due(self, lookups: Sequence[DueLookup]) -> float:
+        """Until the earliest due row of these kinds, capped by the poll interval."""
         try:
             async with session_scope(self.sessionmaker) as session:
-                moments = [
-                    await escalation_service.next_due(session),
-                    await notification_service.next_due(session),
-                    await incident_service.next_snooze_end(session),
-                ]
+                moments = [await lookup(session) for lookup in lookups]
         except Exception:
             logger.exception("worker could not look up the next due time")
             return self.poll_interval
@@ -125,25 +133,50 @@ class Worker:
 
     async def run(self) -> None:
         logger.info("worker started (poll interval %.2f s)", self.poll_interval)
+        firing = [j for j in self.jobs if j in FIRING_JOBS] or list(self.jobs)
+        delivery = [j for j in self.jobs if j in DELIVERY_JOBS]
+        loops = [
+            self._loop(
+                firing,
+                [escalation_service.next_due, incident_service.next_snooze_end],
+                then_wake=bool(delivery),
+            )
+        ]
+        if delivery:
+            loops.append(self._loop(delivery, [notification_service.next_due]))
         try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                await self.run_once()
-                if self._stop.is_set():
-                    break
-                timeout = await self.seconds_until_due()
-                wake = asyncio.ensure_future(self._wake.wait())
-                stop = asyncio.ensure_future(self._stop.wait())
-                try:
-                    await asyncio.wait(
-                        {wake, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    wake.cancel()
-                    stop.cancel()
+            await asyncio.gather(*loops)
         finally:
             await self.close()
             logger.info("worker stopped")
+
+    async def _loop(
+        self, jobs: Sequence[Job], lookups: Sequence[DueLookup], *, then_wake: bool = False
+    ) -> None:
+        wake = asyncio.Event()
+        self._wakes.append(wake)
+        while not self._stop.is_set():
+            wake.clear()
+            done = await self.run_once(jobs)
+            if then_wake and any(done.values()):
+                self.wake()  # what was fired has pages to deliver
+                wake.clear()
+            if self._stop.is_set():
+                break
+            timeout = await self.seconds_until_due(lookups)
+            if timeout == 0 and not any(done.values()):
+                # Due rows exist but none could be taken (another worker has them, or their
+                # incident is being changed): back off instead of spinning.
+                timeout = min(self.poll_interval, IDLE_BACKOFF)
+            woken = asyncio.ensure_future(wake.wait())
+            stop = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait(
+                    {woken, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                woken.cancel()
+                stop.cancel()
 
     async def close(self) -> None:
         if self._http is not None:
@@ -152,7 +185,8 @@ class Worker:
 
     def wake(self) -> None:
         """Run the jobs now rather than at the next poll (something became due)."""
-        self._wake.set()
+        for event in self._wakes:
+            event.set()
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run`."""
