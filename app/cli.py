@@ -74,6 +74,7 @@ async def _run_worker(settings: Settings) -> None:
         create_sessionmaker(engine),
         SystemClock(),
         poll_interval=settings.worker_poll_interval_seconds,
+        batch=settings.worker_batch_size,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     worker_in_process: bool = True
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    worker_batch_size: int = Field(default=500, ge=1, le=5000)
 
     public_base_url: str = "http://127.0.0.1:8000"
     default_timezone: str = "UTC"

@@ -42,7 +42,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.worker = Worker(
-            app.state.sessionmaker, clock, poll_interval=settings.worker_poll_interval_seconds
+            app.state.sessionmaker,
+            clock,
+            poll_interval=settings.worker_poll_interval_seconds,
+            batch=settings.worker_batch_size,
         )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
         app.state.worker_task = task

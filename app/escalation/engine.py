@@ -55,3 +55,7 @@ def next_position(
 
 def step_delay(snapshot: dict[str, Any], step: int) -> timedelta:
     return timedelta(minutes=float(snapshot["steps"][step - 1]["delay_minutes"]))
+
+
+def repeat_delay(snapshot: dict[str, Any]) -> timedelta:
+    return timedelta(minutes=float(snapshot.get("repeat_delay_minutes", 5.0)))

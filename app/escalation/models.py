@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, IdType, UTCDateTime
@@ -30,6 +30,8 @@ class EscalationPolicy(Base):
     # Lower wins among matching policies.
     priority: Mapped[int] = mapped_column(Integer, default=100, index=True)
     repeat_count: Mapped[int] = mapped_column(Integer, default=0)
+    # How long after the last step a repeat starts again at step 1.
+    repeat_delay_minutes: Mapped[float] = mapped_column(Float, default=5.0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     conditions: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)

@@ -79,12 +79,22 @@ class Conditions(RequestModel):
 Steps = Annotated[list[Step], Field(min_length=1, max_length=20)]
 Priority = Annotated[int, Field(ge=0, le=1_000_000)]
 RepeatCount = Annotated[int, Field(ge=0, le=10)]
+RepeatDelay = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=1440,
+        allow_inf_nan=False,
+        description="Minutes after the last step before a repeat starts again at step 1",
+    ),
+]
 
 EXAMPLE: dict[str, Any] = {
     "name": "Critical checkout",
     "description": "",
     "priority": 10,
     "repeat_count": 1,
+    "repeat_delay_minutes": 10,
     "is_active": True,
     "conditions": {
         "severities": ["critical", "high"],
@@ -116,6 +126,7 @@ class PolicyCreate(RequestModel):
     description: Annotated[str, StringConstraints(max_length=5_000)] = ""
     priority: Priority = 100
     repeat_count: RepeatCount = 0
+    repeat_delay_minutes: RepeatDelay = 5
     is_active: bool = True
     conditions: Conditions = Field(default_factory=Conditions)
     steps: Steps
@@ -130,6 +141,7 @@ class PolicyUpdate(PartialUpdate):
     description: Annotated[str, StringConstraints(max_length=5_000)] | None = None
     priority: Priority | None = None
     repeat_count: RepeatCount | None = None
+    repeat_delay_minutes: RepeatDelay | None = None
     is_active: bool | None = None
     conditions: Conditions | None = None
     steps: Steps | None = None
@@ -149,6 +161,7 @@ class PolicyRead(ResponseModel):
     description: str
     priority: int
     repeat_count: int
+    repeat_delay_minutes: float
     is_active: bool
     conditions: dict[str, Any]
     steps: list[StepRead]

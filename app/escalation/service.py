@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
@@ -100,10 +100,10 @@ async def create_policy(
 async def update_policy(
     session: AsyncSession, *, policy: EscalationPolicy, changes: dict[str, Any], now: datetime
 ) -> EscalationPolicy:
+    # Only what the request changes is checked: renaming or pausing a policy must work even
+    # after one of its target users was deactivated.
     await check_policy(
-        session,
-        conditions=changes.get("conditions", policy.conditions),
-        steps=changes.get("steps", policy.steps),
+        session, conditions=changes.get("conditions", {}), steps=changes.get("steps", [])
     )
     for name, value in changes.items():
         setattr(policy, name, value)
@@ -114,6 +114,11 @@ async def update_policy(
 
 async def delete_policy(session: AsyncSession, *, policy: EscalationPolicy) -> EscalationPolicy:
     """Refuse while open incidents escalate by it or services default to it (409 naming them)."""
+    # Incidents choosing a policy hold a key-share lock on it (see `prepare`): the delete waits
+    # for them, then sees them.
+    await session.execute(
+        select(EscalationPolicy.id).where(EscalationPolicy.id == policy.id).with_for_update()
+    )
     open_ids = list(
         await session.scalars(
             select(Incident.id)
@@ -158,6 +163,7 @@ async def prepare(session: AsyncSession, *, incident: Incident) -> str:
             select(EscalationPolicy)
             .where(EscalationPolicy.is_active.is_(True))
             .order_by(EscalationPolicy.priority, EscalationPolicy.id)
+            .with_for_update(read=True, key_share=True)
         )
     )
     chosen = engine.choose(policies, incident)
@@ -183,6 +189,7 @@ async def prepare(session: AsyncSession, *, incident: Incident) -> str:
         "policy_id": chosen.id,
         "name": chosen.name,
         "repeat_count": chosen.repeat_count,
+        "repeat_delay_minutes": chosen.repeat_delay_minutes,
         "steps": chosen.steps,
     }
     incident.escalation_status = "active"
@@ -211,9 +218,14 @@ def _event_row(
     cycle: int,
     after: datetime,
     now: datetime,
+    delay: timedelta | None = None,
 ) -> dict[str, Any]:
-    """A scheduled step, with what it will do copied from the run's snapshot."""
+    """A scheduled step, with what it will do copied from the run's snapshot.
+
+    Due `delay` after `after`: by default the step's own delay.
+    """
     definition = snapshot["steps"][step - 1]
+    delay = engine.step_delay(snapshot, step) if delay is None else delay
     return {
         "incident_id": incident_id,
         "policy_id": snapshot["policy_id"],
@@ -221,9 +233,9 @@ def _event_row(
         "cycle": cycle,
         "step": step,
         "status": EventStatus.scheduled.value,
-        "due_at": after + engine.step_delay(snapshot, step),
+        "due_at": after + delay,
         "executed_at": None,
-        "delay_minutes": float(definition["delay_minutes"]),
+        "delay_minutes": delay.total_seconds() / 60,
         "targets": definition["targets"],
         "actions": definition["actions"],
         "notified_user_ids": [],
@@ -466,10 +478,21 @@ def _plan(
         )  # fmt: skip
     late = (now - event["due_at"]).total_seconds()
     skipped = [t for t in event["targets"] if t["type"] != "user"]
+    inactive = [t["id"] for t in event["targets"] if t["type"] == "user" and t["id"] not in active]
     detail = "; ".join(
         [f"fired {late:.3f} s after due"]
+        + [f"skipped user {uid}: inactive or deleted" for uid in inactive]
         + [f"skipped {t['type']} {t['id']}: not available in this release" for t in skipped]
     )
+    if event["targets"] and not user_ids:
+        # Nobody could be reached by this step: say so where the responders look.
+        plan.timeline.append(
+            entry_row(
+                incident_id=incident_id, type="escalation_failed", actor=SYSTEM, now=now,
+                data={"step": event["step"], "cycle": event["cycle"],
+                      "error": "no active target: " + detail},
+            )
+        )  # fmt: skip
     plan.event = _event_update(event, EventStatus.executed, now=now, detail=detail)
     plan.event["notified_user_ids"] = notified
     plan.timeline.append(
@@ -560,9 +583,11 @@ def _next_event(
     if position is None:
         return None
     step, cycle = position
+    # A repeat waits `repeat_delay_minutes` after the last step, so its people get time to answer.
+    delay = engine.repeat_delay(snapshot) if cycle != event["cycle"] else None
     return _event_row(
         incident_id=incident["id"], run=incident["escalation_run"], snapshot=snapshot,
-        step=step, cycle=cycle, after=after, now=now,
+        step=step, cycle=cycle, after=after, now=now, delay=delay,
     )  # fmt: skip
 
 

@@ -110,7 +110,15 @@ async def list_page(
 
 
 async def _check_policy(session: AsyncSession, policy_id: int | None) -> None:
-    if policy_id is not None and await session.get(EscalationPolicy, policy_id) is None:
+    if policy_id is None:
+        return
+    # A key-share lock: a concurrent delete of the policy waits for us, then sees the service.
+    found = await session.scalar(
+        select(EscalationPolicy.id)
+        .where(EscalationPolicy.id == policy_id)
+        .with_for_update(read=True, key_share=True)
+    )
+    if found is None:
         raise InvalidReference(f"Escalation policy {policy_id} does not exist")
 
 

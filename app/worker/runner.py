@@ -33,6 +33,7 @@ class Context:
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
     http: httpx.AsyncClient
+    batch: int = BATCH
 
 
 DueLookup = Callable[[AsyncSession], Awaitable[datetime | None]]
@@ -47,13 +48,13 @@ class Job:
 async def _wake_snoozed(ctx: Context) -> int:
     async with session_scope(ctx.sessions) as session:
         await limit_lock_waits(session)
-        return await incident_service.wake_snoozed(session, now=ctx.clock.now(), batch=BATCH)
+        return await incident_service.wake_snoozed(session, now=ctx.clock.now(), batch=ctx.batch)
 
 
 async def _fire_escalations(ctx: Context) -> int:
     async with session_scope(ctx.sessions) as session:
         await limit_lock_waits(session)
-        return await escalation_service.fire_due(session, now=ctx.clock.now(), batch=BATCH)
+        return await escalation_service.fire_due(session, now=ctx.clock.now(), batch=ctx.batch)
 
 
 async def _deliver_notifications(ctx: Context) -> int:
@@ -82,11 +83,13 @@ class Worker:
         poll_interval: float = 1.0,
         jobs: Sequence[Job] = JOBS,
         http: httpx.AsyncClient | None = None,
+        batch: int = BATCH,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.poll_interval = poll_interval
         self.jobs = tuple(jobs)
+        self.batch = batch
         self._http = http
         self.last_tick_at: datetime | None = None
         self._stop = asyncio.Event()
@@ -95,7 +98,7 @@ class Worker:
     def _context(self) -> Context:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        return Context(self.sessionmaker, self.clock, self._http)
+        return Context(self.sessionmaker, self.clock, self._http, self.batch)
 
     async def run_once(self, jobs: Sequence[Job] | None = None) -> dict[str, int]:
         """Run each job until it has nothing due; a failing job is logged and the rest go on."""
@@ -112,7 +115,7 @@ class Worker:
                 done[job.name] += count
                 if count:
                     logger.info("worker job %s handled %d row(s)", job.name, count)
-                if count < BATCH:
+                if count < self.batch:
                     break
         self.last_tick_at = self.clock.now()
         return done

@@ -173,7 +173,13 @@ class TestFiring:
         after = await events(admin_client, incident["id"])
         assert after[1]["status"] == "executed"
         assert after[1]["notified_user_ids"] == [second.id, admin.id]
-        assert (after[2]["step"], after[2]["cycle"]) == (1, 2)  # the repeat
+        # The repeat starts again at step 1 after repeat_delay_minutes (default 5), not at once.
+        assert (after[2]["step"], after[2]["cycle"], after[2]["status"]) == (1, 2, "scheduled")
+        repeat_due = harness.clock.now() + timedelta(minutes=5)
+        assert after[2]["due_at"] == repeat_due.isoformat().replace("+00:00", "Z")
+        await harness.run_jobs()
+        assert (await events(admin_client, incident["id"]))[2]["status"] == "scheduled"
+        harness.clock.advance(minutes=5)
         await harness.run_jobs()
         harness.clock.advance(minutes=10)
         await harness.run_jobs()
@@ -397,3 +403,106 @@ async def test_each_fired_step_is_logged(admin_client, admin, harness, caplog):
         f"escalation step executed: incident {incident['id']} event {event['id']} "
         f"paged [{admin.id}]"
     ) in caplog.text
+
+
+async def test_after_an_outage_the_ladder_is_not_replayed_at_once(admin_client, admin, harness):
+    await make_policy(admin_client, step(0, admin.id), step(5, admin.id), step(5, admin.id),
+                      repeat_count=2)  # fmt: skip
+    incident = await open_incident(admin_client)
+    harness.clock.advance(minutes=55)  # the worker was down (tokens last an hour)
+    await harness.run_jobs()
+    listed = await events(admin_client, incident["id"])
+    assert [(e["step"], e["status"]) for e in listed] == [(1, "executed"), (2, "scheduled")]
+    assert listed[0]["detail"].startswith("fired 3300.000 s after due")
+    due = harness.clock.now() + timedelta(minutes=5)
+    assert listed[1]["due_at"] == due.isoformat().replace("+00:00", "Z")
+
+
+async def test_a_step_whose_targets_are_all_inactive_says_so(admin_client, admin, factory, harness):
+    leaver = await factory.user()
+    await make_policy(admin_client, step(0, leaver.id))
+    incident = await open_incident(admin_client)
+    await admin_client.put(f"/v1/users/{leaver.id}", json={"is_active": False})
+    await harness.run_jobs()
+    [event] = await events(admin_client, incident["id"])
+    assert event["notified_user_ids"] == []
+    assert f"skipped user {leaver.id}: inactive or deleted" in event["detail"]
+    timeline = (await admin_client.get(f"/v1/incidents/{incident['id']}/timeline")).json()["items"]
+    failed = [e for e in timeline if e["type"] == "escalation_failed"]
+    assert failed and "no active target" in failed[0]["data"]["error"]
+
+
+async def test_a_policy_whose_target_left_can_still_be_renamed_or_paused(admin_client, factory):
+    leaver = await factory.user()
+    policy = await make_policy(admin_client, step(0, leaver.id))
+    await admin_client.put(f"/v1/users/{leaver.id}", json={"is_active": False})
+    response = await admin_client.put(
+        f"{POLICIES}{policy['id']}", json={"name": "renamed", "is_active": False}
+    )
+    assert response.status_code == 200, response.text
+    # Changing the steps is checked: the inactive user cannot be put back in.
+    again = await admin_client.put(
+        f"{POLICIES}{policy['id']}", json={"steps": [step(0, leaver.id)]}
+    )
+    assert again.status_code == 422
+
+
+async def test_the_longest_title_still_pages(admin_client, admin, harness):
+    await make_policy(admin_client, step(0, admin.id))
+    incident = await open_incident(admin_client, title="t" * 500)
+    await harness.run_jobs()
+    [event] = await events(admin_client, incident["id"])
+    assert event["status"] == "executed"
+    [page] = await notifications(harness, incident["id"])
+    assert len(page.subject) == 500 and page.status == "sent"
+
+
+async def test_a_slow_webhook_does_not_delay_the_next_page(database_url, clock, factory, harness):
+    """Delivery runs in its own loop: firing goes on while a webhook takes its time."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from app.main import create_app
+
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            release.wait(10)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    admin = await factory.user(role="admin")
+    try:
+        settings = make_settings(
+            database_url, worker_in_process=True, worker_poll_interval_seconds=0.05
+        )
+        app = create_app(settings, clock=clock)
+        async with app.router.lifespan_context(app):
+            transport = __import__("httpx").ASGITransport(app=app)
+            async with harness.make_client(factory.token(admin)) as client:
+                client._transport = transport
+                hook = f"http://127.0.0.1:{server.server_address[1]}/slow"
+                await make_policy(client, step(0, actions=[{"type": "webhook", "url": hook}]),
+                                  conditions={"title_contains": "slow"})  # fmt: skip
+                await make_policy(client, step(0, admin.id), conditions={"title_contains": "fast"})
+                await open_incident(client, title="slow hook")
+                await asyncio.sleep(0.3)  # the webhook is now in flight, held by the receiver
+                fast = await open_incident(client, title="fast page")
+                for _ in range(60):  # bounded: at most 3 s, well under the webhook's 10 s
+                    listed = await events(client, fast["id"])
+                    if listed and listed[0]["status"] == "executed":
+                        break
+                    await asyncio.sleep(0.05)
+                assert listed[0]["status"] == "executed"
+                release.set()
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

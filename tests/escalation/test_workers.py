@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,11 +37,17 @@ def postgres_only(backend):
         pytest.skip("several workers claim rows with SKIP LOCKED: a PostgreSQL feature")
 
 
-async def seed_due_steps(url: str, count: int) -> None:
-    """`count` triggered incidents, each with one due step paging one user (one-step policy)."""
+async def migrate(url: str) -> None:
     engine = create_engine(make_settings(url))
     async with engine.begin() as connection:
         await upgrade_connection(connection)
+    await engine.dispose()
+
+
+async def seed_due_steps(url: str, count: int) -> None:
+    """`count` triggered incidents, each with one due step paging one user (one-step policy)."""
+    await migrate(url)
+    engine = create_engine(make_settings(url))
     sessions = create_sessionmaker(engine)
     now = datetime.now(UTC)
     due = now - timedelta(seconds=5)
@@ -112,6 +119,13 @@ async def counts(url: str) -> dict[str, int]:
             async def count(query):
                 return await session.scalar(query)
 
+            per_event = (
+                select(func.count().label("n"))
+                .select_from(Notification)
+                .group_by(Notification.escalation_event_id)
+                .subquery()
+            )
+
             return {
                 "executed": await count(
                     select(func.count()).where(EscalationEvent.status == "executed")
@@ -125,6 +139,9 @@ async def counts(url: str) -> dict[str, int]:
                 "escalated": await count(
                     select(func.count()).where(TimelineEntry.type == "escalated")
                 ),
+                "max_pages_per_event": await count(
+                    select(func.coalesce(func.max(per_event.c.n), 0))
+                ),
                 "late_recorded": await count(
                     select(func.count()).where(EscalationEvent.detail.like("fired % s after due"))
                 ),
@@ -133,10 +150,11 @@ async def counts(url: str) -> dict[str, int]:
         await engine.dispose()
 
 
-def start_worker(url: str, tmp_path: Path) -> subprocess.Popen:
+def start_worker(url: str, tmp_path: Path, batch: int = 500) -> subprocess.Popen:
     """A worker process, returned once it runs its loop (and so handles SIGTERM)."""
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ENVIRONMENT")}
-    env |= {"DATABASE_URL": url, "WORKER_POLL_INTERVAL_SECONDS": "0.1", "LOG_LEVEL": "INFO"}
+    env |= {"DATABASE_URL": url, "WORKER_POLL_INTERVAL_SECONDS": "0.1", "LOG_LEVEL": "INFO",
+            "WORKER_BATCH_SIZE": str(batch)}  # fmt: skip
     log = tmp_path / f"worker-{len(list(tmp_path.glob('worker-*.log')))}.log"
     process = subprocess.Popen(
         [CLI, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -163,10 +181,12 @@ async def wait_until(predicate, url: str, seconds: float) -> dict[str, int]:
 async def test_four_workers_fire_each_of_500_steps_exactly_once(
     postgres_only, fresh_database_url, tmp_path
 ):
-    await seed_due_steps(fresh_database_url, 500)
-    workers = [start_worker(fresh_database_url, tmp_path) for _ in range(4)]
+    # Small batches, and the workers running before the steps exist, so all four compete.
+    await migrate(fresh_database_url)
+    workers = [start_worker(fresh_database_url, tmp_path, batch=10) for _ in range(4)]
     try:
-        result = await wait_until(lambda c: c["scheduled"] == 0, fresh_database_url, 90)
+        await seed_due_steps(fresh_database_url, 500)
+        await wait_until(lambda c: c["scheduled"] == 0, fresh_database_url, 90)
     finally:
         for process in workers:
             process.send_signal(signal.SIGTERM)
@@ -179,6 +199,13 @@ async def test_four_workers_fire_each_of_500_steps_exactly_once(
     assert result["executed"] == 500
     assert result["pages"] == result["distinct_pages"] == 500
     assert result["escalated"] == 500
+    assert result["max_pages_per_event"] == 1
+    fired_by = [
+        sum(int(n) for n in re.findall(r"fire_escalations handled (\d+) row", p.log.read_text()))
+        for p in workers
+    ]
+    assert sum(fired_by) == 500, fired_by
+    assert sum(1 for n in fired_by if n) >= 2, f"only one worker fired: {fired_by}"
 
 
 async def test_a_killed_worker_loses_nothing_and_fires_nothing_twice(
