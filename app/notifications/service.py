@@ -27,10 +27,10 @@ from app.notifications.models import Notification, NotificationStatus
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=120)
 # A batch must finish well inside its lease: BATCH / CONCURRENCY waves of at most SEND_DEADLINE.
-DELIVERY_BATCH = 50
-CONCURRENCY = 20
+DELIVERY_BATCH = 100
+CONCURRENCY = 25
 SEND_DEADLINE = 15.0
 MAX_ATTEMPTS = 5
 PAGE_EVENTS = ("escalated",)
