@@ -181,10 +181,7 @@ async def update(
             setattr(incident, name, value)
     if not diff:
         return incident
-    incident.updated_at = now
-    record(session, incident=incident, type="updated", actor=actor, now=now, data={"changes": diff})
-    await session.flush()
-    return await _reload(session, incident)
+    return await _transitioned(session, incident, "updated", actor, now, {"changes": diff})
 
 
 # ---- transitions ---------------------------------------------------------------------------------
@@ -266,7 +263,7 @@ async def unsnooze(
     incident.snoozed_until = None
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _retriggered(session, incident, "unsnoozed", actor, now, data)
+    return await _transitioned(session, incident, "unsnoozed", actor, now, data, retriggered=True)
 
 
 async def unacknowledge(
@@ -278,7 +275,9 @@ async def unacknowledge(
     incident.status = Status.triggered.value
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _retriggered(session, incident, "unacknowledged", actor, now, {})
+    return await _transitioned(
+        session, incident, "unacknowledged", actor, now, {}, retriggered=True
+    )
 
 
 async def reopen(
@@ -296,7 +295,9 @@ async def reopen(
     incident.resolved_by = None
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _retriggered(session, incident, "reopened", actor, now, _note(note))
+    return await _transitioned(
+        session, incident, "reopened", actor, now, _note(note), retriggered=True
+    )
 
 
 async def _transitioned(
@@ -306,25 +307,14 @@ async def _transitioned(
     actor: Actor,
     now: datetime,
     data: dict[str, Any],
+    *,
+    retriggered: bool = False,
 ) -> Incident:
+    """Record the change; once `retriggered`, escalation starts again at step 1."""
     incident.updated_at = now
     record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
-    await session.flush()
-    return await _reload(session, incident)
-
-
-async def _retriggered(
-    session: AsyncSession,
-    incident: Incident,
-    entry_type: str,
-    actor: Actor,
-    now: datetime,
-    data: dict[str, Any],
-) -> Incident:
-    """Back to `triggered`: record it, then escalation starts again at step 1."""
-    incident.updated_at = now
-    record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
-    await escalation_service.start(session, incident=incident, now=now)
+    if retriggered:
+        await escalation_service.start(session, incident=incident, now=now)
     await session.flush()
     return await _reload(session, incident)
 
