@@ -506,3 +506,27 @@ async def test_a_slow_webhook_does_not_delay_the_next_page(database_url, clock, 
         release.set()
         server.shutdown()
         server.server_close()
+
+
+async def test_acknowledging_while_the_worker_fires_leaves_nothing_scheduled(
+    admin_client, admin, harness
+):
+    """Both orders of the race (request first, worker first) end with no step left to fire."""
+    await make_policy(admin_client, step(0, admin.id), step(0.01, admin.id), step(5, admin.id))
+    incidents = [await open_incident(admin_client) for _ in range(20)]
+    await asyncio.gather(
+        harness.run_jobs(),
+        *(admin_client.post(f"/v1/incidents/{i['id']}/acknowledge") for i in incidents),
+    )
+    harness.clock.advance(minutes=10)
+    await harness.run_jobs()
+    for incident in incidents:
+        listed = await events(admin_client, incident["id"])
+        assert {e["status"] for e in listed} <= {"executed", "cancelled"}, listed
+        after = (await admin_client.get(f"/v1/incidents/{incident['id']}")).json()
+        assert after["status"] == "acknowledged"
+        assert after["escalation_status"] == "stopped"
+        # A page is either delivered before the acknowledgement or cancelled, never left pending.
+        assert {p.status for p in await notifications(harness, incident["id"])} <= {
+            "sent", "cancelled"
+        }  # fmt: skip
