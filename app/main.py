@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app import __version__
+from app import __version__, openapi
 from app.api import api_router
 from app.body_guard import InputGuard
 from app.clock import Clock, SystemClock
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router)
+    openapi.install(app)
     app.add_middleware(SlashAliasMiddleware, router=app.router)
     app.add_middleware(InputGuard)
     app.add_middleware(ServerTimingMiddleware)

@@ -1,0 +1,153 @@
+"""The published OpenAPI document: every field described.
+
+Field meanings are written once here, by field name (with a few per-schema overrides), and filled
+into any schema property that has no description of its own. FastAPI's own schemas (validation
+errors, the OAuth2 form) keep theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+FIELDS: dict[str, str] = {
+    "id": "Numeric id",
+    "access_token": "Bearer token to send as `Authorization: Bearer …`",
+    "token_type": "Always `bearer`",
+    "email": "Email address (unique, case-insensitive; stored lower-case)",
+    "full_name": "Display name",
+    "password": "Password, 8–128 characters",
+    "current_password": "Your current password, to confirm the change",
+    "new_password": "The new password, 8–128 characters",
+    "token": "The password reset token from the recovery email",
+    "role": "Account role: `admin` or `user`",
+    "is_active": "Inactive accounts (or services, policies) are kept but not used",
+    "phone": "Phone number in E.164 form, e.g. +4915112345678",
+    "timezone": "IANA time zone, e.g. Europe/Berlin",
+    "created_at": "When it was created (ISO 8601, UTC)",
+    "updated_at": "When it last changed (ISO 8601, UTC)",
+    "message": "A human-readable outcome",
+    "items": "This page of results",
+    "name": "Name",
+    "description": "Free text",
+    "escalation_policy_id": "Escalation policy id (for a service: its default policy)",
+    "title": "Short summary, 1–500 characters",
+    "status": "Current status",
+    "severity": "`critical`, `high`, `medium`, `low` or `info`",
+    "service_id": "The service it belongs to, or null",
+    "service": "A service name; the service is created if none has it",
+    "source": "Where it came from: `api` or an alert source",
+    "dedup_key": "Deduplication key: an open incident with the same key and service is reused",
+    "alert_count": "How many alerts were folded into it",
+    "labels": "String labels, at most 64 pairs",
+    "custom_fields": "Any JSON object up to 16 KiB",
+    "assignees": "The people assigned, with their part in the response",
+    "escalation_level": "The last escalation step fired (0 before the first)",
+    "created_by": "Id of the user who opened it (null for alerts and the system)",
+    "acknowledged_at": "When it was acknowledged, or null",
+    "acknowledged_by": "Id of the user who acknowledged it, or null",
+    "resolved_at": "When it was resolved, or null",
+    "resolved_by": "Id of the user who resolved it, or null",
+    "snoozed_until": "When a snooze ends (then it is triggered again), or null",
+    "version": "Change counter; send it back (or `If-Match`) to update only what you read",
+    "assigned_at": "When the person was assigned",
+    "note": "A note kept in the timeline entry",
+    "minutes": "Snooze length in minutes (1–10,080)",
+    "hours": "Snooze length in hours (1–168)",
+    "until": "End of the snooze: an ISO 8601 time with offset, within 7 days",
+    "user_ids": "The whole set of assignees (user ids); [] unassigns everyone",
+    "user_id": "A user id",
+    "content": "Comment text (Markdown), 1–10,000 characters",
+    "author": "Who wrote it: id (null once the account is deleted) and name",
+    "incident_id": "The incident it belongs to",
+    "type": "Kind",
+    "actor": "Who did it: `user`, `integration` or `system`, with id and name",
+    "data": "Details of the change (for `updated`: each field's before and after)",
+    "priority": "Among matching policies the lowest priority wins",
+    "repeat_count": "How many more times the steps run after the first pass (0–10)",
+    "repeat_delay_minutes": "Minutes after the last step before a repeat starts at step 1",
+    "conditions": "Which incidents the policy applies to; empty matches every incident",
+    "steps": "Ordered steps (1–20)",
+    "severities": "Matches incidents with any of these severities",
+    "service_ids": "Matches incidents of any of these services",
+    "title_contains": "Matches incidents whose title contains this text (any case)",
+    "delay_minutes": "Minutes after the previous step (fractions allowed: 0.05 is 3 s)",
+    "targets": "Whom the step pages: users (schedules later)",
+    "actions": "What the step does: notify, assign, webhook, set_severity",
+    "url": "http(s) URL that receives a JSON POST",
+    "policy_id": "The policy the step came from",
+    "run": "Which escalation run: each return to triggered starts a new one",
+    "step": "Step number, from 1",
+    "cycle": "Pass through the steps, from 1 (repeats add passes)",
+    "due_at": "When the step is (or was) due",
+    "executed_at": "When it fired (or failed), or null",
+    "notified_user_ids": "The users it paged",
+    "detail": "How late it fired, what it skipped, or why it was cancelled or failed",
+    "escalation_status": "`none`, `active`, `completed`, `stopped` or `failed`",
+    "response_role": "Their part in the response (the `role` given when assigning)",
+    "expires_in": "Seconds until the token expires",
+    "next_cursor": "Pass as `cursor` for the next page; null on the last page",
+    "database": "`ok`, or `error` when the database cannot be reached",
+    "docs": "Path of the interactive API docs",
+    "redoc": "Path of the ReDoc API docs",
+    "openapi": "Path of this OpenAPI document",
+    "health": "Path of the health check",
+}
+
+# Where a name means something more specific in one schema.
+OVERRIDES: dict[tuple[str, str], str] = {
+    ("IncidentRead", "status"): "`triggered`, `acknowledged`, `snoozed` or `resolved`",
+    (
+        "EscalationEventRead",
+        "status",
+    ): "`scheduled`, `executed`, `cancelled`, `failed` or `skipped`",
+    ("Health", "status"): "`ok`, or `error` when the database cannot be reached",
+    ("Root", "name"): "Name of the service",
+    ("Root", "version"): "Version of the running service",
+    ("Health", "version"): "Version of the running service",
+    ("Target", "type"): "`user`, or `schedule` (whoever is on call when the step fires)",
+    ("Target", "id"): "The user's (or schedule's) id",
+    ("TimelineEntryRead", "type"): "What happened: created, updated, acknowledged, escalated, …",
+    ("Actor", "type"): "`user`, `integration` or `system`",
+    ("Actor", "id"): "The user's id, or null for the system",
+    ("Actor", "name"): "Name shown for the actor",
+    ("Author", "id"): "The author's user id, or null once the account is deleted",
+    ("Author", "name"): "The author's name when they wrote it",
+    ("UserRead", "role"): "Account role: `admin` or `user`",
+    ("AssigneeRead", "role"): "Account role: `admin` or `user`",
+    ("AssignBody", "role"): "With `user_id`: their part in the response (default `responder`)",
+    ("AssignBody", "user_id"): "One person to add (or whose part to change)",
+}
+
+# Schemas FastAPI generates itself.
+FRAMEWORK_SCHEMAS = ("HTTPValidationError", "ValidationError", "Body_")
+
+
+def document_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    for name, component in schema.get("components", {}).get("schemas", {}).items():
+        if name.startswith(FRAMEWORK_SCHEMAS):
+            continue
+        for prop, spec in component.get("properties", {}).items():
+            if "description" in spec:
+                continue
+            text = OVERRIDES.get((name, prop)) or FIELDS.get(prop)
+            if text is not None:
+                spec["description"] = text
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = document_fields(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
