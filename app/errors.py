@@ -43,6 +43,12 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class Unprocessable(DomainError):
+    """A well-formed body that names something that does not exist or cannot be used."""
+
+    status_code = 422
+
+
 def _safe(value: Any, depth: int = 0) -> Any:
     """A JSON-safe, short rendering of what a client sent, for echoing in a 422."""
     if value is None or isinstance(value, bool | int):

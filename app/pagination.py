@@ -10,12 +10,10 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import DomainError
+from app.errors import Unprocessable
 
 
-class InvalidCursor(DomainError):
-    status_code = 422
-
+class InvalidCursor(Unprocessable):
     def __init__(self) -> None:
         super().__init__("Invalid cursor: pass back the next_cursor of a previous page unchanged")
 

@@ -19,7 +19,7 @@ from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import is_lock_conflict
-from app.errors import Conflict, DomainError
+from app.errors import Conflict, Unprocessable
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
@@ -33,10 +33,6 @@ from app.users.models import User
 logger = logging.getLogger(__name__)
 
 WAKE_WORKER = "wake_worker"
-
-
-class InvalidPolicy(DomainError):
-    status_code = 422
 
 
 # ---- policies ------------------------------------------------------------------------------------
@@ -84,7 +80,7 @@ async def check_policy(
         if kinds & {"notify", "assign"} and not step["targets"]:
             problems.append(f"step {number}: notify and assign need at least one target")
     if problems:
-        raise InvalidPolicy("; ".join(problems))
+        raise Unprocessable("; ".join(problems))
 
 
 async def create_policy(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.db import lock_named
-from app.errors import Conflict, DomainError
+from app.errors import Conflict, DomainError, Unprocessable
 from app.escalation import service as escalation_service
 from app.incidents.models import Assignment, Comment, Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, record
@@ -28,12 +28,6 @@ from app.services import service as service_service
 from app.users.models import User
 
 MAX_SNOOZE = timedelta(days=7)
-
-
-class InvalidReference(DomainError):
-    """A body names something that does not exist (the path itself was fine)."""
-
-    status_code = 422
 
 
 class IllegalTransition(Conflict):
@@ -86,7 +80,7 @@ async def create(
     if service_name is not None:
         service_id = (await service_service.get_or_create(session, name=service_name, now=now)).id
     elif service_id is not None and await service_service.get(session, service_id) is None:
-        raise InvalidReference(f"Service {service_id} does not exist")
+        raise Unprocessable(f"Service {service_id} does not exist")
     if dedup_key is not None:
         await lock_named(session, f"incidents:dedup:{service_id}:{dedup_key}")
         existing = await session.scalar(
@@ -168,7 +162,7 @@ async def update(
     if new_service not in (None, incident.service_id) and not await service_service.get(
         session, new_service
     ):
-        raise InvalidReference(f"Service {new_service} does not exist")
+        raise Unprocessable(f"Service {new_service} does not exist")
     diff: dict[str, dict[str, Any]] = {}
     for name in UPDATABLE:
         if name not in changes:
@@ -411,7 +405,7 @@ async def _check_assignable(session: AsyncSession, user_ids: set[int]) -> None:
     )
     missing = sorted(user_ids - found)
     if missing:
-        raise InvalidReference(f"No active user with id {', '.join(map(str, missing))}")
+        raise Unprocessable(f"No active user with id {', '.join(map(str, missing))}")
 
 
 # ---- comments and timeline -----------------------------------------------------------------------

@@ -10,15 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import lock_named
-from app.errors import Conflict, DomainError
+from app.errors import Conflict, Unprocessable
 from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident
 from app.pagination import page_by_id
 from app.services.models import Service
-
-
-class InvalidReference(DomainError):
-    status_code = 422
 
 
 async def get(session: AsyncSession, service_id: int) -> Service | None:
@@ -119,7 +115,7 @@ async def _check_policy(session: AsyncSession, policy_id: int | None) -> None:
         .with_for_update(read=True, key_share=True)
     )
     if found is None:
-        raise InvalidReference(f"Escalation policy {policy_id} does not exist")
+        raise Unprocessable(f"Escalation policy {policy_id} does not exist")
 
 
 async def _flush_unique_name(session: AsyncSession, name: str) -> None:
