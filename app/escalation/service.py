@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import bulk
 from app.db import is_lock_conflict
 from app.errors import Conflict, Unprocessable
 from app.escalation import engine
@@ -287,7 +288,14 @@ class Plan:
     next_event: dict[str, Any] | None = None
 
 
-EVENTS = EscalationEvent.__table__
+EVENTS = cast(Table, EscalationEvent.__table__)
+INCIDENTS = cast(Table, Incident.__table__)
+# What firing reads of a step (not what it wrote last time: less JSON to decode).
+EVENT_COLUMNS = [
+    getattr(EVENTS.c, name)
+    for name in ("id", "incident_id", "policy_id", "run", "cycle", "step", "due_at", "targets",
+                 "actions")
+]  # fmt: skip
 # What firing reads of an incident (not its description or custom fields: less to decode).
 INCIDENT_COLUMNS = [
     getattr(Incident.__table__.c, name)
@@ -307,7 +315,7 @@ async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
     """
     events = await _rows(
         session,
-        select(EVENTS)
+        select(*EVENT_COLUMNS)
         .where(EVENTS.c.status == EventStatus.scheduled.value, EVENTS.c.due_at <= now)
         .order_by(EVENTS.c.due_at, EVENTS.c.id)
         .limit(batch)
@@ -358,7 +366,9 @@ async def fire(
     session: AsyncSession, *, event_id: int, now: datetime, actor: Actor = SYSTEM
 ) -> None:
     """Fire one scheduled step now (escalate by hand); waits for the incident's lock if need be."""
-    [event] = await _rows(session, select(EVENTS).where(EVENTS.c.id == event_id).with_for_update())
+    [event] = await _rows(
+        session, select(*EVENT_COLUMNS).where(EVENTS.c.id == event_id).with_for_update()
+    )
     [incident] = await _rows(
         session,
         select(*INCIDENT_COLUMNS)
@@ -589,16 +599,15 @@ def _next_event(
 
 async def _apply(session: AsyncSession, plans: Sequence[Plan]) -> None:
     """Write the plans: one Core executemany per table (no ORM unit of work: it is the hot path)."""
-    await _update_by_id(session, EscalationEvent.__table__, [p.event for p in plans])
-    await _update_by_id(session, Incident.__table__, [p.incident for p in plans if p.incident])
+    await bulk.update_rows(session, EVENTS, [p.event for p in plans])
+    await bulk.update_rows(session, INCIDENTS, [p.incident for p in plans if p.incident])
     for model, rows in (
         (Notification, [n for p in plans for n in p.notifications]),
         (Assignment, [a for p in plans for a in p.assignments]),
         (TimelineEntry, [t for p in plans for t in p.timeline]),
         (EscalationEvent, [p.next_event for p in plans if p.next_event]),
     ):
-        if rows:
-            await session.execute(insert(cast(Table, model.__table__)), rows)
+        await bulk.insert_rows(session, cast(Table, model.__table__), rows)
     if any(p.next_event for p in plans):
         session.info[WAKE_WORKER] = True
     if logger.isEnabledFor(logging.INFO):
@@ -608,21 +617,6 @@ async def _apply(session: AsyncSession, plans: Sequence[Plan]) -> None:
                 plan.event["status"], plan.incident_id,
                 plan.event["id"], plan.event["notified_user_ids"], plan.event["detail"],
             )  # fmt: skip
-
-
-async def _update_by_id(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE … WHERE id = :id for many rows with the same keys, as one executemany."""
-    if not rows:
-        return
-    columns = [key for key in rows[0] if key != "id"]
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("row_id"))
-        .values({name: bindparam(name) for name in columns})
-    )
-    await session.execute(
-        statement, [{"row_id": row["id"], **{name: row[name] for name in columns}} for row in rows]
-    )
 
 
 async def escalate_now(
