@@ -6,6 +6,7 @@ from app.auth.router import router as auth_router
 from app.escalation.router import incidents as incident_escalation_router
 from app.escalation.router import policies as policies_router
 from app.incidents.router import router as incidents_router
+from app.notifications import router as notifications
 from app.services.router import router as services_router
 from app.users.router import router as users_router
 
@@ -16,3 +17,7 @@ api_router.include_router(services_router)
 api_router.include_router(incidents_router)
 api_router.include_router(incident_escalation_router)
 api_router.include_router(policies_router)
+api_router.include_router(notifications.incident_notifications)
+api_router.include_router(notifications.preferences)
+api_router.include_router(notifications.notifications)
+api_router.include_router(notifications.webhooks)

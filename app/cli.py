@@ -75,6 +75,7 @@ async def _run_worker(settings: Settings) -> None:
         SystemClock(),
         poll_interval=settings.worker_poll_interval_seconds,
         batch=settings.worker_batch_size,
+        settings=settings,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -63,6 +63,22 @@ class Settings(BaseSettings):
     smtp_from: str = "incidents@localhost"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
+    # SMS over Twilio's Messages API (or any provider that speaks it: TWILIO_BASE_URL).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+
+    # Delivery of notifications.
+    notify_max_attempts: int = Field(default=6, ge=1, le=20)
+    notify_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    notify_read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Signs policy-step webhooks and personal webhook channels (subscriptions have their own).
+    webhook_signing_secret: str | None = None
+    # Unset: allowed in development and test, refused in production.
+    outbound_allow_private_networks: bool | None = None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -82,7 +98,7 @@ class Settings(BaseSettings):
             raise ValueError(f"DEFAULT_TIMEZONE {value!r} is not an IANA time zone")
         return value
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "twilio_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -116,6 +132,13 @@ class Settings(BaseSettings):
     @property
     def allow_signup(self) -> bool:
         return self.signup_enabled if self.signup_enabled is not None else not self.is_production
+
+    @property
+    def allow_private_outbound(self) -> bool:
+        """May notifications go to private, loopback and link-local addresses (and plain http)?"""
+        if self.outbound_allow_private_networks is not None:
+            return self.outbound_allow_private_networks
+        return not self.is_production
 
     @property
     def is_production(self) -> bool:

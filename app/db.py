@@ -30,6 +30,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Set in `session.info` by a change that scheduled work: the in-process worker wakes after commit.
+WAKE_WORKER = "wake_worker"
+
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an `INTEGER PRIMARY KEY`.
 IdType = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import Clock
 from app.config import Settings
-from app.db import session_scope
-from app.escalation.service import WAKE_WORKER
+from app.db import WAKE_WORKER, session_scope
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -20,6 +20,7 @@ from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.logging import configure_logging
+from app.notifications.router import document_webhooks
 from app.routing import SlashAliasMiddleware
 from app.timing import ServerTimingMiddleware
 from app.worker.runner import Worker
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             clock,
             poll_interval=settings.worker_poll_interval_seconds,
             batch=settings.worker_batch_size,
+            settings=settings,
         )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
         app.state.worker_task = task
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router)
+    document_webhooks(app)
     openapi.install(app)
     app.add_middleware(SlashAliasMiddleware, router=app.router)
     app.add_middleware(InputGuard)

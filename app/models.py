@@ -4,7 +4,7 @@ from app.auth.models import PasswordResetToken
 from app.db import Base
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
-from app.notifications.models import Notification
+from app.notifications.models import Notification, NotificationPreference, WebhookSubscription
 from app.services.models import Service
 from app.users.models import User
 
@@ -16,10 +16,12 @@ __all__ = [
     "EscalationPolicy",
     "Incident",
     "Notification",
+    "NotificationPreference",
     "PasswordResetToken",
     "Service",
     "TimelineEntry",
     "User",
+    "WebhookSubscription",
 ]
 
 # SQLite reuses the highest deleted rowid unless a table says AUTOINCREMENT: a deleted user's id

@@ -94,6 +94,19 @@ FIELDS: dict[str, str] = {
     "redoc": "Path of the ReDoc API docs",
     "openapi": "Path of this OpenAPI document",
     "health": "Path of the health check",
+    "webhook_id": "The webhook subscription it was sent for, or null",
+    "escalation_event_id": "The escalation step that sent it, or null",
+    "channel": "`email`, `sms`, `slack`, `webhook` (or `log` in development)",
+    "address": "Where it goes: email address, phone number or URL",
+    "event": "What it is about: triggered, escalated, acknowledged, resolved, …",
+    "subject": "Subject line (or a one-line summary for channels without one)",
+    "attempts": "Delivery attempts so far",
+    "next_attempt_at": "When the next attempt is due (while pending)",
+    "last_error": "The last attempt's error, or null",
+    "provider_message_id": "The provider's message id (SMTP Message-ID, Twilio SID), or null",
+    "sent_at": "When the provider accepted it, or null",
+    "enabled": "Off: nothing is sent",
+    "events": "The incident events it is for",
 }
 
 # Where a name means something more specific in one schema.
@@ -119,6 +132,27 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("AssigneeRead", "role"): "Account role: `admin` or `user`",
     ("AssignBody", "role"): "With `user_id`: their part in the response (default `responder`)",
     ("AssignBody", "user_id"): "One person to add (or whose part to change)",
+    ("WebhookPayload", "id"): "The event's id (e.g. `timeline:42`): the same on every retry",
+    ("WebhookPayload", "event"): "`incident.<event>` (triggered, escalated, …), or `ping`",
+    ("WebhookPayload", "created_at"): "When the event happened",
+    ("WebhookPayload", "incident"): "The incident as it was then (null for `ping`)",
+    ("WebhookPayload", "actor"): "Who made the change (null when the system did)",
+    ("WebhookPayload", "data"): "The event's details (as in the incident timeline)",
+    ("WebhookIncident", "status"): "`triggered`, `acknowledged`, `snoozed` or `resolved`",
+    ("WebhookIncident", "service_name"): "The service's name, or null",
+    ("WebhookActor", "type"): "`user`, `integration` or `system`",
+    ("WebhookActor", "id"): "The user's id, or null",
+    ("WebhookActor", "name"): "Name shown for the actor",
+    ("NotificationRead", "status"): "`pending`, `sending`, `sent`, `failed` or `cancelled`",
+    ("NotificationRead", "user_id"): "The user it went to, or null (webhooks, policy actions)",
+    ("NotificationRead", "incident_id"): "The incident it is about, or null",
+    ("WebhookCreate", "url"): "https URL that receives signed JSON POSTs",
+    ("WebhookUpdate", "url"): "https URL that receives signed JSON POSTs",
+    ("WebhookRead", "url"): "https URL that receives signed JSON POSTs",
+    ("WebhookCreated", "url"): "https URL that receives signed JSON POSTs",
+    ("PreferenceUpdate", "enabled"): "Off: nothing is sent on this channel",
+    ("PreferenceUpdate", "min_severity"): "Only incidents at least this severe (default `info`)",
+    ("PreferenceUpdate", "events"): "The incident events to be told about",
 }
 
 # Schemas FastAPI generates itself.
@@ -146,6 +180,7 @@ def install(app: FastAPI) -> None:
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                webhooks=app.webhooks.routes,
             )
             app.openapi_schema = document_fields(schema)
         return app.openapi_schema

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -240,10 +241,21 @@ class SMTPInbox:
         from email.message import EmailMessage
 
         self.messages: list[EmailMessage] = []
+        self.recipients: list[list[str]] = []  # the envelope's RCPT TO of each message
+        self.refuse: set[str] = set()  # addresses answered with 550
         self._parse = lambda raw: message_from_bytes(raw, policy=policy.default)
 
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.messages.append(self._parse(envelope.content))  # type: ignore[attr-defined]
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: Any, address: str, options: object
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.messages.append(self._parse(envelope.content))
+        self.recipients.append(list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
 
 
@@ -271,32 +283,53 @@ def free_port() -> int:
 
 
 class HTTPReceiver:
-    """A real HTTP server on loopback that records every request (webhooks, later Slack, SMS)."""
+    """A real HTTP server on loopback that records every request (webhooks, Slack, Twilio).
+
+    It answers `status` with body `b"ok"`, or, while `script` holds answers, the next of them:
+    `(status, body, delay_seconds)`.
+    """
 
     def __init__(self) -> None:
         import threading
+        import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.requests: list[dict[str, object]] = []
         self.status = 200
+        self.script: list[tuple[int, bytes, float]] = []
+        lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
-                receiver.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                with lock:
+                    receiver.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                    )
+                    answer = receiver.script.pop(0) if receiver.script else (
+                        receiver.status, b"ok", 0.0
+                    )  # fmt: skip
+                status, content, delay = answer
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                except OSError:
+                    pass  # the client gave up waiting
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256  # the default (5) resets bursts of concurrent deliveries
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
+from app.notifications.models import Notification, WebhookSubscription
 from app.services.models import Service
 from app.users.models import User
 
@@ -151,3 +152,39 @@ class Factory:
         async with session_scope(self.sessionmaker) as session:
             session.add(policy)
         return policy
+
+    async def webhook(self, **overrides: Any) -> WebhookSubscription:
+        """A subscription to every incident event, to a loopback URL by default."""
+        n = next(_counter)
+        values: dict[str, Any] = {
+            "name": f"Hook {n}",
+            "description": "",
+            "url": "http://127.0.0.1:9/hook",
+            "events": ["triggered", "escalated", "acknowledged", "resolved", "assigned",
+                       "commented", "reopened"],
+            "enabled": True,
+            "secret": f"whsec_test_{n}",
+            "created_at": self.clock.now(),
+            "updated_at": self.clock.now(),
+        }  # fmt: skip
+        values.update(overrides)
+        hook = WebhookSubscription(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(hook)
+        return hook
+
+    async def notification(self, **overrides: Any) -> Notification:
+        """A sent email notification (the delivery log's row)."""
+        n = next(_counter)
+        now = self.clock.now()
+        values: dict[str, Any] = {
+            "key": f"test:{n}", "incident_id": None, "user_id": None, "channel": "email",
+            "address": "someone@example.com", "event": "escalated", "subject": f"Subject {n}",
+            "body": "", "payload": {}, "status": "sent", "attempts": 1, "next_attempt_at": now,
+            "sent_at": now, "created_at": now, "updated_at": now,
+        }  # fmt: skip
+        values.update(overrides)
+        row = Notification(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(row)
+        return row

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 
 PUBLIC, SIGNED_IN, ADMIN = "public", "signed-in", "admin"
+# Signed in, and only the owner (here: the admin) or an admin sees it; anyone else gets 404.
+OWNER = "owner"
 
 # (method, path template) → who may call it.
 RULES: dict[tuple[str, str], str] = {
@@ -53,6 +55,21 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/v1/escalation/policies/{policy_id}"): ADMIN,
     ("PUT", "/v1/escalation/policies/{policy_id}"): ADMIN,
     ("DELETE", "/v1/escalation/policies/{policy_id}"): ADMIN,
+    ("GET", "/v1/incidents/{incident_id}/notifications"): SIGNED_IN,
+    ("GET", "/v1/notification-preferences/me"): SIGNED_IN,
+    ("PUT", "/v1/notification-preferences/me/{channel}"): SIGNED_IN,
+    # Another user's: the target is never the caller, so only admins get through.
+    ("GET", "/v1/notification-preferences/{user_id}"): ADMIN,
+    ("PUT", "/v1/notification-preferences/{user_id}/{channel}"): ADMIN,
+    ("GET", "/v1/notifications/"): SIGNED_IN,
+    ("GET", "/v1/notifications/{notification_id}"): OWNER,
+    ("GET", "/v1/webhooks/"): ADMIN,
+    ("POST", "/v1/webhooks/"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("PUT", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/test"): ADMIN,
 }
 
 # A body each endpoint accepts, so that a refusal is about who calls, not what is sent.
@@ -82,6 +99,14 @@ BODIES = {
         "steps": [{"actions": [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}]}],
     },
     ("PUT", "/v1/escalation/policies/{policy_id}"): {"priority": 5},
+    ("PUT", "/v1/notification-preferences/me/{channel}"): {"enabled": True},
+    ("PUT", "/v1/notification-preferences/{user_id}/{channel}"): {"enabled": False},
+    ("POST", "/v1/webhooks/"): {
+        "name": "w",
+        "url": "http://127.0.0.1:9/hook",
+        "events": ["triggered"],
+    },
+    ("PUT", "/v1/webhooks/{webhook_id}"): {"enabled": False},
 }
 CALLERS = ("anonymous", "deactivated", "user", "admin")
 # What a caller who may call the endpoint gets with the request sent here. The login and password
@@ -94,6 +119,7 @@ ALLOWED_ANSWER = {
     "/v1/incidents/{incident_id}/unsnooze": (409,),
     "/v1/incidents/{incident_id}/unacknowledge": (409,),
     "/v1/incidents/{incident_id}/reopen": (409,),
+    "/v1/webhooks/{webhook_id}/test": (202,),
 }
 
 
@@ -113,6 +139,8 @@ def expected_refusal(rule: str, caller: str) -> int | None:
         return 401
     if rule == ADMIN and caller == "user":
         return 403
+    if rule == OWNER and caller == "user":
+        return 404
     return None
 
 
@@ -138,7 +166,12 @@ async def test_matrix(harness, factory, caller):
         incident = await factory.incident()
         target = await factory.user()
         policy = await factory.policy()
+        hook = await factory.webhook()
+        notification = await factory.notification(user_id=admin.id)
         path = template.format(
+            webhook_id=hook.id,
+            notification_id=notification.id,
+            channel="email",
             user_id=target.id,
             service_id=service.id,
             incident_id=incident.id,

@@ -79,6 +79,20 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("GET", "/v1/escalation/policies/{policy_id}"),
         ("PUT", "/v1/escalation/policies/{policy_id}"),
         ("DELETE", "/v1/escalation/policies/{policy_id}"),
+        ("GET", "/v1/incidents/{incident_id}/notifications"),
+        ("GET", "/v1/notification-preferences/me"),
+        ("PUT", "/v1/notification-preferences/me/{channel}"),
+        ("GET", "/v1/notification-preferences/{user_id}"),
+        ("PUT", "/v1/notification-preferences/{user_id}/{channel}"),
+        ("GET", "/v1/notifications/"),
+        ("GET", "/v1/notifications/{notification_id}"),
+        ("GET", "/v1/webhooks/"),
+        ("POST", "/v1/webhooks/"),
+        ("GET", "/v1/webhooks/{webhook_id}"),
+        ("PUT", "/v1/webhooks/{webhook_id}"),
+        ("DELETE", "/v1/webhooks/{webhook_id}"),
+        ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"),
+        ("POST", "/v1/webhooks/{webhook_id}/test"),
     }
     # The Authorize button uses the OAuth2 password flow against the login endpoint.
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]

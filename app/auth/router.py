@@ -4,16 +4,14 @@ import logging
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import security
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentUser
-from app.config import Settings
 from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
-from app.mail import build_message, send
 from app.schemas import Message
 from app.users import service as user_service
 from app.users.schemas import PasswordReset, Token, UserRead, UserSignup
@@ -79,18 +77,16 @@ async def password_recovery(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
-    background: BackgroundTasks,
 ) -> Message:
-    """Email a single-use reset token. Answers the same whether or not the account exists."""
+    """Email a single-use reset token. Answers the same whether or not the account exists.
+
+    The email goes through the notification outbox (retried like any notification); without
+    SMTP_HOST, development writes it to the log.
+    """
     lifetime = timedelta(minutes=settings.password_reset_token_expire_minutes)
-    started = await auth_service.start_recovery(
-        session, email=email, now=clock.now(), lifetime=lifetime
+    await auth_service.start_recovery(
+        session, email=email, now=clock.now(), lifetime=lifetime, secret_key=settings.secret_key
     )
-    if started is not None:
-        # The token must be stored before anyone can receive it; mail leaves after the commit.
-        await session.commit()
-        user, token = started
-        background.add_task(_deliver_recovery, settings, user.email, token)
     return Message(message=RECOVERY_MESSAGE)
 
 
@@ -105,29 +101,3 @@ async def reset_password(body: PasswordReset, session: SessionDep, clock: ClockD
         session, token=body.token, new_password=body.new_password, now=clock.now()
     )
     return Message(message="Password updated")
-
-
-async def _deliver_recovery(settings: Settings, email: str, token: str) -> None:
-    if not settings.smtp_host:
-        if settings.is_production:
-            logger.warning("password recovery requested but SMTP_HOST is not set; no email sent")
-        else:
-            logger.info("password recovery token for %s (SMTP_HOST unset): %s", email, token)
-        return
-    minutes = settings.password_reset_token_expire_minutes
-    text = (
-        f"Someone asked to reset the password of your {settings.project_name} account.\n\n"
-        f"Your reset token (valid for {minutes} minutes, usable once):\n\n    {token}\n\n"
-        "Set a new password with:\n\n"
-        f"    curl -X POST {settings.public_base_url}/v1/auth/reset-password/ \\\n"
-        "      -H 'Content-Type: application/json' \\\n"
-        f'      -d \'{{"token": "{token}", "new_password": "…"}}\'\n\n'
-        "If you did not ask for this, ignore this email; your password stays as it is.\n"
-    )
-    message = build_message(
-        settings, to=email, subject=f"{settings.project_name}: password recovery", text=text
-    )
-    try:
-        await send(settings, message)
-    except Exception:
-        logger.exception("could not send the password recovery email")

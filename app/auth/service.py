@@ -2,33 +2,59 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import bulk
 from app.auth import security
 from app.auth.models import PasswordResetToken
+from app.db import WAKE_WORKER
 from app.errors import BadRequest
+from app.notifications import service as notification_service
+from app.notifications.models import Notification
 from app.users import service as user_service
 from app.users.models import User
 
 
 async def start_recovery(
-    session: AsyncSession, *, email: str, now: datetime, lifetime: timedelta
-) -> tuple[User, str] | None:
-    """A new recovery token for an active account, or None when there is no such account."""
+    session: AsyncSession,
+    *,
+    email: str,
+    now: datetime,
+    lifetime: timedelta,
+    secret_key: str,
+) -> User | None:
+    """Store a recovery token and queue its email, for an active account (else None).
+
+    The token is derived from the secret key and a random nonce: the database holds the token's
+    hash and, until the mail is sent, the nonce; neither lets a reader of the database reset a
+    password.
+    """
     user = await user_service.get_by_email(session, email)
     if user is None or not user.is_active:
         return None
-    token, token_hash = security.new_opaque_token()
+    nonce = secrets.token_urlsafe(24)
+    token = notification_service.recovery_token(secret_key, nonce)
     session.add(
         PasswordResetToken(
-            user_id=user.id, token_hash=token_hash, created_at=now, expires_at=now + lifetime
+            user_id=user.id,
+            token_hash=security.hash_opaque_token(token),
+            created_at=now,
+            expires_at=now + lifetime,
         )
     )
+    row = notification_service.recovery_row(
+        user_id=user.id, email=user.email, nonce=nonce,
+        minutes=int(lifetime.total_seconds() // 60), now=now,
+    )  # fmt: skip
+    await bulk.insert_rows(session, cast(Table, Notification.__table__), [row])
+    session.info[WAKE_WORKER] = True
     await session.flush()
-    return user, token
+    return user
 
 
 async def reset_password(

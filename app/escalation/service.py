@@ -19,21 +19,21 @@ from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import bulk
-from app.db import is_lock_conflict
+from app.db import WAKE_WORKER, is_lock_conflict
 from app.errors import Conflict, Unprocessable
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row, record
+from app.notifications import preferences
 from app.notifications import service as notification_service
 from app.notifications.models import Notification
+from app.notifications.preferences import Person, Preference
 from app.pagination import page_by_id
 from app.services.models import Service
 from app.users.models import User
 
 logger = logging.getLogger(__name__)
-
-WAKE_WORKER = "wake_worker"
 
 
 # ---- policies ------------------------------------------------------------------------------------
@@ -275,6 +275,15 @@ async def stop(session: AsyncSession, *, incident: Incident, now: datetime, reas
         incident.escalation_status = "stopped"
 
 
+@dataclass(frozen=True)
+class Audience:
+    """What firing a batch needs to know about people and places: read once per batch."""
+
+    people: Mapping[int, tuple[Person, list[Preference]]]  # the active users among the targets
+    hooks: Sequence[notification_service.Subscription]
+    services: Mapping[int, str]
+
+
 @dataclass
 class Plan:
     """Every write that firing (or failing) one step makes; applied for a whole batch at once."""
@@ -392,7 +401,13 @@ async def _plans(
     actor: Actor,
 ) -> dict[int, Plan]:
     targets = [t["id"] for e in events for t in e["targets"] if t["type"] == "user"]
-    active = set(await _active_users(session, targets))
+    audience = Audience(
+        people=await preferences.for_users(session, targets),
+        hooks=await notification_service.subscriptions(session),
+        services=await notification_service.service_names(
+            session, [i["service_id"] for i in incidents.values()]
+        ),
+    )
     assigning = {
         e["incident_id"] for e in events if any(a["type"] == "assign" for a in e["actions"])
     }
@@ -410,8 +425,8 @@ async def _plans(
         incident = incidents[event["incident_id"]]
         try:
             plans[event["id"]] = _plan(
-                event, incident, active=active, assigned=assigned.get(incident["id"], set()),
-                now=now, actor=actor,
+                event, incident, audience=audience,
+                assigned=assigned.get(incident["id"], set()), now=now, actor=actor,
             )  # fmt: skip
         except Exception as exc:
             logger.exception(
@@ -426,12 +441,13 @@ def _plan(
     event: Mapping[str, Any],
     incident: Mapping[str, Any],
     *,
-    active: set[int],
+    audience: Audience,
     assigned: set[int],
     now: datetime,
     actor: Actor,
 ) -> Plan:
     """What firing this step writes. Pure: no database access."""
+    active = audience.people
     if incident["status"] != Status.triggered.value or event["run"] != incident["escalation_run"]:
         # A stop that raced this claim already decided; keep the record consistent.
         detail = f"incident is {incident['status']}"
@@ -456,14 +472,21 @@ def _plan(
                 )
             )  # fmt: skip
             severity = action["severity"]
-    current = {**incident, "severity": severity, "escalation_level": event["step"]}
-    notified = user_ids if "notify" in kinds else []
-    plan.notifications += notification_service.page_rows(
-        incident=current, event=event, user_ids=notified, now=now
+    summary = notification_service.incident_summary(
+        {**incident, "severity": severity, "escalation_level": event["step"]},
+        audience.services.get(incident["service_id"]),
     )
+    position = {"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"]}
+    pages, notified = notification_service.rows_for(
+        cause=f"escalation:{event['id']}", event="escalated", incident=summary,
+        people=audience.people, user_ids=user_ids if "notify" in kinds else [],
+        subscriptions=audience.hooks, actor=None, data=position, now=now,
+        escalation_event_id=event["id"], extra={"step": event["step"], "cycle": event["cycle"]},
+    )  # fmt: skip
+    plan.notifications += pages
     plan.notifications += [
-        notification_service.webhook_row(
-            incident=current, event=event, url=action["url"], index=index, now=now
+        notification_service.action_webhook_row(
+            incident=summary, event=event, url=action["url"], index=index, now=now
         )
         for index, action in enumerate(event["actions"])
         if action["type"] == "webhook"
@@ -485,18 +508,20 @@ def _plan(
     late = (now - event["due_at"]).total_seconds()
     skipped = [t for t in event["targets"] if t["type"] != "user"]
     inactive = [t["id"] for t in event["targets"] if t["type"] == "user" and t["id"] not in active]
+    silent = [uid for uid in user_ids if uid not in notified] if "notify" in kinds else []
     detail = "; ".join(
         [f"fired {late:.3f} s after due"]
         + [f"skipped user {uid}: inactive or deleted" for uid in inactive]
+        + [f"user {uid} has no channel enabled for {severity} escalations" for uid in silent]
         + [f"skipped {t['type']} {t['id']}: not available in this release" for t in skipped]
     )
-    if event["targets"] and not user_ids:
+    if event["targets"] and not (notified if "notify" in kinds else user_ids):
         # Nobody could be reached by this step: say so where the responders look.
         plan.timeline.append(
             entry_row(
                 incident_id=incident_id, type="escalation_failed", actor=SYSTEM, now=now,
                 data={"step": event["step"], "cycle": event["cycle"],
-                      "error": "no active target: " + detail},
+                      "error": "nobody reachable: " + detail},
             )
         )  # fmt: skip
     plan.event = _event_update(event, EventStatus.executed, now=now, detail=detail)
@@ -661,13 +686,3 @@ async def next_due(session: AsyncSession) -> datetime | None:
         )
     )
     return result
-
-
-async def _active_users(session: AsyncSession, ids: list[int]) -> list[int]:
-    """The active users among `ids`, in target order, once each (inactive ones are skipped)."""
-    if not ids:
-        return []
-    found = set(
-        await session.scalars(select(User.id).where(User.id.in_(ids), User.is_active.is_(True)))
-    )
-    return [i for i in dict.fromkeys(ids) if i in found]

@@ -22,6 +22,7 @@ from app.errors import Conflict, DomainError, Unprocessable
 from app.escalation import service as escalation_service
 from app.incidents.models import Assignment, Comment, Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, record
+from app.notifications import service as notification_service
 from app.pagination import InvalidCursor, decode_cursor, encode_cursor, page_by_id
 from app.schemas import to_utc
 from app.services import service as service_service
@@ -118,7 +119,7 @@ async def create(
     session.add(incident)
     reason = await escalation_service.prepare(session, incident=incident)
     await session.flush()
-    record(
+    entry = record(
         session,
         incident=incident,
         type="created",
@@ -134,6 +135,9 @@ async def create(
     )
     escalation_service.begin(session, incident=incident, reason=reason, now=now)
     await session.flush()
+    await notification_service.announce(
+        session, incident=incident, entry=entry, event="triggered", actor=actor, now=now
+    )
     return await _reload(session, incident), True
 
 
@@ -306,11 +310,19 @@ async def _transitioned(
 ) -> Incident:
     """Record the change; once `retriggered`, escalation starts again at step 1."""
     incident.updated_at = now
-    record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
+    entry = record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
     if retriggered:
         await escalation_service.start(session, incident=incident, now=now)
     await session.flush()
+    if entry_type in ANNOUNCED:
+        await notification_service.announce(
+            session, incident=incident, entry=entry, event=entry_type, actor=actor, now=now
+        )
     return await _reload(session, incident)
+
+
+# Transitions that people may ask to be told about (notification preferences' `events`).
+ANNOUNCED = ("acknowledged", "resolved", "reopened")
 
 
 def _note(note: str | None) -> dict[str, Any]:
@@ -389,8 +401,13 @@ async def assign(
         "removed": removed,
         "changed": [{"user_id": uid, "role": wanted[uid]} for uid in changed],
     }
-    record(session, incident=incident, type="assigned", actor=actor, now=now, data=data)
+    entry = record(session, incident=incident, type="assigned", actor=actor, now=now, data=data)
     await session.flush()
+    if added:
+        await notification_service.announce(
+            session, incident=incident, entry=entry, event="assigned", actor=actor, now=now,
+            user_ids=added,
+        )  # fmt: skip
     session.expire(incident, ["assignments"])
     return await _reload(session, incident)
 
@@ -423,7 +440,7 @@ async def add_comment(
     )
     session.add(comment)
     await session.flush()
-    record(
+    entry = record(
         session,
         incident=incident,
         type="commented",
@@ -432,6 +449,10 @@ async def add_comment(
         data={"comment_id": comment.id},
     )
     await session.flush()
+    await notification_service.announce(
+        session, incident=incident, entry=entry, event="commented", actor=Actor.of(author),
+        now=now, detail=content,
+    )  # fmt: skip
     return comment
 
 

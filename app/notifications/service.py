@@ -9,21 +9,37 @@ duplicate possible is a crash between the receiver's acceptance and our commit.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-import httpx
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import bulk
 from app.clock import Clock
-from app.db import limit_lock_waits, session_scope
-from app.incidents.models import TimelineEntry
-from app.incidents.timeline import SYSTEM, entry_row
-from app.notifications.models import Notification, NotificationStatus
+from app.config import Settings
+from app.db import WAKE_WORKER, limit_lock_waits, session_scope
+from app.escalation.models import EscalationEvent
+from app.incidents.models import Assignment, Incident, TimelineEntry
+from app.incidents.timeline import SYSTEM, Actor, entry_row
+from app.notifications import preferences, render
+from app.notifications.channels import Channels, DeliveryError, Outgoing
+from app.notifications.models import (
+    Notification,
+    NotificationPreference,
+    NotificationStatus,
+    WebhookSubscription,
+)
+from app.notifications.preferences import Person, Preference
+from app.notifications.render import HEADLINES
+from app.services.models import Service
 
 logger = logging.getLogger(__name__)
 
@@ -32,82 +48,246 @@ LEASE = timedelta(seconds=120)
 DELIVERY_BATCH = 100
 CONCURRENCY = 25
 SEND_DEADLINE = 15.0
-MAX_ATTEMPTS = 5
 PAGE_EVENTS = ("escalated",)
 
 
-def _incident_summary(incident: Mapping[str, Any]) -> dict[str, Any]:
+def incident_summary(incident: Mapping[str, Any], service_name: str | None) -> dict[str, Any]:
+    """What every message and webhook says about an incident."""
     return {
         "id": incident["id"],
         "title": incident["title"],
         "status": incident["status"],
         "severity": incident["severity"],
         "service_id": incident["service_id"],
+        "service_name": service_name,
         "labels": incident["labels"],
         "escalation_level": incident["escalation_level"],
     }
 
 
-def page_rows(
-    *, incident: Mapping[str, Any], event: Mapping[str, Any], user_ids: list[int], now: datetime
-) -> list[dict[str, Any]]:
-    """One page per user for an escalation step (the `log` channel until preferences exist)."""
-    # Titles may be 500 characters: the subject column holds 500 too, so it is cut to fit.
-    subject = f"[{incident['severity'].upper()}] #{incident['id']} {incident['title']}"[:500]
-    body = (
-        f"Incident #{incident['id']} ({incident['severity']}, {incident['status']}) escalated to "
-        f"step {event['step']}: {incident['title']}\n"
-        f"Acknowledge: POST /v1/incidents/{incident['id']}/acknowledge"
-    )
-    return [
-        _row(
-            key=f"escalation:{event['id']}:user:{user_id}:log", incident=incident, event=event,
-            user_id=user_id, channel="log", address=f"user:{user_id}", subject=subject, body=body,
-            payload={"incident": _incident_summary(incident), "step": event["step"]}, now=now,
-        )
-        for user_id in user_ids
-    ]  # fmt: skip
-
-
-def webhook_row(
-    *, incident: Mapping[str, Any], event: Mapping[str, Any], url: str, index: int, now: datetime
+def webhook_payload(
+    *,
+    cause: str,
+    event: str,
+    incident: dict[str, Any],
+    actor: Actor | None,
+    data: dict[str, Any],
+    now: datetime,
 ) -> dict[str, Any]:
-    """The JSON POST of a step's `webhook` action."""
-    payload = {
-        "event": "incident.escalated",
-        "incident": _incident_summary(incident),
-        "escalation": {"policy_id": event["policy_id"], "step": event["step"],
-                       "cycle": event["cycle"]},
-        "sent_at": now.isoformat(),
+    """The JSON body of every outgoing webhook (documented in the README and OpenAPI)."""
+    return {
+        "id": cause,
+        "event": f"incident.{event}",
+        "created_at": now.isoformat(),
+        "incident": incident,
+        "actor": None if actor is None
+        else {"type": actor.type, "id": actor.id, "name": actor.name},
+        "data": data,
     }  # fmt: skip
-    return _row(
-        key=f"escalation:{event['id']}:webhook:{index}", incident=incident, event=event,
-        user_id=None, channel="webhook", address=url,
-        subject=f"Incident #{incident['id']} escalated", body="", payload=payload, now=now,
-    )  # fmt: skip
 
 
-def _row(
+def plain_row(
     *,
     key: str,
-    incident: Mapping[str, Any],
-    event: Mapping[str, Any],
-    user_id: int | None,
+    incident_id: int | None,
+    event: str,
     channel: str,
     address: str,
     subject: str,
-    body: str,
     payload: dict[str, Any],
     now: datetime,
+    user_id: int | None = None,
+    webhook_id: int | None = None,
+    escalation_event_id: int | None = None,
 ) -> dict[str, Any]:
     return {
-        "key": key, "incident_id": incident["id"], "escalation_event_id": event["id"],
-        "user_id": user_id, "channel": channel, "address": address, "event": "escalated",
-        "subject": subject, "body": body, "payload": payload,
+        "key": key, "incident_id": incident_id, "escalation_event_id": escalation_event_id,
+        "user_id": user_id, "webhook_id": webhook_id, "channel": channel, "address": address,
+        "event": event, "subject": subject[:500], "body": "", "payload": payload,
         "status": NotificationStatus.pending.value, "attempts": 0, "next_attempt_at": now,
         "lease_until": None, "last_error": None, "provider_message_id": None, "sent_at": None,
         "created_at": now, "updated_at": now,
     }  # fmt: skip
+
+
+def _subject(event: str, incident: Mapping[str, Any]) -> str:
+    headline = HEADLINES.get(event, event)
+    return f"[{incident['severity'].upper()}] #{incident['id']} {headline}: {incident['title']}"
+
+
+def rows_for(
+    *,
+    cause: str,
+    event: str,
+    incident: dict[str, Any],
+    people: Mapping[int, tuple[Person, list[Preference]]],
+    user_ids: Sequence[int],
+    subscriptions: Sequence[Subscription],
+    actor: Actor | None,
+    data: dict[str, Any],
+    now: datetime,
+    escalation_event_id: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One row per user and channel that wants this event, and per subscription that wants it.
+
+    Answers the rows and the users reached (those with at least one row). `incident` is a summary.
+    """
+    rows: list[dict[str, Any]] = []
+    reached: list[int] = []
+    subject = _subject(event, incident)
+    for user_id in dict.fromkeys(user_ids):
+        if user_id not in people:
+            continue
+        person, preferences = people[user_id]
+        chosen = [p for p in preferences if p.wants(event, incident["severity"])]
+        if chosen:
+            reached.append(user_id)
+        for preference in chosen:
+            payload = {
+                "event": event, "incident": incident, "actor": actor.name if actor else None,
+                "recipient": person.full_name, **(extra or {}),
+            }  # fmt: skip
+            rows.append(
+                plain_row(
+                    key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
+                    event=event, channel=preference.channel,
+                    address=preference.effective_address or "", subject=subject, payload=payload,
+                    now=now, user_id=user_id, escalation_event_id=escalation_event_id,
+                )
+            )  # fmt: skip
+    for subscription in subscriptions:
+        if event not in subscription.events:
+            continue
+        body = webhook_payload(
+            cause=cause, event=event, incident=incident, actor=actor, data=data, now=now
+        )
+        rows.append(
+            plain_row(
+                key=f"{cause}:webhook:{subscription.id}", incident_id=incident["id"], event=event,
+                channel="webhook", address=subscription.url, subject=subject, payload=body,
+                now=now, webhook_id=subscription.id, escalation_event_id=escalation_event_id,
+            )
+        )  # fmt: skip
+    return rows, reached
+
+
+def action_webhook_row(
+    *,
+    incident: dict[str, Any],
+    event: Mapping[str, Any],
+    url: str,
+    index: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The JSON POST of a policy step's `webhook` action (signed with WEBHOOK_SIGNING_SECRET)."""
+    cause = f"escalation:{event['id']}"
+    data = {"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"]}
+    payload = webhook_payload(
+        cause=f"{cause}:action:{index}", event="escalated", incident=incident, actor=None,
+        data=data, now=now,
+    )  # fmt: skip
+    return plain_row(
+        key=f"{cause}:action:{index}", incident_id=incident["id"], event="escalated",
+        channel="webhook", address=url, subject=_subject("escalated", incident),
+        payload=payload, now=now, escalation_event_id=event["id"],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    url: str
+    events: list[str]
+
+
+async def subscriptions(session: AsyncSession) -> list[Subscription]:
+    """The enabled webhook subscriptions (a short list, read once per batch)."""
+    rows = await session.execute(
+        select(WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.events).where(
+            WebhookSubscription.enabled.is_(True)
+        )
+    )
+    return [Subscription(r.id, r.url, list(r.events)) for r in rows]
+
+
+async def service_names(session: AsyncSession, ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Service.id, Service.name).where(Service.id.in_(wanted)))
+    return {r.id: r.name for r in rows}
+
+
+async def announce(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    entry: TimelineEntry,
+    event: str,
+    actor: Actor,
+    now: datetime,
+    user_ids: Iterable[int] | None = None,
+    detail: str | None = None,
+) -> None:
+    """Write the notifications of an incident event, in the transaction that records it.
+
+    Who hears of it: for `triggered`, everyone whose preferences ask for new incidents; for
+    `assigned`, the people just assigned (`user_ids`); otherwise the incident's responders (its
+    assignees and everyone its escalation has paged). Never the person who made the change.
+    Every enabled webhook subscription for the event gets it too.
+    """
+    if entry.id is None:
+        await session.flush()
+    if user_ids is None:
+        user_ids = await _audience(session, incident=incident, event=event)
+    audience = [uid for uid in user_ids if uid != actor.user_id]
+    people = await preferences.for_users(session, audience)
+    hooks = await subscriptions(session)
+    if not people and not any(event in s.events for s in hooks):
+        return
+    names = await service_names(session, [incident.service_id])
+    summary = incident_summary(
+        {c: getattr(incident, c) for c in SUMMARY_COLUMNS},
+        names.get(incident.service_id) if incident.service_id else None,
+    )
+    detail = detail or entry.data.get("note")
+    rows, _ = rows_for(
+        cause=f"timeline:{entry.id}", event=event, incident=summary, people=people,
+        user_ids=audience, subscriptions=hooks, actor=actor, data=dict(entry.data), now=now,
+        extra={"detail": detail} if detail else None,
+    )  # fmt: skip
+    await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
+    if rows:
+        session.info[WAKE_WORKER] = True
+
+
+SUMMARY_COLUMNS = ("id", "title", "status", "severity", "service_id", "labels", "escalation_level")
+
+
+async def _audience(session: AsyncSession, *, incident: Incident, event: str) -> list[int]:
+    if event == "triggered":
+        # Only stored preferences can ask for new incidents (the defaults do not).
+        rows = await session.execute(
+            select(NotificationPreference.user_id, NotificationPreference.events).where(
+                NotificationPreference.enabled.is_(True)
+            )
+        )
+        return sorted({uid for uid, events in rows if "triggered" in events})
+    assignees = set(
+        await session.scalars(
+            select(Assignment.user_id).where(Assignment.incident_id == incident.id)
+        )
+    )
+    paged: set[int] = set()
+    for notified in await session.scalars(
+        select(EscalationEvent.notified_user_ids).where(
+            EscalationEvent.incident_id == incident.id,
+            EscalationEvent.status == "executed",
+        )
+    ):
+        paged.update(notified)
+    return sorted(assignees | paged)
 
 
 async def cancel_pending_pages(session: AsyncSession, *, incident_id: int, now: datetime) -> None:
@@ -132,12 +312,25 @@ class Claimed:
     id: int
     incident_id: int | None
     user_id: int | None
+    webhook_id: int | None
     channel: str
     address: str
+    event: str
     subject: str
-    body: str
     payload: dict[str, Any]
     attempts: int
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claimed: Claimed
+    subject: str
+    body: str
+    provider_message_id: str | None = None
+    error: str | None = None
+    permanent: bool = False
+    retry_after: float | None = None
 
 
 async def claim(session: AsyncSession, *, now: datetime, batch: int) -> list[Claimed]:
@@ -166,50 +359,84 @@ async def claim(session: AsyncSession, *, now: datetime, batch: int) -> list[Cla
         row.lease_until = now + LEASE
         row.attempts += 1
         row.updated_at = now
+    hook_ids = {r.webhook_id for r in rows if r.webhook_id is not None}
+    secrets: dict[int, str] = {}
+    if hook_ids:
+        found = await session.execute(
+            select(WebhookSubscription.id, WebhookSubscription.secret).where(
+                WebhookSubscription.id.in_(hook_ids)
+            )
+        )
+        secrets = {hook_id: secret for hook_id, secret in found}
     return [
-        Claimed(r.id, r.incident_id, r.user_id, r.channel, r.address, r.subject, r.body,
-                r.payload, r.attempts)
+        Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, r.address, r.event,
+                r.subject, r.payload, r.attempts,
+                secrets.get(r.webhook_id) if r.webhook_id is not None else None)
         for r in rows
     ]  # fmt: skip
 
 
-async def send(claimed: Claimed, *, http: httpx.AsyncClient) -> str | None:
-    """Deliver one message; None on success, else the error."""
-    if claimed.channel == "log":
-        logger.info(
-            "page for user %s about incident %s: %s", claimed.user_id, claimed.incident_id,
-            claimed.subject,
-        )  # fmt: skip
-        return None
-    if claimed.channel == "webhook":
-        try:
-            response = await http.post(claimed.address, json=claimed.payload)
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:500]
-        if 200 <= response.status_code < 300:
-            return None
-        return f"HTTP {response.status_code}"
-    return f"unknown channel {claimed.channel}"
+def _message(claimed: Claimed, settings: Settings) -> render.Message:
+    if claimed.event == RECOVERY_EVENT:
+        return recovery_message(claimed.payload, settings)
+    if claimed.channel in ("email", "sms", "slack"):
+        return render.render(claimed.channel, claimed.payload, base_url=settings.public_base_url)
+    return render.Message(subject=claimed.subject, text=claimed.subject)
 
 
-def backoff(attempts: int) -> timedelta:
-    return min(timedelta(seconds=30 * 2 ** (attempts - 1)), timedelta(minutes=15))
+async def attempt(
+    claimed: Claimed, *, channels: Channels, settings: Settings, now: datetime
+) -> Outcome:
+    """Render and send one notification; never raises."""
+    try:
+        message = _message(claimed, settings)
+    except Exception as exc:
+        logger.exception("notification %s could not be rendered", claimed.id)
+        return Outcome(claimed, claimed.subject, "", error=f"rendering failed: {exc}"[:500],
+                       permanent=True)  # fmt: skip
+    body = "" if claimed.event == RECOVERY_EVENT else message.text  # never store a token
+    subject = message.subject or claimed.subject
+    outgoing = Outgoing(
+        id=claimed.id, channel=claimed.channel, address=claimed.address, message=message,
+        payload=claimed.payload, now=now, event=claimed.event, secret=claimed.secret,
+    )  # fmt: skip
+    try:
+        provider_id = await asyncio.wait_for(channels.send(outgoing), SEND_DEADLINE)
+    except DeliveryError as exc:
+        return Outcome(claimed, subject, body, error=str(exc)[:500], permanent=exc.permanent,
+                       retry_after=exc.retry_after)  # fmt: skip
+    except TimeoutError:
+        return Outcome(claimed, subject, body, error=f"no answer within {SEND_DEADLINE:.0f} s")
+    except Exception as exc:  # a bug in an adapter must not stop the batch
+        logger.exception("notification %s: unexpected error", claimed.id)
+        return Outcome(claimed, subject, body, error=f"{type(exc).__name__}: {exc}"[:500])
+    return Outcome(claimed, subject, body, provider_message_id=provider_id)
+
+
+def backoff(attempts: int, *, retry_after: float | None = None) -> timedelta:
+    """About 30 s, 2 min, 8 min, 32 min, then hourly; ±20 % jitter so retries do not march."""
+    base = min(30.0 * 4 ** (attempts - 1), 3600.0)
+    seconds = base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+    if retry_after is not None:
+        seconds = max(seconds, min(retry_after, 3600.0))
+    return timedelta(seconds=seconds)
 
 
 async def record_outcomes(
-    session: AsyncSession, *, outcomes: list[tuple[Claimed, str | None]], now: datetime
+    session: AsyncSession, *, outcomes: Sequence[Outcome], now: datetime, max_attempts: int
 ) -> None:
     """Record a batch of sends, with a `notified` or `notification_failed` entry each."""
     rows = {
         row.id: row
         for row in await session.scalars(
             select(Notification)
-            .where(Notification.id.in_([claimed.id for claimed, _ in outcomes]))
+            .where(Notification.id.in_([o.claimed.id for o in outcomes]))
             .with_for_update()
         )
     }
     entries = []
-    for claimed, error in outcomes:
+    for outcome in outcomes:
+        claimed = outcome.claimed
         row = rows.get(claimed.id)
         # Someone else re-claimed it after our lease ran out: their outcome is the one to keep.
         if row is None or row.status != NotificationStatus.sending.value:
@@ -218,30 +445,42 @@ async def record_outcomes(
             continue
         row.updated_at = now
         row.lease_until = None
-        data = {"notification_id": row.id, "channel": row.channel, "user_id": row.user_id}
-        if error is None:
+        row.subject = outcome.subject[:500]
+        row.body = outcome.body
+        data: dict[str, Any] = {
+            "notification_id": row.id, "channel": row.channel, "user_id": row.user_id,
+            "webhook_id": row.webhook_id, "event": row.event,
+        }  # fmt: skip
+        if outcome.error is None:
             row.status = NotificationStatus.sent.value
             row.sent_at = now
             row.last_error = None
+            row.provider_message_id = (outcome.provider_message_id or "")[:255] or None
             entry_type = "notified"
-            data["event"] = row.event
-        elif row.attempts >= MAX_ATTEMPTS:
+        elif outcome.permanent or row.attempts >= max_attempts:
             row.status = NotificationStatus.failed.value
-            row.last_error = error
+            row.last_error = outcome.error
             entry_type = "notification_failed"
-            data |= {"attempts": row.attempts, "error": error}
+            data |= {"attempts": row.attempts, "error": outcome.error}
+            logger.warning(
+                "notification %s (%s) failed for good after %d attempt(s): %s",
+                row.id, row.channel, row.attempts, outcome.error,
+            )  # fmt: skip
         else:
             row.status = NotificationStatus.pending.value
-            row.last_error = error
-            row.next_attempt_at = now + backoff(row.attempts)
+            row.last_error = outcome.error
+            row.next_attempt_at = now + backoff(row.attempts, retry_after=outcome.retry_after)
+            logger.warning(
+                "notification %s (%s) attempt %d failed, next at %s: %s",
+                row.id, row.channel, row.attempts, row.next_attempt_at.isoformat(), outcome.error,
+            )  # fmt: skip
             continue
         if row.incident_id is not None:
             entries.append(
                 entry_row(incident_id=row.incident_id, type=entry_type, actor=SYSTEM, now=now,
                           data=data)
             )  # fmt: skip
-    if entries:
-        await session.execute(insert(TimelineEntry), entries)
+    await bulk.insert_rows(session, cast(Table, TimelineEntry.__table__), entries)
 
 
 async def deliver_due(
@@ -249,10 +488,11 @@ async def deliver_due(
     *,
     clock: Clock,
     batch: int,
-    http: httpx.AsyncClient,
+    channels: Channels,
     concurrency: int = CONCURRENCY,
 ) -> int:
     """Claim a batch, send it (up to `concurrency` at once) outside any transaction, record it."""
+    settings = channels.settings
     async with session_scope(sessions) as session:
         await limit_lock_waits(session)
         claimed = await claim(session, now=clock.now(), batch=batch)
@@ -260,21 +500,49 @@ async def deliver_due(
         return 0
     gate = asyncio.Semaphore(concurrency)
 
-    async def attempt(item: Claimed) -> tuple[Claimed, str | None]:
+    async def one(item: Claimed) -> Outcome:
         async with gate:
-            try:
-                error = await asyncio.wait_for(send(item, http=http), SEND_DEADLINE)
-            except TimeoutError:
-                error = f"no answer within {SEND_DEADLINE:.0f} s"
-        if error is not None:
-            logger.warning("notification %s (%s) failed: %s", item.id, item.channel, error)
-        return item, error
+            return await attempt(item, channels=channels, settings=settings, now=clock.now())
 
-    outcomes = list(await asyncio.gather(*(attempt(item) for item in claimed)))
+    outcomes = list(await asyncio.gather(*(one(item) for item in claimed)))
     async with session_scope(sessions) as session:
         await limit_lock_waits(session, milliseconds=5_000)
-        await record_outcomes(session, outcomes=outcomes, now=clock.now())
+        await record_outcomes(
+            session, outcomes=outcomes, now=clock.now(), max_attempts=settings.notify_max_attempts
+        )
     return len(claimed)
+
+
+# ---- password recovery ---------------------------------------------------------------------------
+
+RECOVERY_EVENT = "password_recovery"
+
+
+def recovery_token(secret_key: str, nonce: str) -> str:
+    """The reset token mailed for `nonce`, derived from the secret key: the outbox never holds it.
+
+    The database keeps only the token's SHA-256 (to check it) and the nonce (to mail it).
+    """
+    digest = hmac.new(secret_key.encode(), f"password-recovery:{nonce}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def recovery_row(
+    *, user_id: int, email: str, nonce: str, minutes: int, now: datetime
+) -> dict[str, Any]:
+    return plain_row(
+        key=f"recovery:{nonce}", incident_id=None, event=RECOVERY_EVENT, channel="email",
+        address=email, subject="Password recovery", payload={"nonce": nonce, "minutes": minutes},
+        now=now, user_id=user_id,
+    )  # fmt: skip
+
+
+def recovery_message(payload: dict[str, Any], settings: Settings) -> render.Message:
+    token = recovery_token(settings.secret_key, payload["nonce"])
+    return render.render_recovery(
+        token=token, minutes=payload["minutes"], project=settings.project_name,
+        base_url=settings.public_base_url,
+    )  # fmt: skip
 
 
 async def next_due(session: AsyncSession) -> datetime | None:

@@ -18,10 +18,12 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
+from app.config import Settings
 from app.db import limit_lock_waits, session_scope
 from app.escalation import service as escalation_service
 from app.incidents import service as incident_service
 from app.notifications import service as notification_service
+from app.notifications.channels import Channels, http_client
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ BATCH = 500
 class Context:
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
-    http: httpx.AsyncClient
+    channels: Channels
     batch: int = BATCH
 
 
@@ -59,8 +61,9 @@ async def _fire_escalations(ctx: Context) -> int:
 
 async def _deliver_notifications(ctx: Context) -> int:
     return await notification_service.deliver_due(
-        ctx.sessions, clock=ctx.clock, batch=notification_service.DELIVERY_BATCH, http=ctx.http
-    )
+        ctx.sessions, clock=ctx.clock, batch=notification_service.DELIVERY_BATCH,
+        channels=ctx.channels,
+    )  # fmt: skip
 
 
 # Firing never waits behind deliveries: the two run as separate loops (a slow webhook must not
@@ -84,8 +87,10 @@ class Worker:
         jobs: Sequence[Job] = JOBS,
         http: httpx.AsyncClient | None = None,
         batch: int = BATCH,
+        settings: Settings | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.settings = settings or Settings()
         self.clock = clock
         self.poll_interval = poll_interval
         self.jobs = tuple(jobs)
@@ -97,8 +102,10 @@ class Worker:
 
     def _context(self) -> Context:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        return Context(self.sessionmaker, self.clock, self._http, self.batch)
+            self._http = http_client(self.settings)
+        return Context(
+            self.sessionmaker, self.clock, Channels(self.settings, self._http), self.batch
+        )
 
     async def run_once(self, jobs: Sequence[Job] | None = None) -> dict[str, int]:
         """Run each job until it has nothing due; a failing job is logged and the rest go on."""

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from app.db import session_scope
 from app.escalation import engine
-from app.incidents.models import Incident
+from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification
 from tests.conftest import make_settings
 
@@ -322,7 +322,8 @@ class TestFiring:
         payload = json.loads(request["body"])
         assert payload["event"] == "incident.escalated"
         assert payload["incident"]["id"] == incident["id"]
-        assert payload["escalation"]["step"] == 1
+        assert (payload["data"]["step"], payload["data"]["cycle"]) == (1, 1)
+        assert payload["id"].startswith("escalation:")
         [row] = await notifications(harness, incident["id"])
         assert (row.channel, row.status, row.attempts) == ("webhook", "sent", 1)
 
@@ -336,14 +337,23 @@ class TestFiring:
         incident = await open_incident(admin_client)
         await harness.run_jobs()
         [row] = await notifications(harness, incident["id"])
-        assert (row.status, row.attempts, row.last_error) == ("pending", 1, "HTTP 500")
-        for wait in (30, 60, 120, 240):
+        assert (row.status, row.attempts, row.last_error) == ("pending", 1, "HTTP 500: ok")
+        # About 30 s, 2 min, 8 min, 32 min, 1 h apart, each within ±20 %.
+        for wait in (36, 144, 576, 2304, 4320):
+            before = row.next_attempt_at
             harness.clock.advance(seconds=wait)
             await harness.run_jobs()
-        [row] = await notifications(harness, incident["id"])
-        assert (row.status, row.attempts) == ("failed", 5)
-        assert len(http_receiver.requests) == 5
-        assert "notification_failed" in await types(admin_client, incident["id"])
+            [row] = await notifications(harness, incident["id"])
+        assert (row.status, row.attempts) == ("failed", 6)
+        assert len(http_receiver.requests) == 6
+        assert row.next_attempt_at == before
+        async with session_scope(harness.app.state.sessionmaker) as session:
+            kinds = set(
+                await session.scalars(
+                    select(TimelineEntry.type).where(TimelineEntry.incident_id == incident["id"])
+                )
+            )
+        assert "notification_failed" in kinds
 
     async def test_one_broken_incident_does_not_stop_the_others(
         self, admin_client, admin, harness, caplog
@@ -429,7 +439,7 @@ async def test_a_step_whose_targets_are_all_inactive_says_so(admin_client, admin
     assert f"skipped user {leaver.id}: inactive or deleted" in event["detail"]
     timeline = (await admin_client.get(f"/v1/incidents/{incident['id']}/timeline")).json()["items"]
     failed = [e for e in timeline if e["type"] == "escalation_failed"]
-    assert failed and "no active target" in failed[0]["data"]["error"]
+    assert failed and "nobody reachable" in failed[0]["data"]["error"]
 
 
 async def test_a_policy_whose_target_left_can_still_be_renamed_or_paused(admin_client, factory):
@@ -454,7 +464,8 @@ async def test_the_longest_title_still_pages(admin_client, admin, harness):
     [event] = await events(admin_client, incident["id"])
     assert event["status"] == "executed"
     [page] = await notifications(harness, incident["id"])
-    assert len(page.subject) == 500 and page.status == "sent"
+    # The subject stored is the one mailed (one header line, cut to 250 characters).
+    assert page.status == "sent" and len(page.subject) == 250 and page.subject.endswith("t…")
 
 
 async def test_a_slow_webhook_does_not_delay_the_next_page(database_url, clock, factory, harness):

@@ -1,0 +1,305 @@
+"""Channel adapters: each sends one rendered notification and answers the provider's message id.
+
+Every adapter raises `DeliveryError` on failure, saying whether trying again could help
+(`permanent=False`: the provider is down, slow, rate-limiting or erring on its side) or not
+(`permanent=True`: a bad address, a refused request). Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import httpx
+
+from app import __version__
+from app.config import Settings, SmtpSecurity
+from app.notifications.render import Message
+
+logger = logging.getLogger(__name__)
+
+# What is kept of a provider's answer (for its error message or message id).
+MAX_RESPONSE_BYTES = 64 * 1024
+USER_AGENT = f"incident-management/{__version__}"
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One notification to send, as the adapters see it."""
+
+    id: int
+    channel: str
+    address: str
+    message: Message
+    payload: dict[str, Any]
+    now: datetime
+    event: str = ""
+    secret: str | None = None
+
+
+# ---- outbound safety -----------------------------------------------------------------------------
+
+
+def check_url_syntax(url: str, *, allow_private: bool) -> str:
+    """The reason `url` may not be called, or "" (no DNS lookup; for validating input)."""
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_private else ("https",)
+    if parts.scheme not in schemes:
+        return "the URL must use https" if not allow_private else "the URL must use http(s)"
+    if not parts.hostname:
+        return "the URL has no host"
+    if parts.username or parts.password:
+        return "credentials in the URL are not allowed"
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        if not allow_private and parts.hostname.lower() in ("localhost", "localhost.localdomain"):
+            return "the URL points at a private, loopback or link-local address"
+        return ""
+    if not allow_private and not address.is_global:
+        return "the URL points at a private, loopback or link-local address"
+    return ""
+
+
+async def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL whose host resolves to a non-public address, unless private ones are allowed."""
+    problem = check_url_syntax(url, allow_private=allow_private)
+    if problem:
+        raise DeliveryError(problem, permanent=True)
+    if allow_private:
+        return
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve {host}: {exc}", permanent=False) from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise DeliveryError(
+                f"{host} resolves to {address}, a private, loopback or link-local address",
+                permanent=True,
+            )
+
+
+# ---- HTTP ----------------------------------------------------------------------------------------
+
+
+async def post(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    content: bytes | None = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """POST and read at most MAX_RESPONSE_BYTES of the answer; classify failures."""
+    request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    try:
+        async with http.stream(
+            "POST", url, content=content, data=data, headers=request_headers, auth=auth
+        ) as response:
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= MAX_RESPONSE_BYTES:
+                    body = body[:MAX_RESPONSE_BYTES]
+                    break
+    except httpx.TimeoutException as exc:
+        raise DeliveryError(f"timed out: {type(exc).__name__}", permanent=False) from exc
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}"[:500], permanent=False) from exc
+    status = response.status_code
+    if 200 <= status < 300:
+        return status, body
+    snippet = body[:300].decode("utf-8", "replace").strip()
+    message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    retry_after = _retry_after(response.headers.get("Retry-After"))
+    if status in (408, 429) or status >= 500:
+        raise DeliveryError(message, permanent=False, retry_after=retry_after)
+    raise DeliveryError(message, permanent=True)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The client every HTTP channel shares: bounded waits, no redirects, no proxies from env."""
+    timeout = httpx.Timeout(
+        settings.notify_read_timeout_seconds, connect=settings.notify_connect_timeout_seconds
+    )
+    return httpx.AsyncClient(
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`, as receivers check it."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+# ---- the adapters --------------------------------------------------------------------------------
+
+
+class Channels:
+    """Every adapter, sharing one HTTP client and the settings."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+
+    async def send(self, outgoing: Outgoing) -> str | None:
+        """Deliver; answers the provider's message id (None when the provider gives none)."""
+        sender = getattr(self, f"_send_{outgoing.channel}", None)
+        if sender is None:
+            raise DeliveryError(f"unknown channel {outgoing.channel}", permanent=True)
+        result: str | None = await sender(outgoing)
+        return result
+
+    async def _send_log(self, outgoing: Outgoing) -> str | None:
+        if outgoing.event == "password_recovery" and not self.settings.is_production:
+            # Development without SMTP: the log is the only way to read the token.
+            logger.info("password recovery mail for %s:\n%s", outgoing.address,
+                        outgoing.message.text)  # fmt: skip
+        else:
+            logger.info(
+                "notification %s to %s: %s", outgoing.id, outgoing.address,
+                outgoing.message.subject or outgoing.message.text,
+            )  # fmt: skip
+        return f"log-{outgoing.id}"
+
+    async def _send_email(self, outgoing: Outgoing) -> str | None:
+        settings = self.settings
+        if not settings.smtp_host:
+            if settings.is_production:
+                raise DeliveryError("email is not configured (SMTP_HOST)", permanent=True)
+            return await self._send_log(outgoing)
+        message = EmailMessage()
+        message["From"] = settings.smtp_from
+        message["To"] = outgoing.address
+        message["Subject"] = outgoing.message.subject
+        message_id = make_msgid(domain=settings.smtp_from.rpartition("@")[2] or "localhost")
+        message["Message-ID"] = message_id
+        message["X-Notification-Id"] = str(outgoing.id)
+        message.set_content(outgoing.message.text)
+        if outgoing.message.html is not None:
+            message.add_alternative(outgoing.message.html, subtype="html")
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_user or None,
+                password=settings.smtp_password or None,
+                use_tls=settings.smtp_security is SmtpSecurity.tls,
+                start_tls=settings.smtp_security is SmtpSecurity.starttls,
+                timeout=settings.smtp_timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryError(f"recipient refused: {exc}"[:500], permanent=True) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            # 5xx is the server's final word; 4xx asks to try again later.
+            raise DeliveryError(
+                f"SMTP {exc.code}: {exc.message}"[:500], permanent=500 <= exc.code < 600
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}"[:500], permanent=False) from exc
+        return message_id.strip("<>")
+
+    async def _send_sms(self, outgoing: Outgoing) -> str | None:
+        settings = self.settings
+        if not (settings.twilio_account_sid and settings.twilio_auth_token):
+            if settings.is_production:
+                raise DeliveryError("SMS is not configured (TWILIO_*)", permanent=True)
+            return await self._send_log(outgoing)
+        sender = (
+            {"MessagingServiceSid": settings.twilio_messaging_service_sid}
+            if settings.twilio_messaging_service_sid
+            else {"From": settings.twilio_from_number or ""}
+        )
+        url = (
+            f"{settings.twilio_base_url}/2010-04-01/Accounts/"
+            f"{settings.twilio_account_sid}/Messages.json"
+        )
+        _, body = await post(
+            self.http,
+            url,
+            data={"To": outgoing.address, "Body": outgoing.message.text, **sender},
+            auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+        )
+        try:
+            sid = json.loads(body).get("sid")
+        except (ValueError, AttributeError):
+            sid = None
+        return str(sid) if sid else None
+
+    async def _send_slack(self, outgoing: Outgoing) -> str | None:
+        await check_destination(
+            outgoing.address, allow_private=self.settings.allow_private_outbound
+        )
+        text = outgoing.message.text
+        incident = outgoing.payload["incident"]
+        blocks = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"*Severity:* {incident['severity']}"},
+                    {"type": "mrkdwn", "text": f"*Status:* {incident['status']}"},
+                    {"type": "mrkdwn",
+                     "text": f"*Service:* {incident.get('service_name') or 'none'}"},
+                ],
+            },
+        ]  # fmt: skip
+        content = json.dumps({"text": text, "blocks": blocks}).encode()
+        await post(
+            self.http, outgoing.address, content=content,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        return None
+
+    async def _send_webhook(self, outgoing: Outgoing) -> str | None:
+        await check_destination(
+            outgoing.address, allow_private=self.settings.allow_private_outbound
+        )
+        content = json.dumps(outgoing.payload, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Event-Id": str(outgoing.payload.get("id", outgoing.id)),
+        }
+        secret = outgoing.secret or self.settings.webhook_signing_secret
+        if secret:
+            timestamp = str(int(outgoing.now.timestamp()))
+            headers |= {"X-Timestamp": timestamp, "X-Signature": sign(secret, timestamp, content)}
+        await post(self.http, outgoing.address, content=content, headers=headers)
+        return None

@@ -1,0 +1,198 @@
+"""Who is told what, and where: per user and channel preferences, with defaults for new users.
+
+A user has one preference per channel. Channels never set take their default: email on, to the
+account address, for escalations and assignments; the others off. A stored email preference
+without an address follows the account address; an SMS one without an address uses the phone
+number on the profile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import lock_named
+from app.errors import Unprocessable
+from app.notifications.channels import check_url_syntax
+from app.notifications.models import NotificationPreference
+from app.users.models import User
+
+CHANNELS = ("email", "sms", "slack", "webhook")
+EVENTS = ("triggered", "escalated", "acknowledged", "resolved", "assigned", "commented", "reopened")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+DEFAULT_EVENTS = ["escalated", "assigned"]
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A user's effective preference for one channel (stored, or the default)."""
+
+    user_id: int
+    channel: str
+    enabled: bool
+    address: str | None  # as stored (None: the account's email or phone)
+    effective_address: str | None  # where messages go
+    min_severity: str
+    events: list[str]
+    is_default: bool
+    updated_at: datetime | None
+
+    def wants(self, event: str, severity: str) -> bool:
+        return (
+            self.enabled
+            and self.effective_address is not None
+            and event in self.events
+            and RANK.get(severity, len(RANK)) <= RANK[self.min_severity]
+        )
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    email: str
+    phone: str | None
+    full_name: str
+
+
+def effective(person: Person, stored: NotificationPreference | None, channel: str) -> Preference:
+    if stored is None:
+        enabled = channel == "email"
+        return Preference(
+            user_id=person.id, channel=channel, enabled=enabled, address=None,
+            effective_address=_fallback(person, channel), min_severity="info",
+            events=list(DEFAULT_EVENTS), is_default=True, updated_at=None,
+        )  # fmt: skip
+    return Preference(
+        user_id=person.id, channel=channel, enabled=stored.enabled, address=stored.address,
+        effective_address=stored.address or _fallback(person, channel),
+        min_severity=stored.min_severity, events=list(stored.events), is_default=False,
+        updated_at=stored.updated_at,
+    )  # fmt: skip
+
+
+def _fallback(person: Person, channel: str) -> str | None:
+    if channel == "email":
+        return person.email
+    if channel == "sms":
+        return person.phone or None
+    return None
+
+
+async def for_user(session: AsyncSession, user: User) -> list[Preference]:
+    """Every channel's preference of one user, in channel order."""
+    stored = {
+        p.channel: p
+        for p in await session.scalars(
+            select(NotificationPreference).where(NotificationPreference.user_id == user.id)
+        )
+    }
+    person = Person(user.id, user.email, user.phone, user.full_name)
+    return [effective(person, stored.get(channel), channel) for channel in CHANNELS]
+
+
+async def for_users(
+    session: AsyncSession, user_ids: Iterable[int]
+) -> dict[int, tuple[Person, list[Preference]]]:
+    """The active users among `user_ids` with their preferences (two queries for any number)."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    people = {
+        row.id: Person(row.id, row.email, row.phone, row.full_name)
+        for row in await session.execute(
+            select(User.id, User.email, User.phone, User.full_name).where(
+                User.id.in_(ids), User.is_active.is_(True)
+            )
+        )
+    }
+    stored: dict[tuple[int, str], NotificationPreference] = {
+        (p.user_id, p.channel): p
+        for p in await session.scalars(
+            select(NotificationPreference).where(NotificationPreference.user_id.in_(list(people)))
+        )
+    } if people else {}  # fmt: skip
+    return {
+        uid: (person, [effective(person, stored.get((uid, c)), c) for c in CHANNELS])
+        for uid, person in people.items()
+    }
+
+
+def validate(
+    *, user: User, channel: str, enabled: bool, address: str | None, allow_private: bool
+) -> str | None:
+    """The address to store (normalised), or a 422 naming what is wrong."""
+    if address is not None:
+        address = address.strip() or None
+    if channel == "email":
+        if address is None:
+            return None
+        try:
+            return validate_email(address, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise Unprocessable(f"email: {exc}") from exc
+    if channel == "sms":
+        if address is None:
+            if enabled and not user.phone:
+                raise Unprocessable(
+                    "sms: give an address (an E.164 number such as +15551234567) "
+                    "or set a phone number on your profile"
+                )
+            return None
+        compact = re.sub(r"[\s().-]", "", address)
+        if not E164.match(compact):
+            raise Unprocessable("sms: the address must be an E.164 number such as +15551234567")
+        return compact
+    # slack and webhook: a URL is where the message goes, so one is needed to turn it on.
+    if address is None:
+        if enabled:
+            raise Unprocessable(f"{channel}: an https URL is needed to enable this channel")
+        return None
+    problem = check_url_syntax(address, allow_private=allow_private)
+    if problem:
+        raise Unprocessable(f"{channel}: {problem}")
+    return address
+
+
+async def put(
+    session: AsyncSession,
+    *,
+    user: User,
+    channel: str,
+    enabled: bool,
+    address: str | None,
+    min_severity: str,
+    events: Sequence[str],
+    allow_private: bool,
+    now: datetime,
+) -> Preference:
+    address = validate(
+        user=user, channel=channel, enabled=enabled, address=address, allow_private=allow_private
+    )
+    # Two first PUTs at once must not both insert: the second waits and updates.
+    await lock_named(session, f"preferences:{user.id}")
+    stored = await session.scalar(
+        select(NotificationPreference)
+        .where(NotificationPreference.user_id == user.id, NotificationPreference.channel == channel)
+        .with_for_update()
+    )
+    values: dict[str, Any] = {
+        "enabled": enabled, "address": address, "min_severity": min_severity,
+        "events": list(dict.fromkeys(events)), "updated_at": now,
+    }  # fmt: skip
+    if stored is None:
+        stored = NotificationPreference(user_id=user.id, channel=channel, created_at=now, **values)
+        session.add(stored)
+    else:
+        for key, value in values.items():
+            setattr(stored, key, value)
+    await session.flush()
+    return effective(Person(user.id, user.email, user.phone, user.full_name), stored, channel)

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.incidents.models import Severity
+from app.schemas import PartialUpdate, RequestModel, ResponseModel
+
+ChannelName = Literal["email", "sms", "slack", "webhook"]
+EventName = Literal[
+    "triggered", "escalated", "acknowledged", "resolved", "assigned", "commented", "reopened"
+]
+DEFAULT_EVENTS: tuple[EventName, ...] = ("escalated", "assigned")
+DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
+DeliveryChannel = Literal["email", "sms", "slack", "webhook", "log"]
+
+
+def _default_events() -> list[EventName]:
+    return list(DEFAULT_EVENTS)
+
+
+class PreferenceRead(ResponseModel):
+    channel: ChannelName
+    enabled: bool
+    address: str | None = Field(
+        description="Where messages go, as set; null: the account's email (email) or the profile's "
+        "phone (sms)."
+    )
+    effective_address: str | None = Field(
+        description="Where messages actually go now (the address, or what null stands for)."
+    )
+    min_severity: Severity = Field(
+        description="Only incidents at least this severe are sent (critical is the most severe)."
+    )
+    events: list[EventName] = Field(description="The incident events to be told about.")
+    is_default: bool = Field(description="True while the user has never set this channel.")
+    updated_at: datetime | None
+
+
+class PreferenceUpdate(RequestModel):
+    enabled: bool
+    address: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="email: an address; sms: an E.164 number (+15551234567); slack: an incoming-"
+        "webhook URL; webhook: an https URL. Null: the account's email or profile phone.",
+    )
+    min_severity: Severity = Severity.info
+    events: list[EventName] = Field(default_factory=_default_events, max_length=7)
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"enabled": True, "address": "+15551234567", "min_severity": "high",
+                 "events": ["escalated", "assigned"]}
+            ]
+        }
+    }  # fmt: skip
+
+
+class NotificationRead(ResponseModel):
+    id: int
+    incident_id: int | None
+    user_id: int | None
+    webhook_id: int | None
+    escalation_event_id: int | None
+    channel: DeliveryChannel
+    address: str
+    event: str
+    subject: str
+    body: str = Field(description="The text sent (empty until sent, and for webhooks).")
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    provider_message_id: str | None
+    sent_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[EventName] = Field(min_length=1, max_length=7)
+    enabled: bool = True
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"name": "status page", "url": "https://hooks.example.com/incidents",
+                 "events": ["triggered", "acknowledged", "resolved"]}
+            ]
+        }
+    }  # fmt: skip
+
+
+class WebhookUpdate(PartialUpdate):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    events: list[EventName] | None = Field(default=None, min_length=1, max_length=7)
+    enabled: bool | None = None
+
+
+class WebhookRead(ResponseModel):
+    id: int
+    name: str
+    description: str
+    url: str
+    events: list[EventName]
+    enabled: bool
+    secret_prefix: str = Field(description="The first characters of the signing secret.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookRead):
+    secret: str = Field(
+        description="The signing secret, shown only now: X-Signature is sha256=HMAC-SHA256(secret, "
+        "X-Timestamp + '.' + body) in hex."
+    )
+
+
+class WebhookIncident(BaseModel):
+    id: int
+    title: str
+    status: str
+    severity: Severity
+    service_id: int | None
+    service_name: str | None
+    labels: dict[str, str]
+    escalation_level: int
+
+
+class WebhookActor(BaseModel):
+    type: Literal["user", "integration", "system"]
+    id: int | None
+    name: str
+
+
+class WebhookPayload(BaseModel):
+    """The JSON body of every outgoing webhook delivery."""
+
+    id: str
+    event: str
+    created_at: datetime
+    incident: WebhookIncident | None
+    actor: WebhookActor | None
+    data: dict[str, Any]

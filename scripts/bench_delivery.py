@@ -1,0 +1,154 @@
+"""Delivery throughput: N pending webhook notifications sent to a local sink by worker processes.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ims_bench_delivery \\
+        python scripts/bench_delivery.py 5000 --workers 2
+
+Migrates the database (which should hold no other pending notifications), starts a webhook sink
+on 127.0.0.1 (uvicorn, a bare ASGI app that counts requests and answers 200), loads N pending
+notifications to it, starts `--workers` worker processes, waits until every row is `sent`, and
+prints notifications per second and how many requests the sink received (more than N would mean
+a duplicate). Stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from app import migrations
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, session_scope
+from app.notifications.models import Notification
+
+SINK = """
+count = 0
+async def app(scope, receive, send):
+    global count
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                print(count, flush=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    while (await receive()).get("more_body"):
+        pass
+    count += 1
+    headers = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def seed(settings: Settings, count: int, url: str, tag: str) -> None:
+    engine = create_engine(settings)
+    now = datetime.now(UTC)
+    async with session_scope(create_sessionmaker(engine)) as session:
+        for start in range(0, count, 5000):
+            await session.execute(
+                insert(Notification),
+                [
+                    {
+                        "key": f"bench:{tag}:{i}", "incident_id": None, "channel": "webhook",
+                        "address": url, "event": "test", "subject": f"bench {i}", "body": "",
+                        "payload": {"id": f"bench:{tag}:{i}", "event": "ping"},
+                        "status": "pending", "attempts": 0, "next_attempt_at": now,
+                        "created_at": now, "updated_at": now,
+                    }
+                    for i in range(start, min(count, start + 5000))
+                ],
+            )  # fmt: skip
+    await engine.dispose()
+
+
+async def wait_sent(settings: Settings, tag: str, count: int, seconds: float) -> int:
+    engine = create_engine(settings)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                sent = await session.scalar(
+                    select(func.count()).where(
+                        Notification.key.like(f"bench:{tag}:%"), Notification.status == "sent"
+                    )
+                )
+            if sent >= count or time.monotonic() > deadline:
+                return int(sent or 0)
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("count", type=int, nargs="?", default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    settings = Settings()
+    migrations.upgrade()
+    workdir = Path(tempfile.mkdtemp(prefix="ims-sink-"))
+    (workdir / "sink.py").write_text(SINK)
+    port = free_port()
+    sink = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "uvicorn", "sink:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--backlog", "2048"],
+        cwd=workdir, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tag = str(time.time_ns())
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        asyncio.run(seed(settings, args.count, f"http://127.0.0.1:{port}/sink", tag))
+        cli = str(Path(sys.executable).parent / "incident-management")
+        env = os.environ | {"LOG_LEVEL": "WARNING", "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true"}
+        started = time.monotonic()
+        workers = [
+            subprocess.Popen([cli, "worker"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+            for _ in range(args.workers)
+        ]
+        sent = asyncio.run(wait_sent(settings, tag, args.count, args.timeout))
+        elapsed = time.monotonic() - started
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            process.wait(timeout=60)
+        sink.send_signal(signal.SIGTERM)
+        output, _ = sink.communicate(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
+    received = int(output.split()[-1]) if output.split() else 0
+    print(
+        f"{settings.async_database_url.split(':')[0]}: {sent} of {args.count} notifications sent "
+        f"by {args.workers} worker process(es) in {elapsed:.2f} s (from the workers' start): "
+        f"{sent / elapsed:,.0f}/s\nthe sink received {received:,} requests"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Two real worker processes on PostgreSQL deliver 1,000 pending notifications, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from collections import Counter
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select
+
+from app.db import create_engine, create_sessionmaker, session_scope
+from app.notifications.models import Notification
+from tests.conftest import make_settings
+from tests.escalation.test_workers import migrate, postgres_only, start_worker
+
+__all__ = ["postgres_only"]  # a fixture, used by name
+
+COUNT = 1000
+
+
+async def seed(url: str, receiver_url: str) -> None:
+    await migrate(url)
+    engine = create_engine(make_settings(url))
+    now = datetime.now(UTC)
+    async with session_scope(create_sessionmaker(engine)) as session:
+        await session.execute(
+            insert(Notification),
+            [
+                {
+                    "key": f"load:{i}", "incident_id": None, "channel": "webhook",
+                    "address": f"{receiver_url}/sink", "event": "test", "subject": f"load {i}",
+                    "body": "", "payload": {"id": f"load:{i}", "event": "ping", "n": i},
+                    "status": "pending", "attempts": 0, "next_attempt_at": now,
+                    "created_at": now, "updated_at": now,
+                }
+                for i in range(COUNT)
+            ],
+        )  # fmt: skip
+    await engine.dispose()
+
+
+async def statuses(url: str) -> dict[str, int]:
+    engine = create_engine(make_settings(url))
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            rows = await session.execute(
+                select(Notification.status, Notification.attempts, func.count()).group_by(
+                    Notification.status, Notification.attempts
+                )
+            )
+            return {f"{status}/{attempts}": n for status, attempts, n in rows}
+    finally:
+        await engine.dispose()
+
+
+async def test_two_workers_deliver_1000_notifications_once_each(
+    postgres_only, fresh_database_url, tmp_path, http_receiver
+):
+    await seed(fresh_database_url, http_receiver.url)
+    workers = [start_worker(fresh_database_url, tmp_path) for _ in range(2)]
+    try:
+        deadline = asyncio.get_running_loop().time() + 120
+        while (await statuses(fresh_database_url)).get("sent/1", 0) < COUNT:
+            assert asyncio.get_running_loop().time() < deadline, (
+                await statuses(fresh_database_url),
+                [p.log.read_text()[-3000:] for p in workers],
+            )
+            await asyncio.sleep(0.1)
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            process.wait(timeout=30)
+    logs = [process.log.read_text() for process in workers]
+    assert [p.returncode for p in workers] == [0, 0], [log[-2000:] for log in logs]
+    assert await statuses(fresh_database_url) == {"sent/1": COUNT}
+    event_ids = Counter(
+        {k.lower(): v for k, v in r["headers"].items()}["x-event-id"]
+        for r in http_receiver.requests
+    )
+    assert len(http_receiver.requests) == COUNT
+    assert set(event_ids) == {f"load:{i}" for i in range(COUNT)}
+    assert max(event_ids.values()) == 1
+    delivered_by = [
+        sum(int(n) for n in re.findall(r"deliver_notifications handled (\d+) row", log))
+        for log in logs
+    ]
+    assert sum(delivered_by) == COUNT
+    assert all(delivered_by), f"one worker did everything: {delivered_by}"
