@@ -2,10 +2,12 @@
 
 from fastapi import APIRouter
 
+from app.alerts.router import router as alerts_router
 from app.auth.router import router as auth_router
 from app.escalation.router import incidents as incident_escalation_router
 from app.escalation.router import policies as policies_router
 from app.incidents.router import router as incidents_router
+from app.integrations.router import router as integrations_router
 from app.notifications import router as notifications
 from app.services.router import router as services_router
 from app.users.router import router as users_router
@@ -14,6 +16,7 @@ api_router = APIRouter(prefix="/v1")
 api_router.include_router(auth_router)
 api_router.include_router(users_router)
 api_router.include_router(services_router)
+api_router.include_router(integrations_router)
 api_router.include_router(incidents_router)
 api_router.include_router(incident_escalation_router)
 api_router.include_router(policies_router)
@@ -21,3 +24,4 @@ api_router.include_router(notifications.incident_notifications)
 api_router.include_router(notifications.preferences)
 api_router.include_router(notifications.notifications)
 api_router.include_router(notifications.webhooks)
+api_router.include_router(alerts_router)

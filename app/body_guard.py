@@ -70,6 +70,9 @@ def _encodable(text: str) -> bool:
 
 
 NUL_IN_URL = "The path or query string contains a NUL character (%00)"
+# Bodies larger than these are refused with 413 before anything reads them as JSON.
+BODY_LIMIT = 1024 * 1024
+ALERT_BODY_LIMIT = 64 * 1024
 
 
 class InputGuard:
@@ -83,31 +86,45 @@ class InputGuard:
         if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
             await _refuse(send, NUL_IN_URL)
             return
-        content_type = (
-            dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-        )
-        is_json = content_type == b"application/json" or content_type.endswith(b"+json")
-        is_form = content_type in (b"application/x-www-form-urlencoded", b"multipart/form-data")
-        if scope["method"] not in ("POST", "PUT", "PATCH") or not (is_json or is_form):
+        path = scope["path"]
+        pagerduty = path.rstrip("/") == "/v2/enqueue"
+        limit = ALERT_BODY_LIMIT if pagerduty or path.startswith("/v1/alerts/") else BODY_LIMIT
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(send, too_large(limit), status=413, pagerduty=pagerduty)
+            return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        is_json = content_type == b"application/json" or content_type.endswith(b"+json")
+        is_form = content_type in (b"application/x-www-form-urlencoded", b"multipart/form-data")
         chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _refuse(send, too_large(limit), status=413, pagerduty=pagerduty)
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        problem = None
         if is_json:
             problem = check_json(body) if body else None
-        else:
+        elif is_form:
             # No endpoint takes file uploads, so a NUL anywhere in a form is refused.
             nul = b"%00" in body or b"\x00" in body
             problem = "The form contains a NUL character" if nul else None
         if problem is not None:
-            await _refuse(send, problem)
+            # PagerDuty's clients expect its answer to a bad event: 400 with a list of errors.
+            await _refuse(send, problem, status=400 if pagerduty else 422, pagerduty=pagerduty)
             return
 
         replayed = False
@@ -122,8 +139,17 @@ class InputGuard:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Send, detail: str) -> None:
-    payload = json.dumps({"detail": detail}).encode()
+def too_large(limit: int) -> str:
+    return f"The body is larger than {limit // 1024} KiB"
+
+
+async def _refuse(send: Send, detail: str, *, status: int = 422, pagerduty: bool = False) -> None:
+    answer = (
+        {"status": "invalid event", "message": "Event object is invalid", "errors": [detail]}
+        if pagerduty
+        else {"detail": detail}
+    )
+    payload = json.dumps(answer).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-    await send({"type": "http.response.start", "status": 422, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

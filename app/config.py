@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Unset: open in development, closed in production (create the first admin with the CLI).
     signup_enabled: bool | None = None
 
+    # A trigger this many minutes after its incident was resolved reopens it (0: never).
+    reopen_window_minutes: int = Field(default=0, ge=0, le=60 * 24 * 7)
+
     worker_in_process: bool = True
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
@@ -78,6 +81,11 @@ class Settings(BaseSettings):
     webhook_signing_secret: str | None = None
     # Unset: allowed in development and test, refused in production.
     outbound_allow_private_networks: bool | None = None
+
+    @field_validator("signup_enabled", "outbound_allow_private_networks", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app import __version__, openapi
+from app.alerts.router import v2 as alerts_v2_router
 from app.api import api_router
 from app.body_guard import InputGuard
 from app.clock import Clock, SystemClock
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router)
+    app.include_router(alerts_v2_router)  # PagerDuty's path: /v2/enqueue
     document_webhooks(app)
     openapi.install(app)
     app.add_middleware(SlashAliasMiddleware, router=app.router)

@@ -4,6 +4,7 @@ from app.auth.models import PasswordResetToken
 from app.db import Base
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
+from app.integrations.models import Integration
 from app.notifications.models import Notification, NotificationPreference, WebhookSubscription
 from app.services.models import Service
 from app.users.models import User
@@ -15,6 +16,7 @@ __all__ = [
     "EscalationEvent",
     "EscalationPolicy",
     "Incident",
+    "Integration",
     "Notification",
     "NotificationPreference",
     "PasswordResetToken",

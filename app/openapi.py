@@ -107,6 +107,9 @@ FIELDS: dict[str, str] = {
     "sent_at": "When the provider accepted it, or null",
     "enabled": "Off: nothing is sent",
     "events": "The incident events it is for",
+    "kind": "The alert source: `elastic`, `alertmanager`, `grafana`, `pagerduty` or `generic`",
+    "key_prefix": "The key's first characters, to tell keys apart",
+    "rotated_at": "When the key was last replaced, or null",
 }
 
 # Where a name means something more specific in one schema.
@@ -143,6 +146,7 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("WebhookActor", "type"): "`user`, `integration` or `system`",
     ("WebhookActor", "id"): "The user's id, or null",
     ("WebhookActor", "name"): "Name shown for the actor",
+    ("IntegrationRead", "service_id"): "The service its alerts open incidents on",
     ("NotificationRead", "status"): "`pending`, `sending`, `sent`, `failed` or `cancelled`",
     ("NotificationRead", "user_id"): "The user it went to, or null (webhooks, policy actions)",
     ("NotificationRead", "incident_id"): "The incident it is about, or null",

@@ -5,9 +5,9 @@
 
 Migrates the database (which should hold no other pending notifications), starts a webhook sink
 on 127.0.0.1 (uvicorn, a bare ASGI app that counts requests and answers 200), loads N pending
-notifications to it, starts `--workers` worker processes, waits until every row is `sent`, and
-prints notifications per second and how many requests the sink received (more than N would mean
-a duplicate). Stops everything it started.
+deliveries of one webhook subscription to it (signed, as real ones are), starts `--workers`
+worker processes, waits until every row is `sent`, and prints notifications per second and how
+many requests the sink received (more than N would mean a duplicate). Stops everything it started.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy import func, insert, select
 from app import migrations
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, session_scope
-from app.notifications.models import Notification
+from app.notifications.models import Notification, WebhookSubscription
 
 SINK = """
 count = 0
@@ -65,12 +65,19 @@ async def seed(settings: Settings, count: int, url: str, tag: str) -> None:
     engine = create_engine(settings)
     now = datetime.now(UTC)
     async with session_scope(create_sessionmaker(engine)) as session:
+        hook = WebhookSubscription(
+            name=f"bench {tag}", description="", url=url, events=["triggered"], enabled=True,
+            secret=f"whsec_bench_{tag}", created_at=now, updated_at=now,
+        )  # fmt: skip
+        session.add(hook)
+        await session.flush()
         for start in range(0, count, 5000):
             await session.execute(
                 insert(Notification),
                 [
                     {
                         "key": f"bench:{tag}:{i}", "incident_id": None, "channel": "webhook",
+                        "webhook_id": hook.id,
                         "address": url, "event": "test", "subject": f"bench {i}", "body": "",
                         "payload": {"id": f"bench:{tag}:{i}", "event": "ping"},
                         "status": "pending", "attempts": 0, "next_attempt_at": now,

@@ -243,6 +243,7 @@ class SMTPInbox:
         self.messages: list[EmailMessage] = []
         self.recipients: list[list[str]] = []  # the envelope's RCPT TO of each message
         self.refuse: set[str] = set()  # addresses answered with 550
+        self.greylist: set[str] = set()  # addresses answered with 450 (try again later)
         self._parse = lambda raw: message_from_bytes(raw, policy=policy.default)
 
     async def handle_RCPT(
@@ -250,6 +251,8 @@ class SMTPInbox:
     ) -> str:
         if address in self.refuse:
             return "550 5.1.1 No such mailbox"
+        if address in self.greylist:
+            return "450 4.2.0 Greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

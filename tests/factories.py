@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
+from app.integrations.models import Integration
 from app.notifications.models import Notification, WebhookSubscription
 from app.services.models import Service
 from app.users.models import User
@@ -188,3 +189,18 @@ class Factory:
         async with session_scope(self.sessionmaker) as session:
             session.add(row)
         return row
+
+    async def integration(self, **overrides: Any) -> Integration:
+        """An alertmanager integration (its key is not kept: rotate to get one)."""
+        n = next(_counter)
+        if "service_id" not in overrides:
+            overrides["service_id"] = (await self.service()).id
+        values: dict[str, Any] = {
+            "name": f"Integration {n}", "kind": "alertmanager", "key_hash": f"{n:064d}",
+            "key_prefix": f"k{n}", "created_at": self.clock.now(), "updated_at": self.clock.now(),
+        }  # fmt: skip
+        values.update(overrides)
+        integration = Integration(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(integration)
+        return integration

@@ -11,6 +11,10 @@ import pytest
 PUBLIC, SIGNED_IN, ADMIN = "public", "signed-in", "admin"
 # Signed in, and only the owner (here: the admin) or an admin sees it; anyone else gets 404.
 OWNER = "owner"
+# An integration key, never a user token: every caller here (none has a key) gets 401.
+KEY = "integration key"
+# PagerDuty's endpoint: the key is in the body; without one, PagerDuty's 400.
+ROUTING_KEY = "routing key"
 
 # (method, path template) → who may call it.
 RULES: dict[tuple[str, str], str] = {
@@ -56,6 +60,17 @@ RULES: dict[tuple[str, str], str] = {
     ("PUT", "/v1/escalation/policies/{policy_id}"): ADMIN,
     ("DELETE", "/v1/escalation/policies/{policy_id}"): ADMIN,
     ("GET", "/v1/incidents/{incident_id}/notifications"): SIGNED_IN,
+    ("POST", "/v1/alerts/alertmanager"): KEY,
+    ("POST", "/v1/alerts/grafana"): KEY,
+    ("POST", "/v1/alerts/generic"): KEY,
+    ("POST", "/v1/alerts/elastic"): KEY,
+    ("POST", "/v2/enqueue"): ROUTING_KEY,
+    ("GET", "/v1/services/{service_id}/integrations/"): ADMIN,
+    ("POST", "/v1/services/{service_id}/integrations/"): ADMIN,
+    ("GET", "/v1/services/{service_id}/integrations/{integration_id}"): ADMIN,
+    ("PUT", "/v1/services/{service_id}/integrations/{integration_id}"): ADMIN,
+    ("DELETE", "/v1/services/{service_id}/integrations/{integration_id}"): ADMIN,
+    ("POST", "/v1/services/{service_id}/integrations/{integration_id}/rotate"): ADMIN,
     ("GET", "/v1/notification-preferences/me"): SIGNED_IN,
     ("PUT", "/v1/notification-preferences/me/{channel}"): SIGNED_IN,
     # Another user's: the target is never the caller, so only admins get through.
@@ -107,6 +122,8 @@ BODIES = {
         "events": ["triggered"],
     },
     ("PUT", "/v1/webhooks/{webhook_id}"): {"enabled": False},
+    ("POST", "/v1/services/{service_id}/integrations/"): {"name": "am", "kind": "alertmanager"},
+    ("PUT", "/v1/services/{service_id}/integrations/{integration_id}"): {"name": "renamed"},
 }
 CALLERS = ("anonymous", "deactivated", "user", "admin")
 # What a caller who may call the endpoint gets with the request sent here. The login and password
@@ -133,6 +150,10 @@ async def test_every_endpoint_has_a_row(harness):
 
 def expected_refusal(rule: str, caller: str) -> int | None:
     """The status a caller must get, or None when the caller is let through."""
+    if rule == KEY:
+        return 401
+    if rule == ROUTING_KEY:
+        return 400
     if rule == PUBLIC:
         return None
     if caller in ("anonymous", "deactivated"):
@@ -167,9 +188,11 @@ async def test_matrix(harness, factory, caller):
         target = await factory.user()
         policy = await factory.policy()
         hook = await factory.webhook()
+        integration = await factory.integration(service_id=service.id)
         notification = await factory.notification(user_id=admin.id)
         path = template.format(
             webhook_id=hook.id,
+            integration_id=integration.id,
             notification_id=notification.id,
             channel="email",
             user_id=target.id,

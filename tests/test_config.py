@@ -81,3 +81,21 @@ def test_env_file_and_environment_are_read(tmp_path, monkeypatch):
     assert settings.secret_key == "from-the-env-file"
     assert settings.access_token_expire_minutes == 20  # the environment wins over the file
     assert settings.log_level == "DEBUG"
+
+
+def test_the_example_env_file_starts_as_it_is(monkeypatch):
+    """The README says: copy .env.example to .env. Every value in it must load."""
+    from pathlib import Path
+
+    for name in list(__import__("os").environ):
+        if name in Settings.model_fields or name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name, raising=False)
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    settings = Settings(_env_file=example)
+    assert settings.allow_private_outbound is True  # development default
+    assert settings.signup_enabled is None
+
+
+def test_empty_optional_switches_mean_unset():
+    settings = Settings(_env_file=None, outbound_allow_private_networks="", signup_enabled=" ")
+    assert settings.outbound_allow_private_networks is None and settings.allow_signup

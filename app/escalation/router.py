@@ -5,8 +5,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.deps import ClockDep, SessionDep
-from app.errors import NotFound
+from app.config import Settings
+from app.deps import ClockDep, SessionDep, SettingsDep
+from app.errors import NotFound, Unprocessable
 from app.escalation import service as escalation_service
 from app.escalation.models import EscalationPolicy
 from app.escalation.schemas import EscalationEventRead, PolicyCreate, PolicyRead, PolicyUpdate
@@ -14,6 +15,7 @@ from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.schemas import IncidentRead
 from app.incidents.timeline import Actor
+from app.notifications.channels import check_url_syntax
 from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 
 policies = APIRouter(prefix="/escalation/policies", tags=["escalation"])
@@ -52,12 +54,24 @@ async def list_policies(
     "/", response_model=PolicyRead, status_code=status.HTTP_201_CREATED, responses=INVALID
 )
 async def create_policy(
-    body: PolicyCreate, session: SessionDep, clock: ClockDep, _: AdminUser
+    body: PolicyCreate, session: SessionDep, clock: ClockDep, settings: SettingsDep, _: AdminUser
 ) -> object:
     """Create an escalation policy (admin)."""
-    return await escalation_service.create_policy(
-        session, data=body.model_dump(mode="json"), now=clock.now()
-    )
+    data = body.model_dump(mode="json")
+    _check_webhook_urls(data["steps"], settings)
+    return await escalation_service.create_policy(session, data=data, now=clock.now())
+
+
+def _check_webhook_urls(steps: list[dict[str, Any]], settings: Settings) -> None:
+    """Webhook actions obey the outbound address rules when saved, not only when sent."""
+    for number, step in enumerate(steps, start=1):
+        for action in step["actions"]:
+            if action["type"] == "webhook":
+                problem = check_url_syntax(
+                    action["url"], allow_private=settings.allow_private_outbound
+                )
+                if problem:
+                    raise Unprocessable(f"step {number}: webhook url: {problem}")
 
 
 @policies.get("/{policy_id}", response_model=PolicyRead)
@@ -68,12 +82,18 @@ async def read_policy(policy: ValidPolicy) -> object:
 
 @policies.put("/{policy_id}", response_model=PolicyRead, responses=INVALID)
 async def update_policy(
-    body: PolicyUpdate, policy: ValidPolicy, session: SessionDep, clock: ClockDep
+    body: PolicyUpdate,
+    policy: ValidPolicy,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
 ) -> object:
     """Change a policy (admin). Incidents already escalating keep the steps they started with."""
     # Only the fields given change; steps and conditions are replaced whole, with their defaults.
     dumped = body.model_dump(mode="json")
     changes = {name: dumped[name] for name in body.model_fields_set}
+    if "steps" in changes:
+        _check_webhook_urls(changes["steps"], settings)
     return await escalation_service.update_policy(
         session, policy=policy, changes=changes, now=clock.now()
     )

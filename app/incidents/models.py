@@ -4,7 +4,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text, event
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -29,6 +39,9 @@ class Severity(StrEnum):
     info = "info"
 
 
+OPEN_DEDUP = "status != 'resolved' AND dedup_key IS NOT NULL AND service_id IS NOT NULL"
+
+
 class Incident(Base):
     __tablename__ = "incidents"
     __table_args__ = (
@@ -45,6 +58,15 @@ class Incident(Base):
         Index("ix_incidents_updated", "updated_at", "id"),
         Index("ix_incidents_service_created", "service_id", "created_at", "id"),
         Index("ix_incidents_dedup", "dedup_key", "service_id"),
+        # At most one open incident per service and dedup key (alerts are deduplicated into it).
+        Index(
+            "uq_incidents_open_dedup",
+            "service_id",
+            "dedup_key",
+            unique=True,
+            postgresql_where=text(OPEN_DEDUP),
+            sqlite_where=text(OPEN_DEDUP),
+        ),
         Index("ix_incidents_snooze_due", "status", "snoozed_until"),
     )
 
@@ -59,6 +81,7 @@ class Incident(Base):
     source: Mapped[str] = mapped_column(String(64), default="api")
     dedup_key: Mapped[str | None] = mapped_column(String(255))
     alert_count: Mapped[int] = mapped_column(Integer, default=1)
+    last_alert_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     labels: Mapped[dict[str, str]] = mapped_column(JsonType, default=dict)
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     escalation_policy_id: Mapped[int | None] = mapped_column(

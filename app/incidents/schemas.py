@@ -64,6 +64,9 @@ class IncidentRead(ResponseModel):
     source: str
     dedup_key: str | None
     alert_count: int
+    last_alert_at: datetime | None = Field(
+        default=None, description="When the last alert for it arrived (null if none did)"
+    )
     labels: dict[str, str]
     custom_fields: dict[str, Any]
     assignees: list[AssigneeRead]

@@ -25,7 +25,7 @@ import httpx
 
 from app import __version__
 from app.config import Settings, SmtpSecurity
-from app.notifications.render import Message
+from app.notifications.render import Message, slack_escape
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class Outgoing:
     payload: dict[str, Any]
     now: datetime
     event: str = ""
-    secret: str | None = None
+    secret: str | None = None  # signs a webhook
+    personal: bool = False  # the address is a user's own choice (not an admin's)
 
 
 # ---- outbound safety -----------------------------------------------------------------------------
@@ -60,7 +61,11 @@ class Outgoing:
 
 def check_url_syntax(url: str, *, allow_private: bool) -> str:
     """The reason `url` may not be called, or "" (no DNS lookup; for validating input)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return f"the URL is malformed ({exc})"
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
         return "the URL must use https" if not allow_private else "the URL must use http(s)"
@@ -68,15 +73,33 @@ def check_url_syntax(url: str, *, allow_private: bool) -> str:
         return "the URL has no host"
     if parts.username or parts.password:
         return "credentials in the URL are not allowed"
+    if allow_private:
+        return ""
     try:
         address = ipaddress.ip_address(parts.hostname)
     except ValueError:
-        if not allow_private and parts.hostname.lower() in ("localhost", "localhost.localdomain"):
-            return "the URL points at a private, loopback or link-local address"
+        if parts.hostname.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+            return PRIVATE
         return ""
-    if not allow_private and not address.is_global:
-        return "the URL points at a private, loopback or link-local address"
-    return ""
+    return "" if is_public(address) else PRIVATE
+
+
+PRIVATE = "the URL points at a private, loopback or link-local address"
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable, including any IPv4 address an IPv6 one carries (mapped, 6to4, NAT64)."""
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour]
+        if address.teredo:
+            embedded.append(address.teredo[1])
+        if address in NAT64 or int(address) >> 32 == 0:  # NAT64, or the old ::a.b.c.d form
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return all(v4 is None or v4.is_global for v4 in embedded)
+    return True
 
 
 async def check_destination(url: str, *, allow_private: bool) -> None:
@@ -94,7 +117,7 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
         raise DeliveryError(f"cannot resolve {host}: {exc}", permanent=False) from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        if not is_public(address):
             raise DeliveryError(
                 f"{host} resolves to {address}, a private, loopback or link-local address",
                 permanent=True,
@@ -112,8 +135,13 @@ async def post(
     data: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     auth: tuple[str, str] | None = None,
+    quote_answer: bool = True,
 ) -> tuple[int, bytes]:
-    """POST and read at most MAX_RESPONSE_BYTES of the answer; classify failures."""
+    """POST and read at most MAX_RESPONSE_BYTES of the answer; classify failures.
+
+    `quote_answer=False` keeps the receiver's words out of the error (for addresses a user chose:
+    the delivery log must not become a way to read other servers' answers).
+    """
     request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
     try:
         async with http.stream(
@@ -132,7 +160,7 @@ async def post(
     status = response.status_code
     if 200 <= status < 300:
         return status, body
-    snippet = body[:300].decode("utf-8", "replace").strip()
+    snippet = body[:300].decode("utf-8", "replace").strip() if quote_answer else ""
     message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
     retry_after = _retry_after(response.headers.get("Retry-After"))
     if status in (408, 429) or status >= 500:
@@ -226,7 +254,9 @@ class Channels:
                 timeout=settings.smtp_timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"recipient refused: {exc}"[:500], permanent=True) from exc
+            # 4xx (greylisting, a full mailbox) may pass; only 5xx is the server's final word.
+            final = all(500 <= r.code < 600 for r in exc.recipients)
+            raise DeliveryError(f"recipient refused: {exc}"[:500], permanent=final) from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx is the server's final word; 4xx asks to try again later.
             raise DeliveryError(
@@ -277,14 +307,14 @@ class Channels:
                     {"type": "mrkdwn", "text": f"*Severity:* {incident['severity']}"},
                     {"type": "mrkdwn", "text": f"*Status:* {incident['status']}"},
                     {"type": "mrkdwn",
-                     "text": f"*Service:* {incident.get('service_name') or 'none'}"},
+                     "text": f"*Service:* {slack_escape(incident.get('service_name') or 'none')}"},
                 ],
             },
         ]  # fmt: skip
         content = json.dumps({"text": text, "blocks": blocks}).encode()
         await post(
             self.http, outgoing.address, content=content,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"}, quote_answer=not outgoing.personal,
         )  # fmt: skip
         return None
 
@@ -297,9 +327,14 @@ class Channels:
             "Content-Type": "application/json",
             "X-Event-Id": str(outgoing.payload.get("id", outgoing.id)),
         }
-        secret = outgoing.secret or self.settings.webhook_signing_secret
-        if secret:
+        if outgoing.secret:
             timestamp = str(int(outgoing.now.timestamp()))
-            headers |= {"X-Timestamp": timestamp, "X-Signature": sign(secret, timestamp, content)}
-        await post(self.http, outgoing.address, content=content, headers=headers)
+            headers |= {
+                "X-Timestamp": timestamp,
+                "X-Signature": sign(outgoing.secret, timestamp, content),
+            }
+        await post(
+            self.http, outgoing.address, content=content, headers=headers,
+            quote_answer=not outgoing.personal,
+        )  # fmt: skip
         return None

@@ -261,10 +261,10 @@ async def update_webhook(
 
 
 @webhooks.delete("/{webhook_id}", response_model=WebhookRead)
-async def delete_webhook(hook: ValidWebhook, session: SessionDep) -> object:
-    """Delete a subscription (admin); deliveries already queued still go out."""
+async def delete_webhook(hook: ValidWebhook, session: SessionDep, clock: ClockDep) -> object:
+    """Delete a subscription (admin); its deliveries not yet sent are cancelled."""
     shown = WebhookRead.model_validate(hook)
-    await webhook_service.delete(session, hook=hook)
+    await webhook_service.delete(session, hook=hook, now=clock.now())
     return shown
 
 

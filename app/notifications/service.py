@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from app.clock import Clock
 from app.config import Settings
 from app.db import WAKE_WORKER, limit_lock_waits, session_scope
 from app.escalation.models import EscalationEvent
-from app.incidents.models import Assignment, Incident, TimelineEntry
+from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
 from app.notifications import preferences, render
 from app.notifications.channels import Channels, DeliveryError, Outgoing
@@ -146,10 +147,16 @@ def rows_for(
         if chosen:
             reached.append(user_id)
         for preference in chosen:
-            payload = {
-                "event": event, "incident": incident, "actor": actor.name if actor else None,
-                "recipient": person.full_name, **(extra or {}),
-            }  # fmt: skip
+            if preference.channel == "webhook":  # the documented webhook body, for people too
+                payload = webhook_payload(
+                    cause=f"{cause}:user:{user_id}", event=event, incident=incident, actor=actor,
+                    data=data, now=now,
+                )  # fmt: skip
+            else:
+                payload = {
+                    "event": event, "incident": incident, "actor": actor.name if actor else None,
+                    "recipient": person.full_name, **(extra or {}),
+                }  # fmt: skip
             rows.append(
                 plain_row(
                     key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
@@ -190,7 +197,7 @@ def action_webhook_row(
         data=data, now=now,
     )  # fmt: skip
     return plain_row(
-        key=f"{cause}:action:{index}", incident_id=incident["id"], event="escalated",
+        key=f"{cause}{ACTION_KEY}{index}", incident_id=incident["id"], event="escalated",
         channel="webhook", address=url, subject=_subject("escalated", incident),
         payload=payload, now=now, escalation_event_id=event["id"],
     )  # fmt: skip
@@ -300,10 +307,11 @@ async def cancel_pending_pages(session: AsyncSession, *, incident_id: int, now: 
             Notification.incident_id == incident_id,
             Notification.status == NotificationStatus.pending.value,
             Notification.event.in_(PAGE_EVENTS),
+            Notification.webhook_id.is_(None),  # subscriptions still hear of the escalation
         )
         .values(
             status=NotificationStatus.cancelled.value,
-            last_error="cancelled: the incident left triggered",
+            last_error=CANCELLED,
             updated_at=now,
         )
     )
@@ -335,7 +343,9 @@ class Outcome:
     retry_after: float | None = None
 
 
-async def claim(session: AsyncSession, *, now: datetime, batch: int) -> list[Claimed]:
+async def claim(
+    session: AsyncSession, *, now: datetime, batch: int, signing_secret: str | None = None
+) -> list[Claimed]:
     """Lease due rows (pending, or sending with an expired lease) to this process."""
     due = or_(
         and_(
@@ -361,21 +371,67 @@ async def claim(session: AsyncSession, *, now: datetime, batch: int) -> list[Cla
         row.lease_until = now + LEASE
         row.attempts += 1
         row.updated_at = now
+    rows = await _drop_moot_pages(session, rows, now=now)
     hook_ids = {r.webhook_id for r in rows if r.webhook_id is not None}
-    secrets: dict[int, str] = {}
+    hooks: dict[int, tuple[str, str]] = {}
     if hook_ids:
         found = await session.execute(
-            select(WebhookSubscription.id, WebhookSubscription.secret).where(
-                WebhookSubscription.id.in_(hook_ids)
+            select(WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.secret)
+            .where(WebhookSubscription.id.in_(hook_ids))
+        )  # fmt: skip
+        hooks = {hook_id: (url, secret) for hook_id, url, secret in found}
+    claimed = []
+    for r in rows:
+        address, secret = r.address, None
+        if r.webhook_id is not None and r.webhook_id in hooks:
+            address, secret = hooks[r.webhook_id]  # its current URL and secret
+        elif r.channel == "webhook" and r.user_id is None:
+            if ACTION_KEY not in r.key:
+                # A subscription's delivery whose subscription was deleted meanwhile.
+                r.status = NotificationStatus.cancelled.value
+                r.lease_until = None
+                r.last_error = "cancelled: the webhook subscription was deleted"
+                continue
+            secret = signing_secret  # a policy step's webhook action
+        claimed.append(
+            Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, address, r.event,
+                    r.subject, r.payload, r.attempts, secret)
+        )  # fmt: skip
+    return claimed
+
+
+async def _drop_moot_pages(
+    session: AsyncSession, rows: list[Notification], *, now: datetime
+) -> list[Notification]:
+    """Cancel claimed pages whose incident has left `triggered` (a retry, or an expired lease)."""
+    pages = {r.incident_id for r in rows if _is_page(r) and r.incident_id is not None}
+    if not pages:
+        return rows
+    live = set(
+        await session.scalars(
+            select(Incident.id).where(
+                Incident.id.in_(pages), Incident.status == Status.triggered.value
             )
         )
-        secrets = {hook_id: secret for hook_id, secret in found}
-    return [
-        Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, r.address, r.event,
-                r.subject, r.payload, r.attempts,
-                secrets.get(r.webhook_id) if r.webhook_id is not None else None)
-        for r in rows
-    ]  # fmt: skip
+    )
+    kept = []
+    for row in rows:
+        if _is_page(row) and row.incident_id not in live:
+            row.status = NotificationStatus.cancelled.value
+            row.lease_until = None
+            row.last_error = CANCELLED
+        else:
+            kept.append(row)
+    return kept
+
+
+def _is_page(row: Notification) -> bool:
+    """A page: an escalation step's message to a person or its webhook action (no subscription)."""
+    return row.event in PAGE_EVENTS and row.webhook_id is None
+
+
+CANCELLED = "cancelled: the incident left triggered"
+ACTION_KEY = ":action:"  # in the key of a policy step's webhook action
 
 
 def _message(claimed: Claimed, settings: Settings) -> render.Message:
@@ -396,11 +452,17 @@ async def attempt(
         logger.exception("notification %s could not be rendered", claimed.id)
         return Outcome(claimed, claimed.subject, "", error=f"rendering failed: {exc}"[:500],
                        permanent=True)  # fmt: skip
-    body = "" if claimed.event == RECOVERY_EVENT else message.text  # never store a token
+    if claimed.event == RECOVERY_EVENT:
+        body = ""  # never store a token
+    elif claimed.channel == "webhook":
+        body = json.dumps(claimed.payload, separators=(",", ":"))
+    else:
+        body = message.text
     subject = message.subject or claimed.subject
     outgoing = Outgoing(
         id=claimed.id, channel=claimed.channel, address=claimed.address, message=message,
         payload=claimed.payload, now=now, event=claimed.event, secret=claimed.secret,
+        personal=claimed.user_id is not None,
     )  # fmt: skip
     try:
         provider_id = await asyncio.wait_for(channels.send(outgoing), SEND_DEADLINE)
@@ -497,7 +559,9 @@ async def deliver_due(
     settings = channels.settings
     async with session_scope(sessions) as session:
         await limit_lock_waits(session)
-        claimed = await claim(session, now=clock.now(), batch=batch)
+        claimed = await claim(
+            session, now=clock.now(), batch=batch, signing_secret=settings.webhook_signing_secret
+        )
     if not claimed:
         return 0
     gate = asyncio.Semaphore(concurrency)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import bulk
@@ -88,8 +89,14 @@ async def list_page(
     )
 
 
-async def delete(session: AsyncSession, *, hook: WebhookSubscription) -> None:
-    """Deliveries already queued stay in the log (their subscription becomes null) and go out."""
+async def delete(session: AsyncSession, *, hook: WebhookSubscription, now: datetime) -> None:
+    """Its deliveries not yet sent are cancelled; the log keeps every row."""
+    await session.execute(
+        sql_update(Notification)
+        .where(Notification.webhook_id == hook.id, Notification.status == "pending")
+        .values(status="cancelled", last_error="cancelled: the webhook subscription was deleted",
+                updated_at=now)
+    )  # fmt: skip
     await session.delete(hook)
     await session.flush()
 

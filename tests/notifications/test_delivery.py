@@ -219,8 +219,11 @@ class TestSms:
         form = {k: v[0] for k, v in parse_qs(request["body"].decode()).items()}
         assert (form["To"], form["From"]) == ("+15552223333", "+15550001111")
         assert len(form["Body"]) <= 160
-        assert form["Body"].startswith(f"PAGE CRITICAL #{incident['id']}: xxx")
-        assert "(checkout-api)" in form["Body"]
+        assert form["Body"].startswith(f"PAGE CRITICAL #{incident['id']} (triggered): xxx")
+        assert "[checkout-api]" in form["Body"]
+        assert form["Body"].endswith(
+            f"Ack: POST http://127.0.0.1:8000/v1/incidents/{incident['id']}/acknowledge"
+        )
         sms = await rows(harness, channel="sms")
         assert [(r.status, r.provider_message_id) for r in sms] == [("sent", "SM9f8e")]
 
@@ -454,3 +457,118 @@ class TestDoneWhen:
             (n["channel"], n["status"], n["user_id"], n["webhook_id"]) for n in log["items"]
         )
         assert shown == [("email", "sent", user.id, None), ("webhook", "sent", None, hook["id"])]
+
+
+class TestReviewFindings:
+    """Cases a review found: each must hold on both databases."""
+
+    @pytest.fixture
+    def settings(self, database_url, smtp_server):
+        _, port = smtp_server
+        return make_settings(
+            database_url, smtp_host="127.0.0.1", smtp_port=port, webhook_signing_secret="install"
+        )
+
+    async def test_greylisting_is_retried_not_failed(
+        self, admin_client, user, harness, smtp_server
+    ):
+        inbox, _ = smtp_server
+        inbox.greylist.add(user.email)
+        await page_policy(admin_client, user.id)
+        await open_incident(admin_client)
+        await harness.run_jobs()
+        [row] = await rows(harness, channel="email")
+        assert (row.status, row.attempts) == ("pending", 1) and "450" in row.last_error
+        inbox.greylist.clear()
+        harness.clock.advance(minutes=1)
+        await harness.run_jobs()
+        [row] = await rows(harness, channel="email")
+        assert row.status == "sent" and len(inbox.messages) == 1
+
+    async def test_a_page_in_flight_when_acknowledged_is_not_retried(
+        self, admin_client, user, harness, smtp_server
+    ):
+        from app.notifications import service as notification_service
+
+        inbox, _ = smtp_server
+        await page_policy(admin_client, user.id)
+        incident = await open_incident(admin_client)
+        worker = harness.app.state.worker
+        await worker.run_once([j for j in worker.jobs if j.name == "fire_escalations"])
+        sessions = harness.app.state.sessionmaker
+        async with session_scope(sessions) as session:  # a worker takes the page ...
+            [claimed] = await notification_service.claim(session, now=harness.clock.now(), batch=5)
+        await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")  # ... someone acks
+        async with session_scope(sessions) as session:  # ... and the send fails, for now
+            outcome = notification_service.Outcome(claimed, "s", "b", error="SMTP down")
+            await notification_service.record_outcomes(
+                session, outcomes=[outcome], now=harness.clock.now(), max_attempts=6
+            )
+        harness.clock.advance(minutes=5)
+        await harness.run_jobs()
+        [row] = await rows(harness, incident_id=incident["id"])
+        assert row.status == "cancelled" and "left triggered" in row.last_error
+        assert inbox.messages == []
+
+    async def test_subscriptions_still_hear_of_an_escalation_acknowledged_before_delivery(
+        self, admin_client, user, harness, factory, http_receiver
+    ):
+        hook = await factory.webhook(url=f"{http_receiver.url}/s", events=["escalated"])
+        await page_policy(admin_client, user.id)
+        incident = await open_incident(admin_client)
+        worker = harness.app.state.worker
+        await worker.run_once([j for j in worker.jobs if j.name == "fire_escalations"])
+        await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")
+        await harness.run_jobs()
+        statuses = {(r.channel, r.webhook_id): r.status for r in await rows(harness)}
+        assert statuses == {("email", None): "cancelled", ("webhook", hook.id): "sent"}
+
+    async def test_deleting_a_subscription_cancels_what_it_has_queued(
+        self, admin_client, harness, http_receiver
+    ):
+        hook = (
+            await admin_client.post(
+                "/v1/webhooks/",
+                json={"name": "x", "url": f"{http_receiver.url}/x", "events": ["triggered"]},
+            )
+        ).json()
+        await open_incident(admin_client)
+        assert (await admin_client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 200
+        await harness.run_jobs()
+        [row] = await rows(harness, channel="webhook")
+        assert row.status == "cancelled" and "deleted" in row.last_error
+        assert http_receiver.requests == []
+
+    async def test_personal_webhooks_get_the_documented_body_unsigned_and_quote_nothing(
+        self, admin_client, user, harness, http_receiver
+    ):
+        http_receiver.script = [(404, b"internal secret page", 0.0)]
+        await admin_client.put(
+            f"/v1/notification-preferences/{user.id}/webhook",
+            json={"enabled": True, "address": f"{http_receiver.url}/me", "events": ["escalated"]},
+        )
+        await page_policy(admin_client, user.id)
+        incident = await open_incident(admin_client)
+        await harness.run_jobs()
+        [request] = http_receiver.requests
+        headers = {k.lower() for k in request["headers"]}
+        assert "x-signature" not in headers  # the install secret is for policy webhooks only
+        body = json.loads(request["body"])
+        assert (body["event"], body["incident"]["id"]) == ("incident.escalated", incident["id"])
+        assert body["id"].startswith("escalation:") and body["data"]["step"] == 1
+        [row] = await rows(harness, channel="webhook")
+        assert (row.status, row.last_error) == ("failed", "HTTP 404")
+        assert json.loads(row.body) == body  # the log keeps what was posted
+
+
+class TestProductionPolicies:
+    @pytest.fixture
+    def settings(self, database_url):
+        return make_settings(database_url, outbound_allow_private_networks=False)
+
+    async def test_policy_webhooks_to_private_addresses_are_refused_when_saved(self, admin_client):
+        step = {"delay_minutes": 0, "targets": [],
+                "actions": [{"type": "webhook", "url": "https://10.0.0.5/hook"}]}  # fmt: skip
+        response = await admin_client.post(POLICIES, json={"name": "p", "steps": [step]})
+        assert response.status_code == 422
+        assert "step 1: webhook url" in response.json()["detail"]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, insert, select
 
 from app.db import create_engine, create_sessionmaker, session_scope
-from app.notifications.models import Notification
+from app.notifications.models import Notification, WebhookSubscription
 from tests.conftest import make_settings
 from tests.escalation.test_workers import migrate, postgres_only, start_worker
 
@@ -25,11 +25,18 @@ async def seed(url: str, receiver_url: str) -> None:
     engine = create_engine(make_settings(url))
     now = datetime.now(UTC)
     async with session_scope(create_sessionmaker(engine)) as session:
+        hook = WebhookSubscription(
+            name="sink", description="", url=f"{receiver_url}/sink", events=["triggered"],
+            enabled=True, secret="whsec_load", created_at=now, updated_at=now,
+        )  # fmt: skip
+        session.add(hook)
+        await session.flush()
         await session.execute(
             insert(Notification),
             [
                 {
                     "key": f"load:{i}", "incident_id": None, "channel": "webhook",
+                    "webhook_id": hook.id,
                     "address": f"{receiver_url}/sink", "event": "test", "subject": f"load {i}",
                     "body": "", "payload": {"id": f"load:{i}", "event": "ping", "n": i},
                     "status": "pending", "attempts": 0, "next_attempt_at": now,

@@ -154,3 +154,40 @@ async def test_simultaneous_first_puts_store_one_row(user_client, harness, user)
             select(func.count()).where(NotificationPreference.user_id == user.id)
         )
     assert count == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["https://[::1", "https://[x]/", "https://h.example.com:99999/", "https://h:abc/"]
+)
+async def test_malformed_urls_are_422_not_500(user_client, url):
+    response = await user_client.put(f"{ME}/webhook", json={"enabled": True, "address": url})
+    assert response.status_code == 422
+    assert "malformed" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:127.0.0.1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::",
+        "::127.0.0.1",
+        "fe80::1",
+        "10.0.0.1",
+    ],
+)
+def test_addresses_that_carry_a_private_ipv4_are_not_public(address):
+    import ipaddress
+
+    from app.notifications.channels import is_public
+
+    assert not is_public(ipaddress.ip_address(address))
+
+
+def test_public_addresses_are_public():
+    import ipaddress
+
+    from app.notifications.channels import is_public
+
+    assert is_public(ipaddress.ip_address("93.184.216.34"))
+    assert is_public(ipaddress.ip_address("2606:2800:220:1:248:1893:25c8:1946"))

@@ -1,0 +1,109 @@
+"""`/v1/services/{id}/integrations` (admin): alert sources and their keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, status
+
+from app.auth.dependencies import AdminUser
+from app.deps import ClockDep, SessionDep
+from app.errors import NotFound
+from app.integrations import service as integration_service
+from app.integrations.models import Integration
+from app.integrations.schemas import IntegrationCreate, IntegrationRead, IntegrationUpdate
+from app.schemas import CursorQuery, IdPath, LimitQuery, Page
+from app.services import service as service_service
+from app.services.models import Service
+
+router = APIRouter(prefix="/services/{service_id}/integrations", tags=["integrations"])
+
+
+async def admin_service(service_id: IdPath, session: SessionDep, _: AdminUser) -> Service:
+    service = await service_service.get(session, service_id)
+    if service is None:
+        raise NotFound(f"Service {service_id} not found")
+    return service
+
+
+async def valid_integration(
+    integration_id: IdPath, service: Annotated[Service, Depends(admin_service)], session: SessionDep
+) -> Integration:
+    found = await integration_service.get(
+        session, service_id=service.id, integration_id=integration_id
+    )
+    if found is None:
+        raise NotFound(f"Integration {integration_id} not found on service {service.id}")
+    return found
+
+
+AdminService = Annotated[Service, Depends(admin_service)]
+ValidIntegration = Annotated[Integration, Depends(valid_integration)]
+
+
+def _with_key(integration: Integration, key: str) -> dict[str, Any]:
+    shown = IntegrationRead.model_validate(integration).model_dump()
+    return shown | {"key": key}
+
+
+@router.get("/", response_model=Page[IntegrationRead])
+async def list_integrations(
+    service: AdminService, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
+) -> object:
+    """A service's integrations (admin); keys show only their prefix."""
+    items, next_cursor = await integration_service.list_page(
+        session, service_id=service.id, limit=limit, cursor=cursor
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.post("/", response_model=IntegrationRead, status_code=status.HTTP_201_CREATED)
+async def create_integration(
+    body: IntegrationCreate,
+    service: AdminService,
+    session: SessionDep,
+    clock: ClockDep,
+    admin: AdminUser,
+) -> object:
+    """Add an alert source (admin). The answer holds the key, in full, this once."""
+    integration, key = await integration_service.create(
+        session, service_id=service.id, name=body.name, kind=body.kind.value,
+        created_by=admin.id, now=clock.now(),
+    )  # fmt: skip
+    return _with_key(integration, key)
+
+
+@router.get("/{integration_id}", response_model=IntegrationRead)
+async def read_integration(integration: ValidIntegration) -> object:
+    """One integration (admin); the key shows only its prefix."""
+    return integration
+
+
+@router.put("/{integration_id}", response_model=IntegrationRead)
+async def update_integration(
+    body: IntegrationUpdate, integration: ValidIntegration, session: SessionDep, clock: ClockDep
+) -> object:
+    """Rename an integration (admin). Its kind and service are fixed: make a new one instead."""
+    if body.name is not None:
+        integration.name = body.name
+        integration.updated_at = clock.now()
+        await session.flush()
+    return integration
+
+
+@router.post("/{integration_id}/rotate", response_model=IntegrationRead)
+async def rotate_integration_key(
+    integration: ValidIntegration, session: SessionDep, clock: ClockDep
+) -> object:
+    """Replace the key (admin); the old key stops working at once. The answer holds the new key."""
+    key = await integration_service.rotate(session, integration=integration, now=clock.now())
+    return _with_key(integration, key)
+
+
+@router.delete("/{integration_id}", response_model=IntegrationRead)
+async def delete_integration(integration: ValidIntegration, session: SessionDep) -> object:
+    """Remove an integration (admin); its key stops working at once."""
+    shown = IntegrationRead.model_validate(integration)
+    await session.delete(integration)
+    await session.flush()
+    return shown

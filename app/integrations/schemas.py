@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from app.integrations.models import Kind
+from app.schemas import PartialUpdate, RequestModel, ResponseModel
+
+
+class IntegrationCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Kind
+
+    model_config = {"json_schema_extra": {"examples": [{"name": "prod alertmanager",
+                                                         "kind": "alertmanager"}]}}  # fmt: skip
+
+
+class IntegrationUpdate(PartialUpdate):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class IntegrationRead(ResponseModel):
+    id: int
+    service_id: int
+    name: str
+    kind: Kind
+    key: str | None = Field(
+        default=None, description="The key: shown in full on create and rotate only, else null."
+    )
+    key_prefix: str
+    created_at: datetime
+    updated_at: datetime
+    rotated_at: datetime | None

@@ -1,0 +1,78 @@
+"""Integrations: create, rotate and look up alert-source keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.integrations.models import Integration
+from app.pagination import page_by_id
+
+PREFIX_LENGTH = 8
+
+
+def new_key() -> str:
+    """192 random bits, URL-safe (32 characters): usable in a header, a URL or a routing key."""
+    return secrets.token_urlsafe(24)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _set_key(integration: Integration) -> str:
+    key = new_key()
+    integration.key_hash = hash_key(key)
+    integration.key_prefix = key[:PREFIX_LENGTH]
+    return key
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    service_id: int,
+    name: str,
+    kind: str,
+    created_by: int | None,
+    now: datetime,
+) -> tuple[Integration, str]:
+    integration = Integration(
+        service_id=service_id, name=name, kind=kind, created_by=created_by,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    key = _set_key(integration)
+    session.add(integration)
+    await session.flush()
+    return integration, key
+
+
+async def rotate(session: AsyncSession, *, integration: Integration, now: datetime) -> str:
+    """A new key; the old one stops working when this commits."""
+    key = _set_key(integration)
+    integration.rotated_at = now
+    integration.updated_at = now
+    await session.flush()
+    return key
+
+
+async def get(session: AsyncSession, *, service_id: int, integration_id: int) -> Integration | None:
+    found = await session.get(Integration, integration_id)
+    return found if found is not None and found.service_id == service_id else None
+
+
+async def list_page(
+    session: AsyncSession, *, service_id: int, limit: int, cursor: str | None
+) -> tuple[list[Integration], str | None]:
+    query = select(Integration).where(Integration.service_id == service_id)
+    return await page_by_id(session, query, Integration.id, limit=limit, cursor=cursor)
+
+
+async def by_key(session: AsyncSession, key: str) -> Integration | None:
+    """The integration a presented key belongs to (compared by hash, so in constant time)."""
+    if not key or len(key) > 256:
+        return None
+    return await session.scalar(select(Integration).where(Integration.key_hash == hash_key(key)))

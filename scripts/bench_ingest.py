@@ -1,0 +1,194 @@
+"""Alert ingestion throughput and latency, over loopback, against the app under gunicorn.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ims_bench_ingest \\
+        python scripts/bench_ingest.py --requests 3000 --concurrency 32 --gunicorn-workers 2
+
+Migrates the database (use an empty one), creates a service with one integration per kind,
+starts `gunicorn -k uvicorn.workers.UvicornWorker app.main:app` on a free loopback port (the
+in-process escalation worker off, as for a scaled deployment), and then, from this process, sends
+alerts with `--concurrency` concurrent senders, for each source in turn:
+
+- `new`: every alert has a fresh dedup key, so every request opens an incident;
+- `dedup`: alerts for 100 keys opened beforehand, so every request adds to an open incident.
+
+Prints requests per second and latency p50/p99/max per source and mode, and checks the answers
+(every request must be 2xx). Each run is bounded by `--requests` and `--seconds`. Stops the
+server it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app import migrations
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, session_scope
+from app.integrations import service as integration_service
+from app.services import service as service_service
+
+SOURCES = ("generic", "alertmanager", "grafana", "elastic", "pagerduty")
+DEDUP_KEYS = 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def setup(settings: Settings) -> dict[str, str]:
+    engine = create_engine(settings)
+    now = datetime.now(UTC)
+    keys = {}
+    async with session_scope(create_sessionmaker(engine)) as session:
+        service = await service_service.get_or_create(
+            session, name=f"bench-{time.time_ns()}", now=now
+        )
+        for kind in SOURCES:
+            _, key = await integration_service.create(
+                session, service_id=service.id, name=kind, kind=kind, created_by=None, now=now
+            )
+            keys[kind] = key
+    await engine.dispose()
+    return keys
+
+
+def request_for(source: str, key: str, dedup: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """Path, JSON body and headers of one alert."""
+    auth = {"X-Integration-Key": key}
+    if source == "generic":
+        return "/v1/alerts/generic", {"summary": f"bench {dedup}", "dedup_key": dedup,
+                                      "severity": "high"}, auth  # fmt: skip
+    if source in ("alertmanager", "grafana"):
+        alert = {"status": "firing", "fingerprint": dedup,
+                 "labels": {"alertname": "Bench", "severity": "warning", "instance": dedup},
+                 "annotations": {"summary": f"bench {dedup}"}}  # fmt: skip
+        return f"/v1/alerts/{source}", {"version": "4", "status": "firing", "alerts": [alert]}, auth
+    if source == "elastic":
+        return "/v1/alerts/elastic", {
+            "alert_name": f"bench {dedup}", "message": "m", "severity": "critical",
+            "service": {"name": "bench"}, "alert_id": dedup, "state": {"state": "active"},
+        }, auth  # fmt: skip
+    return "/v2/enqueue", {
+        "routing_key": key, "event_action": "trigger", "dedup_key": dedup,
+        "payload": {"summary": f"bench {dedup}", "source": "bench", "severity": "error"},
+    }, {}  # fmt: skip
+
+
+async def drive(
+    base: str, make: Callable[[int], tuple[str, dict[str, Any], dict[str, str]]],
+    count: int, concurrency: int, seconds: float,
+) -> tuple[list[float], int, float]:  # fmt: skip
+    """Latencies of the successful requests, the number of failures, and the elapsed time."""
+    latencies: list[float] = []
+    failures = 0
+    next_index = 0
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30, trust_env=False) as http:
+
+        async def sender() -> None:
+            nonlocal next_index, failures
+            while next_index < count and time.monotonic() < deadline:
+                index = next_index
+                next_index += 1
+                path, body, headers = make(index)
+                started = time.perf_counter()
+                response = await http.post(path, json=body, headers=headers)
+                elapsed = time.perf_counter() - started
+                if 200 <= response.status_code < 300:
+                    latencies.append(elapsed)
+                else:
+                    failures += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        return latencies, failures, time.monotonic() - started
+
+
+def row(source: str, mode: str, late: list[float], failed: int, elapsed: float) -> str:
+    def ms(q: float) -> float:
+        return late[min(len(late) - 1, int(q * len(late)))] * 1000 if late else float("nan")
+
+    return (
+        f"{source:<13} {mode:<6} {len(late):>6} {failed:>6} {len(late) / elapsed:>7.0f} "
+        f"{ms(0.5):>7.1f} {ms(0.99):>7.1f} {ms(1.0):>7.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="per source and mode")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0, help="cap per source and mode")
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--sources", default=",".join(SOURCES))
+    args = parser.parse_args()
+    settings = Settings()
+    migrations.upgrade()
+    keys = asyncio.run(setup(settings))
+    port = free_port()
+    env = os.environ | {"WORKER_IN_PROCESS": "false", "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen(  # noqa: S603
+        [str(Path(sys.executable).parent / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
+         "-w", str(args.gunicorn_workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+         "app.main:app"],
+        env=env,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/health", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        run = f"{time.time_ns():x}"
+        print(f"gunicorn, {args.gunicorn_workers} uvicorn workers; {args.concurrency} concurrent "
+              f"senders; {settings.async_database_url.split(':')[0]}")  # fmt: skip
+        print(f"{'source':<13} {'mode':<6} {'ok':>6} {'failed':>6} {'per s':>7} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")  # fmt: skip
+        for source in args.sources.split(","):
+            key = keys[source]
+            for mode in ("new", "dedup"):
+                if mode == "new":
+
+                    def make(i: int, s: str = source, k: str = key) -> Any:
+                        return request_for(s, k, f"{run}-{s}-new-{i}")
+                else:
+
+                    def opener(i: int, s: str = source, k: str = key) -> Any:
+                        return request_for(s, k, f"{run}-{s}-dup-{i}")
+
+                    asyncio.run(drive(base, opener, DEDUP_KEYS, args.concurrency, args.seconds))
+
+                    def make(i: int, s: str = source, k: str = key) -> Any:
+                        return request_for(s, k, f"{run}-{s}-dup-{i % DEDUP_KEYS}")
+
+                late, failed, elapsed = asyncio.run(
+                    drive(base, make, args.requests, args.concurrency, args.seconds)
+                )
+                late.sort()
+                print(row(source, mode, late, failed, elapsed))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
