@@ -108,7 +108,11 @@ async def drive(
                 next_index += 1
                 path, body, headers = make(index)
                 started = time.perf_counter()
-                response = await http.post(path, json=body, headers=headers)
+                try:
+                    response = await http.post(path, json=body, headers=headers)
+                except httpx.HTTPError:
+                    failures += 1
+                    continue
                 elapsed = time.perf_counter() - started
                 if 200 <= response.status_code < 300:
                     latencies.append(elapsed)

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import lock_named
 from app.incidents import service as incident_service
-from app.incidents.models import Incident, Severity, Status
-from app.incidents.timeline import Actor, record
+from app.incidents.models import Incident, Severity, Status, TimelineEntry
+from app.incidents.timeline import Actor, entry_row
 from app.integrations.models import Integration
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ async def ingest(
             )
             if reopened is not None:
                 return reopened
-        incident, _ = await incident_service.create(
+        # The key is locked and has no open incident: open one (its service exists, by the FK).
+        incident = await incident_service.open_new(
             session,
             title=(alert.title or key)[:MAX_TITLE],
             description=alert.description,
@@ -112,9 +113,7 @@ async def ingest(
             source=integration.kind,
             actor=actor,
             now=now,
-        )
-        await session.execute(
-            update(Incident).where(Incident.id == incident.id).values(last_alert_at=now)
+            last_alert_at=now,
         )
         _received(session, incident, alert, integration, actor, now)
         return Result(incident.id, "incident_created", key)
@@ -151,9 +150,7 @@ async def _repeat(
             version=Incident.version + 1,
         )
     )
-    incident = await session.get(Incident, incident_id)
-    assert incident is not None
-    _received(session, incident, alert, integration, actor, now)
+    _received_by_id(session, incident_id, alert, integration, actor, now)
     return Result(incident_id, "incident_updated", alert.dedup_key)
 
 
@@ -202,18 +199,33 @@ def _received(
     actor: Actor,
     now: datetime,
 ) -> None:
-    record(
-        session,
-        incident=incident,
-        type="alert_received",
-        actor=actor,
-        now=now,
-        data={
-            "integration_id": integration.id,
-            "kind": integration.kind,
-            "action": alert.action,
-            "title": alert.title[:MAX_TITLE],
-            "severity": alert.severity.value,
-            "raw": alert.raw,
-        },
+    _received_by_id(session, incident.id, alert, integration, actor, now)
+
+
+def _received_by_id(
+    session: AsyncSession,
+    incident_id: int,
+    alert: Alert,
+    integration: Integration,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """The `alert_received` entry, with the alert as the source sent it."""
+    session.add(
+        TimelineEntry(
+            **entry_row(
+                incident_id=incident_id,
+                type="alert_received",
+                actor=actor,
+                now=now,
+                data={
+                    "integration_id": integration.id,
+                    "kind": integration.kind,
+                    "action": alert.action,
+                    "title": alert.title[:MAX_TITLE],
+                    "severity": alert.severity.value,
+                    "raw": alert.raw,
+                },
+            )
+        )
     )

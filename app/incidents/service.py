@@ -98,6 +98,31 @@ async def create(
             found = await get(session, existing)
             assert found is not None
             return found, False
+    incident = await open_new(
+        session, title=title, actor=actor, now=now, description=description, severity=severity,
+        service_id=service_id, labels=labels, custom_fields=custom_fields, dedup_key=dedup_key,
+        source=source,
+    )  # fmt: skip
+    return await _reload(session, incident), True
+
+
+async def open_new(
+    session: AsyncSession,
+    *,
+    title: str,
+    actor: Actor,
+    now: datetime,
+    description: str = "",
+    severity: Severity = Severity.medium,
+    service_id: int | None = None,
+    labels: dict[str, str] | None = None,
+    custom_fields: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+    source: str = "api",
+    last_alert_at: datetime | None = None,
+) -> Incident:
+    """Insert a new incident (the caller has checked the service and the dedup key): its
+    `created` entry, its escalation, its notifications. Not reloaded: no assignees yet."""
     incident = Incident(
         title=title,
         description=description,
@@ -113,6 +138,7 @@ async def create(
         escalation_status="none",
         escalation_run=0,
         created_by=actor.user_id,
+        last_alert_at=last_alert_at,
         created_at=now,
         updated_at=now,
     )
@@ -138,7 +164,7 @@ async def create(
     await notification_service.announce(
         session, incident=incident, entry=entry, event="triggered", actor=actor, now=now
     )
-    return await _reload(session, incident), True
+    return incident
 
 
 UPDATABLE = ("title", "description", "severity", "service_id", "labels", "custom_fields")

@@ -238,3 +238,28 @@ async def test_a_killed_worker_loses_nothing_and_fires_nothing_twice(
     assert result["pages"] == result["distinct_pages"] == total
     assert result["escalated"] == total
     assert result["late_recorded"] == total  # each event says how late it fired
+
+
+async def test_sigterm_finishes_the_batch_in_hand_and_exits_cleanly(
+    postgres_only, fresh_database_url, tmp_path
+):
+    total = 6000  # several batches of 500: the signal lands while steps remain
+    await seed_due_steps(fresh_database_url, total)
+    worker = start_worker(fresh_database_url, tmp_path)
+    try:
+        await wait_until(lambda c: c["executed"] > 0, fresh_database_url, 60)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    log = worker.log.read_text()
+    assert worker.returncode == 0, log[-2000:]
+    assert "worker stopped" in log
+    stopped = await counts(fresh_database_url)
+    # Whole batches only: every claimed step was fired and committed, with its page.
+    assert stopped["executed"] % 500 == 0 or stopped["executed"] == total, stopped
+    assert stopped["executed"] + stopped["scheduled"] == total
+    assert stopped["pages"] == stopped["distinct_pages"] == stopped["executed"]
+    fired = sum(int(n) for n in re.findall(r"fire_escalations handled (\d+) row", log))
+    assert fired == stopped["executed"]
