@@ -20,7 +20,7 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.health import router as health_router
-from app.logging import configure_logging
+from app.logging import configure_logging, redact_access_log
 from app.notifications.router import document_webhooks
 from app.routing import SlashAliasMiddleware
 from app.timing import ServerTimingMiddleware
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_access_log()
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)

@@ -79,10 +79,26 @@ def test_serve_migrates_an_empty_database_then_serves(env, tmp_path):
         assert signup.status_code == 201 and signup.json()["role"] == "admin"
         docs = httpx.get(f"{base}/docs")
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        token = httpx.post(
+            f"{base}/v1/auth/login/access-token",
+            data={"username": "first@example.com", "password": "long enough"},
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        service = httpx.post(f"{base}/v1/services/", json={"name": "svc"}, headers=auth).json()
+        key = httpx.post(
+            f"{base}/v1/services/{service['id']}/integrations/",
+            json={"name": "g", "kind": "generic"},
+            headers=auth,
+        ).json()["key"]
+        alert = httpx.post(f"{base}/v1/alerts/generic?key={key}", json={"summary": "s"})
+        assert alert.status_code == 202
     finally:
         out = stop(process)
     assert f"{base}/docs" in out
     assert "/v1/auth/signup" in out
+    # The access log shows the alert's request line, with the key in the query masked.
+    assert "/v1/alerts/generic?key=[redacted]" in out
+    assert key not in out
 
 
 def test_production_refuses_the_default_secret_key(env, tmp_path):
