@@ -93,11 +93,9 @@ async def ingest(
     )
     if alert.action == "trigger":
         if open_id is not None:
-            return await _repeat(session, open_id, alert, integration, actor, now)
+            return await _repeat(session, open_id, alert, integration, now)
         if reopen_window > timedelta(0):
-            reopened = await _reopen_recent(
-                session, service_id, alert, integration, actor, now, reopen_window
-            )
+            reopened = await _reopen_recent(session, alert, integration, now, reopen_window)
             if reopened is not None:
                 return reopened
         # The key is locked and has no open incident: open one (its service exists, by the FK).
@@ -115,13 +113,13 @@ async def ingest(
             now=now,
             last_alert_at=now,
         )
-        _received(session, incident, alert, integration, actor, now)
+        _received(session, incident.id, alert, integration, now)
         return Result(incident.id, "incident_created", key)
     if open_id is None:
         return Result(None, "no_changes", key)  # as PagerDuty: accepted and ignored
     found = await incident_service.get(session, open_id, lock=True)
     assert found is not None
-    _received(session, found, alert, integration, actor, now)
+    _received(session, found.id, alert, integration, now)
     if alert.action == "acknowledge":
         if found.status != Status.triggered.value:
             return Result(found.id, "no_changes", key)
@@ -136,7 +134,6 @@ async def _repeat(
     incident_id: int,
     alert: Alert,
     integration: Integration,
-    actor: Actor,
     now: datetime,
 ) -> Result:
     """Another alert for an open incident: counted, recorded; never re-pages by itself."""
@@ -150,23 +147,17 @@ async def _repeat(
             version=Incident.version + 1,
         )
     )
-    _received_by_id(session, incident_id, alert, integration, actor, now)
+    _received(session, incident_id, alert, integration, now)
     return Result(incident_id, "incident_updated", alert.dedup_key)
 
 
 async def _reopen_recent(
-    session: AsyncSession,
-    service_id: int,
-    alert: Alert,
-    integration: Integration,
-    actor: Actor,
-    now: datetime,
-    window: timedelta,
+    session: AsyncSession, alert: Alert, integration: Integration, now: datetime, window: timedelta
 ) -> Result | None:
     recent = await session.scalar(
         select(Incident.id)
         .where(
-            Incident.service_id == service_id,
+            Incident.service_id == integration.service_id,
             Incident.dedup_key == alert.dedup_key,
             Incident.status == Status.resolved.value,
             Incident.resolved_at >= now - window,
@@ -179,36 +170,19 @@ async def _reopen_recent(
     incident = await incident_service.get(session, recent, lock=True)
     if incident is None or incident.status != Status.resolved.value:
         return None
+    # Counted in the same write as the reopen (one version step).
+    incident.alert_count += 1
+    incident.last_alert_at = now
     await incident_service.reopen(
-        session, incident=incident, actor=actor, now=now, note="a new alert within the window"
-    )
-    await session.execute(
-        update(Incident)
-        .where(Incident.id == recent)
-        .values(alert_count=Incident.alert_count + 1, last_alert_at=now)
-    )
-    _received(session, incident, alert, integration, actor, now)
+        session, incident=incident, actor=actor_of(integration), now=now,
+        note="a new alert within the window",
+    )  # fmt: skip
+    _received(session, recent, alert, integration, now)
     return Result(recent, "incident_reopened", alert.dedup_key)
 
 
 def _received(
-    session: AsyncSession,
-    incident: Incident,
-    alert: Alert,
-    integration: Integration,
-    actor: Actor,
-    now: datetime,
-) -> None:
-    _received_by_id(session, incident.id, alert, integration, actor, now)
-
-
-def _received_by_id(
-    session: AsyncSession,
-    incident_id: int,
-    alert: Alert,
-    integration: Integration,
-    actor: Actor,
-    now: datetime,
+    session: AsyncSession, incident_id: int, alert: Alert, integration: Integration, now: datetime
 ) -> None:
     """The `alert_received` entry, with the alert as the source sent it."""
     session.add(
@@ -216,7 +190,7 @@ def _received_by_id(
             **entry_row(
                 incident_id=incident_id,
                 type="alert_received",
-                actor=actor,
+                actor=actor_of(integration),
                 now=now,
                 data={
                     "integration_id": integration.id,

@@ -8,6 +8,7 @@ endpoint of its integration's kind. Bodies are at most 64 KiB (413 above, before
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from app.alerts.ingest import Alert, Result
 from app.alerts.sources import alertmanager, elastic, generic, pagerduty
 from app.body_guard import check_json
 from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import DomainError, Forbidden, Unauthorized, Unprocessable
+from app.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
 
@@ -47,10 +48,6 @@ INCIDENTS_ANSWER = {
         }
     },
 }
-
-
-class BadRequest(DomainError):
-    status_code = 400
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +108,29 @@ async def _integration(session: SessionDep, key: str | None, kind: str) -> Integ
     return integration
 
 
+async def _receive(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    *,
+    kind: str,
+    parse: Callable[[Any], list[Alert]],
+) -> list[Result]:
+    """Authenticate, read, parse (a body that does not fit is a 422) and ingest every alert."""
+    integration = await _integration(session, _key(request), kind)
+    body = await _json(request)
+    try:
+        alerts = parse(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Unprocessable(f"{where}: {first['msg']}") from exc
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from exc
+    return await _ingest_all(session, settings, clock, integration, alerts)
+
+
 async def _ingest_all(
     session: SessionDep, settings: SettingsDep, clock: ClockDep, integration: Integration,
     alerts: list[Alert],
@@ -126,12 +146,6 @@ async def _ingest_all(
 
 def _incidents(results: list[Result]) -> dict[str, Any]:
     return {"incidents": [{"id": r.incident_id, "status": r.outcome} for r in results]}
-
-
-def _unprocessable(exc: ValidationError) -> Unprocessable:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return Unprocessable(f"{where}: {first['msg']}")
 
 
 @router.post(
@@ -152,7 +166,10 @@ async def alertmanager_webhook(
     request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> object:
     """Prometheus Alertmanager's webhook (version 4): one incident per alert fingerprint."""
-    return await _envelope(request, session, settings, clock, kind="alertmanager")
+    results = await _receive(
+        request, session, settings, clock, kind="alertmanager", parse=_envelope_alerts
+    )
+    return _incidents(results)
 
 
 @router.post(
@@ -171,23 +188,19 @@ async def grafana_webhook(
     request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> object:
     """Grafana unified alerting's webhook contact point: one incident per alert fingerprint."""
-    return await _envelope(request, session, settings, clock, kind="grafana")
+    results = await _receive(
+        request, session, settings, clock, kind="grafana", parse=_envelope_alerts
+    )
+    return _incidents(results)
 
 
-async def _envelope(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep, *, kind: str
-) -> dict[str, Any]:
-    integration = await _integration(session, _key(request), kind)
-    body = await _json(request)
-    try:
-        alerts, truncated = alertmanager.parse(body)
-    except alertmanager.InvalidPayload as exc:
-        raise Unprocessable(str(exc)) from exc
+def _envelope_alerts(body: Any) -> list[Alert]:
+    """Alertmanager's (and Grafana's) alerts, each noting how many the sender left out."""
+    alerts, truncated = alertmanager.parse(body)
     if truncated:
         for alert in alerts:
             alert.raw = {**alert.raw, "truncated_alerts": truncated}
-    results = await _ingest_all(session, settings, clock, integration, alerts)
-    return _incidents(results)
+    return alerts
 
 
 @router.post(
@@ -204,13 +217,8 @@ async def generic_alert(
     request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> object:
     """A simple JSON alert (or `{"alerts": [...]}`); `status: resolved` resolves its incident."""
-    integration = await _integration(session, _key(request), "generic")
-    body = await _json(request)
-    try:
-        alerts = generic.parse(body)
-    except ValidationError as exc:
-        raise _unprocessable(exc) from exc
-    return _incidents(await _ingest_all(session, settings, clock, integration, alerts))
+    results = await _receive(request, session, settings, clock, kind="generic", parse=generic.parse)
+    return _incidents(results)
 
 
 ELASTIC_ANSWER = {
@@ -251,13 +259,9 @@ async def elastic_alert(
     request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> JSONResponse:
     """Elastic APM / Kibana rule actions (webhook connector); the dedup key is `alert_id`."""
-    integration = await _integration(session, _key(request), "elastic")
-    body = await _json(request)
-    try:
-        alert = elastic.parse(body)
-    except ValidationError as exc:
-        raise _unprocessable(exc) from exc
-    [result] = await _ingest_all(session, settings, clock, integration, [alert])
+    [result] = await _receive(
+        request, session, settings, clock, kind="elastic", parse=lambda body: [elastic.parse(body)]
+    )
     code = status.HTTP_201_CREATED if result.outcome == "incident_created" else status.HTTP_200_OK
     # The contract's four names: a reopen or acknowledge is an update.
     renamed = {"incident_reopened": "incident_updated", "incident_acknowledged": "incident_updated"}

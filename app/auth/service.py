@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import bulk
 from app.auth import security
 from app.auth.models import PasswordResetToken
 from app.db import WAKE_WORKER
@@ -51,7 +49,7 @@ async def start_recovery(
         user_id=user.id, email=user.email, nonce=nonce,
         minutes=int(lifetime.total_seconds() // 60), now=now,
     )  # fmt: skip
-    await bulk.insert_rows(session, cast(Table, Notification.__table__), [row])
+    session.add(Notification(**row))
     session.info[WAKE_WORKER] = True
     await session.flush()
     return user

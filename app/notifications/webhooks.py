@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import bulk
 from app.db import WAKE_WORKER
 from app.errors import Unprocessable
 from app.incidents.timeline import Actor
@@ -118,8 +117,8 @@ async def send_test(
         key=cause, incident_id=None, event="test", channel="webhook", address=hook.url,
         subject=f"Test delivery to {hook.name}", payload=payload, now=now, webhook_id=hook.id,
     )  # fmt: skip
-    await bulk.insert_rows(session, cast(Table, Notification.__table__), [row])
+    notification = Notification(**row)
+    session.add(notification)
+    await session.flush()
     session.info[WAKE_WORKER] = True
-    found = await session.scalar(select(Notification).where(Notification.key == cause))
-    assert found is not None
-    return found
+    return notification

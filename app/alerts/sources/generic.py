@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.alerts.ingest import Alert
 from app.incidents.models import Severity
@@ -52,6 +52,3 @@ def _alert(item: GenericAlert) -> Alert:
         severity=item.severity, labels=item.labels, details=item.details,
         raw=item.model_dump(mode="json"),
     )  # fmt: skip
-
-
-__all__ = ["GenericAlert", "GenericBatch", "ValidationError", "parse"]
