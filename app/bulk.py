@@ -14,26 +14,41 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, text, update
+from sqlalchemy import Row, Table, bindparam, insert, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT every row (no RETURNING)."""
+async def insert_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    returning: Sequence[str] = (),
+) -> list[Row[Any]]:
+    """INSERT every row; answer the `returning` columns of each (in no particular order on
+    PostgreSQL: match them to the rows by a unique key)."""
     if not rows:
-        return
-    _check_columns(table, rows[0])
+        return []
+    _check_columns(table, [*rows[0], *returning])
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
-        await session.execute(insert(table), list(rows))
-        return
+        if not returning:
+            await session.execute(insert(table), list(rows))
+            return []
+        query = insert(table).returning(*(table.c[name] for name in returning))
+        return list(await session.execute(query, list(rows)))
     columns = list(rows[0])
     arrays, casts = _arrays(table, columns, rows, dialect)
-    # Every name was checked against the table's own columns above.
+    # Every name was checked against the table's own columns above. The statement's text is the
+    # same for any number of rows, so the server prepares it once.
     names = ", ".join(columns)
     statement = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({', '.join(casts)})"  # noqa: S608
-    await session.execute(text(statement), arrays)
+    if not returning:
+        await session.execute(text(statement), arrays)
+        return []
+    statement += f" RETURNING {', '.join(returning)}"
+    return list(await session.execute(text(statement), arrays))
 
 
 async def update_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:

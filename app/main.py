@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app import __version__, openapi
+from app.alerts.batch import Batcher
 from app.alerts.router import v2 as alerts_v2_router
 from app.api import api_router
 from app.body_guard import InputGuard
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redact_access_log()
+        tune_garbage_collector()
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
@@ -51,11 +55,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             batch=settings.worker_batch_size,
             settings=settings,
         )
+        app.state.alert_batcher = Batcher(
+            app.state.sessionmaker,
+            clock,
+            reopen_window=timedelta(minutes=settings.reopen_window_minutes),
+            wake=app.state.worker.wake,
+        )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
         app.state.worker_task = task
         try:
             yield
         finally:
+            await app.state.alert_batcher.close()
             if task is not None:
                 app.state.worker.stop()
                 await task
@@ -85,6 +96,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(InputGuard)
     app.add_middleware(ServerTimingMiddleware)
     return app
+
+
+_gc_tuned = False
+
+
+def tune_garbage_collector() -> None:
+    """Once per process, at start-up: keep what is loaded by now (the app, its models, its
+    libraries) out of the collector's scans, and collect less often.
+
+    With the defaults a full collection, scanning every object the app ever loaded, paused each
+    worker for about 100 ms every second or two under load, stalling every request in flight.
+    Only reference cycles wait for the collector; everything else is freed at once regardless.
+    """
+    global _gc_tuned
+    if not _gc_tuned:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 50, 100)
+        _gc_tuned = True
 
 
 def settings_or_exit() -> Settings:

@@ -9,18 +9,24 @@ backs it up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import lock_named
+from app import bulk
+from app.db import WAKE_WORKER, lock_named, lock_names
+from app.escalation import service as escalation_service
+from app.escalation.models import EscalationEvent
 from app.incidents import service as incident_service
 from app.incidents.models import Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import Actor, entry_row
 from app.integrations.models import Integration
+from app.notifications import service as notification_service
 
 logger = logging.getLogger(__name__)
 
@@ -185,21 +191,204 @@ def _received(
     session: AsyncSession, incident_id: int, alert: Alert, integration: Integration, now: datetime
 ) -> None:
     """The `alert_received` entry, with the alert as the source sent it."""
-    session.add(
-        TimelineEntry(
-            **entry_row(
-                incident_id=incident_id,
-                type="alert_received",
-                actor=actor_of(integration),
-                now=now,
-                data={
-                    "integration_id": integration.id,
-                    "kind": integration.kind,
-                    "action": alert.action,
-                    "title": alert.title[:MAX_TITLE],
-                    "severity": alert.severity.value,
-                    "raw": alert.raw,
-                },
+    session.add(TimelineEntry(**_received_row(incident_id, alert, integration, now)))
+
+
+def _received_row(
+    incident_id: int, alert: Alert, integration: Integration, now: datetime
+) -> dict[str, Any]:
+    return entry_row(
+        incident_id=incident_id,
+        type="alert_received",
+        actor=actor_of(integration),
+        now=now,
+        data={
+            "integration_id": integration.id,
+            "kind": integration.kind,
+            "action": alert.action,
+            "title": alert.title[:MAX_TITLE],
+            "severity": alert.severity.value,
+            "raw": alert.raw,
+        },
+    )
+
+
+# ---- many alerts at once -------------------------------------------------------------------------
+
+
+INCIDENTS = cast(Table, Incident.__table__)
+ENTRIES = cast(Table, TimelineEntry.__table__)
+
+
+@dataclass(eq=False)
+class _Target:
+    """The incident some alerts of a batch go to: one already open, or one the batch opens."""
+
+    id: int | None
+    new: dict[str, Any] | None = None  # the row of an incident to open
+    opener: Integration | None = None
+    received: list[tuple[Alert, Integration]] = field(default_factory=list)
+
+
+class _Plan:
+    """Alerts that open or add to incidents, written together: a few statements for any number."""
+
+    def __init__(self) -> None:
+        self.targets: list[_Target] = []
+
+    def open(self, integration: Integration, alert: Alert, now: datetime) -> _Target:
+        row = {
+            "title": (alert.title or alert.dedup_key)[:MAX_TITLE],
+            "description": alert.description,
+            "status": Status.triggered.value,
+            "severity": alert.severity.value,
+            "service_id": integration.service_id,
+            "source": integration.kind,
+            "dedup_key": alert.dedup_key,
+            "alert_count": 1,
+            "labels": clean_labels(alert.labels),
+            "custom_fields": alert.details,
+            "created_by": None,
+            "last_alert_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        target = _Target(None, new=row, opener=integration, received=[(alert, integration)])
+        self.targets.append(target)
+        return target
+
+    def add(self, target: _Target, integration: Integration, alert: Alert) -> None:
+        if not target.received:
+            self.targets.append(target)
+        target.received.append((alert, integration))
+        if target.new is not None and len(target.received) > 1:
+            target.new["alert_count"] += 1
+            target.new["version"] += 1
+
+    async def write(self, session: AsyncSession, now: datetime) -> None:
+        targets, self.targets = self.targets, []
+        if not targets:
+            return
+        opened = [t for t in targets if t.new is not None and t.id is None]
+        steps: list[dict[str, Any]] = []
+        applied: dict[int, dict[str, Any]] = {}
+        if opened:
+            rows = [cast(dict[str, Any], t.new) for t in opened]
+            choices = await escalation_service.choose_policies(
+                session, [SimpleNamespace(**row) for row in rows]
             )
+            for row, (policy, _) in zip(rows, choices, strict=True):
+                row.update(escalation_service.escalation_fields(policy, run=1))
+            inserted = await bulk.insert_rows(
+                session, INCIDENTS, rows, returning=("id", "service_id", "dedup_key")
+            )
+            # One open incident per service and key: the pair names the row.
+            ids = {(row.service_id, row.dedup_key): row.id for row in inserted}
+            for target, (_, reason) in zip(opened, choices, strict=True):
+                row = cast(dict[str, Any], target.new)
+                target.id = incident_id = ids[row["service_id"], row["dedup_key"]]
+                row["id"] = incident_id
+                entry, step = escalation_service.begin_rows(
+                    incident=SimpleNamespace(**row), reason=reason, now=now
+                )
+                applied[incident_id] = entry
+                if step is not None:
+                    steps.append(step)
+        entries: list[dict[str, Any]] = []
+        for target in targets:
+            incident_id = cast(int, target.id)
+            if incident_id in applied:
+                opener = actor_of(cast(Integration, target.opener))
+                data = incident_service.created_data(cast(dict[str, Any], target.new))
+                entries.append(
+                    entry_row(incident_id=incident_id, type="created", actor=opener, now=now,
+                              data=data)
+                )  # fmt: skip
+                entries.append(applied[incident_id])
+            entries += [_received_row(incident_id, a, i, now) for a, i in target.received]
+        inserted = await bulk.insert_rows(
+            session, ENTRIES, entries, returning=("id", "incident_id", "type")
+        )
+        created = {row.incident_id: row.id for row in inserted if row.type == "created"}
+        await bulk.insert_rows(session, cast(Table, EscalationEvent.__table__), steps)
+        if steps:
+            session.info[WAKE_WORKER] = True
+        repeated = [t for t in targets if t.new is None]
+        if repeated:
+            await session.execute(
+                update(INCIDENTS)
+                .where(INCIDENTS.c.id == bindparam("target"))
+                .values(
+                    alert_count=INCIDENTS.c.alert_count + bindparam("count"),
+                    version=INCIDENTS.c.version + bindparam("count"),
+                    last_alert_at=bindparam("now"),
+                    updated_at=bindparam("now"),
+                ),
+                [{"target": t.id, "count": len(t.received), "now": now} for t in repeated],
+            )
+        await notification_service.announce_opened(
+            session,
+            [
+                notification_service.Told(
+                    cast(dict[str, Any], t.new), created[cast(int, t.id)],
+                    incident_service.created_data(cast(dict[str, Any], t.new)),
+                    actor_of(cast(Integration, t.opener)),
+                )
+                for t in opened
+            ],
+            now=now,
+        )  # fmt: skip
+        for target in targets:
+            target.received = []
+            target.new = None  # opened now: further alerts add to it like to any open incident
+
+
+async def ingest_many(
+    session: AsyncSession,
+    items: Sequence[tuple[Integration, Alert]],
+    *,
+    now: datetime,
+    reopen_window: timedelta,
+) -> list[Result]:
+    """`ingest` for many alerts in one transaction, with the same outcome as one at a time in
+    order, in a handful of statements: one lock statement for every key, one read of the open
+    incidents, then the new incidents, timeline entries, first escalation steps, counts and
+    notifications each written for all alerts at once. The rarer alerts (acknowledge, resolve,
+    a trigger that may reopen) go through `ingest`, after what comes before them is written."""
+    pairs = {(integration.service_id, alert.dedup_key) for integration, alert in items}
+    await lock_names(session, [f"incidents:dedup:{s}:{k}" for s, k in pairs])
+    found = await session.execute(
+        select(Incident.id, Incident.service_id, Incident.dedup_key).where(
+            Incident.dedup_key.in_({key for _, key in pairs}),
+            Incident.service_id.in_({service for service, _ in pairs}),
+            Incident.status != Status.resolved.value,
         )
     )
+    open_now: dict[tuple[int, str], _Target | None] = {
+        (row.service_id, row.dedup_key): _Target(row.id) for row in found
+    }
+    plan = _Plan()
+    answers: list[tuple[_Target | None, Outcome, str]] = []
+    for integration, alert in items:
+        pair = (integration.service_id, alert.dedup_key)
+        target = open_now.get(pair)
+        if alert.action == "trigger" and target is not None:
+            plan.add(target, integration, alert)
+            answers.append((target, "incident_updated", alert.dedup_key))
+        elif alert.action == "trigger" and reopen_window <= timedelta(0):
+            open_now[pair] = plan.open(integration, alert, now)
+            answers.append((open_now[pair], "incident_created", alert.dedup_key))
+        else:
+            await plan.write(session, now)
+            result = await ingest(
+                session, integration=integration, alert=alert, now=now, reopen_window=reopen_window
+            )
+            await session.flush()  # its entries before those of the alerts after it
+            if result.outcome == "incident_resolved":
+                open_now[pair] = None
+            elif result.incident_id is not None:
+                open_now[pair] = _Target(result.incident_id)
+            answers.append((_Target(result.incident_id), result.outcome, result.dedup_key))
+    await plan.write(session, now)
+    return [Result(target.id if target else None, outcome, key) for target, outcome, key in answers]

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.alerts import ingest as ingest_service
+from app.alerts.batch import Batcher
 from app.alerts.ingest import Alert, Result
 from app.alerts.sources import alertmanager, elastic, generic, pagerduty
 from app.body_guard import check_json
-from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
-from app.integrations import service as integration_service
-from app.integrations.models import Integration
 
 router = APIRouter(tags=["alerts"])
 v2 = APIRouter(prefix="/v2", tags=["alerts"])
@@ -77,8 +73,7 @@ def _body_schema(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, A
     }
 
 
-async def _json(request: Request) -> Any:
-    body = await request.body()
+def _decoded(body: bytes) -> Any:
     problem = check_json(body) if body else "The body is empty"
     if problem:
         raise BadRequest(problem)
@@ -88,60 +83,38 @@ async def _json(request: Request) -> Any:
         raise BadRequest(f"Malformed JSON: {exc}") from exc
 
 
-def _key(request: Request) -> str | None:
+def _key(request: Request) -> str:
     authorization = request.headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.headers.get("x-integration-key") or request.query_params.get("key")
+    return request.headers.get("x-integration-key") or request.query_params.get("key") or ""
 
 
-async def _integration(session: SessionDep, key: str | None, kind: str) -> Integration:
-    integration = await integration_service.by_key(session, key or "")
-    if integration is None:
-        raise Unauthorized("A valid integration key is required")
-    if integration.kind != kind:
-        raise Forbidden(
-            f"This key belongs to a {integration.kind} integration; "
-            f"send its alerts to the {integration.kind} endpoint"
-        )
-    return integration
+def _batcher(request: Request) -> Batcher:
+    batcher: Batcher = request.app.state.alert_batcher
+    return batcher
 
 
 async def _receive(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    *,
-    kind: str,
-    parse: Callable[[Any], list[Alert]],
+    request: Request, *, kind: str, parse: Callable[[Any], list[Alert]]
 ) -> list[Result]:
-    """Authenticate, read, parse (a body that does not fit is a 422) and ingest every alert."""
-    integration = await _integration(session, _key(request), kind)
-    body = await _json(request)
-    try:
-        alerts = parse(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise Unprocessable(f"{where}: {first['msg']}") from exc
-    except ValueError as exc:
-        raise Unprocessable(str(exc)) from exc
-    return await _ingest_all(session, settings, clock, integration, alerts)
+    """Authenticate, read, parse (a body that does not fit is a 422) and ingest every alert,
+    in that order; the key is checked and the body parsed in the batch (see `app.alerts.batch`).
+    """
+    body = await request.body()
 
+    def parsed() -> list[Alert]:
+        try:
+            return parse(_decoded(body))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise Unprocessable(f"{where}: {first['msg']}") from exc
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from exc
 
-async def _ingest_all(
-    session: SessionDep, settings: SettingsDep, clock: ClockDep, integration: Integration,
-    alerts: list[Alert],
-) -> list[Result]:  # fmt: skip
-    window = timedelta(minutes=settings.reopen_window_minutes)
-    return [
-        await ingest_service.ingest(
-            session, integration=integration, alert=alert, now=clock.now(), reopen_window=window
-        )
-        for alert in alerts
-    ]
+    return await _batcher(request).submit(_key(request), kind, parsed)
 
 
 def _incidents(results: list[Result]) -> dict[str, Any]:
@@ -163,12 +136,10 @@ def _incidents(results: list[Result]) -> dict[str, Any]:
     ),
 )  # fmt: skip
 async def alertmanager_webhook(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request,
 ) -> object:
     """Prometheus Alertmanager's webhook (version 4): one incident per alert fingerprint."""
-    results = await _receive(
-        request, session, settings, clock, kind="alertmanager", parse=_envelope_alerts
-    )
+    results = await _receive(request, kind="alertmanager", parse=_envelope_alerts)
     return _incidents(results)
 
 
@@ -185,12 +156,10 @@ async def alertmanager_webhook(
     ),
 )  # fmt: skip
 async def grafana_webhook(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request,
 ) -> object:
     """Grafana unified alerting's webhook contact point: one incident per alert fingerprint."""
-    results = await _receive(
-        request, session, settings, clock, kind="grafana", parse=_envelope_alerts
-    )
+    results = await _receive(request, kind="grafana", parse=_envelope_alerts)
     return _incidents(results)
 
 
@@ -214,10 +183,10 @@ def _envelope_alerts(body: Any) -> list[Alert]:
     ),
 )  # fmt: skip
 async def generic_alert(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request,
 ) -> object:
     """A simple JSON alert (or `{"alerts": [...]}`); `status: resolved` resolves its incident."""
-    results = await _receive(request, session, settings, clock, kind="generic", parse=generic.parse)
+    results = await _receive(request, kind="generic", parse=generic.parse)
     return _incidents(results)
 
 
@@ -256,12 +225,10 @@ MESSAGES = {
     ),
 )  # fmt: skip
 async def elastic_alert(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request,
 ) -> JSONResponse:
     """Elastic APM / Kibana rule actions (webhook connector); the dedup key is `alert_id`."""
-    [result] = await _receive(
-        request, session, settings, clock, kind="elastic", parse=lambda body: [elastic.parse(body)]
-    )
+    [result] = await _receive(request, kind="elastic", parse=lambda body: [elastic.parse(body)])
     code = status.HTTP_201_CREATED if result.outcome == "incident_created" else status.HTTP_200_OK
     # The contract's four names: a reopen or acknowledge is an update.
     renamed = {"incident_reopened": "incident_updated", "incident_acknowledged": "incident_updated"}
@@ -309,7 +276,7 @@ def pagerduty_invalid(message: str, errors: list[str], code: int = 400) -> JSONR
     ),
 )  # fmt: skip
 async def pagerduty_enqueue(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request,
 ) -> JSONResponse:
     """PagerDuty Events API v2: trigger, acknowledge or resolve by `dedup_key`."""
     raw = await request.body()
@@ -324,10 +291,10 @@ async def pagerduty_enqueue(
         routing_key, alert = pagerduty.parse(event)
     except pagerduty.InvalidEvent as exc:
         return pagerduty_invalid("Event object is invalid", exc.errors)
-    integration = await integration_service.by_key(session, routing_key)
-    if integration is None or integration.kind != "pagerduty":
+    try:
+        await _batcher(request).submit(routing_key, "pagerduty", lambda: [alert])
+    except (Unauthorized, Forbidden):
         return pagerduty_invalid("Event object is invalid", ["Invalid routing key"])
-    await _ingest_all(session, settings, clock, integration, [alert])
     return JSONResponse(
         {"status": "success", "message": "Event processed", "dedup_key": alert.dedup_key},
         status_code=status.HTTP_202_ACCEPTED,

@@ -24,7 +24,7 @@ from app.errors import Conflict, Unprocessable
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
-from app.incidents.timeline import SYSTEM, Actor, entry_row, record
+from app.incidents.timeline import SYSTEM, Actor, entry_row
 from app.notifications import preferences
 from app.notifications import service as notification_service
 from app.notifications.models import Notification
@@ -155,6 +155,24 @@ async def start(session: AsyncSession, *, incident: Incident, now: datetime) -> 
 
 async def prepare(session: AsyncSession, *, incident: Incident) -> str:
     """Choose the policy and set the incident's escalation fields (no id needed); say why."""
+    [(chosen, reason)] = await choose_policies(session, [incident])
+    fields = escalation_fields(chosen, run=(incident.escalation_run or 0) + 1)
+    for name, value in fields.items():
+        setattr(incident, name, value)
+    return reason
+
+
+NO_POLICY = (
+    "no active policy matches and the service has no active default policy: "
+    "this incident will not escalate"
+)
+
+
+async def choose_policies(
+    session: AsyncSession, incidents: Sequence[engine.IncidentLike]
+) -> list[tuple[EscalationPolicy | None, str]]:
+    """Each incident's policy and why: the first active one whose conditions match, else its
+    service's default (if active). Two queries for any number of incidents."""
     policies = list(
         await session.scalars(
             select(EscalationPolicy)
@@ -163,47 +181,72 @@ async def prepare(session: AsyncSession, *, incident: Incident) -> str:
             .with_for_update(read=True, key_share=True)
         )
     )
-    chosen = engine.choose(policies, incident)
-    reason = "conditions matched"
-    if chosen is None and incident.service_id is not None:
-        default_id = await session.scalar(
-            select(Service.escalation_policy_id).where(Service.id == incident.service_id)
-        )
-        chosen = next((p for p in policies if p.id == default_id), None)
-        reason = "the service's default policy"
-    incident.escalation_run = (incident.escalation_run or 0) + 1
-    incident.escalation_level = 0
-    if not isinstance(chosen, EscalationPolicy):
-        incident.escalation_policy_id = None
-        incident.escalation_snapshot = None
-        incident.escalation_status = "none"
-        return (
-            "no active policy matches and the service has no active default policy: "
-            "this incident will not escalate"
-        )
-    incident.escalation_policy_id = chosen.id
-    incident.escalation_snapshot = {
-        "policy_id": chosen.id,
-        "name": chosen.name,
-        "repeat_count": chosen.repeat_count,
-        "repeat_delay_minutes": chosen.repeat_delay_minutes,
-        "steps": chosen.steps,
+    matched = [engine.choose(policies, incident) for incident in incidents]
+    unmatched = {
+        i.service_id for i, p in zip(incidents, matched, strict=True) if p is None and i.service_id
     }
-    incident.escalation_status = "active"
-    return reason
+    defaults: dict[int, int | None] = {}
+    if unmatched:
+        rows = await session.execute(
+            select(Service.id, Service.escalation_policy_id).where(Service.id.in_(unmatched))
+        )
+        defaults = {row.id: row.escalation_policy_id for row in rows}
+    by_id = {policy.id: policy for policy in policies}
+    chosen: list[tuple[EscalationPolicy | None, str]] = []
+    for incident, policy in zip(incidents, matched, strict=True):
+        if isinstance(policy, EscalationPolicy):
+            chosen.append((policy, "conditions matched"))
+            continue
+        default = by_id.get(defaults.get(incident.service_id or 0) or 0)
+        chosen.append((default, "the service's default policy") if default else (None, NO_POLICY))
+    return chosen
+
+
+def escalation_fields(policy: EscalationPolicy | None, *, run: int) -> dict[str, Any]:
+    """An incident's escalation columns at the start of run `run` under `policy`."""
+    if policy is None:
+        return {"escalation_run": run, "escalation_level": 0, "escalation_policy_id": None,
+                "escalation_snapshot": None, "escalation_status": "none"}  # fmt: skip
+    snapshot = {
+        "policy_id": policy.id,
+        "name": policy.name,
+        "repeat_count": policy.repeat_count,
+        "repeat_delay_minutes": policy.repeat_delay_minutes,
+        "steps": policy.steps,
+    }
+    return {"escalation_run": run, "escalation_level": 0, "escalation_policy_id": policy.id,
+            "escalation_snapshot": snapshot, "escalation_status": "active"}  # fmt: skip
 
 
 def begin(session: AsyncSession, *, incident: Incident, reason: str, now: datetime) -> None:
     """Record the choice and schedule step 1 (the incident must have its id)."""
+    entry, step = begin_rows(incident=incident, reason=reason, now=now)
+    session.add(TimelineEntry(**entry))
+    if step is not None:
+        session.add(EscalationEvent(**step))
+        # The in-process worker is woken after the commit, so a step due now fires at once.
+        session.info[WAKE_WORKER] = True
+
+
+def begin_rows(
+    *, incident: Any, reason: str, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The `policy_applied` timeline row and the row scheduling step 1 (None: no policy) of an
+    incident that has its id and escalation fields; for `begin` and for writers of many."""
     snapshot = incident.escalation_snapshot
-    record(
-        session, incident=incident, type="policy_applied", actor=SYSTEM, now=now,
+    entry = entry_row(
+        incident_id=incident.id, type="policy_applied", actor=SYSTEM, now=now,
         data={"policy_id": snapshot["policy_id"] if snapshot else None,
               "name": snapshot["name"] if snapshot else None,
               "reason": reason, "run": incident.escalation_run},
     )  # fmt: skip
-    if snapshot is not None:
-        _schedule(session, incident=incident, step=1, cycle=1, after=now, now=now)
+    if snapshot is None:
+        return entry, None
+    step = _event_row(
+        incident_id=incident.id, run=incident.escalation_run, snapshot=snapshot,
+        step=1, cycle=1, after=now, now=now,
+    )  # fmt: skip
+    return entry, step
 
 
 def _event_row(
@@ -239,25 +282,6 @@ def _event_row(
         "detail": "",
         "created_at": now,
     }
-
-
-def _schedule(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    step: int,
-    cycle: int,
-    after: datetime,
-    now: datetime,
-) -> None:
-    assert incident.escalation_snapshot is not None
-    row = _event_row(
-        incident_id=incident.id, run=incident.escalation_run,
-        snapshot=incident.escalation_snapshot, step=step, cycle=cycle, after=after, now=now,
-    )  # fmt: skip
-    session.add(EscalationEvent(**row))
-    # The in-process worker is woken after the commit, so a step due now fires at once.
-    session.info[WAKE_WORKER] = True
 
 
 async def stop(session: AsyncSession, *, incident: Incident, now: datetime, reason: str) -> None:

@@ -7,7 +7,7 @@ concurrent acknowledgements resolve to one change and no-ops for the rest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -151,13 +151,7 @@ async def open_new(
         type="created",
         actor=actor,
         now=now,
-        data={
-            "title": title,
-            "severity": severity.value,
-            "service_id": service_id,
-            "source": source,
-            "dedup_key": dedup_key,
-        },
+        data=created_data(incident),
     )
     escalation_service.begin(session, incident=incident, reason=reason, now=now)
     await session.flush()
@@ -165,6 +159,14 @@ async def open_new(
         session, incident=incident, entry=entry, event="triggered", actor=actor, now=now
     )
     return incident
+
+
+def created_data(incident: Incident | Mapping[str, Any]) -> dict[str, Any]:
+    """What the `created` entry records of a new incident (an object or a row)."""
+    keys = ("title", "severity", "service_id", "source", "dedup_key")
+    if isinstance(incident, Mapping):
+        return {key: incident[key] for key in keys}
+    return {key: getattr(incident, key) for key in keys}
 
 
 UPDATABLE = ("title", "description", "severity", "service_id", "labels", "custom_fields")

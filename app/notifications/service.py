@@ -250,22 +250,56 @@ async def announce(
         await session.flush()
     if user_ids is None:
         user_ids = await _audience(session, incident=incident, event=event)
-    audience = [uid for uid in user_ids if uid != actor.user_id]
-    people = await preferences.for_users(session, audience)
+    incident_row = {c: getattr(incident, c) for c in SUMMARY_COLUMNS}
+    await _write(
+        session, event=event, told=[Told(incident_row, entry.id, dict(entry.data), actor)],
+        user_ids=list(user_ids), now=now, detail=detail,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Told:
+    """One incident event to announce: the incident (SUMMARY_COLUMNS at least), the timeline
+    entry recording the event, and who caused it."""
+
+    incident: Mapping[str, Any]
+    entry_id: int
+    data: dict[str, Any]
+    actor: Actor
+
+
+async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: datetime) -> None:
+    """`announce` of `triggered` for many new incidents at once (the ingestion of a batch)."""
+    if told:
+        audience = await _audience(session, incident=None, event="triggered")
+        await _write(session, event="triggered", told=told, user_ids=audience, now=now)
+
+
+async def _write(
+    session: AsyncSession,
+    *,
+    event: str,
+    told: Sequence[Told],
+    user_ids: list[int],
+    now: datetime,
+    detail: str | None = None,
+) -> None:
+    people = await preferences.for_users(session, user_ids)
     hooks = await subscriptions(session)
     if not people and not any(event in s.events for s in hooks):
         return
-    names = await service_names(session, [incident.service_id])
-    summary = incident_summary(
-        {c: getattr(incident, c) for c in SUMMARY_COLUMNS},
-        names.get(incident.service_id) if incident.service_id else None,
-    )
-    detail = detail or entry.data.get("note")
-    rows, _ = rows_for(
-        cause=f"timeline:{entry.id}", event=event, incident=summary, people=people,
-        user_ids=audience, subscriptions=hooks, actor=actor, data=dict(entry.data), now=now,
-        extra={"detail": detail} if detail else None,
-    )  # fmt: skip
+    names = await service_names(session, [t.incident["service_id"] for t in told])
+    rows: list[dict[str, Any]] = []
+    for one in told:
+        service_id = one.incident["service_id"]
+        summary = incident_summary(one.incident, names.get(service_id) if service_id else None)
+        note = detail or one.data.get("note")
+        rows += rows_for(
+            cause=f"timeline:{one.entry_id}", event=event, incident=summary, people=people,
+            user_ids=[uid for uid in user_ids if uid != one.actor.user_id],
+            subscriptions=hooks, actor=one.actor, data=one.data, now=now,
+            extra={"detail": note} if note else None,
+        )[0]  # fmt: skip
     await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
     if rows:
         session.info[WAKE_WORKER] = True
@@ -274,8 +308,8 @@ async def announce(
 SUMMARY_COLUMNS = ("id", "title", "status", "severity", "service_id", "labels", "escalation_level")
 
 
-async def _audience(session: AsyncSession, *, incident: Incident, event: str) -> list[int]:
-    if event == "triggered":
+async def _audience(session: AsyncSession, *, incident: Incident | None, event: str) -> list[int]:
+    if event == "triggered" or incident is None:
         # Only stored preferences can ask for new incidents (the defaults do not).
         rows = await session.execute(
             select(NotificationPreference.user_id, NotificationPreference.events).where(

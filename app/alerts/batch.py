@@ -1,0 +1,163 @@
+"""Alerts arriving together are ingested together: one transaction for the requests in hand.
+
+Each API process has one `Batcher`. A request hands it a job (the key it presented, the kind of
+endpoint, and how to parse its body) and waits for its answer. While a batch is being written,
+the jobs that arrive meanwhile queue up and become the next batch (up to `IN_FLIGHT` batches
+are written at once, so the process works while one waits on the database), so under load one
+transaction (one lock statement, one read, a few multi-row writes and one commit) serves many
+requests, and with a single sender a batch is simply that sender's request. Every request is
+answered only after the commit that stored its alerts.
+
+A job's own problem (an unknown key, the wrong kind, a body that does not parse) is its answer
+alone. A batch whose transaction fails is retried one job per transaction, so one alert that the
+database refuses cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.alerts.ingest import Alert, Result, ingest_many
+from app.clock import Clock
+from app.db import WAKE_WORKER, session_scope
+from app.errors import DomainError, Forbidden, Unauthorized
+from app.integrations.models import Integration
+from app.integrations.service import hash_key
+
+logger = logging.getLogger(__name__)
+
+# Jobs per transaction: enough to amortise a commit, few enough that one batch stays short.
+MAX_JOBS = 256
+# Batches being written at once, per process: while one waits on the database another is built.
+IN_FLIGHT = 3
+MAX_KEY_LENGTH = 256
+
+
+@dataclass(eq=False)
+class Job:
+    key: str
+    kind: str
+    parse: Callable[[], list[Alert]]  # raises a DomainError for a body that does not fit
+    answer: asyncio.Future[list[Result]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def settle(self, outcome: list[Result] | BaseException) -> None:
+        if self.answer.done():  # the request went away; its alerts are stored all the same
+            return
+        if isinstance(outcome, BaseException):
+            self.answer.set_exception(outcome)
+        else:
+            self.answer.set_result(outcome)
+
+
+class Batcher:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        reopen_window: timedelta,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.reopen_window = reopen_window
+        self.wake = wake
+        self._pending: list[Job] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: str, kind: str, parse: Callable[[], list[Alert]]) -> list[Result]:
+        """Authenticate `key` for endpoints of `kind`, parse, and ingest: the alerts' results."""
+        job = Job(key, kind, parse)
+        self._pending.append(job)
+        if len(self._tasks) < IN_FLIGHT:
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # Shielded: a request cancelled while waiting does not cancel the batch it is part of.
+        return await asyncio.shield(job.answer)
+
+    async def close(self) -> None:
+        """Let the batch in hand (and those queued behind it) finish."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            jobs, self._pending = self._pending[:MAX_JOBS], self._pending[MAX_JOBS:]
+            try:
+                await self._run(jobs)
+            except BaseException as exc:  # cancelled at shutdown: nobody waits forever
+                for job in jobs:
+                    job.settle(exc)
+                raise
+
+    async def _run(self, jobs: Sequence[Job]) -> None:
+        try:
+            outcomes = await self._transaction(jobs)
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].settle(exc)
+                return
+            logger.warning("alert batch of %d failed (%r); retrying one by one", len(jobs), exc)
+            for job in jobs:
+                await self._run([job])
+            return
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            job.settle(outcome)
+
+    async def _transaction(self, jobs: Sequence[Job]) -> list[list[Result] | BaseException]:
+        now = self.clock.now()
+        async with session_scope(self.sessionmaker) as session:
+            hashes = {hash_key(job.key) for job in jobs if 0 < len(job.key) <= MAX_KEY_LENGTH}
+            known = {
+                integration.key_hash: integration
+                for integration in await session.scalars(
+                    select(Integration).where(Integration.key_hash.in_(hashes))
+                )
+            } if hashes else {}  # fmt: skip
+            outcomes: list[list[Result] | BaseException] = []
+            items: list[tuple[Integration, Alert]] = []
+            owners: list[list[Result]] = []
+            for job in jobs:
+                try:
+                    integration = _check(known, job)
+                    alerts = job.parse()
+                except DomainError as exc:
+                    outcomes.append(exc)
+                    continue
+                mine: list[Result] = []
+                outcomes.append(mine)
+                items += [(integration, alert) for alert in alerts]
+                owners += [mine] * len(alerts)
+            results = (
+                await ingest_many(session, items, now=now, reopen_window=self.reopen_window)
+                if items
+                else []
+            )
+            for owner, result in zip(owners, results, strict=True):
+                owner.append(result)
+            wake = bool(session.info.get(WAKE_WORKER))
+        if wake:
+            self.wake()
+        return outcomes
+
+
+def _check(known: dict[str, Integration], job: Job) -> Integration:
+    integration = known.get(hash_key(job.key)) if job.key else None
+    if integration is None:
+        raise Unauthorized("A valid integration key is required")
+    if integration.kind != job.kind:
+        raise Forbidden(
+            f"This key belongs to a {integration.kind} integration; "
+            f"send its alerts to the {integration.kind} endpoint"
+        )
+    return integration

@@ -1,0 +1,198 @@
+"""Alerts ingested as a batch come out as one at a time would, and one job's problem is its own."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, select
+
+from app.alerts.batch import Batcher
+from app.alerts.ingest import Alert, ingest, ingest_many
+from app.db import session_scope
+from app.errors import Forbidden, Unauthorized, Unprocessable
+from app.escalation.models import EscalationEvent
+from app.incidents.models import Incident, Severity, TimelineEntry
+from app.integrations import service as integration_service
+from app.notifications.models import Notification, NotificationPreference
+
+KEYS = ("disk", "cpu", "queue")
+HANDMADE = [
+    [("trigger", "disk")] * 3,
+    [("trigger", "disk"), ("resolve", "disk"), ("trigger", "disk"), ("trigger", "disk")],
+    [("trigger", "disk"), ("acknowledge", "disk"), ("trigger", "disk"), ("resolve", "disk")],
+    [("resolve", "cpu"), ("acknowledge", "cpu"), ("trigger", "cpu"), ("trigger", "queue")],
+    [("trigger", "disk"), ("trigger", "cpu"), ("resolve", "disk"), ("trigger", "disk"),
+     ("acknowledge", "cpu"), ("trigger", "cpu"), ("resolve", "cpu"), ("trigger", "cpu")],
+]  # fmt: skip
+
+
+def sequences(count: int, seed: int) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    actions = ("trigger", "trigger", "trigger", "acknowledge", "resolve")
+    return HANDMADE + [
+        [(rng.choice(actions), rng.choice(KEYS)) for _ in range(rng.randint(1, 14))]
+        for _ in range(count)
+    ]
+
+
+def alerts_of(sequence: list[tuple[str, str]]) -> list[Alert]:
+    return [
+        Alert(action=action, dedup_key=key, title=f"{key} #{n}",  # type: ignore[arg-type]
+              severity=Severity.high, labels={"n": str(n)}, raw={"n": n})
+        for n, (action, key) in enumerate(sequence)
+    ]  # fmt: skip
+
+
+async def state(harness, service_id: int) -> list[tuple]:
+    """Everything ingestion wrote for a service, with ids replaced by their order of creation."""
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        found = list(
+            await session.scalars(
+                select(Incident).where(Incident.service_id == service_id).order_by(Incident.id)
+            )
+        )
+        ordinal = {incident.id: n for n, incident in enumerate(found)}
+        described = []
+        for incident in found:
+            entries = await session.scalars(
+                select(TimelineEntry)
+                .where(TimelineEntry.incident_id == incident.id)
+                .order_by(TimelineEntry.id)
+            )
+            steps = await session.execute(
+                select(EscalationEvent.run, EscalationEvent.step, EscalationEvent.status)
+                .where(EscalationEvent.incident_id == incident.id)
+                .order_by(EscalationEvent.id)
+            )
+            told = await session.execute(
+                select(Notification.event, Notification.channel, Notification.user_id)
+                .where(Notification.incident_id == incident.id)
+                .order_by(Notification.id)
+            )
+            described.append((
+                ordinal[incident.id], incident.dedup_key, incident.status, incident.alert_count,
+                incident.version, incident.title, incident.labels, incident.escalation_status,
+                incident.escalation_run, incident.source,
+                [(e.type, e.actor_type, e.data.get("action"), e.data.get("raw")) for e in entries],
+                [tuple(row) for row in steps], [tuple(row) for row in told],
+            ))  # fmt: skip
+        return described
+
+
+@pytest.mark.parametrize("window", [0, 10], ids=["no-reopen", "reopen-window"])
+async def test_a_batch_writes_what_one_alert_at_a_time_writes(harness, factory, window):
+    """Random and hand-made sequences of triggers, acknowledgements and resolutions, over three
+    keys, give the same incidents, counts, versions, timelines, escalation steps and
+    notifications through `ingest_many` in one transaction as through `ingest` one by one."""
+    watcher = await factory.user(email="watcher@example.com")
+    await factory.policy(
+        steps=[{"delay_minutes": 0, "targets": [{"type": "user", "id": watcher.id}],
+                "actions": []}]
+    )  # fmt: skip
+    await factory.webhook()
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        session.add(NotificationPreference(
+            user_id=watcher.id, channel="email", enabled=True, address=None,
+            min_severity="info", events=["triggered", "resolved"],
+            created_at=harness.clock.now(), updated_at=harness.clock.now(),
+        ))  # fmt: skip
+    reopen = timedelta(minutes=window)
+    now = harness.clock.now()
+    for number, sequence in enumerate(sequences(25, seed=window)):
+        singly = await factory.integration(name=f"singly {number}")
+        batched = await factory.integration(name=f"batched {number}")
+        for alert in alerts_of(sequence):
+            async with session_scope(harness.app.state.sessionmaker) as session:
+                await ingest(
+                    session, integration=singly, alert=alert, now=now, reopen_window=reopen
+                )
+        async with session_scope(harness.app.state.sessionmaker) as session:
+            items = [(batched, alert) for alert in alerts_of(sequence)]
+            results = await ingest_many(session, items, now=now, reopen_window=reopen)
+        expected = await state(harness, singly.service_id)
+        assert await state(harness, batched.service_id) == expected, sequence
+        # The answers name the incidents the alerts went to, in order.
+        assert [r.dedup_key for r in results] == [key for _, key in sequence]
+        ids = [i for i in await _incident_ids(harness, batched.service_id)]
+        assert {r.incident_id for r in results if r.incident_id is not None} <= set(ids)
+        assert len(results) == len(sequence)
+    # The comparison saw real work: steps scheduled and people and hooks told.
+    assert any(row[11] for row in expected) and any(row[12] for row in expected)
+
+
+async def _incident_ids(harness, service_id: int) -> list[int]:
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        return list(
+            await session.scalars(select(Incident.id).where(Incident.service_id == service_id))
+        )
+
+
+async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, factory):
+    integration = await factory.integration()
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        stored = await session.get(type(integration), integration.id)
+        key = await integration_service.rotate(session, integration=stored, now=harness.clock.now())
+    commits = []
+    engine = harness.app.state.engine
+
+    def count(connection):
+        commits.append(connection)
+
+    event.listen(engine.sync_engine, "commit", count)
+    batcher = Batcher(harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0))
+
+    def firing(dedup_key):
+        return lambda: [Alert(action="trigger", dedup_key=dedup_key, title=dedup_key)]
+
+    def unparsable():
+        raise Unprocessable("alerts.0.labels: Input should be a valid dictionary")
+
+    try:
+        answers = await asyncio.gather(
+            batcher.submit(key, "alertmanager", firing("one")),
+            batcher.submit("not-a-key", "alertmanager", firing("two")),
+            batcher.submit(key, "generic", firing("three")),
+            batcher.submit(key, "alertmanager", unparsable),
+            batcher.submit(key, "alertmanager", firing("one")),
+            return_exceptions=True,
+        )
+    finally:
+        event.remove(engine.sync_engine, "commit", count)
+    first, unknown, wrong_kind, bad_body, repeat = answers
+    assert [r.outcome for r in first] == ["incident_created"]
+    assert [(r.incident_id, r.outcome) for r in repeat] == [(first[0].incident_id,
+                                                             "incident_updated")]  # fmt: skip
+    assert isinstance(unknown, Unauthorized) and isinstance(wrong_kind, Forbidden)
+    assert isinstance(bad_body, Unprocessable)
+    assert len(commits) == 1  # five requests, one transaction
+    [incident] = await _incidents(harness)
+    assert (incident.dedup_key, incident.alert_count) == ("one", 2)
+
+
+async def test_a_failing_batch_is_retried_job_by_job(harness, factory):
+    integration = await factory.integration()
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        stored = await session.get(type(integration), integration.id)
+        key = await integration_service.rotate(session, integration=stored, now=harness.clock.now())
+    batcher = Batcher(harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0))
+
+    def broken():
+        raise RuntimeError("a bug in one source's parser")
+
+    good, bad, other = await asyncio.gather(
+        batcher.submit(key, "alertmanager", lambda: [Alert(action="trigger", dedup_key="a")]),
+        batcher.submit(key, "alertmanager", broken),
+        batcher.submit(key, "alertmanager", lambda: [Alert(action="trigger", dedup_key="b")]),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, RuntimeError)
+    assert [r.outcome for r in good] == [r.outcome for r in other] == ["incident_created"]
+    assert sorted(i.dedup_key for i in await _incidents(harness)) == ["a", "b"]
+
+
+async def _incidents(harness) -> list[Incident]:
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        return list(await session.scalars(select(Incident).order_by(Incident.id)))
