@@ -13,6 +13,8 @@ from app.services.router import router as services_router
 from app.users.router import router as users_router
 
 api_router = APIRouter(prefix="/v1")
+# Routes are matched in order: the busiest (alerts from monitoring) are tried first.
+api_router.include_router(alerts_router)
 api_router.include_router(auth_router)
 api_router.include_router(users_router)
 api_router.include_router(services_router)
@@ -24,4 +26,3 @@ api_router.include_router(notifications.incident_notifications)
 api_router.include_router(notifications.preferences)
 api_router.include_router(notifications.notifications)
 api_router.include_router(notifications.webhooks)
-api_router.include_router(alerts_router)

@@ -61,15 +61,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, pool_size: int | None = None, **overrides: Any
+) -> AsyncEngine:
+    """The engine of `settings`; `pool_size` (PostgreSQL) defaults to DATABASE_POOL_SIZE, and as
+    many again may be opened under load."""
     url = settings.async_database_url
     kwargs: dict[str, Any] = {"echo": settings.database_echo, "pool_pre_ping": True}
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs["pool_size"] = settings.database_pool_size
-        kwargs["max_overflow"] = settings.database_pool_size
+        kwargs["pool_size"] = pool_size or settings.database_pool_size
+        kwargs["max_overflow"] = kwargs["pool_size"]
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app import __version__, openapi
+from app.alerts import batch
 from app.alerts.batch import Batcher
 from app.alerts.router import v2 as alerts_v2_router
 from app.api import api_router
@@ -55,8 +56,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             batch=settings.worker_batch_size,
             settings=settings,
         )
+        # Ingestion's own connections, not pinged before use (see app.alerts.batch).
+        ingest_engine = create_engine(settings, pool_size=batch.IN_FLIGHT, pool_pre_ping=False)
         app.state.alert_batcher = Batcher(
-            app.state.sessionmaker,
+            create_sessionmaker(ingest_engine),
             clock,
             reopen_window=timedelta(minutes=settings.reopen_window_minutes),
             wake=app.state.worker.wake,
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             yield
         finally:
             await app.state.alert_batcher.close()
+            await ingest_engine.dispose()
             if task is not None:
                 app.state.worker.stop()
                 await task
@@ -87,9 +91,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.clock = clock
     install_error_handlers(app)
+    app.include_router(alerts_v2_router)  # PagerDuty's path: /v2/enqueue (matched first: busiest)
     app.include_router(health_router)
     app.include_router(api_router)
-    app.include_router(alerts_v2_router)  # PagerDuty's path: /v2/enqueue
     document_webhooks(app)
     openapi.install(app)
     app.add_middleware(SlashAliasMiddleware, router=app.router)

@@ -11,6 +11,9 @@ alerts with `--concurrency` concurrent senders, for each source in turn:
 - `new`: every alert has a fresh dedup key, so every request opens an incident;
 - `dedup`: alerts for 100 keys opened beforehand, so every request adds to an open incident.
 
+`app ms` and `db ms` are the CPU time per request of the server's workers and of all PostgreSQL
+backends during the measured run: steadier than the rates on a shared, noisy machine.
+
 Each measured run follows `--warmup` unmeasured requests (new keys), so that it shows the steady
 state rather than each connection's first statements. Prints requests per second and latency
 p50/p99/max per source and mode, and checks the answers (every request must be 2xx). The load
@@ -164,6 +167,23 @@ async def drive(
     return latencies, failures, time.monotonic() - started
 
 
+def cpu_seconds(match: Callable[[str, str], bool]) -> float:
+    """CPU time used so far by the processes whose (pid, command line) match: the server's
+    workers, or PostgreSQL's backends (all of them, so run on an otherwise quiet server)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if match(fields[1], command):  # fields[1]: the parent's pid
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def row(source: str, mode: str, late: list[float], failed: int, elapsed: float) -> str:
     def ms(q: float) -> float:
         return late[min(len(late) - 1, int(q * len(late)))] * 1000 if late else float("nan")
@@ -172,6 +192,10 @@ def row(source: str, mode: str, late: list[float], failed: int, elapsed: float) 
         f"{source:<13} {mode:<6} {len(late):>6} {failed:>6} {len(late) / elapsed:>7.0f} "
         f"{ms(0.5):>7.1f} {ms(0.99):>7.1f} {ms(1.0):>7.1f}"
     )
+
+
+def per_request(cpu: float, count: int) -> str:
+    return f"{cpu * 1000 / max(count, 1):>7.2f}"
 
 
 def main() -> None:
@@ -197,6 +221,14 @@ def main() -> None:
         env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    server_pid = str(server.pid)
+
+    def app_cpu() -> float:
+        return cpu_seconds(lambda parent, command: parent == server_pid)
+
+    def db_cpu() -> float:
+        return cpu_seconds(lambda parent, command: command.startswith("postgres: "))
+
     try:
         for _ in range(200):
             try:
@@ -209,7 +241,7 @@ def main() -> None:
         print(f"gunicorn, {args.gunicorn_workers} uvicorn workers; {args.concurrency} concurrent "
               f"senders; {settings.async_database_url.split(':')[0]}")  # fmt: skip
         print(f"{'source':<13} {'mode':<6} {'ok':>6} {'failed':>6} {'per s':>7} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")  # fmt: skip
+              f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'app ms':>7} {'db ms':>7}")  # fmt: skip
         for source in args.sources.split(","):
             key = keys[source]
             for mode in ("new", "dedup"):
@@ -233,11 +265,17 @@ def main() -> None:
                         return request_for(s, k, f"{run}-{s}-{m}-warm-{i}")
 
                     asyncio.run(drive(port, warm, args.warmup, args.concurrency, args.seconds))
+                app_before, db_before = app_cpu(), db_cpu()
                 late, failed, elapsed = asyncio.run(
                     drive(port, make, args.requests, args.concurrency, args.seconds)
                 )
+                spent_app, spent_db = app_cpu() - app_before, db_cpu() - db_before
                 late.sort()
-                print(row(source, mode, late, failed, elapsed))
+                print(
+                    row(source, mode, late, failed, elapsed),
+                    per_request(spent_app, len(late) + failed),
+                    per_request(spent_db, len(late) + failed),
+                )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

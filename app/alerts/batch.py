@@ -9,8 +9,11 @@ requests, and with a single sender a batch is simply that sender's request. Ever
 answered only after the commit that stored its alerts.
 
 A job's own problem (an unknown key, the wrong kind, a body that does not parse) is its answer
-alone. A batch whose transaction fails is retried one job per transaction, so one alert that the
-database refuses cannot fail the others.
+alone. A batch whose transaction fails before its commit is retried one job per transaction, so
+one alert that the database refuses cannot fail the others, and a connection lost since its last
+use (the database restarted) costs a retry, not an error: the batcher's connections are not
+pinged before use, which would cost a round trip per batch. A failed commit is not retried (it
+may have been applied): its requests get the error, and their senders may send again.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.alerts.ingest import Alert, Result, ingest_many
 from app.clock import Clock
-from app.db import WAKE_WORKER, session_scope
+from app.db import WAKE_WORKER
 from app.errors import DomainError, Forbidden, Unauthorized
 from app.integrations.models import Integration
 from app.integrations.service import hash_key
@@ -36,7 +40,7 @@ logger = logging.getLogger(__name__)
 # Jobs per transaction: enough to amortise a commit, few enough that one batch stays short.
 MAX_JOBS = 256
 # Batches being written at once, per process: while one waits on the database another is built.
-IN_FLIGHT = 3
+IN_FLIGHT = 2
 MAX_KEY_LENGTH = 256
 
 
@@ -100,55 +104,86 @@ class Batcher:
                     job.settle(exc)
                 raise
 
-    async def _run(self, jobs: Sequence[Job]) -> None:
+    async def _run(self, jobs: Sequence[Job], *, reconnected: bool = False) -> None:
         try:
             outcomes = await self._transaction(jobs)
-        except Exception as exc:
-            if len(jobs) == 1:
-                jobs[0].settle(exc)
-                return
-            logger.warning("alert batch of %d failed (%r); retrying one by one", len(jobs), exc)
+        except CommitFailed as failed:
             for job in jobs:
-                await self._run([job])
+                job.settle(failed.error)
+            return
+        except DBAPIError as exc:
+            if exc.connection_invalidated and not reconnected:
+                # A connection lost since its last use; the pool has let go of the others too.
+                await self._run(jobs, reconnected=True)
+            else:
+                await self._one_by_one(jobs, exc)
+            return
+        except Exception as exc:
+            await self._one_by_one(jobs, exc)
             return
         for job, outcome in zip(jobs, outcomes, strict=True):
             job.settle(outcome)
 
+    async def _one_by_one(self, jobs: Sequence[Job], exc: Exception) -> None:
+        if len(jobs) == 1:
+            jobs[0].settle(exc)
+            return
+        logger.warning("alert batch of %d failed (%r); retrying one by one", len(jobs), exc)
+        for job in jobs:
+            await self._run([job], reconnected=True)
+
     async def _transaction(self, jobs: Sequence[Job]) -> list[list[Result] | BaseException]:
         now = self.clock.now()
-        async with session_scope(self.sessionmaker) as session:
-            hashes = {hash_key(job.key) for job in jobs if 0 < len(job.key) <= MAX_KEY_LENGTH}
-            known = {
-                integration.key_hash: integration
-                for integration in await session.scalars(
-                    select(Integration).where(Integration.key_hash.in_(hashes))
-                )
-            } if hashes else {}  # fmt: skip
-            outcomes: list[list[Result] | BaseException] = []
-            items: list[tuple[Integration, Alert]] = []
-            owners: list[list[Result]] = []
-            for job in jobs:
-                try:
-                    integration = _check(known, job)
-                    alerts = job.parse()
-                except DomainError as exc:
-                    outcomes.append(exc)
-                    continue
-                mine: list[Result] = []
-                outcomes.append(mine)
-                items += [(integration, alert) for alert in alerts]
-                owners += [mine] * len(alerts)
-            results = (
-                await ingest_many(session, items, now=now, reopen_window=self.reopen_window)
-                if items
-                else []
-            )
-            for owner, result in zip(owners, results, strict=True):
-                owner.append(result)
-            wake = bool(session.info.get(WAKE_WORKER))
-        if wake:
+        async with self.sessionmaker() as session:
+            try:
+                outcomes = await self._ingest(session, jobs, now)
+            except BaseException:
+                await session.rollback()
+                raise
+            try:
+                await session.commit()
+            except Exception as exc:
+                await session.rollback()  # the connection goes back to the pool clean
+                raise CommitFailed(exc) from exc
+        if session.info.get(WAKE_WORKER):
             self.wake()
         return outcomes
+
+    async def _ingest(
+        self, session: AsyncSession, jobs: Sequence[Job], now: datetime
+    ) -> list[list[Result] | BaseException]:
+        hashes = {hash_key(job.key) for job in jobs if 0 < len(job.key) <= MAX_KEY_LENGTH}
+        known = {
+            integration.key_hash: integration
+            for integration in await session.scalars(
+                select(Integration).where(Integration.key_hash.in_(hashes))
+            )
+        } if hashes else {}  # fmt: skip
+        outcomes: list[list[Result] | BaseException] = []
+        items: list[tuple[Integration, Alert]] = []
+        owners: list[list[Result]] = []
+        for job in jobs:
+            try:
+                integration = _check(known, job)
+                alerts = job.parse()
+            except DomainError as exc:
+                outcomes.append(exc)
+                continue
+            mine: list[Result] = []
+            outcomes.append(mine)
+            items += [(integration, alert) for alert in alerts]
+            owners += [mine] * len(alerts)
+        if items:
+            results = await ingest_many(session, items, now=now, reopen_window=self.reopen_window)
+            for owner, result in zip(owners, results, strict=True):
+                owner.append(result)
+        return outcomes
+
+
+class CommitFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _check(known: dict[str, Integration], job: Job) -> Integration:

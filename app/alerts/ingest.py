@@ -308,7 +308,7 @@ class _Plan:
                 entries.append(applied[incident_id])
             entries += [_received_row(incident_id, a, i, now) for a, i in target.received]
         inserted = await bulk.insert_rows(
-            session, ENTRIES, entries, returning=("id", "incident_id", "type")
+            session, ENTRIES, entries, returning=("id", "incident_id", "type") if opened else ()
         )
         created = {row.incident_id: row.id for row in inserted if row.type == "created"}
         await bulk.insert_rows(session, cast(Table, EscalationEvent.__table__), steps)

@@ -6,11 +6,13 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from app.db import session_scope
 from app.incidents.models import Incident, TimelineEntry
+from app.main import create_app
 from tests.conftest import make_settings
 
 # Captured from a real Alertmanager 0.25 (copied from the team's shared fixtures, unchanged).
@@ -440,11 +442,18 @@ class TestReopenWindow:
 
 
 async def test_fifty_simultaneous_triggers_make_one_incident(client, admin_client, harness):
+    """Through two app instances (as two API processes, each batching its own requests)."""
     key, _ = await make_integration(admin_client, "generic")
     alert = {"summary": "storm", "dedup_key": "same-key", "severity": "critical"}
-    responses = await asyncio.gather(
-        *(client.post("/v1/alerts/generic", json=alert, params={"key": key}) for _ in range(50))
-    )
+    other = create_app(harness.settings, clock=harness.clock)
+    async with other.router.lifespan_context(other), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=other), base_url="http://test"
+    ) as other_client:  # fmt: skip
+        responses = await asyncio.gather(*(
+            (client, other_client)[n % 2].post("/v1/alerts/generic", json=alert,
+                                               params={"key": key})
+            for n in range(50)
+        ))  # fmt: skip
     assert [r.status_code for r in responses] == [202] * 50
     outcomes = sorted(r.json()["incidents"][0]["status"] for r in responses)
     assert outcomes == ["incident_created"] + ["incident_updated"] * 49
