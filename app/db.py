@@ -62,10 +62,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def create_engine(
-    settings: Settings, *, pool_size: int | None = None, **overrides: Any
+    settings: Settings,
+    *,
+    pool_size: int | None = None,
+    plan_each_time: bool = False,
+    **overrides: Any,
 ) -> AsyncEngine:
     """The engine of `settings`; `pool_size` (PostgreSQL) defaults to DATABASE_POOL_SIZE, and as
-    many again may be opened under load."""
+    many again may be opened under load.
+
+    `plan_each_time` (PostgreSQL): plan every execution of a prepared statement with the
+    parameters given, never with a generic plan cached on the connection. A generic plan made
+    while a table was small (a seq scan) stays in use however large the table grows, until
+    statistics change, and autovacuum may be off or late; hot paths over growing tables use it.
+    """
     url = settings.async_database_url
     kwargs: dict[str, Any] = {"echo": settings.database_echo, "pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -74,6 +84,8 @@ def create_engine(
     else:
         kwargs["pool_size"] = pool_size or settings.database_pool_size
         kwargs["max_overflow"] = kwargs["pool_size"]
+        if plan_each_time:
+            kwargs["connect_args"] = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):

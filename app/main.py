@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             settings=settings,
         )
         # Ingestion's own connections, not pinged before use (see app.alerts.batch).
-        ingest_engine = create_engine(settings, pool_size=batch.IN_FLIGHT, pool_pre_ping=False)
+        ingest_engine = create_engine(
+            settings, pool_size=batch.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
+        )
         app.state.alert_batcher = Batcher(
             create_sessionmaker(ingest_engine),
             clock,

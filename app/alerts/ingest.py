@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import bulk
@@ -344,6 +344,39 @@ class _Plan:
             target.new = None  # opened now: further alerts add to it like to any open incident
 
 
+async def _open(session: AsyncSession, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """The open incident of each (service, dedup key) that has one."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement text for any number of pairs, joined on the partial unique index of open
+        # incidents: a plan cached for it stays right however the table grows (with `IN` lists,
+        # a cached generic plan could scan every incident of the service).
+        services, keys = zip(*pairs, strict=True)
+        rows = await session.execute(
+            text(
+                "SELECT i.id, i.service_id, i.dedup_key FROM incidents AS i "
+                "JOIN unnest(CAST(:services AS bigint[]), CAST(:keys AS varchar[])) "
+                "AS k(service_id, dedup_key) "
+                "ON i.service_id = k.service_id AND i.dedup_key = k.dedup_key "
+                "WHERE i.status != 'resolved' AND i.dedup_key IS NOT NULL "
+                "AND i.service_id IS NOT NULL"  # the partial index's own condition
+            ),
+            {"services": list(services), "keys": list(keys)},
+        )
+    else:
+        rows = await session.execute(
+            select(Incident.id, Incident.service_id, Incident.dedup_key).where(
+                Incident.dedup_key.in_({key for _, key in pairs}),
+                Incident.service_id.in_({service for service, _ in pairs}),
+                Incident.status != Status.resolved.value,
+            )
+        )
+    return {
+        (row.service_id, row.dedup_key): row.id
+        for row in rows
+        if (row.service_id, row.dedup_key) in pairs
+    }
+
+
 async def ingest_many(
     session: AsyncSession,
     items: Sequence[tuple[Integration, Alert]],
@@ -358,15 +391,8 @@ async def ingest_many(
     a trigger that may reopen) go through `ingest`, after what comes before them is written."""
     pairs = {(integration.service_id, alert.dedup_key) for integration, alert in items}
     await lock_names(session, [f"incidents:dedup:{s}:{k}" for s, k in pairs])
-    found = await session.execute(
-        select(Incident.id, Incident.service_id, Incident.dedup_key).where(
-            Incident.dedup_key.in_({key for _, key in pairs}),
-            Incident.service_id.in_({service for service, _ in pairs}),
-            Incident.status != Status.resolved.value,
-        )
-    )
     open_now: dict[tuple[int, str], _Target | None] = {
-        (row.service_id, row.dedup_key): _Target(row.id) for row in found
+        pair: _Target(incident_id) for pair, incident_id in (await _open(session, pairs)).items()
     }
     plan = _Plan()
     answers: list[tuple[_Target | None, Outcome, str]] = []

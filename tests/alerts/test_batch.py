@@ -264,6 +264,15 @@ async def test_a_lost_connection_costs_a_retry_not_an_error(harness, factory, po
     await engine.dispose()
 
 
+async def test_ingestion_plans_each_statement_afresh(harness, postgres_only):
+    """A generic plan cached while the tables were small would keep scanning them as they grow
+    (measured: the database's CPU per alert grew fivefold over 100,000 alerts)."""
+    async with session_scope(harness.app.state.alert_batcher.sessionmaker) as session:
+        assert await session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        assert await session.scalar(text("SHOW plan_cache_mode")) == "auto"
+
+
 @pytest.fixture
 def postgres_only(backend):
     if backend != "postgresql":
