@@ -9,6 +9,8 @@ from app.escalation.router import policies as policies_router
 from app.incidents.router import router as incidents_router
 from app.integrations.router import router as integrations_router
 from app.notifications import router as notifications
+from app.schedules.router import oncall_router
+from app.schedules.router import router as schedules_router
 from app.services.router import router as services_router
 from app.users.router import router as users_router
 
@@ -26,3 +28,5 @@ api_router.include_router(notifications.incident_notifications)
 api_router.include_router(notifications.preferences)
 api_router.include_router(notifications.notifications)
 api_router.include_router(notifications.webhooks)
+api_router.include_router(schedules_router)
+api_router.include_router(oncall_router)

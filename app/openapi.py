@@ -110,10 +110,25 @@ FIELDS: dict[str, str] = {
     "kind": "The alert source: `elastic`, `alertmanager`, `grafana`, `pagerduty` or `generic`",
     "key_prefix": "The key's first characters, to tell keys apart",
     "rotated_at": "When the key was last replaced, or null",
+    "at": "The instant asked about (ISO 8601, UTC)",
+    "rotation_length": "How many units each turn lasts",
+    "rotation_unit": "`hours`, `days` or `weeks` (wall-clock: a daily 09:00 handoff stays 09:00)",
+    "restrictions": "When the layer is on duty (days and a local time window); empty: always",
+    "start": "Start (ISO 8601, UTC)",
+    "end": "End, exclusive (ISO 8601, UTC)",
+    "schedule": "The schedule (id and name)",
+    "schedule_id": "The schedule it belongs to",
+    "user": "The user",
+    "users": "Whoever is on call (empty: nobody)",
+    "time_zone": "IANA time zone of the schedule's wall-clock times, e.g. Europe/Berlin",
+    "layers": "Rotations in order; later layers win where they have someone",
+    "actor_id": "The user who made the change, or null",
+    "actor_name": "Who made the change",
 }
 
 # Where a name means something more specific in one schema.
 OVERRIDES: dict[tuple[str, str], str] = {
+    ("LayerRead", "start"): "Local wall-clock time of the first handoff, in the schedule's zone",
     ("IncidentRead", "status"): "`triggered`, `acknowledged`, `snoozed` or `resolved`",
     (
         "EscalationEventRead",

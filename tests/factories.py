@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -16,6 +17,7 @@ from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
 from app.integrations.models import Integration
 from app.notifications.models import Notification, WebhookSubscription
+from app.schedules.models import Schedule, ScheduleOverride
 from app.services.models import Service
 from app.users.models import User
 
@@ -204,3 +206,33 @@ class Factory:
         async with session_scope(self.sessionmaker) as session:
             session.add(integration)
         return integration
+
+    async def schedule(self, **overrides: Any) -> Schedule:
+        """A schedule in UTC with one daily rotation (of `user_ids`, by default nobody)."""
+        n = next(_counter)
+        name = overrides.pop("name", f"Schedule {n}")
+        user_ids = overrides.pop("user_ids", [])
+        values: dict[str, Any] = {
+            "name": name, "name_key": name.lower(), "description": "", "time_zone": "UTC",
+            "layers": [{"name": "Layer", "user_ids": user_ids, "rotation_length": 1,
+                        "rotation_unit": "days", "start": "2026-01-01T09:00:00",
+                        "restrictions": []}],
+            "created_at": self.clock.now(), "updated_at": self.clock.now(),
+        }  # fmt: skip
+        values.update(overrides)
+        schedule = Schedule(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(schedule)
+        return schedule
+
+    async def override(self, **overrides: Any) -> ScheduleOverride:
+        """An override of the next hour, for `user_id` in `schedule_id`."""
+        now = self.clock.now()
+        values: dict[str, Any] = {
+            "start_at": now, "end_at": now + timedelta(hours=1), "created_at": now,
+        }  # fmt: skip
+        values.update(overrides)
+        override = ScheduleOverride(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(override)
+        return override

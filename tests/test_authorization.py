@@ -15,6 +15,8 @@ OWNER = "owner"
 KEY = "integration key"
 # PagerDuty's endpoint: the key is in the body; without one, PagerDuty's 400.
 ROUTING_KEY = "routing key"
+# Calendar feeds: the secret token in the URL, never a user token: without it, 401 for everyone.
+FEED_TOKEN = "feed token"
 
 # (method, path template) → who may call it.
 RULES: dict[tuple[str, str], str] = {
@@ -85,6 +87,23 @@ RULES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
     ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): ADMIN,
     ("POST", "/v1/webhooks/{webhook_id}/test"): ADMIN,
+    ("GET", "/v1/schedules/"): SIGNED_IN,
+    ("POST", "/v1/schedules/"): ADMIN,
+    ("GET", "/v1/schedules/{schedule_id}"): SIGNED_IN,
+    ("PUT", "/v1/schedules/{schedule_id}"): ADMIN,
+    ("DELETE", "/v1/schedules/{schedule_id}"): ADMIN,
+    ("GET", "/v1/schedules/{schedule_id}/history"): SIGNED_IN,
+    ("GET", "/v1/schedules/{schedule_id}/overrides"): SIGNED_IN,
+    ("POST", "/v1/schedules/{schedule_id}/overrides"): ADMIN,
+    ("DELETE", "/v1/schedules/{schedule_id}/overrides/{override_id}"): ADMIN,
+    ("GET", "/v1/schedules/{schedule_id}/on-call"): SIGNED_IN,
+    ("GET", "/v1/schedules/{schedule_id}/shifts"): SIGNED_IN,
+    ("POST", "/v1/schedules/{schedule_id}/calendar-url"): ADMIN,
+    ("GET", "/v1/schedules/{schedule_id}/calendar.ics"): FEED_TOKEN,
+    ("GET", "/v1/oncall"): SIGNED_IN,
+    ("GET", "/v1/users/me/shifts"): SIGNED_IN,
+    ("POST", "/v1/users/me/calendar-url"): SIGNED_IN,
+    ("GET", "/v1/users/{user_id}/calendar.ics"): FEED_TOKEN,
 }
 
 # A body each endpoint accepts, so that a refusal is about who calls, not what is sent.
@@ -124,6 +143,13 @@ BODIES = {
     ("PUT", "/v1/webhooks/{webhook_id}"): {"enabled": False},
     ("POST", "/v1/services/{service_id}/integrations/"): {"name": "am", "kind": "alertmanager"},
     ("PUT", "/v1/services/{service_id}/integrations/{integration_id}"): {"name": "renamed"},
+    ("POST", "/v1/schedules/"): {"name": "s", "time_zone": "UTC"},
+    ("PUT", "/v1/schedules/{schedule_id}"): {"description": "d"},
+    ("POST", "/v1/schedules/{schedule_id}/overrides"): {
+        "user_id": 1,
+        "start": "2026-11-28T00:00:00Z",
+        "end": "2026-11-29T00:00:00Z",
+    },
 }
 CALLERS = ("anonymous", "deactivated", "user", "admin")
 # What a caller who may call the endpoint gets with the request sent here. The login and password
@@ -137,6 +163,7 @@ ALLOWED_ANSWER = {
     "/v1/incidents/{incident_id}/unacknowledge": (409,),
     "/v1/incidents/{incident_id}/reopen": (409,),
     "/v1/webhooks/{webhook_id}/test": (202,),
+    "/v1/schedules/{schedule_id}/overrides/{override_id}": (204,),
 }
 
 
@@ -150,7 +177,7 @@ async def test_every_endpoint_has_a_row(harness):
 
 def expected_refusal(rule: str, caller: str) -> int | None:
     """The status a caller must get, or None when the caller is let through."""
-    if rule == KEY:
+    if rule in (KEY, FEED_TOKEN):
         return 401
     if rule == ROUTING_KEY:
         return 400
@@ -190,7 +217,11 @@ async def test_matrix(harness, factory, caller):
         hook = await factory.webhook()
         integration = await factory.integration(service_id=service.id)
         notification = await factory.notification(user_id=admin.id)
+        schedule = await factory.schedule(user_ids=[admin.id])
+        override = await factory.override(schedule_id=schedule.id, user_id=admin.id)
         path = template.format(
+            schedule_id=schedule.id,
+            override_id=override.id,
             webhook_id=hook.id,
             integration_id=integration.id,
             notification_id=notification.id,
@@ -202,6 +233,8 @@ async def test_matrix(harness, factory, caller):
             email="x@example.com",
         )
         body = BODIES.get((method, template))
+        if callable(body):
+            body = body(admin)
         async with harness.make_client(token) as client:
             if template == "/v1/auth/login/access-token":
                 response = await client.post(path, data={"username": "a", "password": "b"})

@@ -104,6 +104,23 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("DELETE", "/v1/webhooks/{webhook_id}"),
         ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"),
         ("POST", "/v1/webhooks/{webhook_id}/test"),
+        ("GET", "/v1/schedules/"),
+        ("POST", "/v1/schedules/"),
+        ("GET", "/v1/schedules/{schedule_id}"),
+        ("PUT", "/v1/schedules/{schedule_id}"),
+        ("DELETE", "/v1/schedules/{schedule_id}"),
+        ("GET", "/v1/schedules/{schedule_id}/history"),
+        ("GET", "/v1/schedules/{schedule_id}/overrides"),
+        ("POST", "/v1/schedules/{schedule_id}/overrides"),
+        ("DELETE", "/v1/schedules/{schedule_id}/overrides/{override_id}"),
+        ("GET", "/v1/schedules/{schedule_id}/on-call"),
+        ("GET", "/v1/schedules/{schedule_id}/shifts"),
+        ("POST", "/v1/schedules/{schedule_id}/calendar-url"),
+        ("GET", "/v1/schedules/{schedule_id}/calendar.ics"),
+        ("GET", "/v1/oncall"),
+        ("GET", "/v1/users/me/shifts"),
+        ("POST", "/v1/users/me/calendar-url"),
+        ("GET", "/v1/users/{user_id}/calendar.ics"),
     }
     # The Authorize button uses the OAuth2 password flow against the login endpoint.
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]

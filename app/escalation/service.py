@@ -30,8 +30,10 @@ from app.notifications import service as notification_service
 from app.notifications.models import Notification
 from app.notifications.preferences import Person, Preference
 from app.pagination import page_by_id
+from app.schedules import service as schedule_service
+from app.schedules.models import Schedule
 from app.services.models import Service
-from app.users.models import User
+from app.users import service as user_service
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +60,13 @@ async def check_policy(
     """Targets and services must exist; users must be active. Raises 422 naming what is wrong."""
     problems = []
     user_ids = {t["id"] for s in steps for t in s["targets"] if t["type"] == "user"}
-    if user_ids:
-        active = set(
-            await session.scalars(
-                select(User.id).where(User.id.in_(user_ids), User.is_active.is_(True))
-            )
-        )
-        for missing in sorted(user_ids - active):
-            problems.append(f"target user {missing} does not exist or is inactive")
-    schedule_ids = sorted({t["id"] for s in steps for t in s["targets"] if t["type"] == "schedule"})
-    for schedule_id in schedule_ids:
-        problems.append(
-            f"target schedule {schedule_id}: on-call schedules are not available in this release"
-        )
+    for missing in await user_service.not_active(session, user_ids):
+        problems.append(f"target user {missing} does not exist or is inactive")
+    schedule_ids = {t["id"] for s in steps for t in s["targets"] if t["type"] == "schedule"}
+    if schedule_ids:
+        found = set(await session.scalars(select(Schedule.id).where(Schedule.id.in_(schedule_ids))))
+        for missing in sorted(schedule_ids - found):
+            problems.append(f"target schedule {missing} does not exist")
     service_ids = set(conditions.get("service_ids") or [])
     if service_ids:
         found = set(await session.scalars(select(Service.id).where(Service.id.in_(service_ids))))
@@ -142,6 +138,35 @@ async def delete_policy(session: AsyncSession, *, policy: EscalationPolicy) -> E
     await session.delete(policy)
     await session.flush()
     return policy
+
+
+async def policies_targeting(
+    session: AsyncSession, *, schedule_id: int | None = None, user_id: int | None = None
+) -> list[EscalationPolicy]:
+    """Policies with a step targeting the schedule (or the user)."""
+    kind, wanted = ("schedule", schedule_id) if schedule_id is not None else ("user", user_id)
+    return [
+        policy
+        for policy in await session.scalars(select(EscalationPolicy).order_by(EscalationPolicy.id))
+        if any(t["type"] == kind and t["id"] == wanted for s in policy.steps for t in s["targets"])
+    ]
+
+
+async def remove_user_from_policies(
+    session: AsyncSession, *, user_id: int, now: datetime
+) -> list[int]:
+    """Take a user out of every policy's targets (a step left without targets pages nobody and
+    says so when it fires); answers the policies changed."""
+    changed = await policies_targeting(session, user_id=user_id)
+    for policy in changed:
+        policy.steps = [
+            {**step, "targets": [t for t in step["targets"]
+                                 if not (t["type"] == "user" and t["id"] == user_id)]}
+            for step in policy.steps
+        ]  # fmt: skip
+        policy.updated_at = now
+    await session.flush()
+    return [p.id for p in changed]
 
 
 # ---- the engine ----------------------------------------------------------------------------------
@@ -306,6 +331,7 @@ class Audience:
     people: Mapping[int, tuple[Person, list[Preference]]]  # the active users among the targets
     hooks: Sequence[notification_service.Subscription]
     services: Mapping[int, str]
+    on_call: Mapping[int, list[int]] = field(default_factory=dict)  # schedule id -> users, now
 
 
 @dataclass
@@ -424,8 +450,13 @@ async def _plans(
     now: datetime,
     actor: Actor,
 ) -> dict[int, Plan]:
+    on_call = await schedule_service.on_call_by_id(
+        session, [t["id"] for e in events for t in e["targets"] if t["type"] == "schedule"], now
+    )
     targets = [t["id"] for e in events for t in e["targets"] if t["type"] == "user"]
+    targets += [uid for users in on_call.values() for uid in users]
     audience = Audience(
+        on_call=on_call,
         people=await preferences.for_users(session, targets),
         hooks=await notification_service.subscriptions(session),
         services=await notification_service.service_names(
@@ -479,11 +510,18 @@ def _plan(
         return Plan(incident_id=incident["id"], event=cancelled)
     incident_id = incident["id"]
     plan = Plan(incident_id=incident_id, event={})
-    user_ids = list(
-        dict.fromkeys(
-            t["id"] for t in event["targets"] if t["type"] == "user" and t["id"] in active
-        )
-    )
+    late = (now - event["due_at"]).total_seconds()
+    # Each target in order: a user, or whoever its schedule names now.
+    wanted = [
+        uid
+        for t in event["targets"]
+        for uid in ([t["id"]] if t["type"] == "user" else audience.on_call.get(t["id"], []))
+    ]
+    empty = [t["id"] for t in event["targets"]
+             if t["type"] == "schedule" and not audience.on_call.get(t["id"])]  # fmt: skip
+    if empty and len(empty) == len(event["targets"]):
+        return _skip_plan(event, incident, schedules=empty, late=late, now=now)
+    user_ids = list(dict.fromkeys(uid for uid in wanted if uid in active))
     kinds = [a["type"] for a in event["actions"]]
     severity = incident["severity"]
     for action in event["actions"]:
@@ -529,15 +567,13 @@ def _plan(
                       "removed": [], "changed": []},
             )
         )  # fmt: skip
-    late = (now - event["due_at"]).total_seconds()
-    skipped = [t for t in event["targets"] if t["type"] != "user"]
-    inactive = [t["id"] for t in event["targets"] if t["type"] == "user" and t["id"] not in active]
+    inactive = list(dict.fromkeys(uid for uid in wanted if uid not in active))
     silent = [uid for uid in user_ids if uid not in notified] if "notify" in kinds else []
     detail = "; ".join(
         [f"fired {late:.3f} s after due"]
         + [f"skipped user {uid}: inactive or deleted" for uid in inactive]
         + [f"user {uid} has no channel enabled for {severity} escalations" for uid in silent]
-        + [f"skipped {t['type']} {t['id']}: not available in this release" for t in skipped]
+        + [f"schedule {schedule_id}: nobody on call" for schedule_id in empty]
     )
     if event["targets"] and not (notified if "notify" in kinds else user_ids):
         # Nobody could be reached by this step: say so where the responders look.
@@ -562,6 +598,35 @@ def _plan(
     plan.next_event = _next_event(event, incident, after=max(event["due_at"], now), now=now)
     plan.incident = _incident_update(
         incident, now=now, escalation_level=event["step"], severity=severity,
+        escalation_status="active" if plan.next_event else "completed",
+    )  # fmt: skip
+    return plan
+
+
+def _skip_plan(
+    event: Mapping[str, Any], incident: Mapping[str, Any], *, schedules: list[int], late: float,
+    now: datetime,
+) -> Plan:  # fmt: skip
+    """A step whose every target is a schedule with nobody on call: recorded `skipped`, said on
+    the timeline, and the next step is due at once (no one was paged to wait for)."""
+    reason = "; ".join(f"schedule {schedule_id}: nobody on call" for schedule_id in schedules)
+    plan = Plan(
+        incident_id=incident["id"],
+        event=_event_update(
+            event, EventStatus.skipped, now=now, detail=f"{reason} ({late:.3f} s after due)"
+        ),
+    )
+    plan.timeline.append(
+        entry_row(
+            incident_id=incident["id"], type="escalation_skipped", actor=SYSTEM, now=now,
+            data={"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"],
+                  "reason": reason},
+        )
+    )  # fmt: skip
+    plan.next_event = _next_event(event, incident, after=now, now=now, at_once=True)
+    plan.incident = _incident_update(
+        incident, now=now, escalation_level=incident["escalation_level"],
+        severity=incident["severity"],
         escalation_status="active" if plan.next_event else "completed",
     )  # fmt: skip
     return plan
@@ -628,8 +693,11 @@ def _incident_update(
 
 
 def _next_event(
-    event: Mapping[str, Any], incident: Mapping[str, Any], *, after: datetime, now: datetime
-) -> dict[str, Any] | None:
+    event: Mapping[str, Any], incident: Mapping[str, Any], *, after: datetime, now: datetime,
+    at_once: bool = False,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The row scheduling the step after `event`: due its delay after `after` (`at_once`: the
+    next step of the same cycle is due at `after`; a repeat still waits its delay)."""
     snapshot = incident["escalation_snapshot"]
     position = engine.next_position(
         event["step"], event["cycle"], steps=len(snapshot["steps"]),
@@ -640,6 +708,8 @@ def _next_event(
     step, cycle = position
     # A repeat waits `repeat_delay_minutes` after the last step, so its people get time to answer.
     delay = engine.repeat_delay(snapshot) if cycle != event["cycle"] else None
+    if at_once and cycle == event["cycle"]:
+        delay = timedelta(0)
     return _event_row(
         incident_id=incident["id"], run=incident["escalation_run"], snapshot=snapshot,
         step=step, cycle=cycle, after=after, now=now, delay=delay,

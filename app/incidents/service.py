@@ -26,6 +26,7 @@ from app.notifications import service as notification_service
 from app.pagination import InvalidCursor, decode_cursor, encode_cursor, page_by_id
 from app.schemas import to_utc
 from app.services import service as service_service
+from app.users import service as user_service
 from app.users.models import User
 
 MAX_SNOOZE = timedelta(days=7)
@@ -441,14 +442,7 @@ async def assign(
 
 
 async def _check_assignable(session: AsyncSession, user_ids: set[int]) -> None:
-    if not user_ids:
-        return
-    found = set(
-        await session.scalars(
-            select(User.id).where(User.id.in_(user_ids), User.is_active.is_(True))
-        )
-    )
-    missing = sorted(user_ids - found)
+    missing = await user_service.not_active(session, user_ids)
     if missing:
         raise Unprocessable(f"No active user with id {', '.join(map(str, missing))}")
 

@@ -7,7 +7,10 @@ from fastapi import APIRouter, Depends, Query, status
 from app.auth import security
 from app.auth.dependencies import AdminUser, CurrentUser
 from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import Forbidden, NotFound
+from app.errors import Conflict, Forbidden, NotFound
+from app.escalation import service as escalation_service
+from app.incidents.timeline import Actor
+from app.schedules import service as schedule_service
 from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.users import service as user_service
 from app.users.models import Role, User
@@ -133,8 +136,35 @@ async def update_user(
 @router.delete(
     "/{user_id}",
     response_model=UserRead,
-    responses={409: {"description": "The last active admin cannot be deleted"}},
-)
-async def delete_user(user: ValidUser, session: SessionDep) -> object:
-    """Delete a user (admin); answers with the deleted user."""
+    responses={
+        409: {"description": "The last active admin cannot be deleted; or the user is in on-call "
+                             "schedules or escalation policies (named) and `force` is not set"}
+    },
+)  # fmt: skip
+async def delete_user(
+    user: ValidUser,
+    session: SessionDep,
+    clock: ClockDep,
+    admin: AdminUser,
+    force: Annotated[
+        bool,
+        Query(description="Also take the user out of every schedule and policy (recorded in "
+                          "each schedule's history)"),
+    ] = False,
+) -> object:  # fmt: skip
+    """Delete a user (admin); answers with the deleted user. Someone still on a schedule or a
+    policy is refused (409, naming where) unless `force=true`."""
+    schedules = await schedule_service.schedules_with(session, user.id)
+    policies = await escalation_service.policies_targeting(session, user_id=user.id)
+    if (schedules or policies) and not force:
+        where = [f"schedule {s.id} ({s.name})" for s in schedules]
+        where += [f"escalation policy {p.id} ({p.name})" for p in policies]
+        raise Conflict(
+            f"User {user.id} is in {', '.join(where)}: take them out first, or delete with "
+            "?force=true to remove them from all of these"
+        )
+    if force:
+        now = clock.now()
+        await schedule_service.remove_user(session, user_id=user.id, actor=Actor.of(admin), now=now)
+        await escalation_service.remove_user_from_policies(session, user_id=user.id, now=now)
     return await user_service.delete(session, user=user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -124,6 +125,17 @@ async def change_password(
     if not security.verify_password(current_password, user.hashed_password):
         raise Unauthorized("Current password is wrong")
     return await update(session, user=user, changes={"password": new_password}, now=now)
+
+
+async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int]:
+    """The ids among `user_ids` that name no active user (deleted or deactivated), sorted."""
+    wanted = set(user_ids)
+    if not wanted:
+        return []
+    active = set(
+        await session.scalars(select(User.id).where(User.id.in_(wanted), User.is_active.is_(True)))
+    )
+    return sorted(wanted - active)
 
 
 async def delete(session: AsyncSession, *, user: User) -> User:

@@ -95,7 +95,7 @@ async def test_unknown_or_inactive_targets_and_services_are_named(admin_client, 
     detail = response.json()["detail"]
     assert f"target user {gone.id} does not exist or is inactive" in detail
     assert "target user 999999 does not exist or is inactive" in detail
-    assert "target schedule 3: on-call schedules are not available in this release" in detail
+    assert "target schedule 3 does not exist" in detail
     assert "service 4242 does not exist" in detail
 
 

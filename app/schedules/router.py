@@ -1,0 +1,359 @@
+"""On-call schedules (admins write, users read), who is on call, and calendar feeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from app.auth.dependencies import AdminUser, CurrentUser
+from app.deps import ClockDep, SessionDep
+from app.errors import Conflict, NotFound, Unauthorized
+from app.escalation import service as escalation_service
+from app.incidents.timeline import Actor
+from app.schedules import calendar
+from app.schedules import service as schedule_service
+from app.schedules.models import Schedule, ScheduleOverride
+from app.schedules.oncall import Shift
+from app.schedules.schemas import (
+    CalendarLink,
+    EveryOnCall,
+    MyShifts,
+    OnCall,
+    OverrideCreate,
+    OverrideRead,
+    ScheduleChangeRead,
+    ScheduleCreate,
+    ScheduleRead,
+    ScheduleUpdate,
+    Shifts,
+)
+from app.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
+from app.users.models import User
+
+router = APIRouter(prefix="/schedules", tags=["schedules"])
+oncall_router = APIRouter(tags=["schedules"])
+
+AtQuery = Annotated[
+    UtcDateTime | None, Query(description="An instant with an offset; default: now")
+]
+StartQuery = Annotated[UtcDateTime | None, Query(description="Default: now")]
+EndQuery = Annotated[
+    UtcDateTime | None, Query(description="Default: 7 days after start; at most 90 days after")
+]
+TokenQuery = Annotated[
+    str | None, Query(max_length=256, description="The feed's secret, from its calendar URL")
+]
+
+
+async def valid_schedule(schedule_id: IdPath, session: SessionDep, _: CurrentUser) -> Schedule:
+    schedule = await schedule_service.get(session, schedule_id)
+    if schedule is None:
+        raise NotFound(f"Schedule {schedule_id} not found")
+    return schedule
+
+
+ValidSchedule = Annotated[Schedule, Depends(valid_schedule)]
+
+
+async def _users(session: SessionDep, ids: set[int]) -> dict[int, User]:
+    if not ids:
+        return {}
+    return {u.id: u for u in await session.scalars(select(User).where(User.id.in_(ids)))}
+
+
+def _window(
+    start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    start = start or now
+    end = end or start + timedelta(days=7)
+    schedule_service.check_window(start, end)
+    return start, end
+
+
+async def _shifts_answer(session: SessionDep, shifts: Sequence[Shift]) -> dict[str, Any]:
+    users = await _users(session, {s.user_id for s in shifts})
+    return {
+        "items": [
+            {"user": users[s.user_id], "start": s.start, "end": s.end}
+            for s in shifts
+            if s.user_id in users
+        ]
+    }
+
+
+def _override_answer(override: ScheduleOverride, user: User) -> dict[str, Any]:
+    return {
+        "id": override.id, "schedule_id": override.schedule_id, "user": user,
+        "start": override.start_at, "end": override.end_at, "created_at": override.created_at,
+    }  # fmt: skip
+
+
+@router.get("/", response_model=Page[ScheduleRead])
+async def list_schedules(
+    session: SessionDep,
+    _: CurrentUser,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the name")] = None,
+) -> object:
+    """List schedules."""
+    items, next_cursor = await schedule_service.list_page(session, limit=limit, cursor=cursor, q=q)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.post(
+    "/",
+    response_model=ScheduleRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "Name taken"}, 422: {"description": "Unknown users"}},
+)
+async def create_schedule(
+    body: ScheduleCreate, session: SessionDep, clock: ClockDep, admin: AdminUser
+) -> object:
+    """Create a schedule (admin): a time zone and layers of rotations."""
+    return await schedule_service.create(
+        session, name=body.name, description=body.description, time_zone=body.time_zone,
+        layers=[layer.model_dump(mode="json") for layer in body.layers],
+        actor=Actor.of(admin), now=clock.now(),
+    )  # fmt: skip
+
+
+@router.get("/{schedule_id}", response_model=ScheduleRead)
+async def read_schedule(schedule: ValidSchedule) -> object:
+    """One schedule."""
+    return schedule
+
+
+@router.put(
+    "/{schedule_id}",
+    response_model=ScheduleRead,
+    responses={409: {"description": "Name taken"}, 422: {"description": "Unknown users"}},
+)
+async def update_schedule(
+    body: ScheduleUpdate, schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    admin: AdminUser,
+) -> object:  # fmt: skip
+    """Change a schedule (admin); `layers` replaces every layer."""
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    return await schedule_service.update(
+        session, schedule=schedule, changes=changes, actor=Actor.of(admin), now=clock.now()
+    )
+
+
+@router.delete(
+    "/{schedule_id}",
+    response_model=ScheduleRead,
+    responses={409: {"description": "An escalation policy pages it"}},
+)
+async def delete_schedule(schedule: ValidSchedule, session: SessionDep, _: AdminUser) -> object:
+    """Delete a schedule that no escalation policy targets (admin)."""
+    using = await escalation_service.policies_targeting(session, schedule_id=schedule.id)
+    if using:
+        names = ", ".join(f"{p.id} ({p.name})" for p in using)
+        raise Conflict(f"Schedule {schedule.id} is a target of escalation policies {names}")
+    return await schedule_service.delete(session, schedule=schedule)
+
+
+@router.get("/{schedule_id}/history", response_model=list[ScheduleChangeRead])
+async def schedule_history(schedule: ValidSchedule, session: SessionDep) -> object:
+    """Every change to the schedule, oldest first: who, what, when."""
+    return await schedule_service.history(session, schedule.id)
+
+
+@router.get("/{schedule_id}/overrides", response_model=list[OverrideRead])
+async def list_overrides(
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    start: StartQuery = None, end: EndQuery = None,
+) -> object:  # fmt: skip
+    """The overrides overlapping [start, end) (default: the next 7 days), oldest first."""
+    start, end = _window(start, end, clock.now())
+    found = await schedule_service.overrides(session, [schedule.id], start, end)
+    users = await _users(session, {o.user_id for o in found})
+    return [_override_answer(o, users[o.user_id]) for o in found]
+
+
+@router.post(
+    "/{schedule_id}/overrides",
+    response_model=OverrideRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={422: {"description": "Unknown or inactive user, or end not after start"}},
+)
+async def create_override(
+    body: OverrideCreate, schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    admin: AdminUser,
+) -> object:  # fmt: skip
+    """Put someone on call from start to end, over every layer (admin); the newest override
+    wins where overrides overlap."""
+    override = await schedule_service.add_override(
+        session, schedule=schedule, user_id=body.user_id, start=body.start, end=body.end,
+        actor=Actor.of(admin), now=clock.now(),
+    )  # fmt: skip
+    user = await session.get(User, override.user_id)
+    assert user is not None
+    return _override_answer(override, user)
+
+
+@router.delete("/{schedule_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_override(
+    override_id: IdPath, schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    admin: AdminUser,
+) -> Response:  # fmt: skip
+    """Remove an override (admin)."""
+    override = await schedule_service.get_override(
+        session, schedule_id=schedule.id, override_id=override_id
+    )
+    if override is None:
+        raise NotFound(f"Override {override_id} not found in schedule {schedule.id}")
+    await schedule_service.delete_override(
+        session, override=override, actor=Actor.of(admin), now=clock.now()
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{schedule_id}/on-call", response_model=OnCall)
+async def on_call(
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, at: AtQuery = None
+) -> object:
+    """Who is on call at `at` (default: now): an empty list when nobody is."""
+    at = at or clock.now()
+    named = (await schedule_service.on_call(session, [schedule], at))[schedule.id]
+    users = await _users(session, set(named))
+    return {"at": at, "users": [users[uid] for uid in named if uid in users]}
+
+
+@router.get("/{schedule_id}/shifts", response_model=Shifts)
+async def shifts(
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    start: StartQuery = None, end: EndQuery = None,
+) -> object:  # fmt: skip
+    """The final shifts in [start, end): layers merged, overrides applied, one person's
+    adjacent shifts joined; gaps where nobody is on call. At most 90 days per call."""
+    start, end = _window(start, end, clock.now())
+    found = (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
+    return await _shifts_answer(session, found)
+
+
+@router.post("/{schedule_id}/calendar-url", response_model=CalendarLink)
+async def schedule_calendar_url(
+    request: Request, schedule: ValidSchedule, session: SessionDep, _: AdminUser
+) -> object:
+    """A new secret URL for the schedule's iCal feed (admin); the previous URL stops working."""
+    token = await schedule_service.new_calendar_token(session, schedule=schedule)
+    path = request.app.url_path_for("schedule_calendar", schedule_id=str(schedule.id))
+    return {"url": f"{str(request.base_url).rstrip('/')}{path}?token={token}"}
+
+
+@router.get(
+    "/{schedule_id}/calendar.ics",
+    name="schedule_calendar",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/calendar": {}}, "description": "The shifts as iCal events"},
+        401: {"description": "No token, or not this feed's"},
+    },
+)
+async def schedule_calendar(
+    schedule_id: IdPath, session: SessionDep, clock: ClockDep, token: TokenQuery = None
+) -> Response:
+    """The schedule's shifts from 7 days ago to 60 days ahead, as an iCal feed for calendar
+    apps; authenticated by the secret token in its URL (see `calendar-url`), not a bearer token.
+    """
+    schedule = await schedule_service.get(session, schedule_id)
+    if schedule is None or not schedule_service.calendar_token_matches(schedule, token):
+        raise Unauthorized("A valid calendar token is required")
+    now = clock.now()
+    start, end = now - timedelta(days=7), now + timedelta(days=60)
+    found = (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
+    users = await _users(session, {s.user_id for s in found})
+    body = calendar.feed(
+        name=schedule.name,
+        events=[
+            calendar.Event(f"schedule-{schedule.id}-{s.user_id}-{int(s.start.timestamp())}",
+                           f"On call: {users[s.user_id].full_name}", s.start, s.end)
+            for s in found if s.user_id in users
+        ],
+        now=now,
+    )  # fmt: skip
+    return Response(body, media_type="text/calendar; charset=utf-8")
+
+
+@oncall_router.get("/oncall", response_model=EveryOnCall)
+async def every_on_call(
+    session: SessionDep, clock: ClockDep, _: CurrentUser, at: AtQuery = None
+) -> object:
+    """Who is on call in every schedule at `at` (default: now)."""
+    at = at or clock.now()
+    schedules = await schedule_service.all_schedules(session)
+    named = await schedule_service.on_call(session, schedules, at)
+    users = await _users(session, {uid for ids in named.values() for uid in ids})
+    return {
+        "at": at,
+        "items": [
+            {"schedule": s, "users": [users[uid] for uid in named[s.id] if uid in users]}
+            for s in schedules
+        ],
+    }
+
+
+@oncall_router.get("/users/me/shifts", response_model=MyShifts)
+async def my_shifts(
+    session: SessionDep, clock: ClockDep, user: CurrentUser,
+    start: StartQuery = None, end: EndQuery = None,
+) -> object:  # fmt: skip
+    """The signed-in user's shifts in every schedule in [start, end) (default: the next 7 days;
+    at most 90)."""
+    start, end = _window(start, end, clock.now())
+    found = await schedule_service.user_shifts(session, user_id=user.id, start=start, end=end)
+    return {"items": [{"schedule": s, "start": x.start, "end": x.end} for s, x in found]}
+
+
+@oncall_router.post("/users/me/calendar-url", response_model=CalendarLink)
+async def my_calendar_url(
+    request: Request, session: SessionDep, clock: ClockDep, user: CurrentUser
+) -> object:
+    """A new secret URL for the signed-in user's own iCal feed (their shifts in every
+    schedule); the previous URL stops working."""
+    token = await schedule_service.new_user_calendar_token(
+        session, user_id=user.id, now=clock.now()
+    )
+    path = request.app.url_path_for("user_calendar", user_id=str(user.id))
+    return {"url": f"{str(request.base_url).rstrip('/')}{path}?token={token}"}
+
+
+@oncall_router.get(
+    "/users/{user_id}/calendar.ics",
+    name="user_calendar",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/calendar": {}}, "description": "The user's shifts as events"},
+        401: {"description": "No token, or not this feed's"},
+    },
+)
+async def user_calendar(
+    user_id: IdPath, session: SessionDep, clock: ClockDep, token: TokenQuery = None
+) -> Response:
+    """A user's shifts in every schedule, 7 days back to 60 ahead, as an iCal feed;
+    authenticated by the secret token in its URL (see `/v1/users/me/calendar-url`)."""
+    if not await schedule_service.user_calendar_token_matches(
+        session, user_id=user_id, token=token
+    ):
+        raise Unauthorized("A valid calendar token is required")
+    now = clock.now()
+    found = await schedule_service.user_shifts(
+        session, user_id=user_id, start=now - timedelta(days=7), end=now + timedelta(days=60)
+    )
+    body = calendar.feed(
+        name="My on-call shifts",
+        events=[
+            calendar.Event(f"user-{user_id}-{s.id}-{int(x.start.timestamp())}",
+                           f"On call: {s.name}", x.start, x.end)
+            for s, x in found
+        ],
+        now=now,
+    )  # fmt: skip
+    return Response(body, media_type="text/calendar; charset=utf-8")

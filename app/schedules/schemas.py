@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
+
+from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
+from app.users.schemas import UserRead
+
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Day = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=20_000)]
+UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    return name
+
+
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_zone)]
+
+
+def _naive(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        raise ValueError(
+            "a layer's start is a wall-clock time in the schedule's zone: give it without an "
+            "offset (e.g. 2026-03-27T09:00:00)"
+        )
+    return value
+
+
+class Restriction(RequestModel):
+    days: list[Day] = Field(
+        min_length=1, max_length=7, description="Days on which the window starts"
+    )
+    start_time: time = Field(description="Local time the window opens, e.g. 09:00")
+    end_time: time = Field(
+        description="Local time it closes; at or before start_time: the next day (equal: 24 h)"
+    )
+
+    @model_validator(mode="after")
+    def _plain_times(self) -> Self:
+        if self.start_time.tzinfo is not None or self.end_time.tzinfo is not None:
+            raise ValueError("restriction times are local: give them without an offset")
+        return self
+
+
+class Layer(RequestModel):
+    name: Name = "Layer"
+    user_ids: list[UserId] = Field(
+        max_length=100, description="Participants in rotation order (a user may appear twice)"
+    )
+    rotation_length: int = Field(ge=1, le=1000, description="How many units each turn lasts")
+    rotation_unit: Literal["hours", "days", "weeks"]
+    start: Annotated[datetime, AfterValidator(_naive)] = Field(
+        description="Local wall-clock time of the first handoff, in the schedule's zone"
+    )
+    restrictions: list[Restriction] = Field(
+        default_factory=list, max_length=20, description="When the layer is on duty; empty: always"
+    )
+
+
+class ScheduleCreate(RequestModel):
+    name: Name
+    description: Description = ""
+    time_zone: TimeZone
+    layers: list[Layer] = Field(
+        default_factory=list, max_length=20, description="Later layers win where they have someone"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"name": "Primary on-call", "time_zone": "Europe/Berlin",
+                 "layers": [{"name": "weekdays", "user_ids": [2, 3], "rotation_length": 1,
+                             "rotation_unit": "days", "start": "2026-03-27T09:00:00",
+                             "restrictions": []}]}
+            ]
+        }
+    }  # fmt: skip
+
+
+class ScheduleUpdate(PartialUpdate):
+    name: Name | None = None
+    description: Description | None = None
+    time_zone: TimeZone | None = None
+    layers: list[Layer] | None = Field(default=None, max_length=20)
+
+
+class LayerRead(ResponseModel):
+    name: str
+    user_ids: list[int]
+    rotation_length: int
+    rotation_unit: str
+    start: datetime
+    restrictions: list[dict[str, object]]
+
+
+class ScheduleRead(ResponseModel):
+    id: int
+    name: str
+    description: str
+    time_zone: str
+    layers: list[LayerRead]
+    created_at: datetime
+    updated_at: datetime
+
+
+class OverrideCreate(RequestModel):
+    user_id: UserId
+    start: UtcDateTime
+    end: UtcDateTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class OverrideRead(ResponseModel):
+    id: int
+    schedule_id: int
+    user: UserRead
+    start: datetime
+    end: datetime
+    created_at: datetime
+
+
+class OnCall(ResponseModel):
+    at: datetime
+    users: list[UserRead]
+
+
+class Shift(ResponseModel):
+    user: UserRead
+    start: datetime
+    end: datetime
+
+
+class Shifts(ResponseModel):
+    items: list[Shift]
+
+
+class ScheduleRef(ResponseModel):
+    id: int
+    name: str
+
+
+class ScheduleOnCall(ResponseModel):
+    schedule: ScheduleRef
+    users: list[UserRead]
+
+
+class EveryOnCall(ResponseModel):
+    at: datetime
+    items: list[ScheduleOnCall]
+
+
+class MyShift(ResponseModel):
+    schedule: ScheduleRef
+    start: datetime
+    end: datetime
+
+
+class MyShifts(ResponseModel):
+    items: list[MyShift]
+
+
+class ScheduleChangeRead(ResponseModel):
+    id: int
+    type: str
+    actor_id: int | None
+    actor_name: str
+    data: dict[str, object]
+    created_at: datetime
+
+
+class CalendarLink(ResponseModel):
+    url: str = Field(description="Subscribe to it in a calendar app; shown once, keep it secret")

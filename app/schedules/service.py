@@ -1,0 +1,350 @@
+"""Schedules: their layers and overrides, who is on call, and the calendar feeds. Never a commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, Unprocessable
+from app.incidents.timeline import Actor
+from app.integrations.service import hash_key, new_key
+from app.pagination import page_by_id
+from app.schedules import oncall
+from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
+from app.schedules.schemas import DAYS
+from app.users import service as user_service
+
+MAX_WINDOW = timedelta(days=90)
+
+
+# ---- schedules -----------------------------------------------------------------------------------
+
+
+async def get(session: AsyncSession, schedule_id: int) -> Schedule | None:
+    return await session.get(Schedule, schedule_id)
+
+
+async def list_page(
+    session: AsyncSession, *, limit: int, cursor: str | None, q: str | None = None
+) -> tuple[list[Schedule], str | None]:
+    query = select(Schedule)
+    if q:
+        query = query.where(Schedule.name_key.contains(q.lower(), autoescape=True))
+    return await page_by_id(session, query, Schedule.id, limit=limit, cursor=cursor)
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    name: str,
+    description: str,
+    time_zone: str,
+    layers: list[dict[str, Any]],
+    actor: Actor,
+    now: datetime,
+) -> Schedule:
+    await _check_users(session, _layer_users(layers))
+    schedule = Schedule(
+        name=name, name_key=name.lower(), description=description, time_zone=time_zone,
+        layers=layers, created_at=now, updated_at=now,
+    )  # fmt: skip
+    session.add(schedule)
+    await _flush_unique_name(session, name)
+    record(session, schedule.id, "created", actor, now, {"name": name, "layers": len(layers)})
+    return schedule
+
+
+async def update(
+    session: AsyncSession, *, schedule: Schedule, changes: dict[str, Any], actor: Actor,
+    now: datetime,
+) -> Schedule:  # fmt: skip
+    if "layers" in changes:
+        await _check_users(session, _layer_users(changes["layers"]))
+    changed = {k: v for k, v in changes.items() if getattr(schedule, k) != v}
+    if not changed:
+        return schedule
+    if "name" in changed:
+        schedule.name_key = changed["name"].lower()
+    for field, value in changed.items():
+        setattr(schedule, field, value)
+    schedule.updated_at = now
+    await _flush_unique_name(session, schedule.name)
+    record(session, schedule.id, "updated", actor, now, {"fields": sorted(changed)})
+    return schedule
+
+
+async def delete(session: AsyncSession, *, schedule: Schedule) -> Schedule:
+    """Delete a schedule (its overrides and history go with it); the caller checks that no
+    policy pages it."""
+    await session.delete(schedule)
+    await session.flush()
+    return schedule
+
+
+def record(
+    session: AsyncSession, schedule_id: int, type: str, actor: Actor, now: datetime,
+    data: dict[str, Any],
+) -> None:  # fmt: skip
+    session.add(
+        ScheduleChange(
+            schedule_id=schedule_id, type=type, actor_id=actor.id if actor.type == "user" else None,
+            actor_name=actor.name, data=data, created_at=now,
+        )
+    )  # fmt: skip
+
+
+async def history(session: AsyncSession, schedule_id: int) -> list[ScheduleChange]:
+    return list(
+        await session.scalars(
+            select(ScheduleChange)
+            .where(ScheduleChange.schedule_id == schedule_id)
+            .order_by(ScheduleChange.id)
+        )
+    )
+
+
+def _layer_users(layers: Iterable[dict[str, Any]]) -> set[int]:
+    return {uid for layer in layers for uid in layer["user_ids"]}
+
+
+async def _check_users(session: AsyncSession, user_ids: set[int]) -> None:
+    missing = await user_service.not_active(session, user_ids)
+    if missing:
+        raise Unprocessable(f"users {', '.join(map(str, missing))} do not exist or are inactive")
+
+
+async def _flush_unique_name(session: AsyncSession, name: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(f"A schedule named {name!r} already exists") from None
+
+
+# ---- overrides -----------------------------------------------------------------------------------
+
+
+async def add_override(
+    session: AsyncSession, *, schedule: Schedule, user_id: int, start: datetime, end: datetime,
+    actor: Actor, now: datetime,
+) -> ScheduleOverride:  # fmt: skip
+    await _check_users(session, {user_id})
+    override = ScheduleOverride(
+        schedule_id=schedule.id, user_id=user_id, start_at=start, end_at=end,
+        created_by=actor.user_id, created_at=now,
+    )  # fmt: skip
+    session.add(override)
+    await session.flush()
+    record(session, schedule.id, "override_added", actor, now,
+           {"override_id": override.id, "user_id": user_id,
+            "start": start.isoformat(), "end": end.isoformat()})  # fmt: skip
+    return override
+
+
+async def overrides(
+    session: AsyncSession, schedule_ids: Sequence[int], start: datetime, end: datetime
+) -> list[ScheduleOverride]:
+    """The overrides of these schedules that overlap [start, end), oldest first."""
+    if not schedule_ids:
+        return []
+    return list(
+        await session.scalars(
+            select(ScheduleOverride)
+            .where(
+                ScheduleOverride.schedule_id.in_(schedule_ids),
+                ScheduleOverride.end_at > start,
+                ScheduleOverride.start_at < end,
+            )
+            .order_by(ScheduleOverride.id)
+        )
+    )
+
+
+async def get_override(
+    session: AsyncSession, *, schedule_id: int, override_id: int
+) -> ScheduleOverride | None:
+    override = await session.get(ScheduleOverride, override_id)
+    return override if override is not None and override.schedule_id == schedule_id else None
+
+
+async def delete_override(
+    session: AsyncSession, *, override: ScheduleOverride, actor: Actor, now: datetime
+) -> None:
+    record(session, override.schedule_id, "override_removed", actor, now,
+           {"override_id": override.id, "user_id": override.user_id})  # fmt: skip
+    await session.delete(override)
+    await session.flush()
+
+
+# ---- who is on call ------------------------------------------------------------------------------
+
+
+def layers_of(schedule: Schedule) -> list[oncall.Layer]:
+    """A stored schedule's layers, for the shift computation."""
+    return [
+        oncall.Layer(
+            user_ids=tuple(layer["user_ids"]),
+            rotation_length=layer["rotation_length"],
+            rotation_unit=layer["rotation_unit"],
+            start=datetime.fromisoformat(layer["start"]),
+            restrictions=tuple(
+                oncall.Restriction(
+                    days=frozenset(DAYS.index(day) for day in r["days"]),
+                    start=time.fromisoformat(r["start_time"]),
+                    end=time.fromisoformat(r["end_time"]),
+                )
+                for r in layer["restrictions"]
+            ),
+        )
+        for layer in schedule.layers
+    ]
+
+
+def _overrides_of(rows: Iterable[ScheduleOverride]) -> list[oncall.Override]:
+    return [oncall.Override(o.user_id, o.start_at, o.end_at, o.id) for o in rows]
+
+
+async def shifts(
+    session: AsyncSession, schedules: Sequence[Schedule], start: datetime, end: datetime
+) -> dict[int, list[oncall.Shift]]:
+    """Each schedule's final shifts in [start, end): layers merged, overrides applied."""
+    found = await overrides(session, [s.id for s in schedules], start, end)
+    result = {}
+    for schedule in schedules:
+        mine = _overrides_of(o for o in found if o.schedule_id == schedule.id)
+        result[schedule.id] = oncall.final_shifts(
+            ZoneInfo(schedule.time_zone), layers_of(schedule), mine, start, end
+        )
+    return result
+
+
+async def on_call(
+    session: AsyncSession, schedules: Sequence[Schedule], at: datetime
+) -> dict[int, list[int]]:
+    """Whoever each schedule names at `at` (an empty list: nobody)."""
+    moment = await shifts(session, schedules, at, at + timedelta(microseconds=1))
+    return {schedule_id: [s.user_id for s in found] for schedule_id, found in moment.items()}
+
+
+async def on_call_by_id(
+    session: AsyncSession, schedule_ids: Iterable[int], at: datetime
+) -> dict[int, list[int]]:
+    """`on_call` for schedule ids; a schedule that no longer exists names nobody."""
+    wanted = sorted(set(schedule_ids))
+    if not wanted:
+        return {}
+    found = list(await session.scalars(select(Schedule).where(Schedule.id.in_(wanted))))
+    named = await on_call(session, found, at)
+    return {schedule_id: named.get(schedule_id, []) for schedule_id in wanted}
+
+
+async def all_schedules(session: AsyncSession) -> list[Schedule]:
+    return list(await session.scalars(select(Schedule).order_by(Schedule.id)))
+
+
+async def user_shifts(
+    session: AsyncSession, *, user_id: int, start: datetime, end: datetime
+) -> list[tuple[Schedule, oncall.Shift]]:
+    """A user's shifts across every schedule, in time order."""
+    schedules = await all_schedules(session)
+    per_schedule = await shifts(session, schedules, start, end)
+    by_id = {s.id: s for s in schedules}
+    mine = [
+        (by_id[schedule_id], shift)
+        for schedule_id, found in per_schedule.items()
+        for shift in found
+        if shift.user_id == user_id
+    ]
+    return sorted(mine, key=lambda pair: (pair[1].start, pair[0].id))
+
+
+def check_window(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise Unprocessable("end must be after start")
+    if end - start > MAX_WINDOW:
+        raise Unprocessable("at most 90 days per call")
+
+
+# ---- users leaving -------------------------------------------------------------------------------
+
+
+async def schedules_with(session: AsyncSession, user_id: int) -> list[Schedule]:
+    """Schedules naming the user in a layer or in an override that has not ended."""
+    overriding = set(
+        await session.scalars(
+            select(ScheduleOverride.schedule_id).where(ScheduleOverride.user_id == user_id)
+        )
+    )
+    return [
+        s for s in await all_schedules(session)
+        if s.id in overriding or user_id in _layer_users(s.layers)
+    ]  # fmt: skip
+
+
+async def remove_user(
+    session: AsyncSession, *, user_id: int, actor: Actor, now: datetime
+) -> list[int]:
+    """Take the user out of every layer and override; answers the schedules changed."""
+    changed = await schedules_with(session, user_id)
+    for schedule in changed:
+        schedule.layers = [
+            {**layer, "user_ids": [uid for uid in layer["user_ids"] if uid != user_id]}
+            for layer in schedule.layers
+        ]
+        schedule.updated_at = now
+        removed = await session.scalar(
+            select(func.count())
+            .select_from(ScheduleOverride)
+            .where(
+                ScheduleOverride.schedule_id == schedule.id,
+                ScheduleOverride.user_id == user_id,
+            )
+        )
+        record(session, schedule.id, "user_removed", actor, now,
+               {"user_id": user_id, "overrides_removed": removed})  # fmt: skip
+    for override in await session.scalars(
+        select(ScheduleOverride).where(ScheduleOverride.user_id == user_id)
+    ):
+        await session.delete(override)
+    await session.flush()
+    return [s.id for s in changed]
+
+
+# ---- calendar feeds ------------------------------------------------------------------------------
+
+
+async def new_calendar_token(session: AsyncSession, *, schedule: Schedule) -> str:
+    """A new secret for the schedule's calendar feed; the old one stops working."""
+    token = new_key()
+    schedule.calendar_token_hash = hash_key(token)
+    await session.flush()
+    return token
+
+
+def calendar_token_matches(schedule: Schedule, token: str | None) -> bool:
+    return bool(token) and schedule.calendar_token_hash == hash_key(token or "")
+
+
+async def new_user_calendar_token(session: AsyncSession, *, user_id: int, now: datetime) -> str:
+    """A new secret for the user's own feed; the old one stops working."""
+    token = new_key()
+    existing = await session.get(UserCalendar, user_id)
+    if existing is None:
+        session.add(UserCalendar(user_id=user_id, token_hash=hash_key(token), created_at=now))
+    else:
+        existing.token_hash, existing.created_at = hash_key(token), now
+    await session.flush()
+    return token
+
+
+async def user_calendar_token_matches(
+    session: AsyncSession, *, user_id: int, token: str | None
+) -> bool:
+    found = await session.get(UserCalendar, user_id) if token else None
+    return found is not None and found.token_hash == hash_key(token or "")
