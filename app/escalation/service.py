@@ -331,7 +331,8 @@ class Audience:
     people: Mapping[int, tuple[Person, list[Preference]]]  # the active users among the targets
     hooks: Sequence[notification_service.Subscription]
     services: Mapping[int, str]
-    on_call: Mapping[int, list[int]] = field(default_factory=dict)  # schedule id -> users, now
+    # Schedule id -> whoever is on call now (None: the schedule cannot be computed).
+    on_call: Mapping[int, list[int] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -454,7 +455,7 @@ async def _plans(
         session, [t["id"] for e in events for t in e["targets"] if t["type"] == "schedule"], now
     )
     targets = [t["id"] for e in events for t in e["targets"] if t["type"] == "user"]
-    targets += [uid for users in on_call.values() for uid in users]
+    targets += [uid for users in on_call.values() for uid in users or []]
     audience = Audience(
         on_call=on_call,
         people=await preferences.for_users(session, targets),
@@ -512,15 +513,11 @@ def _plan(
     plan = Plan(incident_id=incident_id, event={})
     late = (now - event["due_at"]).total_seconds()
     # Each target in order: a user, or whoever its schedule names now.
-    wanted = [
-        uid
-        for t in event["targets"]
-        for uid in ([t["id"]] if t["type"] == "user" else audience.on_call.get(t["id"], []))
-    ]
+    wanted = [uid for t in event["targets"] for uid in _target_users(t, audience)]
     empty = [t["id"] for t in event["targets"]
              if t["type"] == "schedule" and not audience.on_call.get(t["id"])]  # fmt: skip
-    if empty and len(empty) == len(event["targets"]):
-        return _skip_plan(event, incident, schedules=empty, late=late, now=now)
+    # Every target a schedule with nobody on call: nobody to page or to wait for.
+    skipped = bool(empty) and len(empty) == len(event["targets"])
     user_ids = list(dict.fromkeys(uid for uid in wanted if uid in active))
     kinds = [a["type"] for a in event["actions"]]
     severity = incident["severity"]
@@ -542,7 +539,7 @@ def _plan(
     pages, notified = notification_service.rows_for(
         cause=f"escalation:{event['id']}", event="escalated", incident=summary,
         people=audience.people, user_ids=user_ids if "notify" in kinds else [],
-        subscriptions=audience.hooks, actor=None, data=position, now=now,
+        subscriptions=[] if skipped else audience.hooks, actor=None, data=position, now=now,
         escalation_event_id=event["id"], extra={"step": event["step"], "cycle": event["cycle"]},
     )  # fmt: skip
     plan.notifications += pages
@@ -575,7 +572,11 @@ def _plan(
         + [f"user {uid} has no channel enabled for {severity} escalations" for uid in silent]
         + [f"schedule {schedule_id}: nobody on call" for schedule_id in empty]
     )
-    if event["targets"] and not (notified if "notify" in kinds else user_ids):
+    if skipped:
+        return _skipped(plan, event, incident, severity=severity, reason="; ".join(
+            f"schedule {schedule_id}: nobody on call" for schedule_id in empty
+        ), late=late, now=now)  # fmt: skip
+    if {"notify", "assign"} & set(kinds) and not (notified if "notify" in kinds else user_ids):
         # Nobody could be reached by this step: say so where the responders look.
         plan.timeline.append(
             entry_row(
@@ -603,18 +604,24 @@ def _plan(
     return plan
 
 
-def _skip_plan(
-    event: Mapping[str, Any], incident: Mapping[str, Any], *, schedules: list[int], late: float,
-    now: datetime,
+def _target_users(target: Mapping[str, Any], audience: Audience) -> list[int]:
+    if target["type"] == "user":
+        return [target["id"]]
+    named = audience.on_call.get(target["id"], [])
+    if named is None:
+        raise RuntimeError(f"schedule {target['id']} cannot be computed (see the logs)")
+    return named
+
+
+def _skipped(
+    plan: Plan, event: Mapping[str, Any], incident: Mapping[str, Any], *, severity: str,
+    reason: str, late: float, now: datetime,
 ) -> Plan:  # fmt: skip
-    """A step whose every target is a schedule with nobody on call: recorded `skipped`, said on
-    the timeline, and the next step is due at once (no one was paged to wait for)."""
-    reason = "; ".join(f"schedule {schedule_id}: nobody on call" for schedule_id in schedules)
-    plan = Plan(
-        incident_id=incident["id"],
-        event=_event_update(
-            event, EventStatus.skipped, now=now, detail=f"{reason} ({late:.3f} s after due)"
-        ),
+    """Finish the plan of a step whose every target is a schedule with nobody on call: its other
+    actions (severity, webhooks) done, the step recorded `skipped`, said on the timeline, and the
+    next step due at once (no one was paged to wait for)."""
+    plan.event = _event_update(
+        event, EventStatus.skipped, now=now, detail=f"{reason} ({late:.3f} s after due)"
     )
     plan.timeline.append(
         entry_row(
@@ -625,8 +632,7 @@ def _skip_plan(
     )  # fmt: skip
     plan.next_event = _next_event(event, incident, after=now, now=now, at_once=True)
     plan.incident = _incident_update(
-        incident, now=now, escalation_level=incident["escalation_level"],
-        severity=incident["severity"],
+        incident, now=now, escalation_level=incident["escalation_level"], severity=severity,
         escalation_status="active" if plan.next_event else "completed",
     )  # fmt: skip
     return plan

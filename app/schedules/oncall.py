@@ -82,8 +82,13 @@ def final_shifts(
     overrides: Sequence[Override],
     start: datetime,
     end: datetime,
+    absent: frozenset[int] = frozenset(),
 ) -> list[Shift]:
-    """Who is on call over [start, end), after layering and overrides, adjacent pieces joined."""
+    """Who is on call over [start, end), after layering and overrides, adjacent pieces joined.
+
+    `absent` users (deactivated, deleted) keep their place in their rotations, but their turns
+    and overrides are gaps, which earlier layers fill where they have someone.
+    """
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if start >= end:
         return []
@@ -91,18 +96,25 @@ def final_shifts(
     override_sources: list[list[Shift]] = []
     for _, override in ranked:
         lo, hi = max(override.start.astimezone(UTC), start), min(override.end.astimezone(UTC), end)
-        if lo < hi:
+        if lo < hi and override.user_id not in absent:
             override_sources.append([Shift(override.user_id, lo, hi)])
-    sources = [layer_shifts(zone, layer, start, end) for layer in layers]
+    sources = [
+        [s for s in layer_shifts(zone, layer, start, end) if s.user_id not in absent]
+        for layer in layers
+    ]
     sources.append(_resolve(override_sources))
     return _resolve(sources)
 
 
 def on_call(
-    zone: ZoneInfo, layers: Sequence[Layer], overrides: Sequence[Override], at: datetime
+    zone: ZoneInfo,
+    layers: Sequence[Layer],
+    overrides: Sequence[Override],
+    at: datetime,
+    absent: frozenset[int] = frozenset(),
 ) -> int | None:
     """The user on call at `at`, or None when nobody is."""
-    shifts = final_shifts(zone, layers, overrides, at, at + _INSTANT)
+    shifts = final_shifts(zone, layers, overrides, at, at + _INSTANT, absent)
     return shifts[0].user_id if shifts else None
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import Response
+from pydantic import AfterValidator
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
@@ -31,19 +32,21 @@ from app.schedules.schemas import (
     ScheduleRead,
     ScheduleUpdate,
     Shifts,
+    in_range,
 )
 from app.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
 from app.users.models import User
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
+INSTANT = timedelta(microseconds=1)
+CANNOT_COMPUTE = "cannot be computed from its stored layers (see the logs)"
 oncall_router = APIRouter(tags=["schedules"])
 
-AtQuery = Annotated[
-    UtcDateTime | None, Query(description="An instant with an offset; default: now")
-]
-StartQuery = Annotated[UtcDateTime | None, Query(description="Default: now")]
+Moment = Annotated[UtcDateTime, AfterValidator(in_range)]
+AtQuery = Annotated[Moment | None, Query(description="An instant with an offset; default: now")]
+StartQuery = Annotated[Moment | None, Query(description="Default: now")]
 EndQuery = Annotated[
-    UtcDateTime | None, Query(description="Default: 7 days after start; at most 90 days after")
+    Moment | None, Query(description="Default: 7 days after start; at most 90 days after")
 ]
 TokenQuery = Annotated[
     str | None, Query(max_length=256, description="The feed's secret, from its calendar URL")
@@ -221,7 +224,8 @@ async def on_call(
 ) -> object:
     """Who is on call at `at` (default: now): an empty list when nobody is."""
     at = at or clock.now()
-    named = (await schedule_service.on_call(session, [schedule], at))[schedule.id]
+    found = (await schedule_service.shifts(session, [schedule], at, at + INSTANT))[schedule.id]
+    named = [s.user_id for s in schedule_service.computed(schedule, found)]
     users = await _users(session, set(named))
     return {"at": at, "users": [users[uid] for uid in named if uid in users]}
 
@@ -235,7 +239,7 @@ async def shifts(
     adjacent shifts joined; gaps where nobody is on call. At most 90 days per call."""
     start, end = _window(start, end, clock.now())
     found = (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
-    return await _shifts_answer(session, found)
+    return await _shifts_answer(session, schedule_service.computed(schedule, found))
 
 
 @router.post("/{schedule_id}/calendar-url", response_model=CalendarLink)
@@ -268,7 +272,9 @@ async def schedule_calendar(
         raise Unauthorized("A valid calendar token is required")
     now = clock.now()
     start, end = now - timedelta(days=7), now + timedelta(days=60)
-    found = (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
+    found = schedule_service.computed(
+        schedule, (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
+    )
     users = await _users(session, {s.user_id for s in found})
     body = calendar.feed(
         name=schedule.name,
@@ -290,14 +296,15 @@ async def every_on_call(
     at = at or clock.now()
     schedules = await schedule_service.all_schedules(session)
     named = await schedule_service.on_call(session, schedules, at)
-    users = await _users(session, {uid for ids in named.values() for uid in ids})
+    users = await _users(session, {uid for ids in named.values() for uid in ids or []})
     return {
         "at": at,
         "items": [
-            {"schedule": s, "users": [users[uid] for uid in named[s.id] if uid in users]}
+            {"schedule": s, "users": [users[uid] for uid in named[s.id] or [] if uid in users],
+             "error": None if named[s.id] is not None else CANNOT_COMPUTE}
             for s in schedules
         ],
-    }
+    }  # fmt: skip
 
 
 @oncall_router.get("/users/me/shifts", response_model=MyShifts)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime, time
+from functools import cache
 from typing import Annotated, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
@@ -16,12 +17,30 @@ Description = Annotated[str, StringConstraints(max_length=20_000)]
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
+@cache
+def _zones() -> frozenset[str]:
+    """IANA zone names (the system's tz database lists a few files that are not zones)."""
+    return frozenset(
+        name for name in available_timezones()
+        if name not in {"localtime", "posixrules", "Factory"}
+        and not name.startswith(("posix/", "right/"))
+    )  # fmt: skip
+
+
 def _zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    if name not in _zones():
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)")
     return name
+
+
+EARLIEST, LATEST = datetime(1970, 1, 1), datetime(2200, 1, 1)  # noqa: DTZ001 (wall-clock bounds)
+
+
+def in_range(value: datetime) -> datetime:
+    """Dates the calendar arithmetic can handle comfortably: 1970 to 2199."""
+    if not EARLIEST <= value.replace(tzinfo=None) < LATEST:
+        raise ValueError("dates must be between 1970 and 2199")
+    return value
 
 
 TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_zone)]
@@ -33,7 +52,7 @@ def _naive(value: datetime) -> datetime:
             "a layer's start is a wall-clock time in the schedule's zone: give it without an "
             "offset (e.g. 2026-03-27T09:00:00)"
         )
-    return value
+    return in_range(value)
 
 
 class Restriction(RequestModel):
@@ -63,7 +82,7 @@ class Layer(RequestModel):
         description="Local wall-clock time of the first handoff, in the schedule's zone"
     )
     restrictions: list[Restriction] = Field(
-        default_factory=list, max_length=20, description="When the layer is on duty; empty: always"
+        default_factory=list, max_length=14, description="When the layer is on duty; empty: always"
     )
 
 
@@ -72,7 +91,7 @@ class ScheduleCreate(RequestModel):
     description: Description = ""
     time_zone: TimeZone
     layers: list[Layer] = Field(
-        default_factory=list, max_length=20, description="Later layers win where they have someone"
+        default_factory=list, max_length=10, description="Later layers win where they have someone"
     )
 
     model_config = {
@@ -91,7 +110,7 @@ class ScheduleUpdate(PartialUpdate):
     name: Name | None = None
     description: Description | None = None
     time_zone: TimeZone | None = None
-    layers: list[Layer] | None = Field(default=None, max_length=20)
+    layers: list[Layer] | None = Field(default=None, max_length=10)
 
 
 class LayerRead(ResponseModel):
@@ -115,8 +134,8 @@ class ScheduleRead(ResponseModel):
 
 class OverrideCreate(RequestModel):
     user_id: UserId
-    start: UtcDateTime
-    end: UtcDateTime
+    start: Annotated[UtcDateTime, AfterValidator(in_range)]
+    end: Annotated[UtcDateTime, AfterValidator(in_range)]
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -157,6 +176,9 @@ class ScheduleRef(ResponseModel):
 class ScheduleOnCall(ResponseModel):
     schedule: ScheduleRef
     users: list[UserRead]
+    error: str | None = Field(
+        default=None, description="Why nobody can be named for this schedule, or null"
+    )
 
 
 class EveryOnCall(ResponseModel):

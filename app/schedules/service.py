@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +23,11 @@ from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, Use
 from app.schedules.schemas import DAYS
 from app.users import service as user_service
 
+logger = logging.getLogger(__name__)
+
 MAX_WINDOW = timedelta(days=90)
+# Overrides not yet ended, per schedule: bounds the work of computing a window.
+MAX_PENDING_OVERRIDES = 500
 
 
 # ---- schedules -----------------------------------------------------------------------------------
@@ -39,6 +46,18 @@ async def list_page(
     return await page_by_id(session, query, Schedule.id, limit=limit, cursor=cursor)
 
 
+def check_layers(time_zone: str, layers: list[dict[str, Any]], now: datetime) -> None:
+    """Layers the computation can use: compute a day from now and from each layer's start."""
+    zone = ZoneInfo(time_zone)
+    parsed = layers_of(layers)
+    try:
+        starts = [layer.start.replace(tzinfo=zone).astimezone(UTC) for layer in parsed]
+        for moment in [now, *starts]:
+            oncall.final_shifts(zone, parsed, [], moment, moment + timedelta(days=1))
+    except (OverflowError, ValueError) as exc:
+        raise Unprocessable(f"layers: these times cannot be computed ({exc})") from exc
+
+
 async def create(
     session: AsyncSession,
     *,
@@ -50,6 +69,7 @@ async def create(
     now: datetime,
 ) -> Schedule:
     await _check_users(session, _layer_users(layers))
+    check_layers(time_zone, layers, now)
     schedule = Schedule(
         name=name, name_key=name.lower(), description=description, time_zone=time_zone,
         layers=layers, created_at=now, updated_at=now,
@@ -66,6 +86,12 @@ async def update(
 ) -> Schedule:  # fmt: skip
     if "layers" in changes:
         await _check_users(session, _layer_users(changes["layers"]))
+    if "layers" in changes or "time_zone" in changes:
+        check_layers(
+            changes.get("time_zone", schedule.time_zone),
+            changes.get("layers", schedule.layers),
+            now,
+        )
     changed = {k: v for k, v in changes.items() if getattr(schedule, k) != v}
     if not changed:
         return schedule
@@ -135,6 +161,16 @@ async def add_override(
     actor: Actor, now: datetime,
 ) -> ScheduleOverride:  # fmt: skip
     await _check_users(session, {user_id})
+    pending = await session.scalar(
+        select(func.count())
+        .select_from(ScheduleOverride)
+        .where(ScheduleOverride.schedule_id == schedule.id, ScheduleOverride.end_at > now)
+    )
+    if (pending or 0) >= MAX_PENDING_OVERRIDES:
+        raise Unprocessable(
+            f"Schedule {schedule.id} already has {MAX_PENDING_OVERRIDES} overrides that have not "
+            "ended; remove some first"
+        )
     override = ScheduleOverride(
         schedule_id=schedule.id, user_id=user_id, start_at=start, end_at=end,
         created_by=actor.user_id, created_at=now,
@@ -185,8 +221,8 @@ async def delete_override(
 # ---- who is on call ------------------------------------------------------------------------------
 
 
-def layers_of(schedule: Schedule) -> list[oncall.Layer]:
-    """A stored schedule's layers, for the shift computation."""
+def layers_of(layers: Sequence[dict[str, Any]]) -> list[oncall.Layer]:
+    """Stored layers, for the shift computation."""
     return [
         oncall.Layer(
             user_ids=tuple(layer["user_ids"]),
@@ -202,7 +238,7 @@ def layers_of(schedule: Schedule) -> list[oncall.Layer]:
                 for r in layer["restrictions"]
             ),
         )
-        for layer in schedule.layers
+        for layer in layers
     ]
 
 
@@ -212,29 +248,49 @@ def _overrides_of(rows: Iterable[ScheduleOverride]) -> list[oncall.Override]:
 
 async def shifts(
     session: AsyncSession, schedules: Sequence[Schedule], start: datetime, end: datetime
-) -> dict[int, list[oncall.Shift]]:
-    """Each schedule's final shifts in [start, end): layers merged, overrides applied."""
+) -> dict[int, list[oncall.Shift] | None]:
+    """Each schedule's final shifts in [start, end): layers merged, overrides applied, users who
+    are deactivated or gone left out (earlier layers fill their turns). None for a schedule that
+    cannot be computed (logged), so that one broken schedule does not break the others."""
     found = await overrides(session, [s.id for s in schedules], start, end)
-    result = {}
-    for schedule in schedules:
-        mine = _overrides_of(o for o in found if o.schedule_id == schedule.id)
-        result[schedule.id] = oncall.final_shifts(
-            ZoneInfo(schedule.time_zone), layers_of(schedule), mine, start, end
-        )
-    return result
+    named = {uid for s in schedules for uid in _layer_users(s.layers)}
+    absent = frozenset(await user_service.not_active(session, named | {o.user_id for o in found}))
+    # Plain values for the thread: the computation is CPU work, kept off the event loop.
+    work = [
+        (s.id, s.time_zone, list(s.layers),
+         _overrides_of(o for o in found if o.schedule_id == s.id))
+        for s in schedules
+    ]  # fmt: skip
+
+    def compute() -> dict[int, list[oncall.Shift] | None]:
+        result: dict[int, list[oncall.Shift] | None] = {}
+        for schedule_id, zone, layers, mine in work:
+            try:
+                result[schedule_id] = oncall.final_shifts(
+                    ZoneInfo(zone), layers_of(layers), mine, start, end, absent
+                )
+            except Exception:
+                logger.exception("schedule %s cannot be computed", schedule_id)
+                result[schedule_id] = None
+        return result
+
+    return await asyncio.to_thread(compute)
 
 
 async def on_call(
     session: AsyncSession, schedules: Sequence[Schedule], at: datetime
-) -> dict[int, list[int]]:
-    """Whoever each schedule names at `at` (an empty list: nobody)."""
+) -> dict[int, list[int] | None]:
+    """Whoever each schedule names at `at` (empty: nobody; None: it cannot be computed)."""
     moment = await shifts(session, schedules, at, at + timedelta(microseconds=1))
-    return {schedule_id: [s.user_id for s in found] for schedule_id, found in moment.items()}
+    return {
+        schedule_id: None if found is None else [s.user_id for s in found]
+        for schedule_id, found in moment.items()
+    }
 
 
 async def on_call_by_id(
     session: AsyncSession, schedule_ids: Iterable[int], at: datetime
-) -> dict[int, list[int]]:
+) -> dict[int, list[int] | None]:
     """`on_call` for schedule ids; a schedule that no longer exists names nobody."""
     wanted = sorted(set(schedule_ids))
     if not wanted:
@@ -242,6 +298,16 @@ async def on_call_by_id(
     found = list(await session.scalars(select(Schedule).where(Schedule.id.in_(wanted))))
     named = await on_call(session, found, at)
     return {schedule_id: named.get(schedule_id, []) for schedule_id in wanted}
+
+
+def computed(schedule: Schedule, found: list[oncall.Shift] | None) -> list[oncall.Shift]:
+    """The shifts of one schedule an endpoint asked for, or a clear error."""
+    if found is None:
+        raise Conflict(
+            f"Schedule {schedule.id} cannot be computed from its stored layers; "
+            "replace them with PUT /v1/schedules/{id}"
+        )
+    return found
 
 
 async def all_schedules(session: AsyncSession) -> list[Schedule]:
@@ -258,7 +324,7 @@ async def user_shifts(
     mine = [
         (by_id[schedule_id], shift)
         for schedule_id, found in per_schedule.items()
-        for shift in found
+        for shift in found or []  # one that cannot be computed is logged and left out
         if shift.user_id == user_id
     ]
     return sorted(mine, key=lambda pair: (pair[1].start, pair[0].id))
@@ -274,11 +340,13 @@ def check_window(start: datetime, end: datetime) -> None:
 # ---- users leaving -------------------------------------------------------------------------------
 
 
-async def schedules_with(session: AsyncSession, user_id: int) -> list[Schedule]:
+async def schedules_with(session: AsyncSession, user_id: int, now: datetime) -> list[Schedule]:
     """Schedules naming the user in a layer or in an override that has not ended."""
     overriding = set(
         await session.scalars(
-            select(ScheduleOverride.schedule_id).where(ScheduleOverride.user_id == user_id)
+            select(ScheduleOverride.schedule_id).where(
+                ScheduleOverride.user_id == user_id, ScheduleOverride.end_at > now
+            )
         )
     )
     return [
@@ -291,7 +359,7 @@ async def remove_user(
     session: AsyncSession, *, user_id: int, actor: Actor, now: datetime
 ) -> list[int]:
     """Take the user out of every layer and override; answers the schedules changed."""
-    changed = await schedules_with(session, user_id)
+    changed = await schedules_with(session, user_id, now)
     for schedule in changed:
         schedule.layers = [
             {**layer, "user_ids": [uid for uid in layer["user_ids"] if uid != user_id]}
@@ -328,7 +396,8 @@ async def new_calendar_token(session: AsyncSession, *, schedule: Schedule) -> st
 
 
 def calendar_token_matches(schedule: Schedule, token: str | None) -> bool:
-    return bool(token) and schedule.calendar_token_hash == hash_key(token or "")
+    stored = schedule.calendar_token_hash
+    return bool(token and stored) and hmac.compare_digest(stored or "", hash_key(token or ""))
 
 
 async def new_user_calendar_token(session: AsyncSession, *, user_id: int, now: datetime) -> str:
@@ -347,4 +416,6 @@ async def user_calendar_token_matches(
     session: AsyncSession, *, user_id: int, token: str | None
 ) -> bool:
     found = await session.get(UserCalendar, user_id) if token else None
-    return found is not None and found.token_hash == hash_key(token or "")
+    if found is None or not hmac.compare_digest(found.token_hash, hash_key(token or "")):
+        return False
+    return not await user_service.not_active(session, [user_id])  # a departed user's feed ends

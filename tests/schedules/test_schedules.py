@@ -368,3 +368,117 @@ async def _pages(harness, incident_id):
                 )
             )
         )
+
+
+class TestHardCases:
+    async def test_limits_and_odd_values_are_422_not_500(self, admin_client, admin):
+        for zone in ("Europe", "America", "localtime", "right/UTC"):
+            response = await admin_client.post(SCHEDULES, json={**BERLIN_DAILY, "time_zone": zone})
+            assert response.status_code == 422, (zone, response.text)
+        far = dict(BERLIN_DAILY["layers"][0], start="9999-12-31T23:00:00")
+        response = await admin_client.post(SCHEDULES, json={**BERLIN_DAILY, "layers": [far]})
+        assert response.status_code == 422 and "1970 and 2199" in response.text
+        sid = (await make_schedule(admin_client, admin.id))["id"]
+        for params in ({"at": "9999-12-31T20:00:00Z"}, {"at": "0001-01-01T00:00:00Z"}):
+            response = await admin_client.get(f"{SCHEDULES}{sid}/on-call", params=params)
+            assert response.status_code == 422, params
+        for path in (f"{SCHEDULES}{sid}/shifts", f"{SCHEDULES}{sid}/overrides",
+                     "/v1/users/me/shifts"):  # fmt: skip
+            response = await admin_client.get(path, params={"start": "9999-12-30T00:00:00Z"})
+            assert response.status_code == 422, path
+
+    async def test_deactivated_people_are_not_on_call_and_earlier_layers_fill_in(
+        self, admin_client, admin, user, factory
+    ):
+        top = dict(JANUARY, name="top", user_ids=[user.id])
+        sid = (await make_schedule(admin_client, layers=[dict(JANUARY, user_ids=[admin.id]),
+                                                         top]))["id"]  # fmt: skip
+        assert await on_call(admin_client, sid, "2026-01-05T12:00:00Z") == [user.id]
+        await admin_client.put(f"/v1/users/{user.id}", json={"is_active": False})
+        assert await on_call(admin_client, sid, "2026-01-05T12:00:00Z") == [admin.id]
+        # An override for someone deactivated does not hide the layers either.
+        leaver = await factory.user(email="gone@example.com")
+        await admin_client.post(f"{SCHEDULES}{sid}/overrides", json={
+            "user_id": leaver.id, "start": "2026-01-05T10:00:00Z",
+            "end": "2026-01-05T14:00:00Z"})  # fmt: skip
+        assert await on_call(admin_client, sid, "2026-01-05T12:00:00Z") == [leaver.id]
+        await admin_client.put(f"/v1/users/{leaver.id}", json={"is_active": False})
+        assert await on_call(admin_client, sid, "2026-01-05T12:00:00Z") == [admin.id]
+
+    async def test_a_deactivated_users_feed_stops(self, admin_client, user_client, client, user):
+        await make_schedule(admin_client, name="Mine", layers=[dict(JANUARY, user_ids=[user.id])])
+        url = (await user_client.post("/v1/users/me/calendar-url")).json()["url"]
+        assert (await client.get(url)).status_code == 200
+        await admin_client.put(f"/v1/users/{user.id}", json={"is_active": False})
+        assert (await client.get(url)).status_code == 401
+
+    async def test_a_past_override_does_not_block_deleting_its_user(
+        self, admin_client, admin, factory
+    ):
+        former = await factory.user(email="former@example.com")
+        sid = (await make_schedule(admin_client, admin.id))["id"]
+        await factory.override(schedule_id=sid, user_id=former.id,
+                               start_at=utc("2025-12-01T00:00:00"),
+                               end_at=utc("2025-12-02T00:00:00"))  # fmt: skip
+        assert (await admin_client.delete(f"/v1/users/{former.id}")).status_code == 200
+
+    async def test_one_broken_schedule_breaks_nothing_else(
+        self, admin_client, admin, factory, harness
+    ):
+        """Layers stored by an older release or by hand that cannot be computed: that schedule
+        answers 409 and its escalation steps fail visibly; every other schedule still works."""
+        good = (await make_schedule(admin_client, name="Good", layers=[
+            dict(JANUARY, user_ids=[admin.id])]))["id"]  # fmt: skip
+        broken = (await factory.schedule(name="Broken", layers=[{"user_ids": [admin.id]}])).id
+        response = await admin_client.get(f"{SCHEDULES}{broken}/on-call")
+        assert response.status_code == 409 and "cannot be computed" in response.text
+        everyone = (await admin_client.get("/v1/oncall")).json()["items"]
+        assert [(i["schedule"]["id"], [u["id"] for u in i["users"]], i["error"] is None)
+                for i in everyone] == [(good, [admin.id], True), (broken, [], False)]  # fmt: skip
+        for sid in (broken, good):
+            policy = await admin_client.post("/v1/escalation/policies/", json={
+                "name": f"via {sid}", "conditions": {"title_contains": f"via {sid}"},
+                "steps": [{"delay_minutes": 0, "actions": [{"type": "notify"}],
+                           "targets": [{"type": "schedule", "id": sid}]}]})  # fmt: skip
+            assert policy.status_code == 201, policy.text
+        incidents = "/v1/incidents/"
+        bad_incident = (await admin_client.post(incidents, json={"title": f"via {broken}"})).json()
+        good_incident = (await admin_client.post(incidents, json={"title": f"via {good}"})).json()
+        await harness.run_jobs()
+        [failed] = await _events(harness, bad_incident["id"])
+        assert (
+            failed.status == "failed" and f"schedule {broken} cannot be computed" in failed.detail
+        )
+        [fired] = await _events(harness, good_incident["id"])
+        assert (fired.status, fired.notified_user_ids) == ("executed", [admin.id])
+
+
+class TestSkippedSteps:
+    async def test_a_skipped_step_still_does_its_other_actions(self, admin_client, harness):
+        empty = (await make_schedule(admin_client, name="Nobody", layers=[JANUARY]))["id"]
+        policy = await admin_client.post("/v1/escalation/policies/", json={
+            "name": "raise", "steps": [
+                {"delay_minutes": 0, "targets": [{"type": "schedule", "id": empty}],
+                 "actions": [{"type": "notify"},
+                             {"type": "set_severity", "severity": "critical"}]}]})  # fmt: skip
+        assert policy.status_code == 201, policy.text
+        incident = (
+            await admin_client.post("/v1/incidents/", json={"title": "down", "severity": "low"})
+        ).json()
+        await harness.run_jobs()
+        [event] = await _events(harness, incident["id"])
+        assert event.status == "skipped"
+        after = (await admin_client.get(f"/v1/incidents/{incident['id']}")).json()
+        assert (after["severity"], after["escalation_status"]) == ("critical", "completed")
+
+
+async def test_pending_overrides_are_capped(admin_client, admin, monkeypatch):
+    from app.schedules import service
+
+    monkeypatch.setattr(service, "MAX_PENDING_OVERRIDES", 2)
+    sid = (await make_schedule(admin_client, admin.id))["id"]
+    url = f"{SCHEDULES}{sid}/overrides"
+    window = {"user_id": admin.id, "start": "2026-02-01T00:00:00Z", "end": "2026-02-02T00:00:00Z"}
+    assert [(await admin_client.post(url, json=window)).status_code for _ in range(3)] == [
+        201, 201, 422,
+    ]  # fmt: skip
