@@ -73,6 +73,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture
+def postgres_only(backend: str) -> None:
+    """For tests of what only PostgreSQL has: row locks between transactions, server sessions."""
+    if backend != "postgresql":
+        pytest.skip("a PostgreSQL behaviour (row locks, server connections)")
+
+
 @pytest.fixture(scope="session")
 def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if backend == "sqlite":

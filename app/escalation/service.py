@@ -64,7 +64,13 @@ async def check_policy(
         problems.append(f"target user {missing} does not exist or is inactive")
     schedule_ids = {t["id"] for s in steps for t in s["targets"] if t["type"] == "schedule"}
     if schedule_ids:
-        found = set(await session.scalars(select(Schedule.id).where(Schedule.id.in_(schedule_ids))))
+        found = set(
+            await session.scalars(
+                select(Schedule.id)
+                .where(Schedule.id.in_(schedule_ids))
+                .with_for_update(key_share=True)  # a delete of the schedule waits, then sees us
+            )
+        )
         for missing in sorted(schedule_ids - found):
             problems.append(f"target schedule {missing} does not exist")
     service_ids = set(conditions.get("service_ids") or [])

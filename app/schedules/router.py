@@ -155,6 +155,9 @@ async def update_schedule(
 )
 async def delete_schedule(schedule: ValidSchedule, session: SessionDep, _: AdminUser) -> object:
     """Delete a schedule that no escalation policy targets (admin)."""
+    # Locked first: a policy being saved with this target holds a key-share lock on it, so the
+    # check below runs after that policy commits, and sees it.
+    await session.refresh(schedule, with_for_update=True)
     using = await escalation_service.policies_targeting(session, schedule_id=schedule.id)
     if using:
         names = ", ".join(f"{p.id} ({p.name})" for p in using)

@@ -154,6 +154,7 @@ async def delete_user(
 ) -> object:  # fmt: skip
     """Delete a user (admin); answers with the deleted user. Someone still on a schedule or a
     policy is refused (409, naming where) unless `force=true`."""
+    await user_service.lock(session, user)
     schedules = await schedule_service.schedules_with(session, user.id, clock.now())
     policies = await escalation_service.policies_targeting(session, user_id=user.id)
     if (schedules or policies) and not force:

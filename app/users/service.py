@@ -132,10 +132,21 @@ async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int
     wanted = set(user_ids)
     if not wanted:
         return []
+    # Key-share locks: a user being deleted waits for this transaction (and is then refused, or
+    # finds what it names), instead of leaving a reference to nobody behind.
     active = set(
-        await session.scalars(select(User.id).where(User.id.in_(wanted), User.is_active.is_(True)))
+        await session.scalars(
+            select(User.id)
+            .where(User.id.in_(wanted), User.is_active.is_(True))
+            .with_for_update(key_share=True)
+        )
     )
     return sorted(wanted - active)
+
+
+async def lock(session: AsyncSession, user: User) -> None:
+    """Hold the user's row until the end of the transaction (before checking what names them)."""
+    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
 
 
 async def delete(session: AsyncSession, *, user: User) -> User:

@@ -271,9 +271,3 @@ async def test_ingestion_plans_each_statement_afresh(harness, postgres_only):
         assert await session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     async with session_scope(harness.app.state.sessionmaker) as session:
         assert await session.scalar(text("SHOW plan_cache_mode")) == "auto"
-
-
-@pytest.fixture
-def postgres_only(backend):
-    if backend != "postgresql":
-        pytest.skip("terminating a server connection: PostgreSQL")

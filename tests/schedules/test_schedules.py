@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from icalendar import Calendar
 from sqlalchemy import select
 
 from app.db import session_scope
+from app.escalation import service as escalation_service
 from app.escalation.models import EscalationEvent, EscalationPolicy
+from app.incidents.timeline import Actor
 from app.notifications.models import Notification
+from app.schedules import service as schedule_service
 
 SCHEDULES = "/v1/schedules/"
 BERLIN_DAILY = {
@@ -482,3 +486,40 @@ async def test_pending_overrides_are_capped(admin_client, admin, monkeypatch):
     assert [(await admin_client.post(url, json=window)).status_code for _ in range(3)] == [
         201, 201, 422,
     ]  # fmt: skip
+
+
+class TestRaces:
+    """A check and the write it guards are not separated by another transaction's change."""
+
+    async def test_deleting_a_schedule_waits_for_a_policy_being_saved(
+        self, admin_client, admin, harness, postgres_only
+    ):
+        sid = (await make_schedule(admin_client, admin.id))["id"]
+        steps = [{"delay_minutes": 0, "actions": [{"type": "notify"}],
+                  "targets": [{"type": "schedule", "id": sid}]}]  # fmt: skip
+        now = harness.clock.now()
+        async with harness.app.state.sessionmaker() as saving, saving.begin():
+            await escalation_service.check_policy(saving, conditions={}, steps=steps)
+            saving.add(EscalationPolicy(name="racing", conditions={}, steps=steps,
+                                        created_at=now, updated_at=now))  # fmt: skip
+            deleting = asyncio.create_task(admin_client.delete(f"{SCHEDULES}{sid}"))
+            await asyncio.sleep(0.3)  # the delete reaches the schedule's lock and waits there
+            assert not deleting.done()
+        response = await deleting
+        assert response.status_code == 409 and "racing" in response.text
+
+    async def test_deleting_a_user_waits_for_a_schedule_naming_them(
+        self, admin_client, admin, harness, factory, postgres_only
+    ):
+        member = await factory.user(email="member2@example.com")
+        async with harness.app.state.sessionmaker() as creating, creating.begin():
+            await schedule_service.create(
+                creating, name="Racing", description="", time_zone="UTC",
+                layers=[dict(JANUARY, user_ids=[member.id])], actor=Actor.of(admin),
+                now=harness.clock.now(),
+            )  # fmt: skip
+            deleting = asyncio.create_task(admin_client.delete(f"/v1/users/{member.id}"))
+            await asyncio.sleep(0.3)
+            assert not deleting.done()
+        response = await deleting
+        assert response.status_code == 409 and "(Racing)" in response.text
