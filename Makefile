@@ -6,8 +6,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+E2E_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432
 
-.PHONY: run test test-postgres lint format typecheck migrate install install-dev lock clean
+.PHONY: run test test-postgres e2e e2e-postgres lint format typecheck migrate install install-dev lock clean
 
 run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
 	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
@@ -22,6 +23,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy run_e2e_tests.py scripts
+
+e2e: $(VENV)/.installed-dev  ## the end-to-end run against a live server on SQLite (run_e2e_tests.py)
+	$(BIN)/python run_e2e_tests.py --report e2e-report.json
+
+e2e-postgres: $(VENV)/.installed-dev  ## the same on PostgreSQL (E2E_POSTGRES_URL: a server; a database is made and dropped)
+	$(BIN)/python run_e2e_tests.py --database-url $(E2E_POSTGRES_URL) --report e2e-report-postgres.json
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

@@ -100,7 +100,7 @@ async def wait_sent(settings: Settings, tag: str, count: int, seconds: float) ->
                         Notification.key.like(f"bench:{tag}:%"), Notification.status == "sent"
                     )
                 )
-            if sent >= count or time.monotonic() > deadline:
+            if (sent or 0) >= count or time.monotonic() > deadline:
                 return int(sent or 0)
             await asyncio.sleep(0.05)
     finally:

@@ -103,7 +103,7 @@ async def lateness(
                 done = await session.scalar(
                     select(func.count()).where(EscalationEvent.status == "executed")
                 )
-            if done >= count:
+            if (done or 0) >= count:
                 break
             await asyncio.sleep(0.02)
         all_committed = (datetime.now(UTC) - due).total_seconds()
@@ -112,7 +112,7 @@ async def lateness(
                 sent = await session.scalar(
                     select(func.count()).where(Notification.status == "sent")
                 )
-            if sent >= count:
+            if (sent or 0) >= count:
                 break
             await asyncio.sleep(0.02)
         all_sent = (datetime.now(UTC) - due).total_seconds()
@@ -123,7 +123,7 @@ async def lateness(
                 )
             )
             return (
-                [(executed - due_at).total_seconds() for due_at, executed in rows],
+                [(executed - due_at).total_seconds() for due_at, executed in rows if executed],
                 all_committed,
                 all_sent,
             )
