@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 E2E_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432
 
-.PHONY: run test test-postgres e2e e2e-postgres lint format typecheck migrate install install-dev lock clean
+.PHONY: run test test-postgres e2e e2e-postgres bench bench-compare lint format typecheck migrate install install-dev lock clean
 
 run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
 	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
@@ -23,7 +23,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy run_e2e_tests.py scripts
+	$(BIN)/mypy run_e2e_tests.py scripts bench
+
+bench: $(VENV)/.installed-dev  ## every performance scenario on PostgreSQL (BENCH_POSTGRES_URL): report in bench/results/, README table rewritten
+	$(BIN)/python -m bench
+
+bench-compare: $(VENV)/.installed-dev  ## ratios per figure between two reports: make bench-compare A=… B=…
+	$(BIN)/python -m bench compare $(A) $(B)
 
 e2e: $(VENV)/.installed-dev  ## the end-to-end run against a live server on SQLite (run_e2e_tests.py)
 	$(BIN)/python run_e2e_tests.py --report e2e-report.json

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("count", type=int, nargs="?", default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     settings = Settings()
     migrations.upgrade()
@@ -155,6 +157,11 @@ def main() -> None:
         f"by {args.workers} worker process(es) in {elapsed:.2f} s (from the workers' start): "
         f"{sent / elapsed:,.0f}/s\nthe sink received {received:,} requests"
     )
+    if args.json:
+        args.json.write_text(json.dumps({
+            "sent": sent, "count": args.count, "workers": args.workers, "seconds": elapsed,
+            "per_s": sent / elapsed, "received": received,
+        }))  # fmt: skip
 
 
 if __name__ == "__main__":

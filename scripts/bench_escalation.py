@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--lead", type=float, default=8.0, help="seconds until the steps fall due")
     parser.add_argument("--spread", type=float, default=0.0, help="seconds the due times span")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     settings = Settings()
     migrations.upgrade()
@@ -172,6 +174,15 @@ def main() -> None:
         + (f": {len(late) / committed:,.0f} steps/s" if not args.spread else "")
         + f"\nevery page delivered (log channel) {sent:.2f} s after the last due time"
     )
+    if args.json:
+        p99 = late[min(len(late) - 1, round(0.99 * (len(late) - 1)))]
+        args.json.write_text(json.dumps({
+            "steps": len(late), "due": args.count, "workers": args.workers, "spread_s": args.spread,
+            "lateness_p50_s": statistics.median(late), "lateness_p99_s": p99,
+            "lateness_max_s": late[-1], "committed_after_s": committed,
+            "steps_per_s": len(late) / committed if committed > 0 else None,
+            "delivered_after_s": sent,
+        }))  # fmt: skip
 
 
 if __name__ == "__main__":

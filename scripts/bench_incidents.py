@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import statistics
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
@@ -40,7 +42,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def bench(settings: Settings, requests: int) -> None:
+async def bench(settings: Settings, requests: int) -> list[dict[str, object]]:
     engine = create_engine(settings)
     async with session_scope(create_sessionmaker(engine)) as session:
         total = await session.scalar(select(func.count()).select_from(Incident))
@@ -53,6 +55,7 @@ async def bench(settings: Settings, requests: int) -> None:
     ).token
     app = create_app(settings.model_copy(update={"worker_in_process": False}))
     print(f"database: {engine.dialect.name}, incidents: {total:,}, requests per query: {requests}")
+    figures: list[dict[str, object]] = []
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -79,13 +82,23 @@ async def bench(settings: Settings, requests: int) -> None:
                     f"max {max(server):.2f}   (client wall p50 {statistics.median(wall):.2f})"
                     f"   rows on page: {rows}"
                 )
+                figures.append({
+                    "query": query, "incidents": total, "rows": rows,
+                    "server_p50_ms": statistics.median(server),
+                    "server_p95_ms": percentile(server, 95),
+                    "server_p99_ms": percentile(server, 99), "server_max_ms": max(server),
+                })  # fmt: skip
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    asyncio.run(bench(Settings(), args.requests))
+    figures = asyncio.run(bench(Settings(), args.requests))
+    if args.json:
+        args.json.write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

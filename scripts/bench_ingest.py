@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -41,12 +42,18 @@ from typing import Any
 import httpx
 
 from app import migrations
+from app.auth.security import create_access_token
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, session_scope
 from app.integrations import service as integration_service
 from app.services import service as service_service
+from app.users import service as user_service
+from app.users.models import Role
 
 SOURCES = ("generic", "alertmanager", "grafana", "elastic", "pagerduty")
+# `api`: incidents created through `POST /v1/incidents/` with a user's token (dedup: the same
+# `dedup_key` again answers the open incident).
+ALL_SOURCES = (*SOURCES, "api")
 DEDUP_KEYS = 100
 
 
@@ -70,12 +77,25 @@ async def setup(settings: Settings) -> dict[str, str]:
                 session, service_id=service.id, name=kind, kind=kind, created_by=None, now=now
             )
             keys[kind] = key
+        admin = await user_service.create(
+            session, email=f"bench-{time.time_ns()}@example.com", password=secrets.token_urlsafe(),
+            full_name="Bench", role=Role.admin, now=now,
+        )  # fmt: skip
+        token = create_access_token(
+            settings, user_id=admin.id, token_version=admin.token_version, now=now
+        )
+        keys["api"] = f"{token.token}|{service.id}"
     await engine.dispose()
     return keys
 
 
 def request_for(source: str, key: str, dedup: str) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """Path, JSON body and headers of one alert."""
+    """Path, JSON body and headers of one alert (or, for `api`, one incident)."""
+    if source == "api":
+        token, service_id = key.split("|")
+        return "/v1/incidents/", {"title": f"bench {dedup}", "dedup_key": dedup,
+                                  "severity": "high", "service_id": int(service_id)}, {
+            "Authorization": f"Bearer {token}"}  # fmt: skip
     auth = {"X-Integration-Key": key}
     if source == "generic":
         return "/v1/alerts/generic", {"summary": f"bench {dedup}", "dedup_key": dedup,
@@ -194,6 +214,32 @@ def row(source: str, mode: str, late: list[float], failed: int, elapsed: float) 
     )
 
 
+def rss_mb(parent: str, field: str = "VmRSS") -> float:
+    """Resident memory of the server's worker processes together (VmHWM: each one's peak)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" not in status:
+            continue
+        for line in status.splitlines():
+            if line.startswith(f"{field}:"):
+                total += int(line.split()[1])  # kB
+    return total / 1024
+
+
+def figures(late: list[float], failed: int, elapsed: float) -> dict[str, float | int]:
+    def ms(q: float) -> float:
+        return late[min(len(late) - 1, int(q * len(late)))] * 1000 if late else float("nan")
+
+    return {
+        "ok": len(late), "failed": failed, "per_s": len(late) / elapsed,
+        "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "max_ms": ms(1.0),
+    }  # fmt: skip
+
+
 def per_request(cpu: float, count: int) -> str:
     return f"{cpu * 1000 / max(count, 1):>7.2f}"
 
@@ -207,7 +253,10 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=1000, help="unmeasured requests before each source and mode"
     )
-    parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument(
+        "--sources", default=",".join(SOURCES), help=f"any of {', '.join(ALL_SOURCES)}"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     settings = Settings()
     migrations.upgrade()
@@ -238,6 +287,7 @@ def main() -> None:
                 pass
             time.sleep(0.1)
         run = f"{time.time_ns():x}"
+        results: dict[str, Any] = {"idle_rss_mb": rss_mb(server_pid), "scenarios": []}
         print(f"gunicorn, {args.gunicorn_workers} uvicorn workers; {args.concurrency} concurrent "
               f"senders; {settings.async_database_url.split(':')[0]}")  # fmt: skip
         print(f"{'source':<13} {'mode':<6} {'ok':>6} {'failed':>6} {'per s':>7} "
@@ -276,6 +326,15 @@ def main() -> None:
                     per_request(spent_app, len(late) + failed),
                     per_request(spent_db, len(late) + failed),
                 )
+                results["scenarios"].append({
+                    "source": source, "mode": mode, **figures(late, failed, elapsed),
+                    "app_cpu_ms": spent_app * 1000 / max(len(late) + failed, 1),
+                    "db_cpu_ms": spent_db * 1000 / max(len(late) + failed, 1),
+                })  # fmt: skip
+        results["peak_rss_mb"] = rss_mb(server_pid, "VmHWM")
+        results["workers"] = args.gunicorn_workers
+        if args.json:
+            args.json.write_text(json.dumps(results))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
