@@ -136,10 +136,15 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                  "api": "incidents via POST /v1/incidents/"}  # fmt: skip
         for s in ingestion["scenarios"]:
             kind = "new" if s["mode"] == "new" else "deduplicated"
+            share = (
+                f"; load generator {s['client_share']:.0%} of the CPU"
+                if "client_share" in s
+                else ""
+            )
             out.append((
                 f"{names.get(s['source'], s['source'])}, {kind}",
                 f"{s['per_s']:,.0f}/s, p50 {s['p50_ms']:.0f} / p95 {s['p95_ms']:.0f} / "
-                f"p99 {s['p99_ms']:.0f} ms",
+                f"p99 {s['p99_ms']:.0f} ms{share}",
                 targets.get((s["source"], s["mode"]), "—"),
             ))  # fmt: skip
         out.append((

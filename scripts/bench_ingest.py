@@ -316,10 +316,12 @@ def main() -> None:
 
                     asyncio.run(drive(port, warm, args.warmup, args.concurrency, args.seconds))
                 app_before, db_before = app_cpu(), db_cpu()
+                client_before = time.process_time()
                 late, failed, elapsed = asyncio.run(
                     drive(port, make, args.requests, args.concurrency, args.seconds)
                 )
                 spent_app, spent_db = app_cpu() - app_before, db_cpu() - db_before
+                spent_client = time.process_time() - client_before
                 late.sort()
                 print(
                     row(source, mode, late, failed, elapsed),
@@ -330,6 +332,9 @@ def main() -> None:
                     "source": source, "mode": mode, **figures(late, failed, elapsed),
                     "app_cpu_ms": spent_app * 1000 / max(len(late) + failed, 1),
                     "db_cpu_ms": spent_db * 1000 / max(len(late) + failed, 1),
+                    "client_cpu_ms": spent_client * 1000 / max(len(late) + failed, 1),
+                    # The load generator's part of the CPU the scenario used.
+                    "client_share": spent_client / max(spent_client + spent_app + spent_db, 1e-9),
                 })  # fmt: skip
         results["peak_rss_mb"] = rss_mb(server_pid, "VmHWM")
         results["workers"] = args.gunicorn_workers
