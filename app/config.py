@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     # Unset: allowed in development and test, refused in production.
     outbound_allow_private_networks: bool | None = None
 
+    # Browsers may call the API from these origins (comma-separated, e.g. https://ops.example.com;
+    # `*` for any). Empty: no cross-origin access (the default).
+    cors_allow_origins: str = ""
+    # Host headers the service answers to (comma-separated; `*.example.com` allowed). `*`: any.
+    trusted_hosts: str = "*"
+
     @field_validator("signup_enabled", "outbound_allow_private_networks", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
@@ -128,6 +134,14 @@ class Settings(BaseSettings):
                 "or set ALLOW_SQLITE_IN_PRODUCTION=true to accept a single-node SQLite deployment"
             )
         return self
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        return [h.strip() for h in self.trusted_hosts.split(",") if h.strip()] or ["*"]
 
     @cached_property
     def async_database_url(self) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import __version__, openapi
 from app.alerts import batch
@@ -27,6 +29,7 @@ from app.health import router as health_router
 from app.logging import configure_logging, redact_access_log
 from app.notifications.router import document_webhooks
 from app.routing import SlashAliasMiddleware
+from app.security_headers import SecurityHeaders
 from app.timing import ServerTimingMiddleware
 from app.worker.runner import Worker
 
@@ -98,9 +101,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(api_router)
     document_webhooks(app)
     openapi.install(app)
+    # Added innermost first: security headers wrap everything, even a refused Host or preflight.
     app.add_middleware(SlashAliasMiddleware, router=app.router)
     app.add_middleware(InputGuard)
     app.add_middleware(ServerTimingMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Integration-Key", "X-Request-ID"],
+            expose_headers=["Server-Timing", "Retry-After"],
+            max_age=600,
+        )
+    if settings.allowed_hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders, https=settings.public_base_url.startswith("https://"))
     return app
 
 
