@@ -98,7 +98,10 @@ USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "phone", "timezo
 SETUP, DOCS, HEALTH, AUTH, USERS = "setup", "docs", "health", "auth", "users"
 SERVICES, INTEGRATIONS, ALERTS, INCIDENTS = "services", "integrations", "alerts", "incidents"
 ESCALATION, NOTIFICATIONS = "escalation", "notifications"
-WEBHOOKS, SCHEDULES = "webhooks", "schedules"
+WEBHOOKS, SCHEDULES, LOGS = "webhooks", "schedules", "logs"
+# Request and answer fields whose values are secrets: none may appear in the server's log.
+SECRET_FIELDS = {"password", "new_password", "current_password", "access_token", "key",
+                 "secret", "token", "routing_key"}  # fmt: skip
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 EXTERNAL = "skipped (external server)"
 
@@ -315,6 +318,7 @@ class Api:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.coverage: Coverage | None = None
+        self.secrets: set[str] = set()
         self.client = httpx.Client(
             base_url=self.base_url,
             timeout=REQUEST_TIMEOUT,
@@ -326,6 +330,39 @@ class Api:
     def _observe(self, response: httpx.Response) -> None:
         if self.coverage is not None:
             self.coverage.record(response.request.method, response.request.url.path)
+        self._remember_secrets(response)
+
+    def _remember_secrets(self, response: httpx.Response) -> None:
+        """Every secret this run sent or was given: bearer tokens, passwords, keys, secrets,
+        recovery and calendar tokens (in bodies, forms and URLs)."""
+        response.read()  # a response hook runs before the body is read
+        request = response.request
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            self.secrets.add(credentials)
+        for name, value in request.url.params.multi_items():
+            if name in SECRET_FIELDS:
+                self.secrets.add(value)
+        body = request.content or b""
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = httpx.QueryParams(body.decode(errors="replace"))
+            self.secrets.update(v for k, v in form.multi_items() if k in SECRET_FIELDS)
+        for content in (body, response.content):
+            with contextlib.suppress(ValueError):
+                self._secrets_in(json.loads(content))
+
+    def _secrets_in(self, value: Any) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if name in SECRET_FIELDS and isinstance(item, str):
+                    self.secrets.add(item)
+                elif name == "url" and isinstance(item, str) and "token=" in item:
+                    self.secrets.update(httpx.URL(item).params.get_list("token"))
+                else:
+                    self._secrets_in(item)
+        elif isinstance(value, list):
+            for item in value:
+                self._secrets_in(item)
 
     def close(self) -> None:
         self.client.close()
@@ -841,6 +878,7 @@ class Walk:
             self.webhooks,
             self.snooze_expiry,
             self.deletions,
+            self.no_secret_in_logs,
         )
         for section in sections:
             section()
@@ -2124,6 +2162,16 @@ class Walk:
             expect_eq(gone["id"], wid(), "deleted webhook")
             expect("secret" not in gone, "the deleted webhook shows its secret")
             self.api.get(f"/v1/webhooks/{wid()}", token=ada.bearer, expect=404)
+
+    def no_secret_in_logs(self) -> None:
+        with self.check("the server's log holds none of the run's secrets", LOGS):
+            local = self.needs_local()
+            log = local.server.log_path.read_text(errors="replace")
+            expect(len(log.splitlines()) > 100, "the server's log is nearly empty")
+            wanted = {secret for secret in self.api.secrets if len(secret) >= 8}
+            expect(len(wanted) >= 10, f"only {len(wanted)} secrets were seen")
+            leaked = sorted(secret[:6] + "…" for secret in wanted if secret in log)
+            expect(not leaked, f"secrets in the log: {', '.join(leaked)}")
 
     def deletions(self) -> None:
         ada, bob, carol, dave, run = self.ada, self.bob, self.carol, self.dave, self.run
