@@ -153,9 +153,7 @@ async def lock_names(session: AsyncSession, names: Iterable[str]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
     keys = sorted({zlib.crc32(name.encode()) for name in names})
-    if len(keys) == 1:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": keys[0]})
-    elif keys:
+    if keys:
         # unnest yields the array in order, so the locks are taken in ascending key order.
         await session.execute(
             text(

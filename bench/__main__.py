@@ -63,19 +63,24 @@ def database(server: str | None, name: str) -> Iterator[str]:
             yield f"sqlite+aiosqlite:///{folder}/{name}.db"
         return
     database_name = f"ims_bench_{name}_{os.getpid()}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(f"{server}/postgres")
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{database_name}"'))
+    on_server(server, f'CREATE DATABASE "{database_name}"')
     try:
         yield f"{server}/{database_name}"
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)'))
+        on_server(server, f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)')
+
+
+def on_server(server: str, statement: str) -> Any:
+    """One statement on the server's `postgres` database; its first value."""
+
+    async def go() -> Any:
+        connection = await asyncpg.connect(f"{server}/postgres")
+        try:
+            return await connection.fetchval(statement)
+        finally:
+            await connection.close()
+
+    return asyncio.run(go())
 
 
 def run(scenario: Scenario, server: str | None, folder: Path) -> Any:
@@ -102,17 +107,7 @@ def commit() -> str:
 
 
 def machine(server: str | None) -> dict[str, Any]:
-    version = None
-    if server is not None:
-
-        async def ask() -> str:
-            connection = await asyncpg.connect(f"{server}/postgres")
-            try:
-                return str(await connection.fetchval("SHOW server_version"))
-            finally:
-                await connection.close()
-
-        version = asyncio.run(ask())
+    version = on_server(server, "SHOW server_version") if server is not None else None
     return {
         "cores": os.cpu_count(), "python": platform.python_version(),
         "postgresql": version, "platform": platform.platform(),

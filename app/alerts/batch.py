@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,8 +31,8 @@ from app.alerts.ingest import Alert, Result, ingest_many
 from app.clock import Clock
 from app.db import WAKE_WORKER
 from app.errors import DomainError, Forbidden, Unauthorized
+from app.integrations import service as integration_service
 from app.integrations.models import Integration
-from app.integrations.service import hash_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ logger = logging.getLogger(__name__)
 MAX_JOBS = 256
 # Batches being written at once, per process: while one waits on the database another is built.
 IN_FLIGHT = 2
-MAX_KEY_LENGTH = 256
 
 
 @dataclass(eq=False)
@@ -152,13 +150,7 @@ class Batcher:
     async def _ingest(
         self, session: AsyncSession, jobs: Sequence[Job], now: datetime
     ) -> list[list[Result] | BaseException]:
-        hashes = {hash_key(job.key) for job in jobs if 0 < len(job.key) <= MAX_KEY_LENGTH}
-        known = {
-            integration.key_hash: integration
-            for integration in await session.scalars(
-                select(Integration).where(Integration.key_hash.in_(hashes))
-            )
-        } if hashes else {}  # fmt: skip
+        known = await integration_service.by_keys(session, {job.key for job in jobs})
         outcomes: list[list[Result] | BaseException] = []
         items: list[tuple[Integration, Alert]] = []
         owners: list[list[Result]] = []
@@ -187,7 +179,7 @@ class CommitFailed(Exception):
 
 
 def _check(known: dict[str, Integration], job: Job) -> Integration:
-    integration = known.get(hash_key(job.key)) if job.key else None
+    integration = known.get(job.key)
     if integration is None:
         raise Unauthorized("A valid integration key is required")
     if integration.kind != job.kind:

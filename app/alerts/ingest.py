@@ -89,7 +89,7 @@ async def ingest(
     actor = actor_of(integration)
     service_id = integration.service_id
     key = alert.dedup_key
-    await lock_named(session, f"incidents:dedup:{service_id}:{key}")
+    await lock_named(session, incident_service.dedup_lock(service_id, key))
     open_id = await session.scalar(
         select(Incident.id).where(
             Incident.service_id == service_id,
@@ -273,6 +273,8 @@ class _Plan:
         opened = [t for t in targets if t.new is not None and t.id is None]
         steps: list[dict[str, Any]] = []
         applied: dict[int, dict[str, Any]] = {}
+        # What announces each opened incident: its `created` entry's data, and who opened it.
+        told: dict[int, tuple[dict[str, Any], Actor]] = {}
         if opened:
             rows = [cast(dict[str, Any], t.new) for t in opened]
             choices = await escalation_service.choose_policies(
@@ -293,14 +295,17 @@ class _Plan:
                     incident=SimpleNamespace(**row), reason=reason, now=now
                 )
                 applied[incident_id] = entry
+                told[incident_id] = (
+                    incident_service.created_data(row),
+                    actor_of(cast(Integration, target.opener)),
+                )
                 if step is not None:
                     steps.append(step)
         entries: list[dict[str, Any]] = []
         for target in targets:
             incident_id = cast(int, target.id)
             if incident_id in applied:
-                opener = actor_of(cast(Integration, target.opener))
-                data = incident_service.created_data(cast(dict[str, Any], target.new))
+                data, opener = told[incident_id]
                 entries.append(
                     entry_row(incident_id=incident_id, type="created", actor=opener, now=now,
                               data=data)
@@ -330,15 +335,12 @@ class _Plan:
         await notification_service.announce_opened(
             session,
             [
-                notification_service.Told(
-                    cast(dict[str, Any], t.new), created[cast(int, t.id)],
-                    incident_service.created_data(cast(dict[str, Any], t.new)),
-                    actor_of(cast(Integration, t.opener)),
-                )
+                notification_service.Told(cast(dict[str, Any], t.new), created[t.id], *told[t.id])
                 for t in opened
+                if t.id is not None
             ],
             now=now,
-        )  # fmt: skip
+        )
         for target in targets:
             target.received = []
             target.new = None  # opened now: further alerts add to it like to any open incident
@@ -390,7 +392,7 @@ async def ingest_many(
     notifications each written for all alerts at once. The rarer alerts (acknowledge, resolve,
     a trigger that may reopen) go through `ingest`, after what comes before them is written."""
     pairs = {(integration.service_id, alert.dedup_key) for integration, alert in items}
-    await lock_names(session, [f"incidents:dedup:{s}:{k}" for s, k in pairs])
+    await lock_names(session, [incident_service.dedup_lock(s, k) for s, k in pairs])
     open_now: dict[tuple[int, str], _Target | None] = {
         pair: _Target(incident_id) for pair, incident_id in (await _open(session, pairs)).items()
     }

@@ -520,10 +520,10 @@ def _plan(
     late = (now - event["due_at"]).total_seconds()
     # Each target in order: a user, or whoever its schedule names now.
     wanted = [uid for t in event["targets"] for uid in _target_users(t, audience)]
-    empty = [t["id"] for t in event["targets"]
-             if t["type"] == "schedule" and not audience.on_call.get(t["id"])]  # fmt: skip
+    nobody = [f"schedule {t['id']}: nobody on call" for t in event["targets"]
+              if t["type"] == "schedule" and not audience.on_call.get(t["id"])]  # fmt: skip
     # Every target a schedule with nobody on call: nobody to page or to wait for.
-    skipped = bool(empty) and len(empty) == len(event["targets"])
+    skipped = bool(nobody) and len(nobody) == len(event["targets"])
     user_ids = list(dict.fromkeys(uid for uid in wanted if uid in active))
     kinds = [a["type"] for a in event["actions"]]
     severity = incident["severity"]
@@ -576,12 +576,12 @@ def _plan(
         [f"fired {late:.3f} s after due"]
         + [f"skipped user {uid}: inactive or deleted" for uid in inactive]
         + [f"user {uid} has no channel enabled for {severity} escalations" for uid in silent]
-        + [f"schedule {schedule_id}: nobody on call" for schedule_id in empty]
+        + nobody
     )
     if skipped:
-        return _skipped(plan, event, incident, severity=severity, reason="; ".join(
-            f"schedule {schedule_id}: nobody on call" for schedule_id in empty
-        ), late=late, now=now)  # fmt: skip
+        return _skipped(
+            plan, event, incident, severity=severity, reason="; ".join(nobody), late=late, now=now
+        )
     if {"notify", "assign"} & set(kinds) and not (notified if "notify" in kinds else user_ids):
         # Nobody could be reached by this step: say so where the responders look.
         plan.timeline.append(

@@ -84,7 +84,7 @@ async def create(
     elif service_id is not None and await service_service.get(session, service_id) is None:
         raise Unprocessable(f"Service {service_id} does not exist")
     if dedup_key is not None:
-        await lock_named(session, f"incidents:dedup:{service_id}:{dedup_key}")
+        await lock_named(session, dedup_lock(service_id, dedup_key))
         existing = await session.scalar(
             select(Incident.id)
             .where(
@@ -105,6 +105,11 @@ async def create(
         source=source,
     )  # fmt: skip
     return await _reload(session, incident), True
+
+
+def dedup_lock(service_id: int | None, dedup_key: str) -> str:
+    """The lock name that serialises writers of one (service, dedup key): API and alerts alike."""
+    return f"incidents:dedup:{service_id}:{dedup_key}"
 
 
 async def open_new(

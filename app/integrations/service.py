@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -71,8 +72,18 @@ async def list_page(
     return await page_by_id(session, query, Integration.id, limit=limit, cursor=cursor)
 
 
+MAX_KEY_LENGTH = 256
+
+
 async def by_key(session: AsyncSession, key: str) -> Integration | None:
     """The integration a presented key belongs to (compared by hash, so in constant time)."""
-    if not key or len(key) > 256:
-        return None
-    return await session.scalar(select(Integration).where(Integration.key_hash == hash_key(key)))
+    return (await by_keys(session, [key])).get(key)
+
+
+async def by_keys(session: AsyncSession, keys: Iterable[str]) -> dict[str, Integration]:
+    """`by_key` for many presented keys at once (one query): key -> integration, for known keys."""
+    hashed = {hash_key(key): key for key in keys if 0 < len(key) <= MAX_KEY_LENGTH}
+    if not hashed:
+        return {}
+    found = await session.scalars(select(Integration).where(Integration.key_hash.in_(hashed)))
+    return {hashed[integration.key_hash]: integration for integration in found}

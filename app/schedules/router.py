@@ -38,7 +38,8 @@ from app.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
 from app.users.models import User
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
-INSTANT = timedelta(microseconds=1)
+# What a calendar feed covers, around the moment it is fetched.
+FEED_PAST, FEED_AHEAD = timedelta(days=7), timedelta(days=60)
 CANNOT_COMPUTE = "cannot be computed from its stored layers (see the logs)"
 oncall_router = APIRouter(tags=["schedules"])
 
@@ -87,6 +88,16 @@ async def _shifts_answer(session: SessionDep, shifts: Sequence[Shift]) -> dict[s
             if s.user_id in users
         ]
     }
+
+
+def _calendar_link(request: Request, route: str, token: str, **params: str) -> dict[str, str]:
+    path = request.app.url_path_for(route, **params)
+    return {"url": f"{str(request.base_url).rstrip('/')}{path}?token={token}"}
+
+
+def _feed(name: str, events: list[calendar.Event], now: datetime) -> Response:
+    body = calendar.feed(name=name, events=events, now=now)
+    return Response(body, media_type="text/calendar; charset=utf-8")
 
 
 def _override_answer(override: ScheduleOverride, user: User) -> dict[str, Any]:
@@ -227,8 +238,8 @@ async def on_call(
 ) -> object:
     """Who is on call at `at` (default: now): an empty list when nobody is."""
     at = at or clock.now()
-    found = (await schedule_service.shifts(session, [schedule], at, at + INSTANT))[schedule.id]
-    named = [s.user_id for s in schedule_service.computed(schedule, found)]
+    found = (await schedule_service.on_call(session, [schedule], at))[schedule.id]
+    named = schedule_service.computed(schedule, found)
     users = await _users(session, set(named))
     return {"at": at, "users": [users[uid] for uid in named if uid in users]}
 
@@ -251,8 +262,7 @@ async def schedule_calendar_url(
 ) -> object:
     """A new secret URL for the schedule's iCal feed (admin); the previous URL stops working."""
     token = await schedule_service.new_calendar_token(session, schedule=schedule)
-    path = request.app.url_path_for("schedule_calendar", schedule_id=str(schedule.id))
-    return {"url": f"{str(request.base_url).rstrip('/')}{path}?token={token}"}
+    return _calendar_link(request, "schedule_calendar", token, schedule_id=str(schedule.id))
 
 
 @router.get(
@@ -274,21 +284,16 @@ async def schedule_calendar(
     if schedule is None or not schedule_service.calendar_token_matches(schedule, token):
         raise Unauthorized("A valid calendar token is required")
     now = clock.now()
-    start, end = now - timedelta(days=7), now + timedelta(days=60)
+    start, end = now - FEED_PAST, now + FEED_AHEAD
     found = schedule_service.computed(
         schedule, (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
     )
     users = await _users(session, {s.user_id for s in found})
-    body = calendar.feed(
-        name=schedule.name,
-        events=[
-            calendar.Event(f"schedule-{schedule.id}-{s.user_id}-{int(s.start.timestamp())}",
-                           f"On call: {users[s.user_id].full_name}", s.start, s.end)
-            for s in found if s.user_id in users
-        ],
-        now=now,
-    )  # fmt: skip
-    return Response(body, media_type="text/calendar; charset=utf-8")
+    return _feed(schedule.name, [
+        calendar.Event(f"schedule-{schedule.id}-{s.user_id}-{int(s.start.timestamp())}",
+                       f"On call: {users[s.user_id].full_name}", s.start, s.end)
+        for s in found if s.user_id in users
+    ], now)  # fmt: skip
 
 
 @oncall_router.get("/oncall", response_model=EveryOnCall)
@@ -331,8 +336,7 @@ async def my_calendar_url(
     token = await schedule_service.new_user_calendar_token(
         session, user_id=user.id, now=clock.now()
     )
-    path = request.app.url_path_for("user_calendar", user_id=str(user.id))
-    return {"url": f"{str(request.base_url).rstrip('/')}{path}?token={token}"}
+    return _calendar_link(request, "user_calendar", token, user_id=str(user.id))
 
 
 @oncall_router.get(
@@ -355,15 +359,10 @@ async def user_calendar(
         raise Unauthorized("A valid calendar token is required")
     now = clock.now()
     found = await schedule_service.user_shifts(
-        session, user_id=user_id, start=now - timedelta(days=7), end=now + timedelta(days=60)
+        session, user_id=user_id, start=now - FEED_PAST, end=now + FEED_AHEAD
     )
-    body = calendar.feed(
-        name="My on-call shifts",
-        events=[
-            calendar.Event(f"user-{user_id}-{s.id}-{int(x.start.timestamp())}",
-                           f"On call: {s.name}", x.start, x.end)
-            for s, x in found
-        ],
-        now=now,
-    )  # fmt: skip
-    return Response(body, media_type="text/calendar; charset=utf-8")
+    return _feed("My on-call shifts", [
+        calendar.Event(f"user-{user_id}-{s.id}-{int(x.start.timestamp())}", f"On call: {s.name}",
+                       x.start, x.end)
+        for s, x in found
+    ], now)  # fmt: skip

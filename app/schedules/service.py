@@ -7,7 +7,7 @@ import hmac
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -24,6 +24,8 @@ from app.schedules.schemas import DAYS
 from app.users import service as user_service
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_WINDOW = timedelta(days=90)
 # Overrides not yet ended, per schedule: bounds the work of computing a window.
@@ -300,8 +302,9 @@ async def on_call_by_id(
     return {schedule_id: named.get(schedule_id, []) for schedule_id in wanted}
 
 
-def computed(schedule: Schedule, found: list[oncall.Shift] | None) -> list[oncall.Shift]:
-    """The shifts of one schedule an endpoint asked for, or a clear error."""
+def computed(schedule: Schedule, found: T | None) -> T:
+    """What one schedule an endpoint asked about answered (shifts, who is on call), or a clear
+    error when its layers cannot be computed."""
     if found is None:
         raise Conflict(
             f"Schedule {schedule.id} cannot be computed from its stored layers; "

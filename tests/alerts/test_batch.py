@@ -131,10 +131,7 @@ async def _incident_ids(harness, service_id: int) -> list[int]:
 
 
 async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, factory):
-    integration = await factory.integration()
-    async with session_scope(harness.app.state.sessionmaker) as session:
-        stored = await session.get(type(integration), integration.id)
-        key = await integration_service.rotate(session, integration=stored, now=harness.clock.now())
+    key = await _keyed_integration(harness, factory)
     commits = []
     engine = harness.app.state.engine
 
@@ -173,10 +170,7 @@ async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, fa
 
 
 async def test_a_failing_batch_is_retried_job_by_job(harness, factory):
-    integration = await factory.integration()
-    async with session_scope(harness.app.state.sessionmaker) as session:
-        stored = await session.get(type(integration), integration.id)
-        key = await integration_service.rotate(session, integration=stored, now=harness.clock.now())
+    key = await _keyed_integration(harness, factory)
     batcher = Batcher(harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0))
 
     def broken():
