@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     allow_sqlite_in_production: bool = False
 
     secret_key: str = DEFAULT_SECRET_KEY
+    # Former SECRET_KEYs (comma-separated): secrets stored encrypted under them stay readable.
+    previous_secret_keys: str = ""
     algorithm: str = "HS256"
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
     password_reset_token_expire_minutes: int = Field(default=60, ge=5, le=60 * 24)
@@ -81,6 +83,19 @@ class Settings(BaseSettings):
     webhook_signing_secret: str | None = None
     # Unset: allowed in development and test, refused in production.
     outbound_allow_private_networks: bool | None = None
+
+    # Abuse limits, kept in the database (table rate_limits) so every API process agrees; 0: off.
+    # Login attempts per client address, and per account: this many attempts without a success
+    # lock the account's logins for LOGIN_LOCKOUT_MINUTES (the same answer for unknown emails).
+    rate_limit_login_per_ip_per_minute: int = Field(default=30, ge=0, le=100_000)
+    login_lockout_failures: int = Field(default=10, ge=0, le=1000)
+    login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Password recovery emails per account, and recovery requests and resets per client address.
+    rate_limit_recovery_per_account_per_hour: int = Field(default=3, ge=0, le=1000)
+    rate_limit_recovery_per_ip_per_hour: int = Field(default=20, ge=0, le=100_000)
+    # Alert requests per integration key: a sustained rate, and a burst taken at once.
+    rate_limit_ingest_per_second: float = Field(default=50.0, ge=0, le=1_000_000)
+    rate_limit_ingest_burst: int = Field(default=1000, ge=1, le=1_000_000)
 
     # Browsers may call the API from these origins (comma-separated, e.g. https://ops.example.com;
     # `*` for any). Empty: no cross-origin access (the default).
@@ -134,6 +149,10 @@ class Settings(BaseSettings):
                 "or set ALLOW_SQLITE_IN_PRODUCTION=true to accept a single-node SQLite deployment"
             )
         return self
+
+    @property
+    def previous_secret_key_list(self) -> list[str]:
+        return [key.strip() for key in self.previous_secret_keys.split(",") if key.strip()]
 
     @property
     def cors_origins(self) -> list[str]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from app import __version__, openapi
+from app import __version__, openapi, ratelimit
 from app.alerts import batch
 from app.alerts.batch import Batcher
 from app.alerts.router import v2 as alerts_v2_router
@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             clock,
             reopen_window=timedelta(minutes=settings.reopen_window_minutes),
             wake=app.state.worker.wake,
+            limit=ratelimit.Limit.per(
+                settings.rate_limit_ingest_per_second, 1, burst=settings.rate_limit_ingest_burst
+            ),
         )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
         app.state.worker_task = task

@@ -6,6 +6,7 @@ from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
 from app.integrations.models import Integration
 from app.notifications.models import Notification, NotificationPreference, WebhookSubscription
+from app.ratelimit import RateLimitState
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.services.models import Service
 from app.users.models import User
@@ -21,6 +22,7 @@ __all__ = [
     "Notification",
     "NotificationPreference",
     "PasswordResetToken",
+    "RateLimitState",
     "Schedule",
     "ScheduleChange",
     "ScheduleOverride",

@@ -30,6 +30,7 @@ from sqlalchemy import func, insert, select
 
 from app import migrations
 from app.config import Settings
+from app.crypto import Sealer
 from app.db import create_engine, create_sessionmaker, session_scope
 from app.notifications.models import Notification, WebhookSubscription
 
@@ -68,7 +69,8 @@ async def seed(settings: Settings, count: int, url: str, tag: str) -> None:
     async with session_scope(create_sessionmaker(engine)) as session:
         hook = WebhookSubscription(
             name=f"bench {tag}", description="", url=url, events=["triggered"], enabled=True,
-            secret=f"whsec_bench_{tag}", created_at=now, updated_at=now,
+            secret=Sealer.of(settings).seal(f"whsec_bench_{tag}"),
+            secret_prefix=f"whsec_{tag}"[:10], created_at=now, updated_at=now,
         )  # fmt: skip
         session.add(hook)
         await session.flush()

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth import security
 from app.clock import FrozenClock
 from app.config import Settings
+from app.crypto import Sealer
 from app.db import session_scope
 from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
@@ -171,6 +172,8 @@ class Factory:
             "updated_at": self.clock.now(),
         }  # fmt: skip
         values.update(overrides)
+        values["secret_prefix"] = values["secret"][:10]
+        values["secret"] = Sealer.of(self.settings).seal(values["secret"])  # stored as the app does
         hook = WebhookSubscription(**values)
         async with session_scope(self.sessionmaker) as session:
             session.add(hook)

@@ -8,6 +8,11 @@ transaction (one lock statement, one read, a few multi-row writes and one commit
 requests, and with a single sender a batch is simply that sender's request. Every request is
 answered only after the commit that stored its alerts.
 
+Before a batch is written its keys are checked and, when RATE_LIMIT_INGEST_PER_SECOND is set,
+each integration's bucket (see `app.ratelimit`) is taken from for its requests, in a short
+transaction of its own, so the bucket's row is locked only for that statement: requests beyond
+what the bucket holds get a 429 with `Retry-After`, in arrival order.
+
 A job's own problem (an unknown key, the wrong kind, a body that does not parse) is its answer
 alone. A batch whose transaction fails before its commit is retried one job per transaction, so
 one alert that the database refuses cannot fail the others, and a connection lost since its last
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +33,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import ratelimit
 from app.alerts.ingest import Alert, Result, ingest_many
 from app.clock import Clock
 from app.db import WAKE_WORKER
@@ -47,6 +54,7 @@ class Job:
     key: str
     kind: str
     parse: Callable[[], list[Alert]]  # raises a DomainError for a body that does not fit
+    integration: Integration | None = None  # once the key is checked
     answer: asyncio.Future[list[Result]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -68,10 +76,12 @@ class Batcher:
         *,
         reopen_window: timedelta,
         wake: Callable[[], None] = lambda: None,
+        limit: ratelimit.Limit | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.reopen_window = reopen_window
+        self.limit = limit
         self.wake = wake
         self._pending: list[Job] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,11 +106,55 @@ class Batcher:
         while self._pending:
             jobs, self._pending = self._pending[:MAX_JOBS], self._pending[MAX_JOBS:]
             try:
-                await self._run(jobs)
+                admitted = await self._admit(jobs)
+                if admitted:
+                    await self._run(admitted)
             except BaseException as exc:  # cancelled at shutdown: nobody waits forever
                 for job in jobs:
                     job.settle(exc)
                 raise
+
+    async def _admit(self, jobs: Sequence[Job], *, reconnected: bool = False) -> list[Job]:
+        """The jobs whose key fits their endpoint and whose integration's bucket has room; the
+        others are answered (401, 403 or 429)."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                known = await integration_service.by_keys(session, {job.key for job in jobs})
+                checked: list[Job] = []
+                for job in jobs:
+                    try:
+                        job.integration = _check(known, job)
+                    except DomainError as exc:
+                        job.settle(exc)
+                        continue
+                    checked.append(job)
+                if self.limit is None or not checked:
+                    return checked
+                wanted = Counter(_bucket(job) for job in checked)
+                grants = await ratelimit.take_in(session, wanted, self.limit, now=self.clock.now())
+        except Exception as exc:  # nothing was written: the senders may send again
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated and not reconnected:
+                return await self._admit(jobs, reconnected=True)
+            for job in jobs:
+                job.settle(exc)
+            return []
+        admitted: list[Job] = []
+        seen: Counter[str] = Counter()
+        for job in checked:  # a bucket's first `admitted` requests, in arrival order
+            grant = grants[_bucket(job)]
+            seen[_bucket(job)] += 1
+            if seen[_bucket(job)] <= grant.admitted:
+                admitted.append(job)
+            else:
+                job.settle(
+                    ratelimit.TooManyRequests(
+                        f"Too many alerts for this integration key (over "
+                        f"{self.limit.capacity} at once, then one every "
+                        f"{self.limit.interval:g} s); try again in {grant.retry_after} s",
+                        retry_after=grant.retry_after,
+                    )
+                )
+        return admitted
 
     async def _run(self, jobs: Sequence[Job], *, reconnected: bool = False) -> None:
         try:
@@ -150,13 +204,13 @@ class Batcher:
     async def _ingest(
         self, session: AsyncSession, jobs: Sequence[Job], now: datetime
     ) -> list[list[Result] | BaseException]:
-        known = await integration_service.by_keys(session, {job.key for job in jobs})
         outcomes: list[list[Result] | BaseException] = []
         items: list[tuple[Integration, Alert]] = []
         owners: list[list[Result]] = []
         for job in jobs:
+            integration = job.integration
+            assert integration is not None  # admitted
             try:
-                integration = _check(known, job)
                 alerts = job.parse()
             except DomainError as exc:
                 outcomes.append(exc)
@@ -176,6 +230,11 @@ class CommitFailed(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _bucket(job: Job) -> str:
+    assert job.integration is not None
+    return f"ingest:{job.integration.id}"
 
 
 def _check(known: dict[str, Integration], job: Job) -> Integration:

@@ -31,6 +31,7 @@ KEYED: Responses = {
     403: {"description": "The key belongs to another kind of integration"},
     413: {"description": "Body over 64 KiB"},
     422: {"description": "The body does not fit the source's format (the detail says where)"},
+    429: {"description": "Over the integration key's rate limit: wait the `Retry-After` seconds"},
 }
 INCIDENTS_ANSWER = {
     "type": "object",

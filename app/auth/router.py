@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from app import ratelimit
 from app.auth import security
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentUser
+from app.config import Settings
 from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
 from app.schemas import Message
@@ -20,6 +23,34 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 RECOVERY_MESSAGE = "If an active account uses that email, a password recovery email has been sent"
+LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many attempts: wait the `Retry-After` seconds"}
+}
+
+
+def _address(request: Request) -> str:
+    """The client's address (behind a proxy, uvicorn's FORWARDED_ALLOW_IPS makes it the real
+    one)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _account(email: str) -> str:
+    """A bucket name for an email, known account or not (the address itself is not stored)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:40]
+
+
+def _login_buckets(
+    request: Request, settings: Settings, email: str
+) -> dict[str, ratelimit.Limit | None]:
+    lockout = settings.login_lockout_minutes * 60
+    return {
+        f"login:ip:{_address(request)}": ratelimit.Limit.per(
+            settings.rate_limit_login_per_ip_per_minute, 60
+        ),
+        f"login:account:{_account(email)}": ratelimit.Limit.per(
+            settings.login_lockout_failures, lockout * settings.login_lockout_failures
+        ),
+    }
 
 
 @router.post(
@@ -47,18 +78,27 @@ async def signup(
 @router.post(
     "/login/access-token",
     response_model=Token,
-    responses={401: {"description": "Wrong credentials or inactive account"}},
+    responses={**LIMITED, 401: {"description": "Wrong credentials or inactive account"}},
 )
 async def login_access_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> Token:
-    """OAuth2 password flow: `username` is the email address."""
+    """OAuth2 password flow: `username` is the email address.
+
+    Limited per client address and per account: LOGIN_LOCKOUT_FAILURES attempts without a
+    success lock the account's logins for LOGIN_LOCKOUT_MINUTES (429 with `Retry-After`, the same
+    for an email that has no account); a success clears its count."""
+    buckets = _login_buckets(request, settings, form.username)
+    sessions = request.app.state.sessionmaker
+    await ratelimit.check(sessions, buckets, now=clock.now(), detail="Too many login attempts")
     user = await user_service.authenticate(session, email=form.username, password=form.password)
     if user is None:
         raise Unauthorized("Incorrect email or password, or inactive account")
+    await ratelimit.refill(session, f"login:account:{_account(form.username)}", now=clock.now())
     issued = security.create_access_token(
         settings, user_id=user.id, token_version=user.token_version, now=clock.now()
     )
@@ -71,9 +111,10 @@ async def test_token(user: CurrentUser) -> object:
     return user
 
 
-@router.post("/password-recovery/{email}", response_model=Message)
+@router.post("/password-recovery/{email}", response_model=Message, responses=LIMITED)
 async def password_recovery(
     email: Annotated[str, Path(max_length=320)],
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -83,6 +124,18 @@ async def password_recovery(
     The email goes through the notification outbox (retried like any notification); without
     SMTP_HOST, development writes it to the log.
     """
+    buckets = {
+        f"recovery:ip:{_address(request)}": _recovery_per_ip(settings),
+        f"recovery:account:{_account(email)}": ratelimit.Limit.per(
+            settings.rate_limit_recovery_per_account_per_hour, 3600
+        ),
+    }
+    await ratelimit.check(
+        request.app.state.sessionmaker,
+        buckets,
+        now=clock.now(),
+        detail="Too many recovery requests",
+    )
     lifetime = timedelta(minutes=settings.password_reset_token_expire_minutes)
     await auth_service.start_recovery(
         session, email=email, now=clock.now(), lifetime=lifetime, secret_key=settings.secret_key
@@ -93,11 +146,29 @@ async def password_recovery(
 @router.post(
     "/reset-password/",
     response_model=Message,
-    responses={400: {"description": "Bad, used or expired token"}},
+    responses={**LIMITED, 400: {"description": "Bad, used or expired token"}},
 )
-async def reset_password(body: PasswordReset, session: SessionDep, clock: ClockDep) -> Message:
-    """Set a new password with a recovery token; every token issued before stops working."""
+async def reset_password(
+    body: PasswordReset,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Message:
+    """Set a new password with a recovery token; every token issued before stops working.
+
+    Counts against the same per-address limit as recovery requests."""
+    await ratelimit.check(
+        request.app.state.sessionmaker,
+        {f"recovery:ip:{_address(request)}": _recovery_per_ip(settings)},
+        now=clock.now(),
+        detail="Too many recovery attempts",
+    )
     await auth_service.reset_password(
         session, token=body.token, new_password=body.new_password, now=clock.now()
     )
     return Message(message="Password updated")
+
+
+def _recovery_per_ip(settings: Settings) -> ratelimit.Limit | None:
+    return ratelimit.Limit.per(settings.rate_limit_recovery_per_ip_per_hour, 3600)

@@ -94,8 +94,9 @@ class NotificationPreference(Base):
 class WebhookSubscription(Base):
     """An outgoing webhook: incident events POSTed to a URL, signed with the subscription's secret.
 
-    The secret is kept in full because every delivery is signed with it; it is shown once, on
-    create and on rotate, and only its first characters afterwards.
+    The secret is needed in full because every delivery is signed with it, so it is stored
+    encrypted (see `app.crypto`); it is shown once, on create and on rotate, and only its first
+    characters afterwards.
     """
 
     __tablename__ = "webhook_subscriptions"
@@ -106,13 +107,10 @@ class WebhookSubscription(Base):
     url: Mapped[str] = mapped_column(String(2048))
     events: Mapped[list[str]] = mapped_column(JsonType, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(String(512))  # `fernet:…`, see app.crypto
+    secret_prefix: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    @property
-    def secret_prefix(self) -> str:
-        return self.secret[:10]

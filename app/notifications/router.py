@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, status
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
+from app.crypto import Sealer
 from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import Forbidden, NotFound
 from app.incidents.dependencies import ValidIncident
@@ -232,10 +233,12 @@ async def create_webhook(
     admin: AdminUser,
 ) -> object:
     """Subscribe a URL to incident events (admin). The answer shows the signing secret, once."""
-    return await webhook_service.create(
+    hook, secret = await webhook_service.create(
         session, data=body.model_dump(), actor=Actor.of(admin),
-        allow_private=settings.allow_private_outbound, now=clock.now(),
+        allow_private=settings.allow_private_outbound, sealer=Sealer.of(settings),
+        now=clock.now(),
     )  # fmt: skip
+    return _with_secret(hook, secret)
 
 
 @webhooks.get("/{webhook_id}", response_model=WebhookRead)
@@ -269,10 +272,18 @@ async def delete_webhook(hook: ValidWebhook, session: SessionDep, clock: ClockDe
 
 
 @webhooks.post("/{webhook_id}/rotate-secret", response_model=WebhookCreated)
-async def rotate_webhook_secret(hook: ValidWebhook, session: SessionDep, clock: ClockDep) -> object:
+async def rotate_webhook_secret(
+    hook: ValidWebhook, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> object:
     """Replace the signing secret (admin); the answer shows the new one, once."""
-    await webhook_service.rotate(session, hook=hook, now=clock.now())
-    return hook
+    secret = await webhook_service.rotate(
+        session, hook=hook, sealer=Sealer.of(settings), now=clock.now()
+    )
+    return _with_secret(hook, secret)
+
+
+def _with_secret(hook: WebhookSubscription, secret: str) -> WebhookCreated:
+    return WebhookCreated(**WebhookRead.model_validate(hook).model_dump(), secret=secret)
 
 
 @webhooks.post(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import bulk
 from app.clock import Clock
 from app.config import Settings
+from app.crypto import Sealer, Unreadable
 from app.db import WAKE_WORKER, limit_lock_waits, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
@@ -378,9 +379,15 @@ class Outcome:
 
 
 async def claim(
-    session: AsyncSession, *, now: datetime, batch: int, signing_secret: str | None = None
+    session: AsyncSession,
+    *,
+    now: datetime,
+    batch: int,
+    signing_secret: str | None = None,
+    sealer: Sealer | None = None,
 ) -> list[Claimed]:
-    """Lease due rows (pending, or sending with an expired lease) to this process."""
+    """Lease due rows (pending, or sending with an expired lease) to this process; subscriptions'
+    secrets are decrypted with `sealer` (a delivery whose secret cannot be read fails)."""
     due = or_(
         and_(
             Notification.status == NotificationStatus.pending.value,
@@ -418,7 +425,15 @@ async def claim(
     for r in rows:
         address, secret = r.address, None
         if r.webhook_id is not None and r.webhook_id in hooks:
-            address, secret = hooks[r.webhook_id]  # its current URL and secret
+            address, sealed = hooks[r.webhook_id]  # its current URL and secret
+            try:
+                secret = sealer.open(sealed) if sealer else sealed
+            except Unreadable as exc:
+                r.status = NotificationStatus.failed.value
+                r.lease_until = None
+                r.last_error = f"the subscription's secret cannot be decrypted: {exc}"
+                logger.error("webhook delivery %d not sent: %s", r.id, r.last_error)
+                continue
         elif r.channel == "webhook" and r.user_id is None:
             if ACTION_KEY not in r.key:
                 # A subscription's delivery whose subscription was deleted meanwhile.
@@ -594,8 +609,9 @@ async def deliver_due(
     async with session_scope(sessions) as session:
         await limit_lock_waits(session)
         claimed = await claim(
-            session, now=clock.now(), batch=batch, signing_secret=settings.webhook_signing_secret
-        )
+            session, now=clock.now(), batch=batch, signing_secret=settings.webhook_signing_secret,
+            sealer=Sealer.of(settings),
+        )  # fmt: skip
     if not claimed:
         return 0
     gate = asyncio.Semaphore(concurrency)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.crypto import Sealer, is_sealed
 from app.db import WAKE_WORKER
 from app.errors import Unprocessable
 from app.incidents.timeline import Actor
@@ -24,6 +25,14 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
+def _set_secret(hook: WebhookSubscription, sealer: Sealer) -> str:
+    """A new secret for `hook`, stored encrypted: the secret itself, to show once."""
+    secret = new_secret()
+    hook.secret = sealer.seal(secret)
+    hook.secret_prefix = secret[:10]
+    return secret
+
+
 def _check_url(url: str, *, allow_private: bool) -> str:
     problem = check_url_syntax(url, allow_private=allow_private)
     if problem:
@@ -32,22 +41,29 @@ def _check_url(url: str, *, allow_private: bool) -> str:
 
 
 async def create(
-    session: AsyncSession, *, data: dict[str, Any], actor: Actor, allow_private: bool, now: datetime
-) -> WebhookSubscription:
+    session: AsyncSession,
+    *,
+    data: dict[str, Any],
+    actor: Actor,
+    allow_private: bool,
+    sealer: Sealer,
+    now: datetime,
+) -> tuple[WebhookSubscription, str]:
+    """The new subscription and its secret (stored encrypted: shown only now)."""
     hook = WebhookSubscription(
         name=data["name"],
         description=data.get("description", ""),
         url=_check_url(data["url"], allow_private=allow_private),
         events=list(dict.fromkeys(data["events"])),
         enabled=data.get("enabled", True),
-        secret=new_secret(),
         created_by=actor.user_id,
         created_at=now,
         updated_at=now,
     )
+    secret = _set_secret(hook, sealer)
     session.add(hook)
     await session.flush()
-    return hook
+    return hook, secret
 
 
 async def update(
@@ -69,11 +85,24 @@ async def update(
     return hook
 
 
-async def rotate(session: AsyncSession, *, hook: WebhookSubscription, now: datetime) -> None:
-    """A new secret; deliveries not yet sent are signed with it."""
-    hook.secret = new_secret()
+async def rotate(
+    session: AsyncSession, *, hook: WebhookSubscription, sealer: Sealer, now: datetime
+) -> str:
+    """A new secret (returned, to show once); deliveries not yet sent are signed with it."""
+    secret = _set_secret(hook, sealer)
     hook.updated_at = now
     await session.flush()
+    return secret
+
+
+async def seal_stored_secrets(session: AsyncSession, sealer: Sealer) -> int:
+    """Encrypt the secrets stored before encryption at rest (run by `migrate`): how many."""
+    hooks = (await session.scalars(select(WebhookSubscription))).all()
+    unsealed = [hook for hook in hooks if not is_sealed(hook.secret)]
+    for hook in unsealed:
+        hook.secret = sealer.seal(hook.secret)
+    await session.flush()
+    return len(unsealed)
 
 
 async def get(session: AsyncSession, hook_id: int) -> WebhookSubscription | None:

@@ -17,6 +17,7 @@ from datetime import datetime
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import ratelimit
 from app.clock import Clock
 from app.config import Settings
 from app.db import limit_lock_waits, session_scope
@@ -59,6 +60,11 @@ async def _fire_escalations(ctx: Context) -> int:
         return await escalation_service.fire_due(session, now=ctx.clock.now(), batch=ctx.batch)
 
 
+async def _purge_rate_limits(ctx: Context) -> int:
+    async with session_scope(ctx.sessions) as session:
+        return await ratelimit.purge(session, now=ctx.clock.now(), batch=ctx.batch)
+
+
 async def _deliver_notifications(ctx: Context) -> int:
     return await notification_service.deliver_due(
         ctx.sessions, clock=ctx.clock, batch=notification_service.DELIVERY_BATCH,
@@ -72,7 +78,10 @@ FIRING_JOBS: tuple[Job, ...] = (
     Job("wake_snoozed", _wake_snoozed),
     Job("fire_escalations", _fire_escalations),
 )
-DELIVERY_JOBS: tuple[Job, ...] = (Job("deliver_notifications", _deliver_notifications),)
+DELIVERY_JOBS: tuple[Job, ...] = (
+    Job("deliver_notifications", _deliver_notifications),
+    Job("purge_rate_limits", _purge_rate_limits),  # full buckets: an index probe when none
+)
 JOBS = FIRING_JOBS + DELIVERY_JOBS
 IDLE_BACKOFF = 0.1
 

@@ -130,7 +130,7 @@ async def _incident_ids(harness, service_id: int) -> list[int]:
         )
 
 
-async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, factory):
+async def test_the_batcher_answers_each_job_alone_in_one_batch(harness, factory):
     key = await _keyed_integration(harness, factory)
     commits = []
     engine = harness.app.state.engine
@@ -164,7 +164,8 @@ async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, fa
                                                              "incident_updated")]  # fmt: skip
     assert isinstance(unknown, Unauthorized) and isinstance(wrong_kind, Forbidden)
     assert isinstance(bad_body, Unprocessable)
-    assert len(commits) == 1  # five requests, one transaction
+    # Five requests, two transactions: the keys checked (and limits taken), then the alerts.
+    assert len(commits) == 2
     [incident] = await _incidents(harness)
     assert (incident.dedup_key, incident.alert_count) == ("one", 2)
 
@@ -201,9 +202,11 @@ async def _keyed_integration(harness, factory) -> str:
         )
 
 
-async def test_a_failed_commit_is_not_retried(harness, factory):
+@pytest.mark.parametrize("failing", ["writes", "admission"])
+async def test_a_failed_commit_is_not_retried(harness, factory, failing):
     """A commit that fails may have been applied: its requests get the error, nothing is
-    written twice by a retry, and the batcher goes on with the next batch."""
+    written twice by a retry, and the batcher goes on with the next batch. A batch commits twice:
+    its admission (keys checked, rate limits taken; nothing parsed yet), then its writes."""
     key = await _keyed_integration(harness, factory)
     engine = create_engine(harness.settings, pool_pre_ping=False)
     batcher = Batcher(create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0))
@@ -216,8 +219,12 @@ async def test_a_failed_commit_is_not_retried(harness, factory):
 
         return parse
 
+    commits = []
+
     def refuse(connection):
-        raise OSError("the connection broke during COMMIT")
+        commits.append(connection)
+        if len(commits) == (2 if failing == "writes" else 1):
+            raise OSError("the connection broke during COMMIT")
 
     event.listen(engine.sync_engine, "commit", refuse)
     try:
@@ -227,7 +234,8 @@ async def test_a_failed_commit_is_not_retried(harness, factory):
             return_exceptions=True,
         )
         assert [type(a) for a in answers] == [OSError, OSError]
-        assert sorted(parsed) == ["a", "b"]  # parsed once each: not retried
+        # Parsed once each (not retried), or never when the admission failed.
+        assert sorted(parsed) == (["a", "b"] if failing == "writes" else [])
     finally:
         event.remove(engine.sync_engine, "commit", refuse)
     [result] = await batcher.submit(key, "alertmanager", firing("c"))
@@ -235,7 +243,7 @@ async def test_a_failed_commit_is_not_retried(harness, factory):
     # Whether the failed commit was applied depends on where it failed (on PostgreSQL here it
     # was, on SQLite it was not): either way nothing is counted twice.
     stored = {i.dedup_key: i.alert_count for i in await _incidents(harness)}
-    assert stored in ({"c": 1}, {"a": 1, "b": 1, "c": 1})
+    assert stored in ({"c": 1}, {"a": 1, "b": 1, "c": 1} if failing == "writes" else {"c": 1})
     await engine.dispose()
 
 

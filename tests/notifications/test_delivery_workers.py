@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, insert, select
 
+from app.config import DEFAULT_SECRET_KEY
+from app.crypto import Sealer
 from app.db import create_engine, create_sessionmaker, session_scope
 from app.notifications.models import Notification, WebhookSubscription
 from tests.conftest import make_settings
@@ -27,7 +29,9 @@ async def seed(url: str, receiver_url: str) -> None:
     async with session_scope(create_sessionmaker(engine)) as session:
         hook = WebhookSubscription(
             name="sink", description="", url=f"{receiver_url}/sink", events=["triggered"],
-            enabled=True, secret="whsec_load", created_at=now, updated_at=now,
+            enabled=True, secret_prefix="whsec_load", created_at=now, updated_at=now,
+            # Sealed with the key the worker processes run with (start_worker drops SECRET_KEY).
+            secret=Sealer(DEFAULT_SECRET_KEY).seal("whsec_load"),
         )  # fmt: skip
         session.add(hook)
         await session.flush()

@@ -1,0 +1,223 @@
+"""Abuse limits: buckets in the database, shared by every API process (see app.ratelimit)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app import ratelimit
+from app.incidents.models import Incident
+from app.main import create_app
+from app.ratelimit import Limit, RateLimitState
+from tests.alerts.test_alerts import make_integration
+from tests.conftest import make_settings
+
+PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def second_instance(harness):
+    """Another app on the same database: a second API process, as far as limits can tell."""
+    other = create_app(harness.settings, clock=harness.clock)
+    async with other.router.lifespan_context(other), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=other), base_url="http://test"
+    ) as client:  # fmt: skip
+        yield client
+
+
+async def login(client, email, password=PASSWORD):
+    return await client.post(
+        "/v1/auth/login/access-token", data={"username": email, "password": password}
+    )
+
+
+async def buckets(harness) -> dict[str, int]:
+    async with harness.app.state.sessionmaker() as session:
+        rows = await session.execute(select(RateLimitState.key, RateLimitState.tat))
+        return dict(rows.all())
+
+
+# --- the bucket itself -------------------------------------------------------------------------
+
+
+async def test_a_bucket_admits_its_capacity_then_one_per_interval(harness):
+    sessions, now = harness.app.state.sessionmaker, harness.clock.now()
+    limit = Limit(capacity=3, interval=10.0)
+    first = await ratelimit.take(sessions, {"b": 5}, limit, now=now)
+    assert first["b"] == ratelimit.Grant(requested=5, admitted=3, retry_after=10)
+    assert (await ratelimit.take(sessions, {"b": 1}, limit, now=now))["b"].admitted == 0
+    later = now + timedelta(seconds=9)
+    assert (await ratelimit.take(sessions, {"b": 1}, limit, now=later))["b"].retry_after == 1
+    later = now + timedelta(seconds=10)
+    assert (await ratelimit.take(sessions, {"b": 2}, limit, now=later))["b"].admitted == 1
+    # A long quiet spell fills it up to its capacity, never beyond.
+    later = now + timedelta(hours=1)
+    assert (await ratelimit.take(sessions, {"b": 9}, limit, now=later))["b"].admitted == 3
+
+
+async def test_one_statement_takes_from_several_buckets_each_on_its_own(harness):
+    sessions, now = harness.app.state.sessionmaker, harness.clock.now()
+    limit = Limit(capacity=4, interval=1.0)
+    await ratelimit.take(sessions, {"a": 3}, limit, now=now)
+    grants = await ratelimit.take(sessions, {"a": 3, "b": 3, "c": 9}, limit, now=now)
+    assert {k: g.admitted for k, g in grants.items()} == {"a": 1, "b": 3, "c": 4}
+    assert grants["b"].retry_after == 0 and grants["a"].retry_after == 1
+
+
+async def test_takes_from_many_tasks_at_once_never_overdraw(harness):
+    sessions, now = harness.app.state.sessionmaker, harness.clock.now()
+    limit = Limit(capacity=25, interval=60.0)
+    grants = await asyncio.gather(
+        *(ratelimit.take(sessions, {"shared": 1}, limit, now=now) for _ in range(60))
+    )
+    assert sum(g["shared"].admitted for g in grants) == 25
+
+
+def test_a_limit_of_zero_is_off():
+    assert Limit.per(0, 60) is None
+    assert Limit.per(30, 60) == Limit(capacity=30, interval=2.0)
+    assert Limit.per(50, 1, burst=1000) == Limit(capacity=1000, interval=0.02)
+
+
+async def test_the_worker_drops_full_buckets_and_only_those(harness):
+    sessions, now = harness.app.state.sessionmaker, harness.clock.now()
+    await ratelimit.take(sessions, {"short": 1}, Limit(1, 1.0), now=now)
+    await ratelimit.take(sessions, {"long": 1}, Limit(1, 3600.0), now=now)
+    harness.clock.advance(seconds=2)
+    assert (await harness.run_jobs())["purge_rate_limits"] == 1
+    assert set(await buckets(harness)) == {"long"}
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url):
+    return make_settings(
+        database_url,
+        rate_limit_login_per_ip_per_minute=6,
+        login_lockout_failures=3,
+        login_lockout_minutes=15,
+        rate_limit_recovery_per_account_per_hour=2,
+        rate_limit_recovery_per_ip_per_hour=5,
+        rate_limit_ingest_per_second=1,
+        rate_limit_ingest_burst=4,
+    )
+
+
+async def test_failed_logins_lock_the_account_and_unknown_emails_look_the_same(
+    client, factory, harness
+):
+    await factory.user(email="ops@example.com", password=PASSWORD)
+    for email in ("ops@example.com", "nobody@example.com"):
+        statuses = [(await login(client, email, "wrong")).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401]
+    harness.clock.advance(minutes=1)  # the per-address bucket has room again
+    locked = await login(client, "ops@example.com")  # the right password, refused all the same
+    unknown = await login(client, "nobody@example.com")
+    assert (locked.status_code, unknown.status_code) == (429, 429)
+    assert locked.json() == unknown.json()
+    assert locked.headers["retry-after"] == unknown.headers["retry-after"]
+    assert 800 <= int(locked.headers["retry-after"]) <= 900
+    assert "nobody@example.com" not in str(await buckets(harness))  # addresses are not stored
+    harness.clock.advance(minutes=15)
+    assert (await login(client, "ops@example.com")).status_code == 200
+
+
+async def test_a_successful_login_clears_the_failures(client, factory, harness):
+    await factory.user(email="ops@example.com", password=PASSWORD)
+    for _ in range(2):
+        assert (await login(client, "ops@example.com", "wrong")).status_code == 401
+        assert (await login(client, "ops@example.com")).status_code == 200
+        harness.clock.advance(minutes=1)
+    assert (await login(client, "ops@example.com", "wrong")).status_code == 401
+
+
+async def test_logins_are_limited_per_client_address_across_accounts(client, factory, harness):
+    statuses = [(await login(client, f"p{n}@example.com")).status_code for n in range(8)]
+    assert statuses == [401] * 6 + [429] * 2
+    harness.clock.advance(seconds=10)  # one attempt every 10 s refills
+    assert (await login(client, "p9@example.com")).status_code == 401
+
+
+async def test_two_api_instances_share_the_lockout(client, factory, harness):
+    await factory.user(email="ops@example.com", password=PASSWORD)
+    async with second_instance(harness) as other:
+        answers = [(await login((client, other)[n % 2], "ops@example.com", "x")) for n in range(3)]
+        assert [a.status_code for a in answers] == [401, 401, 401]
+        assert (await login(other, "ops@example.com")).status_code == 429
+        assert (await login(client, "ops@example.com")).status_code == 429
+
+
+# --- password recovery ------------------------------------------------------------------------
+
+
+async def test_recovery_is_limited_per_account_and_per_address(client, factory, harness):
+    await factory.user(email="ops@example.com")
+    answers = [await client.post("/v1/auth/password-recovery/ops@example.com") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    others = [await client.post(f"/v1/auth/password-recovery/x{n}@example.com") for n in range(3)]
+    assert [a.status_code for a in others] == [200, 200, 429]  # 5 per address in all
+    unknown = others
+    assert unknown[2].json()["detail"].startswith("Too many recovery requests")
+    reset = await client.post(
+        "/v1/auth/reset-password/", json={"token": "x" * 43, "new_password": "another passphrase"}
+    )
+    assert reset.status_code == 429 and int(reset.headers["retry-after"]) > 0
+    harness.clock.advance(hours=1)
+    answer = await client.post("/v1/auth/password-recovery/ops@example.com")
+    assert answer.status_code == 200
+
+
+# --- alert ingestion --------------------------------------------------------------------------
+
+
+async def incident_count(harness) -> int:
+    async with harness.app.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(Incident)) or 0)
+
+
+async def test_ingestion_is_limited_per_integration_key(client, admin_client, harness):
+    key, _ = await make_integration(admin_client, "generic")
+    other_key, _ = await make_integration(admin_client, "generic", service="billing")
+
+    async def send(n, with_key=key):
+        alert = {"summary": f"alert {n}", "dedup_key": f"k{n}"}
+        return await client.post("/v1/alerts/generic", json=alert, params={"key": with_key})
+
+    answers = [await send(n) for n in range(6)]
+    assert [a.status_code for a in answers] == [202] * 4 + [429] * 2
+    assert answers[4].headers["retry-after"] == "1"
+    assert "integration key" in answers[4].json()["detail"]
+    assert (await send(99, other_key)).status_code == 202  # each key has its own bucket
+    assert await incident_count(harness) == 5  # refused alerts are not stored
+    harness.clock.advance(seconds=2)
+    assert [(await send(n)).status_code for n in range(10, 13)] == [202, 202, 429]
+
+
+async def test_simultaneous_alerts_through_two_instances_share_one_bucket(
+    client, admin_client, harness
+):
+    key, _ = await make_integration(admin_client, "generic")
+    async with second_instance(harness) as other:
+        answers = await asyncio.gather(*(
+            (client, other)[n % 2].post("/v1/alerts/generic", params={"key": key},
+                                        json={"summary": "a", "dedup_key": f"k{n}"})
+            for n in range(12)
+        ))  # fmt: skip
+    assert sorted(a.status_code for a in answers) == [202] * 4 + [429] * 8
+    assert await incident_count(harness) == 4
+
+
+async def test_a_wrong_key_is_refused_before_the_limit_counts_it(client, admin_client, harness):
+    key, _ = await make_integration(admin_client, "generic")
+    for _ in range(6):
+        answer = await client.post("/v1/alerts/generic", json={"summary": "a"}, params={"key": "x"})
+        assert answer.status_code == 401
+    ok = await client.post("/v1/alerts/generic", json={"summary": "a"}, params={"key": key})
+    assert ok.status_code == 202
