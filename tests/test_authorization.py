@@ -145,13 +145,17 @@ BODIES = {
     ("PUT", "/v1/services/{service_id}/integrations/{integration_id}"): {"name": "renamed"},
     ("POST", "/v1/schedules/"): {"name": "s", "time_zone": "UTC"},
     ("PUT", "/v1/schedules/{schedule_id}"): {"description": "d"},
+    ("POST", "/v1/alerts/generic"): {"summary": "disk full", "dedup_key": "disk"},
     ("POST", "/v1/schedules/{schedule_id}/overrides"): {
         "user_id": 1,
         "start": "2026-11-28T00:00:00Z",
         "end": "2026-11-29T00:00:00Z",
     },
 }
-CALLERS = ("anonymous", "deactivated", "user", "admin")
+# "integration key": a generic integration's key sent as a bearer token, as a sender would.
+CALLERS = ("anonymous", "deactivated", "user", "admin", "integration key")
+# The one endpoint the integration key caller's key is for.
+KEYS_OWN_ENDPOINT = "/v1/alerts/generic"
 # What a caller who may call the endpoint gets with the request sent here. The login and password
 # change get a wrong password (401 whoever calls); escalate has no policy to fire (409).
 ALLOWED_ANSWER = {
@@ -164,6 +168,7 @@ ALLOWED_ANSWER = {
     "/v1/incidents/{incident_id}/reopen": (409,),
     "/v1/webhooks/{webhook_id}/test": (202,),
     "/v1/schedules/{schedule_id}/overrides/{override_id}": (204,),
+    "/v1/alerts/generic": (202,),
 }
 
 
@@ -175,15 +180,17 @@ async def test_every_endpoint_has_a_row(harness):
     assert operations(harness.app) == set(RULES), "add the new endpoint to RULES"
 
 
-def expected_refusal(rule: str, caller: str) -> int | None:
+def expected_refusal(rule: str, caller: str, template: str) -> int | None:
     """The status a caller must get, or None when the caller is let through."""
+    if caller == "integration key" and rule == KEY:
+        return None if template == KEYS_OWN_ENDPOINT else 403  # a key works on its kind only
     if rule in (KEY, FEED_TOKEN):
         return 401
     if rule == ROUTING_KEY:
         return 400
     if rule == PUBLIC:
         return None
-    if caller in ("anonymous", "deactivated"):
+    if caller in ("anonymous", "deactivated", "integration key"):  # a key is not a user token
         return 401
     if rule == ADMIN and caller == "user":
         return 403
@@ -202,11 +209,17 @@ async def test_matrix(harness, factory, caller):
         "deactivated": factory.token(deactivated),
         "user": factory.token(user),
         "admin": factory.token(admin),
+        "integration key": None,  # made below
     }[caller]
     async with harness.make_client(factory.token(admin)) as admin_client:
         assert (
             await admin_client.put(f"/v1/users/{deactivated.id}", json={"is_active": False})
         ).status_code == 200
+        keyed = await factory.service()
+        created = await admin_client.post(
+            f"/v1/services/{keyed.id}/integrations/", json={"name": "g", "kind": "generic"}
+        )
+        token = created.json()["key"] if caller == "integration key" else token
     failures = []
     # DELETEs last, so the rows they remove are not needed afterwards.
     for method, template in sorted(RULES, key=lambda op: op[0] == "DELETE"):
@@ -240,7 +253,7 @@ async def test_matrix(harness, factory, caller):
                 response = await client.post(path, data={"username": "a", "password": "b"})
             else:
                 response = await client.request(method, path, json=body)
-        refusal = expected_refusal(RULES[(method, template)], caller)
+        refusal = expected_refusal(RULES[(method, template)], caller, template)
         if refusal is not None and response.status_code != refusal:
             failures.append(f"{method} {template}: expected {refusal}, got {response.status_code}")
         if refusal is None:
