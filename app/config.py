@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zoneinfo
 from enum import StrEnum
 from functools import cached_property
@@ -25,6 +26,12 @@ class SmtpSecurity(StrEnum):
     none = "none"
     starttls = "starttls"
     tls = "tls"
+
+
+def _entropy_bits(key: str) -> float:
+    """At most how random `key` can be: its length times log2 of its distinct characters (a hex
+    string of 32 random bytes: 256; 32 characters of one repeated word: far less)."""
+    return len(key) * math.log2(len(set(key))) if key else 0.0
 
 
 class Settings(BaseSettings):
@@ -143,6 +150,11 @@ class Settings(BaseSettings):
             )
         if len(self.secret_key) < 32:
             raise ValueError("SECRET_KEY must be at least 32 characters in production")
+        if _entropy_bits(self.secret_key) < 128:
+            raise ValueError(
+                "SECRET_KEY does not look random (too few different characters for its length); "
+                'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
         if self.is_sqlite and not self.allow_sqlite_in_production:
             raise ValueError(
                 "DATABASE_URL points at SQLite; use PostgreSQL in production "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from pydantic import ValidationError
 
 from app.config import DEFAULT_SECRET_KEY, Settings, to_async_url
 
-STRONG = "s" * 48
+STRONG = "q3Jd8-Lx0vTn2Yw_Fb7Rk4Hm9Pc1Zs6Ga5Ue"  # 36 characters, none repeated
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,8 @@ def test_defaults_run_a_development_instance_on_sqlite(monkeypatch):
     [
         ({"secret_key": DEFAULT_SECRET_KEY}, "SECRET_KEY is the development default"),
         ({"secret_key": "short"}, "at least 32 characters"),
+        ({"secret_key": "a" * 64}, "does not look random"),
+        ({"secret_key": "password" * 5}, "does not look random"),
         ({"database_url": "sqlite:///x.db"}, "use PostgreSQL in production"),
     ],
 )
@@ -46,6 +50,15 @@ def test_production_refuses_unsafe_values(overrides, message):
     values = {"environment": "production", "secret_key": STRONG, "database_url": "postgresql://d/x"}
     with pytest.raises(ValidationError, match=message):
         Settings(_env_file=None, **(values | overrides))
+
+
+@pytest.mark.parametrize(
+    "key", [secrets.token_hex(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48)]
+)
+def test_production_accepts_the_usual_random_keys(key):
+    Settings(
+        _env_file=None, environment="production", secret_key=key, database_url="postgresql://d/x"
+    )
 
 
 def test_production_accepts_safe_values_and_explicit_sqlite():

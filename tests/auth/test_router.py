@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 import jwt
@@ -210,7 +211,7 @@ class TestSignupDefault:
     def test_signup_is_open_in_development_and_closed_in_production_unless_set(self):
         from app.config import Settings
 
-        strong = {"secret_key": "p" * 40, "database_url": "postgresql://db/x"}
+        strong = {"secret_key": secrets.token_urlsafe(32), "database_url": "postgresql://db/x"}
         assert Settings(_env_file=None, signup_enabled=None).allow_signup is True
         production = Settings(_env_file=None, environment="production", **strong)
         assert production.allow_signup is False
