@@ -9,22 +9,23 @@ by `interval`. A bucket whose TAT has passed is full, so rows in the past are dr
 without changing anything.
 
 One statement takes from many buckets at once (an upsert with RETURNING, the same text on SQLite
-and PostgreSQL), and runs in a short transaction of its own: the row lock is held only for that
-statement, several processes agree because they share the row, and a request that fails
-afterwards still counts (an attempt is an attempt). Times are integer microseconds since the
-epoch, so the arithmetic (integer division rounds down for the non-negative values it is given)
-is exact and identical on both databases.
+and PostgreSQL), and runs in a short transaction of its own (or alone in autocommit): the row lock
+is held only for that statement, several processes agree because they share the row, and a
+request that fails afterwards still counts (an attempt is an attempt). Times are integer
+microseconds since the epoch, so the arithmetic (integer division rounds down for the
+non-negative values it is given) is exact and identical on both databases.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Integer, String, bindparam, delete, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import BigInteger, Integer, String, TextClause, bindparam, delete, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -85,6 +86,21 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * MICROSECONDS + delta.microseconds
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(rows: int) -> TextClause:
+    """The statement for `rows` buckets, built once (SQLAlchemy then caches its compiled form)."""
+    return text(_statement(rows)).bindparams(
+        *(bindparam(name, type_=BigInteger) for name in ("now", "interval", "tolerance")),
+        *(bindparam(f"key{i}", type_=String) for i in range(rows)),
+        *(bindparam(f"tat{i}", type_=BigInteger) for i in range(rows)),
+        *(
+            bindparam(f"{n}{i}", type_=Integer)
+            for n in ("admitted", "requested")
+            for i in range(rows)
+        ),
+    )
+
+
 def _statement(rows: int) -> str:
     # In SET, every right-hand side sees the row as it was: the admitted count is spelt twice.
     base = "(CASE WHEN rate_limits.tat > :now THEN rate_limits.tat ELSE :now END)"
@@ -104,7 +120,11 @@ def _statement(rows: int) -> str:
 
 
 async def take_in(
-    session: AsyncSession, wanted: Mapping[str, int], limit: Limit, *, now: datetime
+    session: AsyncSession | AsyncConnection,
+    wanted: Mapping[str, int],
+    limit: Limit,
+    *,
+    now: datetime,
 ) -> dict[str, Grant]:
     """Take `wanted[key]` units from each bucket, as many as each has: the grants by key.
 
@@ -124,16 +144,7 @@ async def take_in(
             f"admitted{i}": first,
             f"requested{i}": wanted[key],
         }
-    statement = text(_statement(len(keys))).bindparams(
-        *(bindparam(name, type_=BigInteger) for name in ("now", "interval", "tolerance")),
-        *(bindparam(f"key{i}", type_=String) for i in range(len(keys))),
-        *(bindparam(f"tat{i}", type_=BigInteger) for i in range(len(keys))),
-        *(
-            bindparam(f"{n}{i}", type_=Integer)
-            for n in ("admitted", "requested")
-            for i in range(len(keys))
-        ),
-    )
+    statement = _compiled(len(keys))
     rows = (await session.execute(statement, params)).all()
     grants: dict[str, Grant] = {}
     for key, tat, admitted, requested in rows:
@@ -154,6 +165,26 @@ async def take(
     """`take_in` in a transaction of its own, committed before this returns."""
     async with sessionmaker() as session, session.begin():
         return await take_in(session, wanted, limit, now=now)
+
+
+async def take_soon(
+    session: AsyncSession, wanted: Mapping[str, int], limit: Limit, *, now: datetime
+) -> dict[str, Grant]:
+    """`take_in` for a caller in the middle of a longer transaction (a batch of alerts).
+
+    On PostgreSQL the statement runs on a connection of its own in autocommit mode: one round
+    trip, no BEGIN or COMMIT, and the rows are locked for that statement only (the table is
+    unlogged, so its commit does not wait for the disk either). On SQLite it joins `session`'s
+    transaction (a second writer would wait for the first): a batch rolled back gives its units
+    back."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return await take_in(session, wanted, limit, now=now)
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return await take_in(autocommit, wanted, limit, now=now)
 
 
 async def check(

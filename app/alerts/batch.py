@@ -8,10 +8,10 @@ transaction (one lock statement, one read, a few multi-row writes and one commit
 requests, and with a single sender a batch is simply that sender's request. Every request is
 answered only after the commit that stored its alerts.
 
-Before a batch is written its keys are checked and, when RATE_LIMIT_INGEST_PER_SECOND is set,
-each integration's bucket (see `app.ratelimit`) is taken from for its requests, in a short
-transaction of its own, so the bucket's row is locked only for that statement: requests beyond
-what the bucket holds get a 429 with `Retry-After`, in arrival order.
+A batch's keys are checked with one read and, when RATE_LIMIT_INGEST_PER_SECOND is set, each
+integration's bucket (see `app.ratelimit`) is taken from for its requests by one statement that
+commits at once on its own (on PostgreSQL), so a bucket's row is locked only for that statement:
+requests beyond what the bucket holds get a 429 with `Retry-After`, in arrival order.
 
 A job's own problem (an unknown key, the wrong kind, a body that does not parse) is its answer
 alone. A batch whose transaction fails before its commit is retried one job per transaction, so
@@ -54,7 +54,9 @@ class Job:
     key: str
     kind: str
     parse: Callable[[], list[Alert]]  # raises a DomainError for a body that does not fit
-    integration: Integration | None = None  # once the key is checked
+    taken: bool = False  # its integration's bucket has been taken from (see `_admit`)
+    integration: Integration | None = None  # of the transaction at hand
+    refusal: DomainError | None = None  # 401, 403 or 429: its answer, through retries
     answer: asyncio.Future[list[Result]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -106,55 +108,11 @@ class Batcher:
         while self._pending:
             jobs, self._pending = self._pending[:MAX_JOBS], self._pending[MAX_JOBS:]
             try:
-                admitted = await self._admit(jobs)
-                if admitted:
-                    await self._run(admitted)
+                await self._run(jobs)
             except BaseException as exc:  # cancelled at shutdown: nobody waits forever
                 for job in jobs:
                     job.settle(exc)
                 raise
-
-    async def _admit(self, jobs: Sequence[Job], *, reconnected: bool = False) -> list[Job]:
-        """The jobs whose key fits their endpoint and whose integration's bucket has room; the
-        others are answered (401, 403 or 429)."""
-        try:
-            async with self.sessionmaker() as session, session.begin():
-                known = await integration_service.by_keys(session, {job.key for job in jobs})
-                checked: list[Job] = []
-                for job in jobs:
-                    try:
-                        job.integration = _check(known, job)
-                    except DomainError as exc:
-                        job.settle(exc)
-                        continue
-                    checked.append(job)
-                if self.limit is None or not checked:
-                    return checked
-                wanted = Counter(_bucket(job) for job in checked)
-                grants = await ratelimit.take_in(session, wanted, self.limit, now=self.clock.now())
-        except Exception as exc:  # nothing was written: the senders may send again
-            if isinstance(exc, DBAPIError) and exc.connection_invalidated and not reconnected:
-                return await self._admit(jobs, reconnected=True)
-            for job in jobs:
-                job.settle(exc)
-            return []
-        admitted: list[Job] = []
-        seen: Counter[str] = Counter()
-        for job in checked:  # a bucket's first `admitted` requests, in arrival order
-            grant = grants[_bucket(job)]
-            seen[_bucket(job)] += 1
-            if seen[_bucket(job)] <= grant.admitted:
-                admitted.append(job)
-            else:
-                job.settle(
-                    ratelimit.TooManyRequests(
-                        f"Too many alerts for this integration key (over "
-                        f"{self.limit.capacity} at once, then one every "
-                        f"{self.limit.interval:g} s); try again in {grant.retry_after} s",
-                        retry_after=grant.retry_after,
-                    )
-                )
-        return admitted
 
     async def _run(self, jobs: Sequence[Job], *, reconnected: bool = False) -> None:
         try:
@@ -201,15 +159,57 @@ class Batcher:
             self.wake()
         return outcomes
 
+    async def _admit(self, session: AsyncSession, jobs: Sequence[Job], now: datetime) -> None:
+        """Check the jobs' keys (in this transaction: its integrations are the ones written
+        with) and, once per job whatever the retries, take their integrations' buckets; each job
+        gets its integration, or its refusal (401, 403, 429) which it keeps."""
+        keys = {job.key for job in jobs if job.refusal is None}
+        known = await integration_service.by_keys(session, keys)
+        integrations: dict[int, Integration] = {}  # by the job's place in `jobs`
+        refusals: dict[int, DomainError] = {}
+        for n, job in enumerate(jobs):
+            if job.refusal is not None:
+                continue
+            try:
+                integrations[n] = _check(known, job)
+            except DomainError as exc:
+                refusals[n] = exc
+        untaken = {n: i for n, i in integrations.items() if not jobs[n].taken}
+        if self.limit is not None and untaken:
+            wanted = Counter(_bucket(integration) for integration in untaken.values())
+            grants = await ratelimit.take_soon(session, wanted, self.limit, now=now)
+            seen: Counter[str] = Counter()
+            for n, integration in untaken.items():  # a bucket's first ones, in arrival order
+                bucket = _bucket(integration)
+                seen[bucket] += 1
+                if seen[bucket] > grants[bucket].admitted:
+                    refusals[n] = self._too_many(grants[bucket].retry_after)
+        # Only now, once the buckets are taken from: a failure above leaves the jobs untaken.
+        for n, job in enumerate(jobs):
+            job.taken = True
+            job.refusal = job.refusal or refusals.get(n)
+            job.integration = integrations.get(n) if job.refusal is None else None
+
+    def _too_many(self, retry_after: int) -> ratelimit.TooManyRequests:
+        assert self.limit is not None
+        return ratelimit.TooManyRequests(
+            f"Too many alerts for this integration key (over {self.limit.capacity} at once, "
+            f"then one every {self.limit.interval:g} s); try again in {retry_after} s",
+            retry_after=retry_after,
+        )
+
     async def _ingest(
         self, session: AsyncSession, jobs: Sequence[Job], now: datetime
     ) -> list[list[Result] | BaseException]:
+        await self._admit(session, jobs, now)
         outcomes: list[list[Result] | BaseException] = []
         items: list[tuple[Integration, Alert]] = []
         owners: list[list[Result]] = []
         for job in jobs:
             integration = job.integration
-            assert integration is not None  # admitted
+            if job.refusal is not None or integration is None:
+                outcomes.append(job.refusal or Unauthorized("A valid integration key is required"))
+                continue
             try:
                 alerts = job.parse()
             except DomainError as exc:
@@ -232,9 +232,8 @@ class CommitFailed(Exception):
         self.error = error
 
 
-def _bucket(job: Job) -> str:
-    assert job.integration is not None
-    return f"ingest:{job.integration.id}"
+def _bucket(integration: Integration) -> str:
+    return f"ingest:{integration.id}"
 
 
 def _check(known: dict[str, Integration], job: Job) -> Integration:

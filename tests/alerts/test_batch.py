@@ -17,6 +17,7 @@ from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, Severity, TimelineEntry
 from app.integrations import service as integration_service
 from app.notifications.models import Notification, NotificationPreference
+from app.ratelimit import Limit, RateLimitState
 
 KEYS = ("disk", "cpu", "queue")
 HANDMADE = [
@@ -130,7 +131,7 @@ async def _incident_ids(harness, service_id: int) -> list[int]:
         )
 
 
-async def test_the_batcher_answers_each_job_alone_in_one_batch(harness, factory):
+async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, factory):
     key = await _keyed_integration(harness, factory)
     commits = []
     engine = harness.app.state.engine
@@ -164,8 +165,7 @@ async def test_the_batcher_answers_each_job_alone_in_one_batch(harness, factory)
                                                              "incident_updated")]  # fmt: skip
     assert isinstance(unknown, Unauthorized) and isinstance(wrong_kind, Forbidden)
     assert isinstance(bad_body, Unprocessable)
-    # Five requests, two transactions: the keys checked (and limits taken), then the alerts.
-    assert len(commits) == 2
+    assert len(commits) == 1  # five requests, one transaction
     [incident] = await _incidents(harness)
     assert (incident.dedup_key, incident.alert_count) == ("one", 2)
 
@@ -202,11 +202,9 @@ async def _keyed_integration(harness, factory) -> str:
         )
 
 
-@pytest.mark.parametrize("failing", ["writes", "admission"])
-async def test_a_failed_commit_is_not_retried(harness, factory, failing):
+async def test_a_failed_commit_is_not_retried(harness, factory):
     """A commit that fails may have been applied: its requests get the error, nothing is
-    written twice by a retry, and the batcher goes on with the next batch. A batch commits twice:
-    its admission (keys checked, rate limits taken; nothing parsed yet), then its writes."""
+    written twice by a retry, and the batcher goes on with the next batch."""
     key = await _keyed_integration(harness, factory)
     engine = create_engine(harness.settings, pool_pre_ping=False)
     batcher = Batcher(create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0))
@@ -219,12 +217,8 @@ async def test_a_failed_commit_is_not_retried(harness, factory, failing):
 
         return parse
 
-    commits = []
-
     def refuse(connection):
-        commits.append(connection)
-        if len(commits) == (2 if failing == "writes" else 1):
-            raise OSError("the connection broke during COMMIT")
+        raise OSError("the connection broke during COMMIT")
 
     event.listen(engine.sync_engine, "commit", refuse)
     try:
@@ -234,8 +228,7 @@ async def test_a_failed_commit_is_not_retried(harness, factory, failing):
             return_exceptions=True,
         )
         assert [type(a) for a in answers] == [OSError, OSError]
-        # Parsed once each (not retried), or never when the admission failed.
-        assert sorted(parsed) == (["a", "b"] if failing == "writes" else [])
+        assert sorted(parsed) == ["a", "b"]  # parsed once each: not retried
     finally:
         event.remove(engine.sync_engine, "commit", refuse)
     [result] = await batcher.submit(key, "alertmanager", firing("c"))
@@ -243,7 +236,7 @@ async def test_a_failed_commit_is_not_retried(harness, factory, failing):
     # Whether the failed commit was applied depends on where it failed (on PostgreSQL here it
     # was, on SQLite it was not): either way nothing is counted twice.
     stored = {i.dedup_key: i.alert_count for i in await _incidents(harness)}
-    assert stored in ({"c": 1}, {"a": 1, "b": 1, "c": 1} if failing == "writes" else {"c": 1})
+    assert stored in ({"c": 1}, {"a": 1, "b": 1, "c": 1})
     await engine.dispose()
 
 
@@ -273,3 +266,42 @@ async def test_ingestion_plans_each_statement_afresh(harness, postgres_only):
         assert await session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     async with session_scope(harness.app.state.sessionmaker) as session:
         assert await session.scalar(text("SHOW plan_cache_mode")) == "auto"
+
+
+async def test_a_batch_whose_buckets_cannot_be_taken_from_is_refused_whole(harness, factory):
+    """The rate-limit statement fails: every request gets the error, no body is parsed, nothing
+    is stored, and the next batch goes through (taking from the bucket once)."""
+    key = await _keyed_integration(harness, factory)
+    engine = create_engine(harness.settings, pool_pre_ping=False)
+    batcher = Batcher(
+        create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0),
+        limit=Limit(capacity=100, interval=1.0),
+    )  # fmt: skip
+    parsed = []
+
+    def firing(dedup_key):
+        return lambda: parsed.append(dedup_key) or [Alert(action="trigger", dedup_key=dedup_key)]
+
+    def refuse(connection, cursor, statement, *args):
+        if statement.startswith("INSERT INTO rate_limits"):
+            raise OSError("the database went away")
+
+    event.listen(engine.sync_engine, "before_cursor_execute", refuse)
+    try:
+        answers = await asyncio.gather(
+            batcher.submit(key, "alertmanager", firing("a")),
+            batcher.submit(key, "alertmanager", firing("b")),
+            return_exceptions=True,
+        )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", refuse)
+    assert [type(a) for a in answers] == [OSError, OSError] and parsed == []
+    [result] = await batcher.submit(key, "alertmanager", firing("c"))
+    assert result.outcome == "incident_created"
+    assert [i.dedup_key for i in await _incidents(harness)] == ["c"]
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        [(admitted, requested)] = (
+            await session.execute(select(RateLimitState.admitted, RateLimitState.requested))
+        ).all()
+    assert (admitted, requested) == (1, 1)
+    await engine.dispose()
