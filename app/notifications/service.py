@@ -511,17 +511,30 @@ async def attempt(
     return Outcome(claimed, subject, body, provider_message_id=provider_id)
 
 
-def backoff(attempts: int, *, retry_after: float | None = None) -> timedelta:
-    """About 30 s, 2 min, 8 min, 32 min, then hourly; ±20 % jitter so retries do not march."""
-    base = min(30.0 * 4 ** (attempts - 1), 3600.0)
-    seconds = base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+def backoff(
+    attempts: int,
+    *,
+    retry_after: float | None = None,
+    base: float = 30.0,
+    longest: float = 3600.0,
+) -> timedelta:
+    """By default about 30 s, 2 min, 8 min, 32 min, then hourly (NOTIFY_RETRY_BASE_SECONDS and
+    NOTIFY_RETRY_MAX_SECONDS); ±20 % jitter so retries do not march."""
+    wait = min(base * 4 ** min(attempts - 1, 30), longest)
+    seconds = wait * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
     if retry_after is not None:
         seconds = max(seconds, min(retry_after, 3600.0))
     return timedelta(seconds=seconds)
 
 
 async def record_outcomes(
-    session: AsyncSession, *, outcomes: Sequence[Outcome], now: datetime, max_attempts: int
+    session: AsyncSession,
+    *,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    max_attempts: int,
+    retry_base: float = 30.0,
+    retry_longest: float = 3600.0,
 ) -> None:
     """Record a batch of sends, with a `notified` or `notification_failed` entry each."""
     rows = {
@@ -567,7 +580,10 @@ async def record_outcomes(
         else:
             row.status = NotificationStatus.pending.value
             row.last_error = outcome.error
-            row.next_attempt_at = now + backoff(row.attempts, retry_after=outcome.retry_after)
+            row.next_attempt_at = now + backoff(
+                row.attempts, retry_after=outcome.retry_after, base=retry_base,
+                longest=retry_longest,
+            )  # fmt: skip
             logger.warning(
                 "notification %s (%s) attempt %d failed, next at %s: %s",
                 row.id, row.channel, row.attempts, row.next_attempt_at.isoformat(), outcome.error,
@@ -608,8 +624,10 @@ async def deliver_due(
     async with session_scope(sessions) as session:
         await limit_lock_waits(session, milliseconds=5_000)
         await record_outcomes(
-            session, outcomes=outcomes, now=clock.now(), max_attempts=settings.notify_max_attempts
-        )
+            session, outcomes=outcomes, now=clock.now(), max_attempts=settings.notify_max_attempts,
+            retry_base=settings.notify_retry_base_seconds,
+            retry_longest=settings.notify_retry_max_seconds,
+        )  # fmt: skip
     return len(claimed)
 
 
