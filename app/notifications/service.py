@@ -12,9 +12,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import bulk
 from app.clock import Clock
 from app.config import Settings
-from app.db import WAKE_WORKER, limit_lock_waits, session_scope
+from app.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
@@ -52,6 +54,9 @@ DELIVERY_BATCH = 50
 CONCURRENCY = 10
 SEND_DEADLINE = 15.0
 PAGE_EVENTS = ("escalated",)
+# How long a batch's outcomes wait for an unreachable database before the lease is left to
+# expire (and the batch to be sent again): a restart or a failover takes seconds, not minutes.
+RECORD_RETRY_SECONDS = 60.0
 
 
 def incident_summary(incident: Mapping[str, Any], service_name: str | None) -> dict[str, Any]:
@@ -621,13 +626,29 @@ async def deliver_due(
             return await attempt(item, channels=channels, settings=settings, now=clock.now())
 
     outcomes = list(await asyncio.gather(*(one(item) for item in claimed)))
-    async with session_scope(sessions) as session:
-        await limit_lock_waits(session, milliseconds=5_000)
-        await record_outcomes(
-            session, outcomes=outcomes, now=clock.now(), max_attempts=settings.notify_max_attempts,
-            retry_base=settings.notify_retry_base_seconds,
-            retry_longest=settings.notify_retry_max_seconds,
-        )  # fmt: skip
+    give_up = time.monotonic() + RECORD_RETRY_SECONDS
+    for wait in itertools.chain((0.25, 0.5, 1.0), itertools.repeat(2.0)):
+        try:
+            async with session_scope(sessions) as session:
+                await limit_lock_waits(session, milliseconds=5_000)
+                await record_outcomes(
+                    session, outcomes=outcomes, now=clock.now(),
+                    max_attempts=settings.notify_max_attempts,
+                    retry_base=settings.notify_retry_base_seconds,
+                    retry_longest=settings.notify_retry_max_seconds,
+                )  # fmt: skip
+            break
+        except Exception as exc:
+            # What was sent is known only here: dropping it would leave the rows `sending` until
+            # their lease ends, then send them again. Wait for the database (a restart, a
+            # failover) for a while; past that the lease is the fallback.
+            if not is_unavailable(exc) or time.monotonic() + wait > give_up:
+                raise
+            logger.warning(
+                "recording %d delivery outcome(s): the database is unavailable; again in %.2f s",
+                len(outcomes), wait,
+            )  # fmt: skip
+            await asyncio.sleep(wait)
     return len(claimed)
 
 

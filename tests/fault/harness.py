@@ -339,12 +339,14 @@ class Inbox:
 
 
 class Receiver:
-    """A webhook receiver on a port chosen in advance; answers 200 and records every POST."""
+    """A webhook receiver on a port chosen in advance; answers 200 (after `delay`) and records
+    every POST as it arrives."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.delay = 0.0  # seconds each answer waits: a slow receiver keeps deliveries in flight
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -356,6 +358,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with lock:
                     receiver.requests.append((self.path, dict(self.headers), body))
+                time.sleep(receiver.delay)
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

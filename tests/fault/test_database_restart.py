@@ -10,15 +10,19 @@ with a 2xx is in the database.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import Counter
 
 import httpx
+from asyncpg import Record
 
 from tests.fault.harness import (
     Admin,
     Answers,
     PrivatePostgres,
     Processes,
+    Receiver,
     create_database,
     escalation_problems,
     fetch,
@@ -34,6 +38,7 @@ LOADED_SECONDS = 1.5  # how long the load runs against a database that is up, be
 MAX_REQUESTS = 1500  # per sender: the load is bounded whatever happens
 ALLOWED = {200, 201, 202, 503}
 STEP = 0.05  # minutes: a policy's second step 3 s after the first
+PAGES = 6  # incidents paged by email and webhook while the database stops
 
 
 class Load:
@@ -199,3 +204,57 @@ async def test_a_database_restart_under_load_loses_no_acknowledged_write(
         "steps fired over 1 s late (due during an outage):", late[0]["n"],
         sep=" ",
     )  # fmt: skip
+
+
+async def test_pages_in_flight_when_the_database_stops_are_recorded_once_it_is_back(
+    private_postgres: PrivatePostgres, processes: Processes
+) -> None:
+    """The worker has leased pages and is sending them when the database stops: what it sent is
+    recorded when the database is back, not left `sending` until the lease ends (two minutes
+    late) and then sent a second time."""
+    cluster = private_postgres
+    url = await create_database(cluster.url, "ims")
+    receiver = Receiver()
+    receiver.delay = 1.5  # every delivery is in flight for 1.5 s
+    receiver.start()
+    try:
+        env = service_env(url)
+        processes.migrate(env)
+        api = processes.api("api", env)
+        api.start()
+        await api.healthy()
+        admin = Admin(api.base_url)
+        await admin.sign_up()
+        oncall = await admin.user("oncall@example.com")
+        step = {
+            "delay_minutes": 0,
+            "targets": [{"type": "user", "id": oncall["id"]}],
+            "actions": [{"type": "notify"}, {"type": "webhook", "url": f"{receiver.url}/page"}],
+        }
+        await admin.policy([step])
+        incidents = [
+            await admin.call("POST", "/v1/incidents/", 201, json={"title": f"in flight {n}"})
+            for n in range(PAGES)
+        ]
+        await admin.close()
+
+        async def sending() -> bool | None:
+            return len(receiver.requests) >= 1 or None
+
+        await wait_until("the first webhook delivery", sending, seconds=20, every=0.05)
+        await asyncio.to_thread(cluster.stop, "fast")  # while the receiver holds the requests
+        await asyncio.sleep(DOWN_SECONDS)
+        await asyncio.to_thread(cluster.start)
+
+        async def recorded() -> list[Record] | None:
+            rows = await fetch(url, "SELECT id, channel, status, attempts FROM notifications")
+            done = len(rows) == 2 * PAGES and all(r["status"] == "sent" for r in rows)
+            return rows if done else None
+
+        rows = await wait_until("every page recorded as sent", recorded, seconds=30)
+        await asyncio.sleep(1.0)  # a few more worker passes: a second send would show now
+    finally:
+        receiver.stop()
+    posted = Counter(json.loads(body)["incident"]["id"] for _, _, body in receiver.requests)
+    assert posted == Counter({incident["id"]: 1 for incident in incidents})
+    assert all(r["attempts"] == 1 for r in rows if r["channel"] == "webhook"), rows
