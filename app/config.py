@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     # Delivery of notifications.
     notify_max_attempts: int = Field(default=6, ge=1, le=20)
+    # Waits between attempts: about base, 4 × base, 16 × base … never more than max (±20 %).
+    notify_retry_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    notify_retry_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
     notify_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     notify_read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Signs policy-step webhooks and personal webhook channels (subscriptions have their own).

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -32,6 +33,10 @@ NAMING_CONVENTION = {
 
 # Set in `session.info` by a change that scheduled work: the in-process worker wakes after commit.
 WAKE_WORKER = "wake_worker"
+
+# PostgreSQL: the longest a new connection may take (asyncpg's own default is 60 s). A database
+# host that drops packets must make requests fail soon (503), not hang for a minute.
+CONNECT_TIMEOUT_SECONDS = 10
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an `INTEGER PRIMARY KEY`.
 IdType = BigInteger().with_variant(Integer(), "sqlite")
@@ -84,13 +89,61 @@ def create_engine(
     else:
         kwargs["pool_size"] = pool_size or settings.database_pool_size
         kwargs["max_overflow"] = kwargs["pool_size"]
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
         if plan_each_time:
-            kwargs["connect_args"] = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
+            kwargs["connect_args"]["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
+    _name_connect_failures(engine)
     if url.startswith("sqlite"):
         _configure_sqlite(engine)
     return engine
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached: a new connection was refused, reset, timed out or
+    turned away (shutting down, starting up, too many clients). Answered with a 503."""
+
+
+def _name_connect_failures(engine: AsyncEngine) -> None:
+    """Any failure to open a connection becomes `DatabaseUnavailable`.
+
+    Without this, a refused connection surfaces as the driver's bare `OSError` (SQLAlchemy wraps
+    only the driver's own exception classes), which nothing can tell from a bug.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Dialect, _: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to the database: {type(exc).__name__}: {exc}"[:300]
+            ) from exc
+
+
+# Class 08 (connection exception), 57P01-57P03 (administrator or crash shutdown, cannot connect
+# now: starting up or shutting down), 53300 (too many connections).
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Did this fail because the database cannot be reached right now, not because of what was
+    asked of it? (A refused or lost connection, a server restarting, no free pool slot.)"""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable | sa_exc.TimeoutError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            state = getattr(current.orig, "sqlstate", None) or ""
+            if state.startswith("08") or state in UNAVAILABLE_SQLSTATES:
+                return True
+        current = current.__cause__
+    return False
 
 
 def _ensure_sqlite_folder(url: str) -> None:

@@ -9,8 +9,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+from app.db import DatabaseUnavailable, is_unavailable
 
 logger = logging.getLogger(__name__)
+
+
+# What a 503 asks clients to wait before trying again (the database is restarting, or failing
+# over): long enough not to hammer it, short enough that monitoring's alerts are not held up.
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE = "The database is unavailable right now; try again shortly"
 
 
 class DomainError(Exception):
@@ -85,7 +94,30 @@ def install_error_handlers(app: FastAPI) -> None:
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
+    # Handlers are chosen by the exception's class: these cover a refused or lost connection
+    # (DatabaseUnavailable, a DBAPIError about the connection) and a full pool (TimeoutError);
+    # any other database error is a bug, answered like any other.
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            return await _unexpected(request, exc)
+        logger.warning(
+            "database unavailable on %s %s: %s",
+            request.method, request.url.path, str(exc).splitlines()[0][:300],
+        )  # fmt: skip
+        return unavailable_response()
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+def unavailable_response() -> JSONResponse:
+    return JSONResponse(
+        {"detail": UNAVAILABLE},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from app import __version__
 from app.db import ping
+from app.errors import RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -54,5 +55,9 @@ async def health(request: Request) -> object:
     except Exception as exc:
         logger.warning("health check: database unreachable: %s", exc.__class__.__name__)
         body = Health(status="error", database="error", version=__version__)
-        return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(
+            body.model_dump(),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return Health(status="ok", database="ok", version=__version__)

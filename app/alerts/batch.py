@@ -18,7 +18,8 @@ alone. A batch whose transaction fails before its commit is retried one job per 
 one alert that the database refuses cannot fail the others, and a connection lost since its last
 use (the database restarted) costs a retry, not an error: the batcher's connections are not
 pinged before use, which would cost a round trip per batch. A failed commit is not retried (it
-may have been applied): its requests get the error, and their senders may send again.
+may have been applied): its requests get the error, and their senders may send again. While the
+database cannot be reached at all, a batch's requests are all answered 503 at once.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import ratelimit
 from app.alerts.ingest import Alert, Result, ingest_many
 from app.clock import Clock
-from app.db import WAKE_WORKER
+from app.db import WAKE_WORKER, is_unavailable
 from app.errors import DomainError, Forbidden, Unauthorized
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
@@ -121,15 +122,17 @@ class Batcher:
             for job in jobs:
                 job.settle(failed.error)
             return
-        except DBAPIError as exc:
-            if exc.connection_invalidated and not reconnected:
+        except Exception as exc:
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated and not reconnected:
                 # A connection lost since its last use; the pool has let go of the others too.
                 await self._run(jobs, reconnected=True)
+            elif is_unavailable(exc):
+                # The database cannot be reached: one at a time would not fare better. Every
+                # request is answered 503 at once, and its sender tries again.
+                for job in jobs:
+                    job.settle(exc)
             else:
                 await self._one_by_one(jobs, exc)
-            return
-        except Exception as exc:
-            await self._one_by_one(jobs, exc)
             return
         for job, outcome in zip(jobs, outcomes, strict=True):
             job.settle(outcome)

@@ -12,9 +12,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +29,7 @@ from app import bulk
 from app.clock import Clock
 from app.config import Settings
 from app.crypto import Sealer, Unreadable
-from app.db import WAKE_WORKER, limit_lock_waits, session_scope
+from app.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
@@ -53,6 +55,9 @@ DELIVERY_BATCH = 50
 CONCURRENCY = 10
 SEND_DEADLINE = 15.0
 PAGE_EVENTS = ("escalated",)
+# How long a batch's outcomes wait for an unreachable database before the lease is left to
+# expire (and the batch to be sent again): a restart or a failover takes seconds, not minutes.
+RECORD_RETRY_SECONDS = 60.0
 
 
 def incident_summary(incident: Mapping[str, Any], service_name: str | None) -> dict[str, Any]:
@@ -526,17 +531,30 @@ async def attempt(
     return Outcome(claimed, subject, body, provider_message_id=provider_id)
 
 
-def backoff(attempts: int, *, retry_after: float | None = None) -> timedelta:
-    """About 30 s, 2 min, 8 min, 32 min, then hourly; ±20 % jitter so retries do not march."""
-    base = min(30.0 * 4 ** (attempts - 1), 3600.0)
-    seconds = base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+def backoff(
+    attempts: int,
+    *,
+    retry_after: float | None = None,
+    base: float = 30.0,
+    longest: float = 3600.0,
+) -> timedelta:
+    """By default about 30 s, 2 min, 8 min, 32 min, then hourly (NOTIFY_RETRY_BASE_SECONDS and
+    NOTIFY_RETRY_MAX_SECONDS); ±20 % jitter so retries do not march."""
+    wait = min(base * 4 ** min(attempts - 1, 30), longest)
+    seconds = wait * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
     if retry_after is not None:
         seconds = max(seconds, min(retry_after, 3600.0))
     return timedelta(seconds=seconds)
 
 
 async def record_outcomes(
-    session: AsyncSession, *, outcomes: Sequence[Outcome], now: datetime, max_attempts: int
+    session: AsyncSession,
+    *,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    max_attempts: int,
+    retry_base: float = 30.0,
+    retry_longest: float = 3600.0,
 ) -> None:
     """Record a batch of sends, with a `notified` or `notification_failed` entry each."""
     rows = {
@@ -582,7 +600,10 @@ async def record_outcomes(
         else:
             row.status = NotificationStatus.pending.value
             row.last_error = outcome.error
-            row.next_attempt_at = now + backoff(row.attempts, retry_after=outcome.retry_after)
+            row.next_attempt_at = now + backoff(
+                row.attempts, retry_after=outcome.retry_after, base=retry_base,
+                longest=retry_longest,
+            )  # fmt: skip
             logger.warning(
                 "notification %s (%s) attempt %d failed, next at %s: %s",
                 row.id, row.channel, row.attempts, row.next_attempt_at.isoformat(), outcome.error,
@@ -621,11 +642,29 @@ async def deliver_due(
             return await attempt(item, channels=channels, settings=settings, now=clock.now())
 
     outcomes = list(await asyncio.gather(*(one(item) for item in claimed)))
-    async with session_scope(sessions) as session:
-        await limit_lock_waits(session, milliseconds=5_000)
-        await record_outcomes(
-            session, outcomes=outcomes, now=clock.now(), max_attempts=settings.notify_max_attempts
-        )
+    give_up = time.monotonic() + RECORD_RETRY_SECONDS
+    for wait in itertools.chain((0.25, 0.5, 1.0), itertools.repeat(2.0)):
+        try:
+            async with session_scope(sessions) as session:
+                await limit_lock_waits(session, milliseconds=5_000)
+                await record_outcomes(
+                    session, outcomes=outcomes, now=clock.now(),
+                    max_attempts=settings.notify_max_attempts,
+                    retry_base=settings.notify_retry_base_seconds,
+                    retry_longest=settings.notify_retry_max_seconds,
+                )  # fmt: skip
+            break
+        except Exception as exc:
+            # What was sent is known only here: dropping it would leave the rows `sending` until
+            # their lease ends, then send them again. Wait for the database (a restart, a
+            # failover) for a while; past that the lease is the fallback.
+            if not is_unavailable(exc) or time.monotonic() + wait > give_up:
+                raise
+            logger.warning(
+                "recording %d delivery outcome(s): the database is unavailable; again in %.2f s",
+                len(outcomes), wait,
+            )  # fmt: skip
+            await asyncio.sleep(wait)
     return len(claimed)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import ratelimit
 from app.clock import Clock
 from app.config import Settings
-from app.db import limit_lock_waits, session_scope
+from app.db import is_unavailable, limit_lock_waits, session_scope
 from app.escalation import service as escalation_service
 from app.incidents import service as incident_service
 from app.notifications import service as notification_service
@@ -125,8 +125,15 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     count = await job.run(ctx)
-                except Exception:
-                    logger.exception("worker job %s failed; it runs again next tick", job.name)
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        # Expected while the database restarts: one line, not a traceback a tick.
+                        logger.warning(
+                            "worker job %s: the database is unavailable (%s); it runs again "
+                            "next tick", job.name, _first_line(exc),
+                        )  # fmt: skip
+                    else:
+                        logger.exception("worker job %s failed; it runs again next tick", job.name)
                     break
                 done[job.name] += count
                 if count:
@@ -141,8 +148,9 @@ class Worker:
         try:
             async with session_scope(self.sessionmaker) as session:
                 moments = [await lookup(session) for lookup in lookups]
-        except Exception:
-            logger.exception("worker could not look up the next due time")
+        except Exception as exc:
+            if not is_unavailable(exc):
+                logger.exception("worker could not look up the next due time")
             return self.poll_interval
         due = [m for m in moments if m is not None]
         if not due:
@@ -210,3 +218,7 @@ class Worker:
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run`."""
         self._stop.set()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.incidents.models import TimelineEntry
+from app.notifications import service as notification_service
 from app.notifications.models import Notification
 from tests.conftest import make_settings
 
@@ -488,8 +489,6 @@ class TestReviewFindings:
     async def test_a_page_in_flight_when_acknowledged_is_not_retried(
         self, admin_client, user, harness, smtp_server
     ):
-        from app.notifications import service as notification_service
-
         inbox, _ = smtp_server
         await page_policy(admin_client, user.id)
         incident = await open_incident(admin_client)
@@ -572,3 +571,27 @@ class TestProductionPolicies:
         response = await admin_client.post(POLICIES, json={"name": "p", "steps": [step]})
         assert response.status_code == 422
         assert "step 1: webhook url" in response.json()["detail"]
+
+
+class TestBackoff:
+    def test_the_default_ladder_is_about_30_s_then_4_times_longer_up_to_an_hour(self):
+        for attempts, expected in ((1, 30), (2, 120), (3, 480), (5, 3600), (9, 3600)):
+            seconds = notification_service.backoff(attempts).total_seconds()
+            assert expected * 0.8 <= seconds <= expected * 1.2, attempts
+
+    def test_the_first_wait_and_the_longest_are_settings(self):
+        settings = make_settings("sqlite://", notify_retry_base_seconds=0.5,
+                                 notify_retry_max_seconds=2)  # fmt: skip
+        waits = [
+            notification_service.backoff(
+                attempts, base=settings.notify_retry_base_seconds,
+                longest=settings.notify_retry_max_seconds,
+            ).total_seconds()
+            for attempts in (1, 2, 3, 4)
+        ]  # fmt: skip
+        assert 0.4 <= waits[0] <= 0.6
+        assert all(1.6 <= wait <= 2.4 for wait in waits[1:])
+
+    def test_a_retry_after_longer_than_the_wait_is_respected(self):
+        wait = notification_service.backoff(1, retry_after=90, base=0.5, longest=2)
+        assert wait.total_seconds() == 90
