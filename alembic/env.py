@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import create_engine
@@ -48,9 +51,31 @@ def do_run_migrations(connection: Connection) -> None:
 
 async def run_async_migrations() -> None:
     engine = create_engine(Settings())
+    if engine.dialect.name == "sqlite":
+        _foreign_keys_off_while_migrating(engine)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
+        if engine.dialect.name == "sqlite":
+            await connection.run_sync(_check_foreign_keys)
     await engine.dispose()
+
+
+def _foreign_keys_off_while_migrating(engine: AsyncEngine) -> None:
+    """SQLite alters a table by copying it and dropping the original; with foreign keys on,
+    that drop runs the ON DELETE actions of every row pointing at it (rows deleted or unlinked).
+    Off for the migration's connection (it cannot change inside a transaction), checked after."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _off(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"the migration left rows pointing at nothing: {broken[:10]}")
 
 
 def run_migrations_online() -> None:

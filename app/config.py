@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import zoneinfo
 from enum import StrEnum
 from functools import cached_property
@@ -28,10 +27,15 @@ class SmtpSecurity(StrEnum):
     tls = "tls"
 
 
-def _entropy_bits(key: str) -> float:
-    """At most how random `key` can be: its length times log2 of its distinct characters (a hex
-    string of 32 random bytes: 256; 32 characters of one repeated word: far less)."""
-    return len(key) * math.log2(len(set(key))) if key else 0.0
+def _obviously_not_random(key: str) -> bool:
+    """Too few different characters (fewer than 8), or one piece repeated (`password` × 5).
+    Random keys pass whatever their alphabet: `secrets.token_hex(16)`, `token_urlsafe(32)`,
+    uuid4."""
+    if len(set(key)) < 8:
+        return True
+    return any(
+        key == (key[:p] * (len(key) // p + 1))[: len(key)] for p in range(1, len(key) // 2 + 1)
+    )
 
 
 class Settings(BaseSettings):
@@ -104,7 +108,7 @@ class Settings(BaseSettings):
     rate_limit_recovery_per_account_per_hour: int = Field(default=3, ge=0, le=1000)
     rate_limit_recovery_per_ip_per_hour: int = Field(default=20, ge=0, le=100_000)
     # Alert requests per integration key: a sustained rate, and a burst taken at once.
-    rate_limit_ingest_per_second: float = Field(default=50.0, ge=0, le=1_000_000)
+    rate_limit_ingest_per_second: float = Field(default=50.0, ge=0, le=1_000_000)  # or ≥ 0.001
     rate_limit_ingest_burst: int = Field(default=1000, ge=1, le=1_000_000)
 
     # Browsers may call the API from these origins (comma-separated, e.g. https://ops.example.com;
@@ -117,6 +121,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit_ingest_per_second")
+    @classmethod
+    def _off_or_measurable(cls, value: float) -> float:
+        if 0 < value < 0.001:
+            raise ValueError("RATE_LIMIT_INGEST_PER_SECOND is 0 (off) or at least 0.001")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -153,9 +164,9 @@ class Settings(BaseSettings):
             )
         if len(self.secret_key) < 32:
             raise ValueError("SECRET_KEY must be at least 32 characters in production")
-        if _entropy_bits(self.secret_key) < 128:
+        if _obviously_not_random(self.secret_key):
             raise ValueError(
-                "SECRET_KEY does not look random (too few different characters for its length); "
+                "SECRET_KEY does not look random (few different characters, or a repeated piece); "
                 'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
         if self.is_sqlite and not self.allow_sqlite_in_production:

@@ -3,9 +3,9 @@
 Fernet (AES-128-CBC with HMAC-SHA256, from `cryptography`) under a key derived from SECRET_KEY
 with HKDF, so a copy of the database alone does not reveal them. Keys derived from
 PREVIOUS_SECRET_KEYS still decrypt, so SECRET_KEY can be changed without losing the secrets;
-a value is re-encrypted under the current key whenever it is written again (a rotation).
-Values written before encryption existed (no `fernet:` prefix) are read as they are and
-encrypted by `incident-management migrate`.
+`incident-management migrate` re-encrypts every value under the current key (after which the
+old key may be dropped), and encrypts the values written before encryption existed (no
+`fernet:` prefix), which are read as they are until then.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _fernet(secret_key: str) -> Fernet:
 
 class Sealer:
     def __init__(self, secret_key: str, previous: Iterable[str] = ()) -> None:
-        self._keys = MultiFernet([_fernet(key) for key in (secret_key, *previous)])
+        self._current = _fernet(secret_key)
+        self._keys = MultiFernet([self._current, *(_fernet(key) for key in previous)])
 
     @classmethod
     def of(cls, settings: Settings) -> Sealer:
@@ -54,6 +55,23 @@ class Sealer:
             raise Unreadable(
                 "encrypted under another SECRET_KEY: add the old one to PREVIOUS_SECRET_KEYS"
             ) from exc
+
+    def reseal(self, stored: str) -> str | None:
+        """`stored` encrypted under the current key, or None when it already is (plain text
+        from before encryption, or encrypted under a previous key, is brought up to date)."""
+        if not is_sealed(stored):
+            return self.seal(stored)
+        token = stored.removeprefix(PREFIX).encode()
+        try:
+            self._current.decrypt(token)
+        except InvalidToken:
+            try:
+                return PREFIX + self._keys.rotate(token).decode()
+            except InvalidToken as exc:
+                raise Unreadable(
+                    "encrypted under none of SECRET_KEY, PREVIOUS_SECRET_KEYS"
+                ) from exc
+        return None
 
 
 def is_sealed(stored: str) -> bool:

@@ -24,7 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Integer, String, TextClause, bindparam, delete, text, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    TextClause,
+    bindparam,
+    delete,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -216,12 +226,19 @@ async def refill(session: AsyncSession, key: str, *, now: datetime) -> None:
 
 
 async def purge(session: AsyncSession, *, now: datetime, batch: int) -> int:
-    """Drop up to `batch` full buckets (TAT passed): the same as having no row."""
+    """Drop up to `batch` full buckets (TAT passed): the same as having no row.
+
+    The condition is checked again on each row deleted (a bucket taken from meanwhile is no
+    longer full), and rows someone holds are skipped, so a purge never races a take."""
+    at = _micros(now)
     stale = (
-        RateLimitState.__table__.select()
-        .with_only_columns(RateLimitState.key)
-        .where(RateLimitState.tat <= _micros(now))
+        select(RateLimitState.key)
+        .where(RateLimitState.tat <= at)
+        .order_by(RateLimitState.key)
         .limit(batch)
+        .with_for_update(skip_locked=True)
     )
-    result = await session.execute(delete(RateLimitState).where(RateLimitState.key.in_(stale)))
+    result = await session.execute(
+        delete(RateLimitState).where(RateLimitState.key.in_(stale), RateLimitState.tat <= at)
+    )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 
 import pytest
 from pydantic import ValidationError
@@ -43,6 +44,8 @@ def test_defaults_run_a_development_instance_on_sqlite(monkeypatch):
         ({"secret_key": "short"}, "at least 32 characters"),
         ({"secret_key": "a" * 64}, "does not look random"),
         ({"secret_key": "password" * 5}, "does not look random"),
+        ({"secret_key": "abcdefgh" * 4 + "abcd"}, "does not look random"),
+        ({"secret_key": "0123456" * 6}, "does not look random"),
         ({"database_url": "sqlite:///x.db"}, "use PostgreSQL in production"),
     ],
 )
@@ -53,7 +56,14 @@ def test_production_refuses_unsafe_values(overrides, message):
 
 
 @pytest.mark.parametrize(
-    "key", [secrets.token_hex(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48)]
+    "key",
+    [
+        *(secrets.token_hex(16) for _ in range(20)),
+        secrets.token_hex(32),
+        secrets.token_urlsafe(32),
+        uuid.uuid4().hex,
+        "correct horse battery staple, 2026",
+    ],
 )
 def test_production_accepts_the_usual_random_keys(key):
     Settings(

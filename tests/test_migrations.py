@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -76,3 +78,66 @@ async def test_sqlite_ids_are_never_reused(backend, fresh_database_url):
     with_ids = [t.name for t in Base.metadata.sorted_tables if "id" in t.c and t.c.id.primary_key]
     assert with_ids
     assert [n for n in with_ids if "AUTOINCREMENT" not in schemas[n]] == []
+
+
+def test_upgrading_keeps_deliveries_linked_and_encrypts_older_secrets(
+    fresh_database_url, monkeypatch
+):
+    """`incident-management migrate` over a database with a subscription from before secrets were
+    encrypted: its queued delivery still points at it (on SQLite, altering a table copies it and
+    drops the original, which with foreign keys on would unlink every delivery), and its secret
+    ends up encrypted, still the same secret."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select, text
+
+    from app import migrations
+    from app.crypto import Sealer
+    from app.notifications.models import Notification, WebhookSubscription
+    from tests.conftest import TEST_SECRET
+
+    monkeypatch.setenv("DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("ENVIRONMENT", "test")
+    migrations.upgrade("e13749274df0")  # the revision before encryption at rest
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+
+    async def seed() -> None:
+        engine = create_engine(make_settings(fresh_database_url))
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO webhook_subscriptions (id, name, description, url, events, "
+                    "enabled, secret, created_at, updated_at) VALUES (1, 'old', '', "
+                    "'https://hooks.example.com/in', '[\"triggered\"]', true, 'whsec_plain_old', "
+                    ":now, :now)"
+                ),
+                {"now": now},
+            )
+            await connection.execute(
+                insert(Notification.__table__).values(
+                    key="queued", channel="webhook", webhook_id=1, address="x", event="triggered",
+                    subject="s", body="", payload={}, status="pending", attempts=0,
+                    next_attempt_at=now, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+        await engine.dispose()
+
+    async def stored() -> tuple[int | None, str, str]:
+        engine = create_engine(make_settings(fresh_database_url))
+        async with engine.connect() as connection:
+            webhook_id = await connection.scalar(select(Notification.webhook_id))
+            row = (
+                await connection.execute(
+                    select(WebhookSubscription.secret, WebhookSubscription.secret_prefix)
+                )
+            ).one()
+        await engine.dispose()
+        return webhook_id, row.secret, row.secret_prefix
+
+    asyncio.run(seed())
+    migrations.upgrade()
+    webhook_id, secret, prefix = asyncio.run(stored())
+    assert webhook_id == 1
+    assert secret.startswith("fernet:") and Sealer(TEST_SECRET).open(secret) == "whsec_plain_old"
+    assert prefix == "whsec_plai"

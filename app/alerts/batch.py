@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 MAX_JOBS = 256
 # Batches being written at once, per process: while one waits on the database another is built.
 IN_FLIGHT = 2
+# `session.info` key: the jobs whose buckets were taken from inside the session's transaction.
+TAKEN_HERE = "alerts_taken_here"
 
 
 @dataclass(eq=False)
@@ -152,6 +154,10 @@ class Batcher:
                 outcomes = await self._ingest(session, jobs, now)
             except BaseException:
                 await session.rollback()
+                for job in session.info.get(TAKEN_HERE, ()):  # SQLite: the units are back
+                    job.taken = False
+                    if isinstance(job.refusal, ratelimit.TooManyRequests):
+                        job.refusal = None
                 raise
             try:
                 await session.commit()
@@ -187,6 +193,9 @@ class Batcher:
                 seen[bucket] += 1
                 if seen[bucket] > grants[bucket].admitted:
                     refusals[n] = self._too_many(grants[bucket].retry_after)
+        if self.limit is not None and untaken and session.get_bind().dialect.name != "postgresql":
+            # Taken in this transaction (see `ratelimit.take_soon`): a rollback gives them back.
+            session.info.setdefault(TAKEN_HERE, []).extend(jobs[n] for n in untaken)
         # Only now, once the buckets are taken from: a failure above leaves the jobs untaken.
         for n, job in enumerate(jobs):
             job.taken = True

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import logging
 from datetime import timedelta
 from typing import Annotated, Any
@@ -29,14 +31,28 @@ LIMITED: dict[int | str, dict[str, Any]] = {
 
 
 def _address(request: Request) -> str:
-    """The client's address (behind a proxy, uvicorn's FORWARDED_ALLOW_IPS makes it the real
-    one)."""
-    return request.client.host if request.client else "unknown"
+    """The client's address as a bucket name (behind a proxy, uvicorn's FORWARDED_ALLOW_IPS makes
+    it the real one): an IPv6 client by its /64, as one host gets a whole /64; an IPv4 address
+    mapped into IPv6 as itself; anything else (an unparsable forwarded value) by a short digest,
+    so names stay short whatever the header said."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "other:" + hashlib.sha256(host.encode(errors="replace")).hexdigest()[:24]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
-def _account(email: str) -> str:
-    """A bucket name for an email, known account or not (the address itself is not stored)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:40]
+def _account(settings: Settings, email: str) -> str:
+    """A bucket name for an email, known account or not: a keyed digest, so a copy of the
+    database does not tell which addresses were tried (changing SECRET_KEY resets the counts)."""
+    normalized = email.strip().lower().encode()
+    key = hashlib.sha256(f"rate-limit:{settings.secret_key}".encode()).digest()
+    return hmac.new(key, normalized, hashlib.sha256).hexdigest()[:40]
 
 
 def _login_buckets(
@@ -47,7 +63,7 @@ def _login_buckets(
         f"login:ip:{_address(request)}": ratelimit.Limit.per(
             settings.rate_limit_login_per_ip_per_minute, 60
         ),
-        f"login:account:{_account(email)}": ratelimit.Limit.per(
+        f"login:account:{_account(settings, email)}": ratelimit.Limit.per(
             settings.login_lockout_failures, lockout * settings.login_lockout_failures
         ),
     }
@@ -98,7 +114,9 @@ async def login_access_token(
     user = await user_service.authenticate(session, email=form.username, password=form.password)
     if user is None:
         raise Unauthorized("Incorrect email or password, or inactive account")
-    await ratelimit.refill(session, f"login:account:{_account(form.username)}", now=clock.now())
+    await ratelimit.refill(
+        session, f"login:account:{_account(settings, form.username)}", now=clock.now()
+    )
     issued = security.create_access_token(
         settings, user_id=user.id, token_version=user.token_version, now=clock.now()
     )
@@ -126,7 +144,7 @@ async def password_recovery(
     """
     buckets = {
         f"recovery:ip:{_address(request)}": _recovery_per_ip(settings),
-        f"recovery:account:{_account(email)}": ratelimit.Limit.per(
+        f"recovery:account:{_account(settings, email)}": ratelimit.Limit.per(
             settings.rate_limit_recovery_per_account_per_hour, 3600
         ),
     }

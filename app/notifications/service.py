@@ -370,6 +370,7 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     secret: str | None
+    unsendable: str | None = None  # why it cannot be sent now (a secret no key decrypts)
 
 
 @dataclass(frozen=True)
@@ -428,17 +429,13 @@ async def claim(
         hooks = {hook_id: (url, secret) for hook_id, url, secret in found}
     claimed = []
     for r in rows:
-        address, secret = r.address, None
+        address, secret, unsendable = r.address, None, None
         if r.webhook_id is not None and r.webhook_id in hooks:
             address, sealed = hooks[r.webhook_id]  # its current URL and secret
             try:
                 secret = sealer.open(sealed) if sealer else sealed
-            except Unreadable as exc:
-                r.status = NotificationStatus.failed.value
-                r.lease_until = None
-                r.last_error = f"the subscription's secret cannot be decrypted: {exc}"
-                logger.error("webhook delivery %d not sent: %s", r.id, r.last_error)
-                continue
+            except Unreadable as exc:  # retried like a failed send: the keys may be fixed
+                unsendable = f"the subscription's secret cannot be decrypted: {exc}"
         elif r.channel == "webhook" and r.user_id is None:
             if ACTION_KEY not in r.key:
                 # A subscription's delivery whose subscription was deleted meanwhile.
@@ -449,7 +446,7 @@ async def claim(
             secret = signing_secret  # a policy step's webhook action
         claimed.append(
             Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, address, r.event,
-                    r.subject, r.payload, r.attempts, secret)
+                    r.subject, r.payload, r.attempts, secret, unsendable)
         )  # fmt: skip
     return claimed
 
@@ -500,6 +497,9 @@ async def attempt(
     claimed: Claimed, *, channels: Channels, settings: Settings, now: datetime
 ) -> Outcome:
     """Render and send one notification; never raises."""
+    if claimed.unsendable is not None:
+        logger.error("notification %s not sent: %s", claimed.id, claimed.unsendable)
+        return Outcome(claimed, claimed.subject, "", error=claimed.unsendable[:500])
     try:
         message = _message(claimed, settings)
     except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.crypto import Sealer, is_sealed
+from app.crypto import Sealer, Unreadable
 from app.db import WAKE_WORKER
 from app.errors import Unprocessable
 from app.incidents.timeline import Actor
@@ -18,6 +19,8 @@ from app.notifications import service as notification_service
 from app.notifications.channels import check_url_syntax
 from app.notifications.models import Notification, WebhookSubscription
 from app.pagination import page_by_id
+
+logger = logging.getLogger(__name__)
 
 
 def new_secret() -> str:
@@ -96,13 +99,28 @@ async def rotate(
 
 
 async def seal_stored_secrets(session: AsyncSession, sealer: Sealer) -> int:
-    """Encrypt the secrets stored before encryption at rest (run by `migrate`): how many."""
-    hooks = (await session.scalars(select(WebhookSubscription))).all()
-    unsealed = [hook for hook in hooks if not is_sealed(hook.secret)]
-    for hook in unsealed:
-        hook.secret = sealer.seal(hook.secret)
-    await session.flush()
-    return len(unsealed)
+    """Encrypt under the current key every secret that is not (stored in plain text before
+    encryption at rest, or under a previous SECRET_KEY); run by `migrate`. How many changed; one
+    no key can read is left alone and logged (its deliveries say so)."""
+    changed = 0
+    for hook_id, stored in (
+        await session.execute(select(WebhookSubscription.id, WebhookSubscription.secret))
+    ).all():
+        try:
+            resealed = sealer.reseal(stored)
+        except Unreadable as exc:
+            logger.error("webhook subscription %d: its secret is %s", hook_id, exc)
+            continue
+        if resealed is None:
+            continue
+        # Only if unchanged meanwhile (a rotation by a running API process wins).
+        result = await session.execute(
+            sql_update(WebhookSubscription)
+            .where(WebhookSubscription.id == hook_id, WebhookSubscription.secret == stored)
+            .values(secret=resealed)
+        )
+        changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed
 
 
 async def get(session: AsyncSession, hook_id: int) -> WebhookSubscription | None:
