@@ -5,10 +5,14 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+FUZZ_ARGS ?=
+# CI fuzzes with one seed, so that a red build is the code's doing and can be replayed; `make fuzz`
+# draws a new seed each run (printed at the end) to explore further.
+FUZZ_SEED ?= 20261128
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 E2E_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432
 
-.PHONY: run test test-postgres e2e e2e-postgres bench bench-compare lint format typecheck migrate install install-dev lock clean
+.PHONY: run test test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare lint format typecheck migrate install install-dev lock clean
 
 run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
 	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
@@ -36,6 +40,12 @@ e2e: $(VENV)/.installed-dev  ## the end-to-end run against a live server on SQLi
 
 e2e-postgres: $(VENV)/.installed-dev  ## the same on PostgreSQL (E2E_POSTGRES_URL: a server; a database is made and dropped)
 	$(BIN)/python run_e2e_tests.py --database-url $(E2E_POSTGRES_URL) --report e2e-report-postgres.json
+
+fuzz: $(VENV)/.installed-dev  ## Schemathesis on every operation, 300 cases each, against a live server on SQLite (FUZZ_ARGS: more options)
+	$(BIN)/python scripts/fuzz_api.py --max-examples 300 $(FUZZ_ARGS)
+
+fuzz-ci: $(VENV)/.installed-dev  ## the same, bounded for CI: 25 cases per operation, a 150 s budget, a fixed seed (FUZZ_SEED)
+	$(BIN)/python scripts/fuzz_api.py --max-examples 25 --max-time 150 --seed $(FUZZ_SEED) $(FUZZ_ARGS)
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from app.auth.dependencies import get_admin_user
 
 FIELDS: dict[str, str] = {
     "id": "Numeric id",
@@ -191,6 +195,98 @@ def document_fields(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+# The error shape every 4xx shares, and the answers that every operation of a kind can give: the
+# dependencies, middleware and parsers behind them are common, so they are documented here once
+# rather than on each route (a route's own `responses=` text wins where it has one).
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "properties": {
+        "detail": {
+            "title": "Detail",
+            "description": "What was wrong: a message, or (for invalid fields) a list of errors",
+        }
+    },
+    "required": ["detail"],
+}
+ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+COMMON: dict[str, str] = {
+    "400": "A body that cannot be read (not UTF-8 text)",
+    "401": "Missing, invalid or expired token",
+    "403": "Admin role required",
+    "404": "No such object",
+    "413": "Body too large",
+}
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def _requires_admin(dependant: Dependant) -> bool:
+    return any(sub.call is get_admin_user or _requires_admin(sub) for sub in dependant.dependencies)
+
+
+def _admin_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of every operation that depends on the admin role."""
+    found: set[tuple[str, str]] = set()
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and _requires_admin(route.dependant):
+            found.update((str(context.path_format), m.lower()) for m in context.methods or ())
+    return found
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    """An optional query or header parameter is absent, never null: FastAPI documents
+    `str | None` as "string or null", and a client (or a fuzzer) reading that sends `null`."""
+    spec = parameter.get("schema", {})
+    kinds = spec.get("anyOf")
+    if parameter.get("in") in ("query", "header") and isinstance(kinds, list):
+        rest = [kind for kind in kinds if kind != {"type": "null"}]
+        if len(rest) == 1 and len(rest) < len(kinds):
+            del spec["anyOf"]
+            spec.update(rest[0])
+
+
+def document_errors(schema: dict[str, Any], *, admin: set[tuple[str, str]]) -> dict[str, Any]:
+    """Add the common error answers to every operation that can give them, each with the error
+    schema; let a 422 carry either FastAPI's field errors or one message (a rule the fields
+    cannot show, such as an unknown id in the body or an invalid cursor)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = ERROR_SCHEMA
+    validation = components.get("HTTPValidationError")
+    if validation is not None:
+        fields = validation["properties"]["detail"]
+        validation["properties"]["detail"] = {
+            "title": "Detail",
+            "description": "The invalid fields, or one message naming the rule that was broken",
+            "anyOf": [{k: v for k, v in fields.items() if k != "title"}, {"type": "string"}],
+        }
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter)
+            codes: list[str] = []
+            if operation.get("security"):
+                codes.append("401")
+            if (path, method) in admin:
+                codes.append("403")
+            if any(
+                p["in"] == "path" and p["name"].endswith("_id")
+                for p in operation.get("parameters", [])
+            ):
+                codes.append("404")
+            if "requestBody" in operation:
+                codes += ["400", "413"]
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {"description": COMMON[code]})
+            for code, response in responses.items():
+                if code.startswith("4") and code != "422" and "content" not in response:
+                    response["content"] = ERROR_CONTENT
+    return schema
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -201,7 +297,8 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
                 webhooks=app.webhooks.routes,
             )
-            app.openapi_schema = document_fields(schema)
+            admin = _admin_operations(app)
+            app.openapi_schema = document_errors(document_fields(schema), admin=admin)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -2,21 +2,106 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Generic, Self, TypeVar
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, Union, get_args, get_origin
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 T = TypeVar("T")
 
 MAX_ID = 2**63 - 1
 
 
+def _numeric(annotation: Any) -> bool:
+    """A number (or an optional one), and not also something else a bool or text could be."""
+    if get_origin(annotation) is Annotated:
+        return _numeric(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(kinds) and all(_numeric(a) for a in kinds)
+    return annotation in (int, float)
+
+
+def _numbers_list(annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        return len(kinds) == 1 and _numbers_list(kinds[0])
+    return get_origin(annotation) is list and _numeric(get_args(annotation)[0])
+
+
+def _not_a_number(value: Any) -> bool:
+    return isinstance(value, bool | str)
+
+
+def _stripped_length(least: int, most: int | None) -> str:
+    """A pattern for text whose length, once stripped, is between `least` and `most`."""
+    upto = "" if most is None else str(most - 2)
+    if least >= 2:
+        return rf"^\s*\S[\s\S]{{{least - 2},{upto}}}\S\s*$"
+    core = r"\S" if most == 1 else rf"\S(?:[\s\S]{{0,{upto}}}\S)?"
+    return rf"^\s*{core}\s*$" if least == 1 else rf"^\s*(?:{core})?\s*$"
+
+
+def _document_stripping(schema: dict[str, Any]) -> None:
+    """Text is stripped before its length is checked: `"   "` is too short for a field of at
+    least one character, and spaces around 200 characters do not make them too long. The
+    lengths are documented as a pattern, counted from the first to the last character that is
+    not a space (`maxLength` would count the spaces)."""
+    for prop in schema.get("properties", {}).values():
+        for spec in (prop, *prop.get("anyOf", ())):
+            least, most = spec.get("minLength", 0), spec.get("maxLength")
+            plain = spec.get("type") == "string" and not {"pattern", "format"} & spec.keys()
+            if not plain or (not least and most is None):
+                continue
+            spec["pattern"] = _stripped_length(least, most)
+            spec.pop("maxLength", None)
+
+
 class RequestModel(BaseModel):
     """Request bodies refuse unknown fields, so a typo is a 422 and not a silent no-op."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        _document_stripping(schema)
+        return schema
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        """Pydantic turns `true` into 1 and `"5"` into 5; the schema says a JSON number, and a
+        client sending `"is_active": 0` or `"priority": true` has made a mistake worth a 422."""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            value = data.get(field.alias or name)
+            if _numeric(field.annotation) and _not_a_number(value):
+                raise ValueError(f"{name} must be a number, not {value!r:.40}")
+            if (
+                _numbers_list(field.annotation)
+                and isinstance(value, list)
+                and any(_not_a_number(item) for item in value)
+            ):
+                raise ValueError(f"{name} must be a list of numbers")
+        return data
 
 
 class PartialUpdate(RequestModel):
@@ -61,5 +146,16 @@ def to_utc(value: datetime) -> datetime:
         raise ValueError("date and time out of range") from None
 
 
-UtcDateTime = Annotated[AwareDatetime, AfterValidator(to_utc)]
+NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def iso_text(value: object) -> object:
+    """Pydantic reads a number (or a string of digits) as Unix time; the documented format is
+    ISO 8601 text, and nobody sending `at=0.5` means half a second after 1970."""
+    if isinstance(value, int | float) or (isinstance(value, str) and NUMBER.fullmatch(value)):
+        raise ValueError("give an ISO 8601 date and time with an offset, e.g. 2026-03-27T09:00Z")
+    return value
+
+
+UtcDateTime = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(to_utc)]
 """An ISO 8601 date and time with an offset, normalised to UTC."""

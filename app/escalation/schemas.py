@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, StringConstraints, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, StrictBool, StringConstraints, field_validator
 
 from app.incidents.models import Severity
-from app.incidents.schemas import EntityId, LabelKey, LabelValue
+from app.incidents.schemas import EntityId, LabelKey, LabelValue, labels_schema
 from app.schemas import PartialUpdate, RequestModel, ResponseModel
 
 PolicyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -70,7 +70,7 @@ class Conditions(RequestModel):
 
     severities: Annotated[list[Severity], Field(max_length=5)] = Field(default_factory=list)
     service_ids: Annotated[list[EntityId], Field(max_length=200)] = Field(default_factory=list)
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=32)] = Field(
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=32), labels_schema(32)] = Field(
         default_factory=dict
     )
     title_contains: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -127,7 +127,7 @@ class PolicyCreate(RequestModel):
     priority: Priority = 100
     repeat_count: RepeatCount = 0
     repeat_delay_minutes: RepeatDelay = 5
-    is_active: bool = True
+    is_active: StrictBool = True
     conditions: Conditions = Field(default_factory=Conditions)
     steps: Steps
 
@@ -142,7 +142,7 @@ class PolicyUpdate(PartialUpdate):
     priority: Priority | None = None
     repeat_count: RepeatCount | None = None
     repeat_delay_minutes: RepeatDelay | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
     conditions: Conditions | None = None
     steps: Steps | None = None
 

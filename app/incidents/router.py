@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import StringConstraints, ValidationError
 
 from app.auth.dependencies import CurrentUser
 from app.deps import ClockDep, SessionDep
-from app.errors import DomainError
+from app.errors import DomainError, Unprocessable
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.models import Severity, Status
@@ -30,6 +30,8 @@ from app.incidents.timeline import Actor
 from app.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
+# The rule the handler applies, in the schema: a key without a colon, then the value.
+LabelFilter = Annotated[str, StringConstraints(pattern=r"^[^:]{1,100}:[\s\S]{0,255}$")]
 
 Responses = dict[int | str, dict[str, Any]]
 CONFLICT: Responses = {
@@ -49,7 +51,7 @@ async def list_incidents(
         str | None, Query(pattern=r"^(me|[1-9][0-9]{0,18})$", description="A user id, or `me`")
     ] = None,
     label: Annotated[
-        list[str],
+        list[LabelFilter],
         Query(max_length=20, description="`key:value`; repeat for several (all must match)"),
     ] = [],  # noqa: B006
     created_after: UtcDateTime | None = None,
@@ -63,7 +65,7 @@ async def list_incidents(
 ) -> object:
     """List incidents, newest first by default, with filters and a keyset cursor."""
     if assignee_id not in (None, "me") and int(assignee_id) > MAX_ID:
-        raise DomainError("assignee_id is out of range")
+        raise Unprocessable("assignee_id is out of range")
     labels: dict[str, str] = {}
     for item in label:
         key, sep, value = item.partition(":")
@@ -128,7 +130,12 @@ async def read_incident(incident: ValidIncident) -> object:
 @router.put(
     "/{incident_id}",
     response_model=IncidentRead,
-    responses={**NOT_FOUND, 409: {"description": "Stale version"}},
+    responses={
+        **NOT_FOUND,
+        409: {
+            "description": "Stale version, or an open incident on the new service has its dedup key"
+        },
+    },
 )
 async def update_incident(
     body: IncidentUpdate,
@@ -138,7 +145,11 @@ async def update_incident(
     clock: ClockDep,
     if_match: Annotated[
         str | None,
-        Header(max_length=40, description='The version you read, e.g. `3` or `"3"`'),
+        Header(
+            max_length=40,
+            pattern=r'^(W/)?"?[0-9]{1,9}"?$',
+            description='The version you read, e.g. `3` or `"3"`',
+        ),
     ] = None,
 ) -> object:
     """Change title, description, severity, service, labels or custom fields."""
@@ -248,7 +259,12 @@ async def unacknowledge_incident(
     )
 
 
-@router.post("/{incident_id}/reopen", response_model=IncidentRead, responses=NOT_FOUND | CONFLICT)
+@router.post(
+    "/{incident_id}/reopen",
+    response_model=IncidentRead,
+    responses=NOT_FOUND
+    | {409: {"description": "Not resolved, or another open incident has its dedup key"}},
+)
 async def reopen_incident(
     incident: LockedIncident,
     session: SessionDep,

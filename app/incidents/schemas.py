@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -19,9 +20,6 @@ from app.users.schemas import UserRead
 
 MAX_LABELS = 64
 MAX_CUSTOM_FIELDS_BYTES = 16 * 1024
-LabelKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:/\-]+$")
-]
 LabelValue = Annotated[str, StringConstraints(max_length=255)]
 
 
@@ -38,7 +36,26 @@ def _small_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Labels = Annotated[dict[LabelKey, LabelValue], AfterValidator(_few_labels)]
+LABEL_KEY = r"^[A-Za-z0-9_.:/\-]+$"
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=LABEL_KEY)]
+
+
+# Pydantic documents a dict's key pattern as `patternProperties`, which leaves any other key (with
+# any value) valid in the schema; `propertyNames` says what the validation does.
+def labels_schema(most: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"minLength": 1, "maxLength": 100, "pattern": LABEL_KEY},
+            "additionalProperties": {"type": "string", "maxLength": 255},
+            "maxProperties": most,
+        }
+    )
+
+
+Labels = Annotated[
+    dict[LabelKey, LabelValue], AfterValidator(_few_labels), labels_schema(MAX_LABELS)
+]
 CustomFields = Annotated[dict[str, Any], AfterValidator(_small_json)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Description = Annotated[str, StringConstraints(max_length=20_000)]

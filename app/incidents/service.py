@@ -107,6 +107,31 @@ async def create(
     return await _reload(session, incident), True
 
 
+async def _dedup_key_free(
+    session: AsyncSession, incident: Incident, *, service_id: int | None
+) -> None:
+    """Refuse (409) what would make `incident` a second open incident with its dedup key on
+    `service_id`: the database allows one, and alerts are folded into it."""
+    if incident.dedup_key is None or service_id is None:
+        return
+    await lock_named(session, dedup_lock(service_id, incident.dedup_key))
+    other = await session.scalar(
+        select(Incident.id)
+        .where(
+            Incident.dedup_key == incident.dedup_key,
+            Incident.service_id == service_id,
+            Incident.status != Status.resolved.value,
+            Incident.id != incident.id,
+        )
+        .limit(1)
+    )
+    if other is not None:
+        raise Conflict(
+            f"Incident {other} is open with the same dedup_key on service {service_id}; "
+            "resolve it first"
+        )
+
+
 def dedup_lock(service_id: int | None, dedup_key: str) -> str:
     """The lock name that serialises writers of one (service, dedup key): API and alerts alike."""
     return f"incidents:dedup:{service_id}:{dedup_key}"
@@ -201,6 +226,8 @@ async def update(
         session, new_service
     ):
         raise Unprocessable(f"Service {new_service} does not exist")
+    if new_service not in (None, incident.service_id) and incident.status != Status.resolved.value:
+        await _dedup_key_free(session, incident, service_id=new_service)
     diff: dict[str, dict[str, Any]] = {}
     for name in UPDATABLE:
         if name not in changes:
@@ -322,6 +349,7 @@ async def reopen(
 ) -> Incident:
     if incident.status != Status.resolved.value:
         raise IllegalTransition(incident, "reopen")
+    await _dedup_key_free(session, incident, service_id=incident.service_id)
     incident.status = Status.triggered.value
     incident.resolved_at = None
     incident.resolved_by = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from app.incidents.models import Severity
 from app.schemas import PartialUpdate, RequestModel, ResponseModel
@@ -40,7 +40,7 @@ class PreferenceRead(ResponseModel):
 
 
 class PreferenceUpdate(RequestModel):
-    enabled: bool
+    enabled: StrictBool
     address: str | None = Field(
         default=None,
         max_length=2048,
@@ -86,7 +86,7 @@ class WebhookCreate(RequestModel):
     description: str = Field(default="", max_length=2000)
     url: str = Field(min_length=1, max_length=2048)
     events: list[EventName] = Field(min_length=1, max_length=7)
-    enabled: bool = True
+    enabled: StrictBool = True
 
     model_config = {
         "json_schema_extra": {
@@ -103,7 +103,7 @@ class WebhookUpdate(PartialUpdate):
     description: str | None = Field(default=None, max_length=2000)
     url: str | None = Field(default=None, min_length=1, max_length=2048)
     events: list[EventName] | None = Field(default=None, min_length=1, max_length=7)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class WebhookRead(ResponseModel):

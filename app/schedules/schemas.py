@@ -5,7 +5,7 @@ from functools import cache
 from typing import Annotated, Literal, Self
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
 from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.users.schemas import UserRead
@@ -71,6 +71,20 @@ class Restriction(RequestModel):
         return self
 
 
+# A wall-clock time has no offset, so it is not an RFC 3339 `date-time`: documented as text of
+# that shape (years 1970–2199) instead, in requests and answers alike.
+LOCAL_TIME_SCHEMA = {
+    "type": "string",
+    "pattern": r"^(19[7-9]\d|2[01]\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$",
+    "examples": ["2026-03-27T09:00:00"],
+}
+LocalDateTime = Annotated[
+    datetime, AfterValidator(_naive), WithJsonSchema(LOCAL_TIME_SCHEMA, mode="validation")
+]
+LocalDateTimeRead = Annotated[datetime, WithJsonSchema(LOCAL_TIME_SCHEMA, mode="serialization")]
+
+
 class Layer(RequestModel):
     name: Name = "Layer"
     user_ids: list[UserId] = Field(
@@ -78,7 +92,7 @@ class Layer(RequestModel):
     )
     rotation_length: int = Field(ge=1, le=1000, description="How many units each turn lasts")
     rotation_unit: Literal["hours", "days", "weeks"]
-    start: Annotated[datetime, AfterValidator(_naive)] = Field(
+    start: LocalDateTime = Field(
         description="Local wall-clock time of the first handoff, in the schedule's zone"
     )
     restrictions: list[Restriction] = Field(
@@ -118,7 +132,7 @@ class LayerRead(ResponseModel):
     user_ids: list[int]
     rotation_length: int
     rotation_unit: str
-    start: datetime
+    start: LocalDateTimeRead
     restrictions: list[dict[str, object]]
 
 

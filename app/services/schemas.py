@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictBool, StringConstraints
 
 from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel
 
@@ -24,7 +24,7 @@ class ServiceRead(ResponseModel):
 class ServiceCreate(RequestModel):
     name: ServiceName
     description: Description = ""
-    is_active: bool = True
+    is_active: StrictBool = True
     escalation_policy_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
         default=None,
         description="Default policy for its incidents when no policy's conditions match",
@@ -44,7 +44,7 @@ class ServiceUpdate(PartialUpdate):
 
     name: ServiceName | None = None
     description: Description | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
     escalation_policy_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
 
     model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}

@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, StrictBool, StringConstraints
 
 from app.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.users.models import Role
@@ -72,7 +72,7 @@ class UserCreate(RequestModel):
     password: Password
     full_name: FullName
     role: Role = Role.user
-    is_active: bool = True
+    is_active: StrictBool = True
     phone: Phone = None
     timezone: TimeZone | None = None
 
@@ -118,7 +118,7 @@ class UserUpdate(ProfileUpdate):
 
     password: Password | None = None
     role: Role | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
     model_config = {"json_schema_extra": {"examples": [{"role": "admin", "is_active": True}]}}
 
