@@ -99,6 +99,14 @@ class Server:
             # No worker: the fuzzer's made-up webhook URLs and addresses are never contacted.
             "WORKER_IN_PROCESS": "false",
             "PUBLIC_BASE_URL": self.base_url,
+            # Abuse limits off: from one address they would soon answer 429 to every login,
+            # recovery and alert case, leaving those operations' input unexplored (the limits
+            # have tests of their own, tests/test_ratelimit.py).
+            "RATE_LIMIT_LOGIN_PER_IP_PER_MINUTE": "0",
+            "LOGIN_LOCKOUT_FAILURES": "0",
+            "RATE_LIMIT_RECOVERY_PER_ACCOUNT_PER_HOUR": "0",
+            "RATE_LIMIT_RECOVERY_PER_IP_PER_HOUR": "0",
+            "RATE_LIMIT_INGEST_PER_SECOND": "0",
         }
         self.process = ServerProcess(env=env, port=port, cwd=self.tmp)
 
