@@ -59,9 +59,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             batch=settings.worker_batch_size,
             settings=settings,
         )
-        # Ingestion's own connections, not pinged before use (see app.alerts.batch).
+        # Ingestion's own connections, not pinged before use (see app.alerts.batch): two per
+        # batch in flight, its transaction's and its rate-limit statement's, all kept open (a
+        # pool that had to open the second for each batch spent more on connecting than on
+        # the alerts: 1,000 alerts a second instead of 2,000).
         ingest_engine = create_engine(
-            settings, pool_size=batch.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
+            settings, pool_size=2 * batch.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
         )
         app.state.alert_batcher = Batcher(
             create_sessionmaker(ingest_engine),

@@ -80,10 +80,11 @@ def _refused_by_rule(response: Any) -> bool:
 def _pagerduty_refusal(case: Any, response: Any) -> bool:
     """PagerDuty's format carries the integration key in the body, and the schema's example key
     (or any made-up one) is not a key of this server: a 400 saying so is right. Its schema (in
-    app/alerts/router.py) also leaves out rules the handler applies (`payload` with `summary`,
-    `source` and `severity` is required to trigger; `event_action` and `severity` are enums),
-    so PagerDuty's own 400 ("invalid event") is let through on this operation until that
-    schema states them; a 5xx or an undocumented answer there still fails the run."""
+    app/alerts/router.py) states PagerDuty's rules (a trigger's payload, acknowledge and resolve
+    needing a dedup_key, the enums), but not all: `payload.timestamp` must parse as ISO 8601,
+    which JSON Schema's `date-time` would put more narrowly than the handler. So PagerDuty's own
+    400 ("invalid event") is let through on this operation; a 5xx or an undocumented answer
+    there still fails the run."""
     if case.operation.path != "/v2/enqueue" or response.status_code != 400:
         return False
     try:

@@ -308,3 +308,14 @@ async def test_a_purge_skips_buckets_being_taken_from(harness, postgres_only):
             await purger.commit()
         await holder.commit()
     assert "busy" in await buckets(harness)
+
+
+async def test_pagerduty_senders_get_pagerdutys_throttle_answer(client, admin_client, harness):
+    key, _ = await make_integration(admin_client, "pagerduty")
+    payload = {"summary": "disk full", "source": "db-1", "severity": "critical"}
+    event = {"routing_key": key, "event_action": "trigger", "payload": payload}
+    answers = [await client.post("/v2/enqueue", json=event) for _ in range(5)]
+    assert [a.status_code for a in answers] == [202] * 4 + [429]
+    throttled = answers[4]
+    assert throttled.json()["status"] == "throttle event"
+    assert int(throttled.headers["retry-after"]) >= 1

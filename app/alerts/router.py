@@ -20,6 +20,7 @@ from app.alerts.ingest import Alert, Result
 from app.alerts.sources import alertmanager, elastic, generic, pagerduty
 from app.body_guard import check_json
 from app.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
+from app.ratelimit import TooManyRequests
 
 router = APIRouter(tags=["alerts"])
 v2 = APIRouter(prefix="/v2", tags=["alerts"])
@@ -252,6 +253,40 @@ PAGERDUTY_ANSWER = {
 }
 
 
+_TEXT = {"type": "string", "pattern": r"\S"}  # not blank
+# What `app.alerts.sources.pagerduty.parse` accepts, as JSON Schema: a trigger needs a payload
+# (summary, source, severity); acknowledge and resolve need a dedup_key; other actions ignore the
+# payload, so its rules live in the trigger's branch only.
+PAGERDUTY_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["routing_key", "event_action"],
+    "properties": {
+        "routing_key": _TEXT,
+        "event_action": {"type": "string", "enum": list(pagerduty.ACTIONS)},
+        "dedup_key": {"type": ["string", "null"], "maxLength": pagerduty.MAX_DEDUP_KEY},
+        "payload": {},
+        "links": {"type": "array"},
+        "images": {"type": "array"},
+    },
+    "allOf": [
+        {"if": {"properties": {"event_action": {"const": "trigger"}}},
+         "then": {"required": ["payload"], "properties": {"payload": {
+             "type": "object", "required": ["summary", "source", "severity"],
+             "properties": {
+                 "summary": _TEXT | {"maxLength": pagerduty.MAX_SUMMARY},
+                 "source": _TEXT,
+                 "severity": {"type": "string", "enum": list(pagerduty.SEVERITY)},
+                 "timestamp": {"type": "string", "description": "ISO 8601"},
+                 "component": {"type": "string"}, "group": {"type": "string"},
+                 "class": {"type": "string"},
+             },
+         }}}},
+        {"if": {"properties": {"event_action": {"enum": ["acknowledge", "resolve"]}}},
+         "then": {"required": ["dedup_key"], "properties": {"dedup_key": _TEXT}}},
+    ],
+}  # fmt: skip
+
+
 def pagerduty_invalid(message: str, errors: list[str], code: int = 400) -> JSONResponse:
     return JSONResponse(
         {"status": "invalid event", "message": message, "errors": errors}, status_code=code
@@ -266,11 +301,12 @@ def pagerduty_invalid(message: str, errors: list[str], code: int = 400) -> JSONR
         400: {"description": "Invalid event (PagerDuty's answer: status, message, errors)",
               "content": {"application/json": {"schema": PAGERDUTY_ANSWER}}},
         413: {"description": "Body over 64 KiB"},
+        429: {"description": "Over the routing key's rate limit (PagerDuty's `throttle event`): "
+                             "wait the `Retry-After` seconds",
+              "content": {"application/json": {"schema": PAGERDUTY_ANSWER}}},
     },
     openapi_extra=_body_schema(
-        {"type": "object", "required": ["routing_key", "event_action"],
-         "properties": {"routing_key": {"type": "string"}, "event_action": {"type": "string"},
-                        "dedup_key": {"type": "string"}, "payload": {"type": "object"}}},
+        PAGERDUTY_EVENT,
         {"routing_key": "your-integration-key", "event_action": "trigger",
          "payload": {"summary": "Disk almost full on db-1", "source": "db-1",
                      "severity": "critical"}},
@@ -296,6 +332,11 @@ async def pagerduty_enqueue(
         await _batcher(request).submit(routing_key, "pagerduty", lambda: [alert])
     except (Unauthorized, Forbidden):
         return pagerduty_invalid("Event object is invalid", ["Invalid routing key"])
+    except TooManyRequests as exc:
+        return JSONResponse(
+            {"status": "throttle event", "message": str(exc.detail), "errors": []},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS, headers=exc.headers,
+        )  # fmt: skip
     return JSONResponse(
         {"status": "success", "message": "Event processed", "dedup_key": alert.dedup_key},
         status_code=status.HTTP_202_ACCEPTED,
