@@ -892,6 +892,10 @@ class Walk:
             timing = response.headers.get("server-timing", "")
             expect("app;dur=" in timing, f"Server-Timing header is {timing!r}")
             self.texts["version"] = answer["version"]
+        with self.check("GET /health/ready: schema current, worker ticking (or elsewhere)", HEALTH):
+            answer = body(self.api.request("GET", "/health/ready", expect=200))
+            expect_fields(answer, {"status": "ok", "database": "ok", "migrations": "ok"}, "ready")
+            expect(answer.get("worker") in ("ok", "off"), f"worker is {answer.get('worker')!r}")
         with self.check("GET /: name, version and documentation links", HEALTH):
             links = {"docs": "/docs", "redoc": "/redoc", "openapi": "/v1/openapi.json"}
             expected: dict[str, Any] = {

@@ -139,6 +139,12 @@ OVERRIDES: dict[tuple[str, str], str] = {
         "status",
     ): "`scheduled`, `executed`, `cancelled`, `failed` or `skipped`",
     ("Health", "status"): "`ok`, or `error` when the database cannot be reached",
+    ("Readiness", "status"): "`ok` when every check below is `ok` (or the worker `off`)",
+    ("Readiness", "migrations"): "`ok`: the schema is this code's newest migration; `behind`: "
+    "run `incident-management migrate`; `unknown`: a revision this code does not know, or the "
+    "database cannot be asked",
+    ("Readiness", "worker"): "`ok`: the in-process worker finished a pass in the last 30 s; "
+    "`stalled`: it has not; `off`: it runs elsewhere (`incident-management worker`)",
     ("Root", "name"): "Name of the service",
     ("Root", "version"): "Version of the running service",
     ("Health", "version"): "Version of the running service",

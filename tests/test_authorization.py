@@ -22,6 +22,7 @@ FEED_TOKEN = "feed token"
 RULES: dict[tuple[str, str], str] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/health"): PUBLIC,
+    ("GET", "/health/ready"): PUBLIC,
     ("POST", "/v1/auth/signup"): PUBLIC,
     ("POST", "/v1/auth/login/access-token"): PUBLIC,
     ("POST", "/v1/auth/login/test-token"): SIGNED_IN,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from app import __version__
@@ -26,6 +28,84 @@ async def test_health_is_503_when_the_database_is_down():
     assert response.json() == {"status": "error", "database": "error", "version": __version__}
 
 
+async def test_ready_when_the_schema_is_current_and_no_worker_runs_here(client):
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok", "database": "ok", "migrations": "ok", "worker": "off",
+        "version": __version__,
+    }  # fmt: skip
+
+
+async def test_not_ready_while_migrations_are_behind_then_ready(fresh_database_url):
+    from app.db import create_engine
+    from app.migrations import upgrade_connection
+
+    engine = create_engine(make_settings(fresh_database_url))
+    async with engine.begin() as connection:
+        await upgrade_connection(connection, "e13749274df0")  # one migration behind, or more
+    app = create_app(make_settings(fresh_database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            behind = await client.get("/health/ready")
+            assert (await client.get("/health")).status_code == 200  # alive all the same
+            async with engine.begin() as connection:
+                await upgrade_connection(connection)
+            current = await client.get("/health/ready")
+    await engine.dispose()
+    assert behind.status_code == 503 and behind.headers["retry-after"]
+    assert (behind.json()["migrations"], behind.json()["status"]) == ("behind", "error")
+    assert (current.status_code, current.json()["migrations"]) == (200, "ok")
+
+
+async def test_a_schema_this_code_does_not_know_is_not_ready(client, harness):
+    from sqlalchemy import text
+
+    async with harness.app.state.engine.begin() as connection:
+        head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        await connection.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+    try:
+        answer = await client.get("/health/ready")
+    finally:
+        async with harness.app.state.engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head}
+            )
+    assert (answer.status_code, answer.json()["migrations"]) == (503, "unknown")
+
+
+async def test_not_ready_once_the_in_process_worker_has_not_ticked_for_30_s(database_url):
+    from app.clock import FrozenClock
+
+    clock = FrozenClock()
+    app = create_app(make_settings(database_url, worker_in_process=True), clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for _ in range(100):  # its first pass, in the background
+                if app.state.worker.last_tick_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            ticking = await client.get("/health/ready")
+            app.state.worker.stop()  # stuck, as far as readiness can tell
+            await app.state.worker_task
+            clock.advance(seconds=31)
+            stalled = await client.get("/health/ready")
+    assert (ticking.status_code, ticking.json()["worker"]) == (200, "ok")
+    assert (stalled.status_code, stalled.json()["worker"]) == (503, "stalled")
+
+
+async def test_readiness_is_503_when_the_database_is_down():
+    app = create_app(make_settings("postgresql://postgres@127.0.0.1:1/none"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/health/ready")
+    assert response.status_code == 503
+    assert (response.json()["database"], response.json()["migrations"]) == ("error", "unknown")
+
+
 async def test_root_names_the_service_and_its_docs(client):
     body = (await client.get("/")).json()
     assert body["name"] == "Incident Management System"
@@ -40,6 +120,7 @@ async def test_docs_and_openapi_list_every_endpoint(client):
     assert operations == {
         ("GET", "/"),
         ("GET", "/health"),
+        ("GET", "/health/ready"),
         ("POST", "/v1/auth/signup"),
         ("POST", "/v1/auth/login/access-token"),
         ("POST", "/v1/auth/login/test-token"),
