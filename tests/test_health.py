@@ -17,15 +17,18 @@ async def test_health_checks_the_database(client):
     assert response.json() == {"status": "ok", "database": "ok", "version": __version__}
 
 
-async def test_health_is_503_when_the_database_is_down():
+async def test_health_and_readiness_are_503_when_the_database_is_down():
     # Nothing listens on port 1: the database is unreachable, the process itself is alive.
     app = create_app(make_settings("postgresql://postgres@127.0.0.1:1/none"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             response = await client.get("/health")
+            ready = await client.get("/health/ready")
     assert response.status_code == 503
     assert response.json() == {"status": "error", "database": "error", "version": __version__}
+    assert ready.status_code == 503
+    assert (ready.json()["database"], ready.json()["migrations"]) == ("error", "unknown")
 
 
 async def test_ready_when_the_schema_is_current_and_no_worker_runs_here(client):
@@ -94,16 +97,6 @@ async def test_not_ready_once_the_in_process_worker_has_not_ticked_for_30_s(data
             stalled = await client.get("/health/ready")
     assert (ticking.status_code, ticking.json()["worker"]) == (200, "ok")
     assert (stalled.status_code, stalled.json()["worker"]) == (503, "stalled")
-
-
-async def test_readiness_is_503_when_the_database_is_down():
-    app = create_app(make_settings("postgresql://postgres@127.0.0.1:1/none"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            response = await client.get("/health/ready")
-    assert response.status_code == 503
-    assert (response.json()["database"], response.json()["migrations"]) == ("error", "unknown")
 
 
 async def test_root_names_the_service_and_its_docs(client):
