@@ -408,6 +408,14 @@ class Api:
 # ---- local peers: SMTP server, webhook receiver --------------------------------------------------
 
 
+def stop_smtp(controller: Any) -> None:
+    """Stop an aiosmtpd controller, waiting at most 5 s (its own stop joins without a limit)."""
+    if controller is not None:
+        stopper = threading.Thread(target=controller.stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout=5)
+
+
 class Inbox:
     """A real SMTP server on loopback (aiosmtpd) that keeps every mail it receives."""
 
@@ -432,12 +440,8 @@ class Inbox:
         self._controller.start()
 
     def stop(self) -> None:
-        """Stop the server, waiting at most 5 s (aiosmtpd's own stop joins without a limit)."""
         controller, self._controller = self._controller, None
-        if controller is not None:
-            stopper = threading.Thread(target=controller.stop, daemon=True)
-            stopper.start()
-            stopper.join(timeout=5)
+        stop_smtp(controller)
 
     def find(self, predicate: Callable[[EmailMessage, list[str]], bool]) -> EmailMessage | None:
         with self._lock:
@@ -2501,13 +2505,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
+def terminate_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through every cleanup
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate_on_signal)
     runner = Runner(verbose=args.verbose)
     started = time.monotonic()
     coverage: Coverage | None = None

@@ -55,6 +55,7 @@ from run_e2e_tests import (  # noqa: E402 - after the path is set
     PostgresDatabase,
     ServerProcess,
     free_port,
+    terminate_on_signal,
 )
 
 ADMIN_EMAIL = "fuzz-admin@example.com"
@@ -408,13 +409,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every cleanup
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate_on_signal)
     started = time.monotonic()
     reports = Path(args.report_dir).resolve()
     shutil.rmtree(reports, ignore_errors=True)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
+from run_e2e_tests import stop_smtp
 from tests.conftest import TEST_SECRET
 
 BIN = Path(sys.executable).parent
@@ -330,12 +331,8 @@ class Inbox:
         self._controller.start()
 
     def stop(self) -> None:
-        """Stop the server, waiting at most 5 s (aiosmtpd's own stop joins without a limit)."""
         controller, self._controller = self._controller, None
-        if controller is not None:
-            stopper = threading.Thread(target=controller.stop, daemon=True)
-            stopper.start()
-            stopper.join(timeout=5)
+        stop_smtp(controller)
 
 
 class Receiver:
