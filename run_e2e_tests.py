@@ -881,6 +881,7 @@ class Walk:
             self.delivery_log,
             self.webhooks,
             self.snooze_expiry,
+            self.metrics,
             self.deletions,
             self.no_secret_in_logs,
         )
@@ -2170,6 +2171,31 @@ class Walk:
             expect_eq(gone["id"], wid(), "deleted webhook")
             expect("secret" not in gone, "the deleted webhook shows its secret")
             self.api.get(f"/v1/webhooks/{wid()}", token=ada.bearer, expect=404)
+
+    def metrics(self) -> None:
+        with self.check("GET /metrics: the run's requests, incidents, steps and pages", HEALTH):
+            response = self.api.request("GET", "/metrics", expect=200)
+            expect(response.headers.get("content-type", "").startswith("text/plain"),
+                   f"content type {response.headers.get('content-type')!r}")  # fmt: skip
+            expect(response.headers.get("x-request-id"), "no X-Request-ID on the answer")
+            totals: dict[str, float] = {}
+            for line in response.text.splitlines():
+                if line and not line.startswith("#"):
+                    series, _, value = line.rpartition(" ")
+                    name = series.partition("{")[0]
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                    totals[series] = float(value)
+            for name in ("ims_incidents_total", "ims_alerts_received_total",
+                         "ims_escalation_steps_total", "ims_notifications_total",
+                         "ims_escalation_step_lateness_seconds_count",
+                         "ims_notification_delivery_seconds_count"):  # fmt: skip
+                expect(totals.get(name, 0) > 0, f"{name} did not move")
+            ack = (
+                'ims_http_requests_total{method="POST",'
+                'route="/v1/incidents/{incident_id}/acknowledge",status="200"}'
+            )
+            expect(totals.get(ack, 0) > 0, "no acknowledgement counted by its route template")
+            expect('ims_worker_queue_depth{queue="escalation"}' in totals, "no queue depth")
 
     def no_secret_in_logs(self) -> None:
         with self.check("the server's log holds none of the run's secrets", LOGS):

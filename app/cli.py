@@ -50,26 +50,41 @@ def serve(
 
 
 @cli.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this process's metrics (Prometheus text) on this port"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for --metrics-port (no authentication: keep it private)")
+    ] = "127.0.0.1",
+) -> None:
     """Run the background worker alone (scaled deployments: give the API WORKER_IN_PROCESS=false).
 
-    SIGTERM or Ctrl-C finish the batch in hand, then exit.
+    SIGTERM or Ctrl-C finish the batch in hand, then exit. Its escalation and delivery counts are
+    its own: scrape them with --metrics-port (the API's /metrics has the queue depths).
     """
     from app.logging import configure_logging
 
     settings = settings_or_exit()
     configure_logging(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     asyncio.run(_run_worker(settings))
 
 
 async def _run_worker(settings: Settings) -> None:
     import signal
 
+    from app import metrics
     from app.clock import SystemClock
     from app.db import create_engine, create_sessionmaker
     from app.worker.runner import Worker
 
     engine = create_engine(settings)
+    metrics.instrument_pool(engine, "worker")
     runner = Worker(
         create_sessionmaker(engine),
         SystemClock(),

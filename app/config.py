@@ -21,6 +21,17 @@ class Environment(StrEnum):
     production = "production"
 
 
+class MetricsAccess(StrEnum):
+    open = "open"
+    token = "token"  # noqa: S105 - the name of a mode, not a secret
+    off = "off"
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    text = "text"
+
+
 class SmtpSecurity(StrEnum):
     none = "none"
     starttls = "starttls"
@@ -46,6 +57,14 @@ class Settings(BaseSettings):
     project_name: str = "Incident Management System"
     environment: Environment = Environment.development
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # One JSON object a line, or readable text. Unset: JSON in production, text otherwise.
+    log_format: LogFormat | None = None
+    # A line per request (`app.access`: method, route, status, duration, user, request id).
+    access_log: bool = True
+
+    # Who may read /metrics: `open`, `token` (Authorization: Bearer METRICS_TOKEN) or `off`.
+    metrics_access: MetricsAccess = MetricsAccess.open
+    metrics_token: str | None = None
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = Field(default=10, ge=1, le=200)
@@ -117,7 +136,13 @@ class Settings(BaseSettings):
     # Host headers the service answers to (comma-separated; `*.example.com` allowed). `*`: any.
     trusted_hosts: str = "*"
 
-    @field_validator("signup_enabled", "outbound_allow_private_networks", mode="before")
+    @field_validator(
+        "signup_enabled",
+        "outbound_allow_private_networks",
+        "log_format",
+        "metrics_token",
+        mode="before",
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -152,6 +177,18 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _metrics_token_when_needed(self) -> Settings:
+        if self.metrics_access == MetricsAccess.token and len(self.metrics_token or "") < 16:
+            raise ValueError("METRICS_ACCESS=token needs a METRICS_TOKEN of at least 16 characters")
+        return self
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format is not None:
+            return self.log_format == LogFormat.json
+        return self.environment == Environment.production
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -1,15 +1,71 @@
-"""Log set-up. Structured JSON logs in production arrive with the operations issue."""
+"""Log set-up: one JSON object a line in production, readable text in development.
+
+Every line says which request it belongs to. A request's id (its `X-Request-ID`, or one made for
+it; see `app.observe`) is kept in a context variable for as long as the request is handled, and
+is stored with what the request writes: timeline entries, escalation steps, notifications. The
+worker, acting later on those rows, logs with the id of the request that caused the work, so one
+`request_id` finds the API's line, the timeline entries and the worker's lines of an incident.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 from app.config import Settings
 
 # Integration keys may come in the query string (`?key=…`, for senders that cannot set a header);
 # the access log prints request lines, so they are masked there.
 SECRET_IN_QUERY = re.compile(r"([?&](?:key|token|routing_key)=)[^&\s\"]+", re.IGNORECASE)
+
+
+@dataclass
+class RequestInfo:
+    """What the log lines of one request share; the auth dependency fills in the user."""
+
+    id: str
+    user_id: int | None = None
+    route: str | None = None
+
+
+REQUEST: ContextVar[RequestInfo | None] = ContextVar("request", default=None)
+
+
+def current_request_id() -> str | None:
+    info = REQUEST.get()
+    return info.id if info is not None else None
+
+
+@contextmanager
+def acting_for(request_id: str | None) -> Iterator[None]:
+    """Log (and write rows) on behalf of the request `request_id`, e.g. an alert's request while
+    a batch ingests it, or the request that scheduled the step the worker fires."""
+    token = REQUEST.set(RequestInfo(request_id) if request_id else None)
+    try:
+        yield
+    finally:
+        REQUEST.reset(token)
+
+
+class RequestContext(logging.Filter):
+    """Adds the current request's id and user to every record (unless the call gave its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        info = REQUEST.get()
+        if info is not None:
+            if getattr(record, "request_id", None) is None:
+                record.request_id = info.id
+            if getattr(record, "user_id", None) is None and info.user_id is not None:
+                record.user_id = info.user_id
+        return True
 
 
 class RedactQuerySecrets(logging.Filter):
@@ -24,6 +80,47 @@ class RedactQuerySecrets(logging.Filter):
         return True
 
 
+# Record attributes every LogRecord has: anything else was given with `extra=`.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class Json(JsonFormatter):
+    """`{"time": …, "level": …, "logger": …, "message": …, "request_id": …, …extras}`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+            reserved_attrs=sorted(_STANDARD),
+        )
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in log_data.items() if value is not None}
+
+
+class Text(logging.Formatter):
+    """`time LEVEL logger: message [key=value …]`, the extras sorted."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = sorted(
+            (k, v) for k, v in vars(record).items() if k not in _STANDARD and v is not None
+        )
+        if not extras:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below
+        fields = " ".join(f"{k}={v}" for k, v in extras)
+        return f"{head} [{fields}]{newline}{rest}"
+
+
 def redact_access_log() -> None:
     """Mask keys in the access log of uvicorn (and of gunicorn with uvicorn workers). Idempotent."""
     for name in ("uvicorn.access", "gunicorn.access"):
@@ -32,9 +129,35 @@ def redact_access_log() -> None:
             logger.addFilter(RedactQuerySecrets())
 
 
+# The servers' own loggers: their lines go through the same handler (and format) as ours.
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "gunicorn.error")
+# The app writes its own access line (`app.access`: route, status, duration, user, request id).
+SERVER_ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access")
+
+
+def handler(settings: Settings) -> logging.Handler:
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(Json() if settings.json_logs else Text())
+    out.addFilter(RequestContext())
+    out.addFilter(RedactQuerySecrets())
+    out._ims = True  # type: ignore[attr-defined]  # ours: replaced, never doubled, on a re-run
+    return out
+
+
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Send every log line (ours, uvicorn's, gunicorn's) through one handler in the chosen format.
+    Idempotent: it replaces the handler it added before and leaves others (pytest's) alone."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_ims", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler(settings))
+    root.setLevel(settings.log_level)
     logging.getLogger("app").setLevel(settings.log_level)
+    for name in SERVER_LOGGERS:
+        server = logging.getLogger(name)
+        server.handlers.clear()
+        server.propagate = True
+    for name in SERVER_ACCESS_LOGGERS:
+        access = logging.getLogger(name)
+        access.handlers.clear()
+        access.propagate = False

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from app import __version__, openapi, ratelimit
+from app import __version__, metrics, openapi, ratelimit
 from app.alerts import batch
 from app.alerts.batch import Batcher
 from app.alerts.router import v2 as alerts_v2_router
@@ -28,6 +28,7 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.logging import configure_logging, redact_access_log
 from app.notifications.router import document_webhooks
+from app.observe import RequestObserver, RouteRecorder
 from app.routing import SlashAliasMiddleware
 from app.security_headers import SecurityHeaders
 from app.timing import ServerTimingMiddleware
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         redact_access_log()
         tune_garbage_collector()
         engine = create_engine(settings)
+        metrics.instrument_pool(engine, "api")
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.worker = Worker(
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ingest_engine = create_engine(
             settings, pool_size=2 * batch.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
         )
+        metrics.instrument_pool(ingest_engine, "ingest")
         app.state.alert_batcher = Batcher(
             create_sessionmaker(ingest_engine),
             clock,
@@ -104,10 +107,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     app.include_router(alerts_v2_router)  # PagerDuty's path: /v2/enqueue (matched first: busiest)
     app.include_router(health_router)
+    app.include_router(metrics.router)
     app.include_router(api_router)
     document_webhooks(app)
     openapi.install(app)
-    # Added innermost first: security headers wrap everything, even a refused Host or preflight.
+    # Added innermost first: security headers wrap everything, even a refused Host or preflight,
+    # and every answer has a request id, an access line and its metrics.
+    app.add_middleware(RouteRecorder)
     app.add_middleware(SlashAliasMiddleware, router=app.router)
     app.add_middleware(InputGuard)
     app.add_middleware(ServerTimingMiddleware)
@@ -123,6 +129,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     if settings.allowed_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders, https=settings.public_base_url.startswith("https://"))
+    app.add_middleware(RequestObserver, access_log=settings.access_log)
     return app
 
 

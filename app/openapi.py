@@ -151,6 +151,9 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("Target", "type"): "`user`, or `schedule` (whoever is on call when the step fires)",
     ("Target", "id"): "The user's (or schedule's) id",
     ("TimelineEntryRead", "type"): "What happened: created, updated, acknowledged, escalated, …",
+    ("TimelineEntryRead", "request_id"): "The `X-Request-ID` of the API request that caused this "
+    "entry (for the worker's entries, the request that started the escalation run); null for "
+    "entries older than request ids",
     ("Actor", "type"): "`user`, `integration` or `system`",
     ("Actor", "id"): "The user's id, or null for the system",
     ("Actor", "name"): "Name shown for the actor",

@@ -23,6 +23,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/health"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,  # METRICS_ACCESS=open, the default (token: test_metrics.py)
     ("POST", "/v1/auth/signup"): PUBLIC,
     ("POST", "/v1/auth/login/access-token"): PUBLIC,
     ("POST", "/v1/auth/login/test-token"): SIGNED_IN,

@@ -114,6 +114,7 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("GET", "/"),
         ("GET", "/health"),
         ("GET", "/health/ready"),
+        ("GET", "/metrics"),
         ("POST", "/v1/auth/signup"),
         ("POST", "/v1/auth/login/access-token"),
         ("POST", "/v1/auth/login/test-token"),

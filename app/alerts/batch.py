@@ -34,13 +34,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import ratelimit
+from app import metrics, ratelimit
 from app.alerts.ingest import Alert, Result, ingest_many
 from app.clock import Clock
 from app.db import WAKE_WORKER, is_unavailable
 from app.errors import DomainError, Forbidden, Unauthorized
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
+from app.logging import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,14 @@ class Job:
     answer: asyncio.Future[list[Result]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # Made in the request's context: the id its alerts' rows and log lines carry.
+    request_id: str | None = field(default_factory=current_request_id)
+    counted: bool = False
 
     def settle(self, outcome: list[Result] | BaseException) -> None:
+        if not self.counted:
+            self.counted = True
+            _count(self.kind, outcome)
         if self.answer.done():  # the request went away; its alerts are stored all the same
             return
         if isinstance(outcome, BaseException):
@@ -227,6 +234,8 @@ class Batcher:
             except DomainError as exc:
                 outcomes.append(exc)
                 continue
+            for alert in alerts:
+                alert.request_id = job.request_id
             mine: list[Result] = []
             outcomes.append(mine)
             items += [(integration, alert) for alert in alerts]
@@ -236,6 +245,28 @@ class Batcher:
             for owner, result in zip(owners, results, strict=True):
                 owner.append(result)
         return outcomes
+
+
+# What each ingestion outcome is called in the metrics.
+OUTCOMES = {
+    "incident_created": "new",
+    "incident_updated": "deduplicated",
+    "incident_acknowledged": "acknowledged",
+    "incident_resolved": "resolved",
+    "incident_reopened": "reopened",
+    "no_changes": "unchanged",
+}
+
+
+def _count(kind: str, outcome: list[Result] | BaseException) -> None:
+    """`ims_alerts_received`: each stored alert by its outcome; a request refused (bad key, body,
+    or over the limit) as one `rejected`, one that could not be stored (database) as `failed`."""
+    if isinstance(outcome, BaseException):
+        name = "rejected" if isinstance(outcome, DomainError) else "failed"
+        metrics.ALERTS.labels(kind, name).inc()
+        return
+    for name, count in Counter(OUTCOMES[r.outcome] for r in outcome).items():
+        metrics.ALERTS.labels(kind, name).inc(count)
 
 
 class CommitFailed(Exception):

@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import bulk
+from app import bulk, metrics
 from app.db import WAKE_WORKER, lock_named, lock_names
 from app.escalation import service as escalation_service
 from app.escalation.models import EscalationEvent
@@ -26,6 +26,7 @@ from app.incidents import service as incident_service
 from app.incidents.models import Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import Actor, entry_row
 from app.integrations.models import Integration
+from app.logging import acting_for
 from app.notifications import service as notification_service
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Alert:
     labels: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     raw: Any = None  # what the source sent for this alert, kept in the timeline
+    request_id: str | None = None  # of the request that brought it (see app.logging)
 
 
 @dataclass(frozen=True)
@@ -291,9 +293,10 @@ class _Plan:
                 row = cast(dict[str, Any], target.new)
                 target.id = incident_id = ids[row["service_id"], row["dedup_key"]]
                 row["id"] = incident_id
-                entry, step = escalation_service.begin_rows(
-                    incident=SimpleNamespace(**row), reason=reason, now=now
-                )
+                with acting_for(target.received[0][0].request_id):  # the opening alert's
+                    entry, step = escalation_service.begin_rows(
+                        incident=SimpleNamespace(**row), reason=reason, now=now
+                    )
                 applied[incident_id] = entry
                 told[incident_id] = (
                     incident_service.created_data(row),
@@ -306,12 +309,15 @@ class _Plan:
             incident_id = cast(int, target.id)
             if incident_id in applied:
                 data, opener = told[incident_id]
-                entries.append(
-                    entry_row(incident_id=incident_id, type="created", actor=opener, now=now,
-                              data=data)
-                )  # fmt: skip
+                with acting_for(target.received[0][0].request_id):
+                    entries.append(
+                        entry_row(incident_id=incident_id, type="created", actor=opener, now=now,
+                                  data=data)
+                    )  # fmt: skip
                 entries.append(applied[incident_id])
-            entries += [_received_row(incident_id, a, i, now) for a, i in target.received]
+            for alert, integration in target.received:
+                with acting_for(alert.request_id):
+                    entries.append(_received_row(incident_id, alert, integration, now))
         inserted = await bulk.insert_rows(
             session, ENTRIES, entries, returning=("id", "incident_id", "type") if opened else ()
         )
@@ -335,11 +341,19 @@ class _Plan:
         await notification_service.announce_opened(
             session,
             [
-                notification_service.Told(cast(dict[str, Any], t.new), created[t.id], *told[t.id])
+                notification_service.Told(
+                    cast(dict[str, Any], t.new),
+                    created[t.id],
+                    *told[t.id],
+                    request_id=t.received[0][0].request_id,
+                )
                 for t in opened
                 if t.id is not None
             ],
             now=now,
+        )
+        metrics.count_incidents(
+            session, "opened", [cast(dict[str, Any], t.new)["severity"] for t in opened]
         )
         for target in targets:
             target.received = []
@@ -409,9 +423,11 @@ async def ingest_many(
             answers.append((open_now[pair], "incident_created", alert.dedup_key))
         else:
             await plan.write(session, now)
-            result = await ingest(
-                session, integration=integration, alert=alert, now=now, reopen_window=reopen_window
-            )
+            with acting_for(alert.request_id):
+                result = await ingest(
+                    session, integration=integration, alert=alert, now=now,
+                    reopen_window=reopen_window,
+                )  # fmt: skip
             await session.flush()  # its entries before those of the alerts after it
             if result.outcome == "incident_resolved":
                 open_now[pair] = None

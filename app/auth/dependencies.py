@@ -8,6 +8,7 @@ from fastapi.security import OAuth2PasswordBearer
 from app.auth import security
 from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
+from app.logging import REQUEST
 from app.users import service as user_service
 from app.users.models import User
 
@@ -28,6 +29,9 @@ async def get_current_user(
     user = await user_service.get(session, claims.user_id)
     if user is None or not user.is_active or user.token_version != claims.token_version:
         raise Unauthorized("Invalid or expired token")
+    info = REQUEST.get()
+    if info is not None:
+        info.user_id = user.id  # for the request's log lines
     return user
 
 

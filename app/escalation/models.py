@@ -70,4 +70,6 @@ class EscalationEvent(Base):
     actions: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
     notified_user_ids: Mapped[list[int]] = mapped_column(JsonType, default=list)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # The request that started this run of escalation: its steps and pages carry it along.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -18,13 +18,14 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import bulk
+from app import bulk, metrics
 from app.db import WAKE_WORKER, is_lock_conflict
 from app.errors import Conflict, Unprocessable
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
+from app.logging import acting_for, current_request_id
 from app.notifications import preferences
 from app.notifications import service as notification_service
 from app.notifications.models import Notification
@@ -311,6 +312,7 @@ def _event_row(
         "actions": definition["actions"],
         "notified_user_ids": [],
         "detail": "",
+        "request_id": current_request_id(),
         "created_at": now,
     }
 
@@ -348,6 +350,8 @@ class Plan:
     incident_id: int
     event: dict[str, Any]
     incident: dict[str, Any] | None = None
+    due_at: datetime | None = None
+    request_id: str | None = None  # of the request that started the run (or fires it by hand)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     assignments: list[dict[str, Any]] = field(default_factory=list)
@@ -360,7 +364,7 @@ INCIDENTS = cast(Table, Incident.__table__)
 EVENT_COLUMNS = [
     getattr(EVENTS.c, name)
     for name in ("id", "incident_id", "policy_id", "run", "cycle", "step", "due_at", "targets",
-                 "actions")
+                 "actions", "request_id")
 ]  # fmt: skip
 # What firing reads of an incident (not its description or custom fields: less to decode).
 INCIDENT_COLUMNS = [
@@ -403,25 +407,35 @@ async def fire_due(session: AsyncSession, *, now: datetime, batch: int) -> int:
     try:
         async with session.begin_nested():
             await _apply(session, list(plans.values()))
+        _count(session, list(plans.values()), now=now)
     except Exception as exc:
         if is_lock_conflict(exc):
             raise  # a request holds a row we need: give way, the whole batch retries next pass
         logger.warning("writing a batch of %d steps failed; writing them one by one", len(plans))
         for event in ready:
+            plan = plans[event["id"]]
             try:
                 async with session.begin_nested():
-                    await _apply(session, [plans[event["id"]]])
+                    await _apply(session, [plan])
+                _count(session, [plan], now=now)
             except Exception as exc:
                 if is_lock_conflict(exc):
                     raise
                 logger.exception(
                     "escalation step failed: incident %s step %s cycle %s",
                     event["incident_id"], event["step"], event["cycle"],
+                    extra={"incident_id": event["incident_id"], "event_id": event["id"],
+                           "request_id": plan.request_id},
                 )  # fmt: skip
-                failed = _failure_plan(event, incidents[event["incident_id"]], now=now, error=exc)
+                with acting_for(plan.request_id):
+                    failed = _failure_plan(
+                        event, incidents[event["incident_id"]], now=now, error=exc
+                    )
+                failed.due_at, failed.request_id = plan.due_at, plan.request_id
                 try:
                     async with session.begin_nested():
                         await _apply(session, [failed])
+                    _count(session, [failed], now=now)
                 except Exception:
                     # Left scheduled: it is tried again next pass, and the error logged again.
                     logger.exception("could not record the failure of event %s", event["id"])
@@ -443,6 +457,14 @@ async def fire(
     )
     plans = await _plans(session, [event], {incident["id"]: incident}, now=now, actor=actor)
     await _apply(session, list(plans.values()))
+    _count(session, list(plans.values()), now=now)
+
+
+def _count(session: AsyncSession, plans: Sequence[Plan], *, now: datetime) -> None:
+    """The steps these plans wrote, for the metrics (counted if the transaction commits)."""
+    metrics.count_fired(
+        session, [(p.event["status"], p.due_at) for p in plans if p.due_at is not None], now
+    )
 
 
 async def _rows(session: AsyncSession, query: Select[Any]) -> list[dict[str, Any]]:
@@ -485,17 +507,24 @@ async def _plans(
     plans: dict[int, Plan] = {}
     for event in events:
         incident = incidents[event["incident_id"]]
-        try:
-            plans[event["id"]] = _plan(
-                event, incident, audience=audience,
-                assigned=assigned.get(incident["id"], set()), now=now, actor=actor,
-            )  # fmt: skip
-        except Exception as exc:
-            logger.exception(
-                "escalation step failed: incident %s step %s cycle %s",
-                event["incident_id"], event["step"], event["cycle"],
-            )  # fmt: skip
-            plans[event["id"]] = _failure_plan(event, incident, now=now, error=exc)
+        # What the step writes (and logs) carries the id of the request that started the run,
+        # or of the request firing it by hand.
+        request_id = current_request_id() or event["request_id"]
+        with acting_for(request_id):
+            try:
+                plan = _plan(
+                    event, incident, audience=audience,
+                    assigned=assigned.get(incident["id"], set()), now=now, actor=actor,
+                )  # fmt: skip
+            except Exception as exc:
+                logger.exception(
+                    "escalation step failed: incident %s step %s cycle %s",
+                    event["incident_id"], event["step"], event["cycle"],
+                    extra={"incident_id": event["incident_id"], "event_id": event["id"]},
+                )  # fmt: skip
+                plan = _failure_plan(event, incident, now=now, error=exc)
+        plan.due_at, plan.request_id = event["due_at"], request_id
+        plans[event["id"]] = plan
     return plans
 
 
@@ -747,6 +776,9 @@ async def _apply(session: AsyncSession, plans: Sequence[Plan]) -> None:
                 "escalation step %s: incident %s event %s paged %s (%s)",
                 plan.event["status"], plan.incident_id,
                 plan.event["id"], plan.event["notified_user_ids"], plan.event["detail"],
+                extra={"incident_id": plan.incident_id, "event_id": plan.event["id"],
+                       "step_status": plan.event["status"], "request_id": plan.request_id,
+                       "notified_user_ids": plan.event["notified_user_ids"]},
             )  # fmt: skip
 
 

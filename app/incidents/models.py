@@ -185,6 +185,8 @@ class TimelineEntry(Base):
     actor_id: Mapped[int | None] = mapped_column(IdType)
     actor_name: Mapped[str] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    # The API request that made this entry, or whose work the worker was doing (see app.logging).
+    request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     @property

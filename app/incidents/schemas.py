@@ -247,4 +247,5 @@ class TimelineEntryRead(ResponseModel):
     type: str
     actor: Actor
     data: dict[str, Any]
+    request_id: str | None
     created_at: datetime

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app import metrics
 from app.db import lock_named
 from app.errors import Conflict, DomainError, Unprocessable
 from app.escalation import service as escalation_service
@@ -189,6 +190,7 @@ async def open_new(
     await notification_service.announce(
         session, incident=incident, entry=entry, event="triggered", actor=actor, now=now
     )
+    metrics.count_incidents(session, "opened", [incident.severity])
     return incident
 
 
@@ -380,11 +382,15 @@ async def _transitioned(
         await notification_service.announce(
             session, incident=incident, entry=entry, event=entry_type, actor=actor, now=now
         )
+    if entry_type in COUNTED:
+        metrics.count_incidents(session, entry_type, [incident.severity])
     return await _reload(session, incident)
 
 
 # Transitions that people may ask to be told about (notification preferences' `events`).
 ANNOUNCED = ("acknowledged", "resolved", "reopened")
+# Transitions counted by the metrics (with `opened`, counted where incidents are inserted).
+COUNTED = ("acknowledged", "resolved", "reopened")
 
 
 def _note(note: str | None) -> dict[str, Any]:

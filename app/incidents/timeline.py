@@ -9,6 +9,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.incidents.models import Incident, TimelineEntry
+from app.logging import current_request_id
 from app.users.models import User
 
 
@@ -41,6 +42,7 @@ def entry_row(
         "actor_id": actor.id,
         "actor_name": actor.name,
         "data": data or {},
+        "request_id": current_request_id(),
         "created_at": now,
     }
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import bulk
+from app import bulk, metrics
 from app.clock import Clock
 from app.config import Settings
 from app.crypto import Sealer, Unreadable
@@ -33,6 +33,7 @@ from app.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
+from app.logging import acting_for, current_request_id
 from app.notifications import preferences, render
 from app.notifications.channels import Channels, DeliveryError, Outgoing
 from app.notifications.models import (
@@ -115,7 +116,7 @@ def plain_row(
         "event": event, "subject": subject[:500], "body": "", "payload": payload,
         "status": NotificationStatus.pending.value, "attempts": 0, "next_attempt_at": now,
         "lease_until": None, "last_error": None, "provider_message_id": None, "sent_at": None,
-        "created_at": now, "updated_at": now,
+        "request_id": current_request_id(), "created_at": now, "updated_at": now,
     }  # fmt: skip
 
 
@@ -272,6 +273,7 @@ class Told:
     entry_id: int
     data: dict[str, Any]
     actor: Actor
+    request_id: str | None = None  # of the request that caused it, when not the current one
 
 
 async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: datetime) -> None:
@@ -300,12 +302,13 @@ async def _write(
         service_id = one.incident["service_id"]
         summary = incident_summary(one.incident, names.get(service_id) if service_id else None)
         note = detail or one.data.get("note")
-        rows += rows_for(
-            cause=f"timeline:{one.entry_id}", event=event, incident=summary, people=people,
-            user_ids=[uid for uid in user_ids if uid != one.actor.user_id],
-            subscriptions=hooks, actor=one.actor, data=one.data, now=now,
-            extra={"detail": note} if note else None,
-        )[0]  # fmt: skip
+        with acting_for(one.request_id or current_request_id()):
+            rows += rows_for(
+                cause=f"timeline:{one.entry_id}", event=event, incident=summary, people=people,
+                user_ids=[uid for uid in user_ids if uid != one.actor.user_id],
+                subscriptions=hooks, actor=one.actor, data=one.data, now=now,
+                extra={"detail": note} if note else None,
+            )[0]  # fmt: skip
     await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
     if rows:
         session.info[WAKE_WORKER] = True
@@ -384,6 +387,20 @@ class Outcome:
     retry_after: float | None = None
 
 
+def due(now: datetime) -> ColumnElement[bool]:
+    """Rows a worker may claim at `now`: pending and due, or sending with an expired lease."""
+    return or_(
+        and_(
+            Notification.status == NotificationStatus.pending.value,
+            Notification.next_attempt_at <= now,
+        ),
+        and_(
+            Notification.status == NotificationStatus.sending.value,
+            Notification.lease_until < now,
+        ),
+    )
+
+
 async def claim(
     session: AsyncSession,
     *,
@@ -394,20 +411,10 @@ async def claim(
 ) -> list[Claimed]:
     """Lease due rows (pending, or sending with an expired lease) to this process; subscriptions'
     secrets are decrypted with `sealer` (a delivery whose secret cannot be read fails)."""
-    due = or_(
-        and_(
-            Notification.status == NotificationStatus.pending.value,
-            Notification.next_attempt_at <= now,
-        ),
-        and_(
-            Notification.status == NotificationStatus.sending.value,
-            Notification.lease_until < now,
-        ),
-    )
     rows = list(
         await session.scalars(
             select(Notification)
-            .where(due)
+            .where(due(now))
             .order_by(Notification.next_attempt_at, Notification.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
@@ -566,6 +573,7 @@ async def record_outcomes(
         )
     }
     entries = []
+    recorded: list[tuple[str, str, float | None]] = []  # channel, outcome, seconds to send
     for outcome in outcomes:
         claimed = outcome.claimed
         row = rows.get(claimed.id)
@@ -574,6 +582,9 @@ async def record_outcomes(
             continue
         if row.attempts != claimed.attempts:
             continue
+        said = {"notification_id": row.id, "incident_id": row.incident_id,
+                "channel": row.channel, "attempts": row.attempts,
+                "request_id": row.request_id}  # fmt: skip
         row.updated_at = now
         row.lease_until = None
         row.subject = outcome.subject[:500]
@@ -588,14 +599,21 @@ async def record_outcomes(
             row.last_error = None
             row.provider_message_id = (outcome.provider_message_id or "")[:255] or None
             entry_type = "notified"
+            recorded.append((row.channel, "sent", (now - row.created_at).total_seconds()))
+            logger.info(
+                "notification %s (%s) sent for incident %s",
+                row.id, row.channel, row.incident_id, extra={**said, "outcome": "sent"},
+            )  # fmt: skip
         elif outcome.permanent or row.attempts >= max_attempts:
             row.status = NotificationStatus.failed.value
             row.last_error = outcome.error
             entry_type = "notification_failed"
             data |= {"attempts": row.attempts, "error": outcome.error}
+            recorded.append((row.channel, "failed", None))
             logger.warning(
                 "notification %s (%s) failed for good after %d attempt(s): %s",
                 row.id, row.channel, row.attempts, outcome.error,
+                extra={**said, "outcome": "failed"},
             )  # fmt: skip
         else:
             row.status = NotificationStatus.pending.value
@@ -604,17 +622,21 @@ async def record_outcomes(
                 row.attempts, retry_after=outcome.retry_after, base=retry_base,
                 longest=retry_longest,
             )  # fmt: skip
+            recorded.append((row.channel, "retry", None))
             logger.warning(
                 "notification %s (%s) attempt %d failed, next at %s: %s",
                 row.id, row.channel, row.attempts, row.next_attempt_at.isoformat(), outcome.error,
+                extra={**said, "outcome": "retry"},
             )  # fmt: skip
             continue
         if row.incident_id is not None:
-            entries.append(
-                entry_row(incident_id=row.incident_id, type=entry_type, actor=SYSTEM, now=now,
-                          data=data)
-            )  # fmt: skip
+            with acting_for(row.request_id):
+                entries.append(
+                    entry_row(incident_id=row.incident_id, type=entry_type, actor=SYSTEM,
+                              now=now, data=data)
+                )  # fmt: skip
     await bulk.insert_rows(session, cast(Table, TimelineEntry.__table__), entries)
+    metrics.count_deliveries(session, recorded)
 
 
 async def deliver_due(

@@ -137,7 +137,10 @@ class Worker:
                     break
                 done[job.name] += count
                 if count:
-                    logger.info("worker job %s handled %d row(s)", job.name, count)
+                    logger.info(
+                        "worker job %s handled %d row(s)", job.name, count,
+                        extra={"job": job.name, "rows": count},
+                    )  # fmt: skip
                 if count < self.batch:
                     break
         self.last_tick_at = self.clock.now()

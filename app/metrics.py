@@ -1,0 +1,263 @@
+"""Prometheus metrics: what they count, when, and the `/metrics` endpoint.
+
+Counts of things written to the database (incidents, escalation steps, deliveries) are taken only
+once their transaction has committed: a writer calls `after_commit(session, …)`, and the session's
+commit applies them (a rollback drops them). Counts of answers (HTTP requests, alert outcomes) are
+taken when the answer is known.
+
+Under gunicorn each worker process counts for itself; with PROMETHEUS_MULTIPROC_DIR set (the
+gunicorn configuration sets it) prometheus-client keeps each process's values in a file there and
+a scrape of any worker adds them up. The queue depths are read from the database at each scrape:
+they are the same whichever process answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+# The classic text format every Prometheus (and most other scrapers) reads.
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+
+from app.config import MetricsAccess, Settings
+from app.errors import NotFound, Unauthorized
+
+# Seconds: fast answers are most of them; slow ones are what to look at.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# How late a step fired after it was due, and how long a page took to go out once written.
+LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+HTTP_REQUESTS = Counter(
+    "ims_http_requests",
+    "HTTP requests answered, by route template, method and status",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "ims_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+INCIDENTS = Counter(
+    "ims_incidents",
+    "Incidents opened, acknowledged, resolved and reopened, by severity",
+    ["event", "severity"],
+)
+ALERTS = Counter(
+    "ims_alerts_received",
+    "Alerts received, by integration kind and outcome "
+    "(new, deduplicated, acknowledged, resolved, reopened, unchanged, rejected)",
+    ["kind", "outcome"],
+)
+ESCALATION_STEPS = Counter(
+    "ims_escalation_steps",
+    "Escalation steps that came due, by what became of them "
+    "(executed, skipped, failed; cancelled: the incident had just left triggered)",
+    ["status"],
+)
+ESCALATION_LATENESS = Histogram(
+    "ims_escalation_step_lateness_seconds",
+    "How long after it was due each escalation step fired",
+    buckets=LATENESS_BUCKETS,
+)
+NOTIFICATIONS = Counter(
+    "ims_notifications",
+    "Notification delivery attempts recorded, by channel and outcome (sent, retry, failed)",
+    ["channel", "outcome"],
+)
+NOTIFICATION_LATENCY = Histogram(
+    "ims_notification_delivery_seconds",
+    "From a notification being written to its being sent, by channel",
+    ["channel"],
+    buckets=LATENESS_BUCKETS,
+)
+DB_POOL_IN_USE = Gauge(
+    "ims_db_pool_connections_in_use",
+    "Database connections checked out of the pool, by pool (api, ingest, worker)",
+    ["pool"],
+    multiprocess_mode="livesum",
+)
+
+# ---- counts that wait for a commit -------------------------------------------------------------
+
+PENDING = "metrics_pending"
+
+
+def after_commit(session: AsyncSession | Session, apply: Callable[[], None]) -> None:
+    """Run `apply` (a metric update) once the session's transaction commits; never if it rolls back.
+
+    Call it outside any savepoint that may still roll back (after the savepoint has ended)."""
+    target = session.sync_session if isinstance(session, AsyncSession) else session
+    target.info.setdefault(PENDING, []).append(apply)
+
+
+@event.listens_for(Session, "after_commit")
+def _apply_pending(session: Session) -> None:
+    for apply in session.info.pop(PENDING, ()):
+        apply()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous: SessionTransaction) -> None:
+    if previous.parent is None:  # the whole transaction, not a savepoint
+        session.info.pop(PENDING, None)
+
+
+def count_incidents(
+    session: AsyncSession | Session, event_name: str, severities: list[str]
+) -> None:
+    if severities:
+
+        def apply() -> None:
+            for severity in severities:
+                INCIDENTS.labels(event_name, severity).inc()
+
+        after_commit(session, apply)
+
+
+def count_fired(session: AsyncSession, fired: list[tuple[str, datetime]], now: datetime) -> None:
+    """Escalation steps written (status, when each was due), counted once committed; a step
+    cancelled when it came due (its incident had just left `triggered`) did not fire."""
+    if fired:
+
+        def apply() -> None:
+            for status, due_at in fired:
+                ESCALATION_STEPS.labels(status).inc()
+                if status != "cancelled":
+                    ESCALATION_LATENESS.observe(max(0.0, (now - due_at).total_seconds()))
+
+        after_commit(session, apply)
+
+
+def count_deliveries(session: AsyncSession, recorded: list[tuple[str, str, float | None]]) -> None:
+    """Delivery outcomes written: (channel, outcome, seconds from written to sent or None)."""
+    if recorded:
+
+        def apply() -> None:
+            for channel, outcome, seconds in recorded:
+                NOTIFICATIONS.labels(channel, outcome).inc()
+                if seconds is not None:
+                    NOTIFICATION_LATENCY.labels(channel).observe(max(0.0, seconds))
+
+        after_commit(session, apply)
+
+
+# ---- the pool gauge ------------------------------------------------------------------------------
+
+
+def instrument_pool(engine: AsyncEngine, name: str) -> None:
+    """Keep `ims_db_pool_connections_in_use{pool=name}` up to date for this engine's pool."""
+    gauge = DB_POOL_IN_USE.labels(name)
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _out(*_: Any) -> None:
+        gauge.inc()
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _in(*_: Any) -> None:
+        gauge.dec()
+
+
+# ---- the scrape ----------------------------------------------------------------------------------
+
+
+class _Snapshot(Collector):
+    """Gauges read at scrape time (not kept between scrapes)."""
+
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self.families
+
+
+async def queue_gauges(session: AsyncSession, now: datetime) -> list[GaugeMetricFamily]:
+    """Due work no worker has claimed yet, and how long the oldest of it has waited."""
+    from app.escalation.models import EscalationEvent, EventStatus
+    from app.incidents.models import Incident, Status
+    from app.notifications import service as notification_service
+    from app.notifications.models import Notification
+
+    queues: dict[str, Any] = {
+        "escalation": select(func.count(), func.min(EscalationEvent.due_at)).where(
+            EscalationEvent.status == EventStatus.scheduled.value, EscalationEvent.due_at <= now
+        ),
+        "notification": select(func.count(), func.min(Notification.next_attempt_at)).where(
+            notification_service.due(now)
+        ),
+        "snooze": select(func.count(), func.min(Incident.snoozed_until)).where(
+            Incident.status == Status.snoozed.value, Incident.snoozed_until <= now
+        ),
+    }
+    depth = GaugeMetricFamily(
+        "ims_worker_queue_depth", "Due rows no worker has claimed yet, by queue", labels=["queue"]
+    )
+    age = GaugeMetricFamily(
+        "ims_worker_queue_oldest_age_seconds",
+        "How long the oldest due, unclaimed row has been due, by queue (0 when none)",
+        labels=["queue"],
+    )
+    for name, query in queues.items():
+        count, oldest = (await session.execute(query)).one()
+        depth.add_metric([name], count)
+        age.add_metric([name], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    return [depth, age]
+
+
+def exposition(extra: list[GaugeMetricFamily]) -> bytes:
+    """Every series in Prometheus's text format: this process's (or, in multiprocess mode, every
+    process's) counters, and the gauges read for this scrape."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+        own = b""
+    else:
+        own = generate_latest(REGISTRY)
+    registry.register(_Snapshot(extra))
+    return own + generate_latest(registry)
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Every series in Prometheus's text format. Who may read it is METRICS_ACCESS: `open` (the
+    default), `token` (send `Authorization: Bearer <METRICS_TOKEN>`) or `off` (404)."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_access == MetricsAccess.off:
+        raise NotFound("Not Found")
+    if settings.metrics_access == MetricsAccess.token:
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {settings.metrics_token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("A valid metrics token is required")
+    from app.db import session_scope
+
+    async with session_scope(request.app.state.sessionmaker) as session:
+        gauges = await queue_gauges(session, request.app.state.clock.now())
+    return Response(exposition(gauges), media_type=CONTENT_TYPE)

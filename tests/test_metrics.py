@@ -1,0 +1,208 @@
+"""`/metrics`: a scripted run through the API and the worker, then the series that must have moved
+by exactly what the run did. Counters are per process, so each test compares two scrapes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import make_settings
+
+POLICIES = "/v1/escalation/policies/"
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(client, **headers) -> Series:
+    response = await client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def moved(before: Series, after: Series, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    assert key in after, f"{name}{labels} is not exposed"
+    return after[key] - before.get(key, 0.0)
+
+
+async def make_integration(admin_client, kind: str = "generic") -> tuple[str, int]:
+    service = await admin_client.post("/v1/services/", json={"name": "checkout-api"})
+    service_id = service.json()["id"]
+    response = await admin_client.post(
+        f"/v1/services/{service_id}/integrations/", json={"name": kind, "kind": kind}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["key"], service_id
+
+
+async def alert(client, key: str, expect: int = 202, **fields) -> dict:
+    body = {"summary": "Checkout down", "severity": "critical", "dedup_key": "checkout"} | fields
+    headers = {"X-Integration-Key": key}
+    response = await client.post("/v1/alerts/generic", json=body, headers=headers)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+class TestScriptedRun:
+    @pytest.fixture
+    def settings(self, database_url, smtp_server):
+        _, port = smtp_server
+        return make_settings(database_url, smtp_host="127.0.0.1", smtp_port=port)
+
+    async def test_every_series_moves_by_what_the_run_did(
+        self, harness, admin_client, client, user, smtp_server
+    ):
+        inbox, _ = smtp_server
+        steps = [
+            {"delay_minutes": 0, "targets": [{"type": "user", "id": user.id}],
+             "actions": [{"type": "notify"}]},
+            {"delay_minutes": 5, "targets": [{"type": "user", "id": user.id}],
+             "actions": [{"type": "notify"}]},
+        ]  # fmt: skip
+        policy = await admin_client.post(POLICIES, json={"name": "page", "steps": steps})
+        assert policy.status_code == 201, policy.text
+        key, _ = await make_integration(admin_client)
+        before = await scrape(client)
+
+        # Alerts: two new incidents, one alert deduplicated into the first, the second resolved,
+        # one request refused (a wrong key).
+        await alert(client, key)
+        await alert(client, key)
+        await alert(client, key, dedup_key="payments", severity="low")
+        await alert(client, key, dedup_key="payments", status="resolved")
+        await alert(client, "not-a-key", expect=401)
+        listed = await admin_client.get("/v1/incidents/", params={"status": "triggered"})
+        [open_incident] = listed.json()["items"]
+        incident_id = open_incident["id"]
+
+        # Step 1 fires now; its email goes out 3 s later. Step 2 becomes due 5 minutes after
+        # step 1 and fires 90 s late; then the incident is acknowledged.
+        await harness.app.state.worker.run_once(_jobs("fire_escalations"))
+        harness.clock.advance(timedelta(seconds=3))
+        await harness.app.state.worker.run_once(_jobs("deliver_notifications"))
+        assert len(inbox.messages) == 1
+        harness.clock.advance(timedelta(minutes=5, seconds=90 - 3))
+        middle = await scrape(client)
+        await harness.run_jobs()
+        assert len(inbox.messages) == 2
+        ack = await admin_client.post(f"/v1/incidents/{incident_id}/acknowledge")
+        assert ack.status_code == 200, ack.text
+        after = await scrape(client)
+
+        alerts = {o: moved(before, after, "ims_alerts_received_total", kind="generic", outcome=o)
+                  for o in ("new", "deduplicated", "resolved", "rejected")}  # fmt: skip
+        assert alerts == {"new": 2, "deduplicated": 1, "resolved": 1, "rejected": 1}
+        assert moved(before, after, "ims_incidents_total", event="opened", severity="critical") == 1
+        assert moved(before, after, "ims_incidents_total", event="opened", severity="low") == 1
+        assert moved(before, after, "ims_incidents_total", event="resolved", severity="low") == 1
+        assert (
+            moved(before, after, "ims_incidents_total", event="acknowledged", severity="critical")
+            == 1
+        )
+        assert moved(before, after, "ims_escalation_steps_total", status="executed") == 2
+        # Lateness: step 1 on time, step 2 90 s late (the clock is frozen between moves).
+        assert moved(before, after, "ims_escalation_step_lateness_seconds_count") == 2
+        assert moved(before, after, "ims_escalation_step_lateness_seconds_sum") == 90
+        assert moved(before, after, "ims_escalation_step_lateness_seconds_bucket", le="60.0") == 1
+        assert moved(before, after, "ims_escalation_step_lateness_seconds_bucket", le="300.0") == 2
+        assert moved(before, after, "ims_notifications_total", channel="email", outcome="sent") == 2
+        # Page 1 waited 3 s for the delivery loop, page 2 none.
+        assert moved(before, after, "ims_notification_delivery_seconds_sum", channel="email") == 3
+        assert moved(before, after, "ims_notification_delivery_seconds_count", channel="email") == 2
+        # Requests by route template, method and status, with their latency.
+        route = "/v1/incidents/{incident_id}/acknowledge"
+        assert moved(before, after, "ims_http_requests_total",
+                     route=route, method="POST", status="200") == 1  # fmt: skip
+        assert moved(before, after, "ims_http_requests_total",
+                     route="/v1/alerts/generic", method="POST", status="202") == 4  # fmt: skip
+        assert moved(before, after, "ims_http_requests_total",
+                     route="/v1/alerts/generic", method="POST", status="401") == 1  # fmt: skip
+        assert moved(before, after, "ims_http_request_duration_seconds_count",
+                     route=route, method="POST") == 1  # fmt: skip
+        # Queue: step 2 was due and unclaimed for 90 s at the middle scrape; none now.
+        assert middle[("ims_worker_queue_depth", (("queue", "escalation"),))] == 1
+        assert middle[("ims_worker_queue_oldest_age_seconds", (("queue", "escalation"),))] == 90
+        assert after[("ims_worker_queue_depth", (("queue", "escalation"),))] == 0
+        assert after[("ims_worker_queue_oldest_age_seconds", (("queue", "escalation"),))] == 0
+        assert after[("ims_worker_queue_depth", (("queue", "notification"),))] == 0
+
+
+def _jobs(name: str):
+    from app.worker.runner import JOBS
+
+    return [job for job in JOBS if job.name == name]
+
+
+async def test_unmatched_paths_share_one_label_value(client):
+    before = await scrape(client)
+    for n in range(3):
+        assert (await client.get(f"/no/such/path/{n}")).status_code == 404
+    after = await scrape(client)
+    assert moved(before, after, "ims_http_requests_total",
+                 route="unmatched", method="GET", status="404") == 3  # fmt: skip
+    assert not any("/no/such" in str(labels) for _, labels in after)
+
+
+async def test_the_pool_gauge_counts_connections_in_use(harness, client):
+    before = await scrape(client)
+    async with harness.app.state.engine.connect():  # one of the api pool's, no transaction
+        during = await scrape(client)
+    after = await scrape(client)
+    key = ("ims_db_pool_connections_in_use", (("pool", "api"),))
+    assert during[key] - before[key] == 1
+    assert after[key] == before[key]
+
+
+async def test_the_queue_counts_due_pages_and_snoozes_not_future_ones(harness, client):
+    clock = harness.clock
+    now = clock.now()
+    due = now - timedelta(seconds=40)
+    await harness.factory.notification(status="pending", next_attempt_at=due)
+    await harness.factory.notification(status="pending", next_attempt_at=now + timedelta(hours=1))
+    # Being sent, but its lease ran out: due again.
+    await harness.factory.notification(
+        status="sending", next_attempt_at=now - timedelta(hours=1),
+        lease_until=now - timedelta(seconds=10),
+    )  # fmt: skip
+    await harness.factory.incident(status="snoozed", snoozed_until=now - timedelta(seconds=7))
+    series = await scrape(client)
+    assert series[("ims_worker_queue_depth", (("queue", "notification"),))] == 2
+    assert series[("ims_worker_queue_oldest_age_seconds", (("queue", "notification"),))] == 3600
+    assert series[("ims_worker_queue_depth", (("queue", "snooze"),))] == 1
+    assert series[("ims_worker_queue_oldest_age_seconds", (("queue", "snooze"),))] == 7
+
+
+class TestAccess:
+    @pytest.fixture
+    def settings(self, database_url):
+        return make_settings(
+            database_url, metrics_access="token", metrics_token="a-long-metrics-token"
+        )
+
+    async def test_a_token_is_required_when_set(self, client):
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        series = await scrape(client, Authorization="Bearer a-long-metrics-token")
+        assert ("ims_worker_queue_depth", (("queue", "escalation"),)) in series
+
+
+class TestOff:
+    @pytest.fixture
+    def settings(self, database_url):
+        return make_settings(database_url, metrics_access="off")
+
+    async def test_off_is_not_found(self, client):
+        assert (await client.get("/metrics")).status_code == 404
+
+
+def test_token_mode_without_a_token_is_refused(database_url):
+    with pytest.raises(ValueError, match="METRICS_TOKEN"):
+        make_settings(database_url, metrics_access="token", metrics_token="short")
