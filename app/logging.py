@@ -35,6 +35,6 @@ def redact_access_log() -> None:
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("app").setLevel(settings.log_level)
