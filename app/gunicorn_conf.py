@@ -53,9 +53,10 @@ def default_workers() -> int:
     memory, database connections and in-process workers polling the database. At least 2, so that
     a crashed or restarting worker leaves another serving and firing escalations; at most 4,
     because each worker keeps its own connection pools (up to 2 × DATABASE_POOL_SIZE + 8
-    connections: 28 by default), and 4 × 28 already passes PostgreSQL's default
-    max_connections of 100 at a peak. In a container limited by a CPU quota rather than by CPUs,
-    set WEB_CONCURRENCY (the affinity mask below does not see quotas).
+    connections: 28 by default), so that 4 may already hold 112 at a peak, past PostgreSQL's
+    default max_connections (100): more workers, or hosts, need a smaller DATABASE_POOL_SIZE or a
+    larger max_connections. In a container limited by a CPU quota rather than by CPUs, set
+    WEB_CONCURRENCY (the affinity mask below does not see quotas).
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(max(2, cpus or 1), 4)
