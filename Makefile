@@ -12,10 +12,21 @@ FUZZ_SEED ?= 20261128
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 E2E_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432
 
-.PHONY: run test test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare lint format typecheck migrate install install-dev lock clean
+.PHONY: run run-prod test test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare lint format typecheck migrate install install-dev lock clean
 
 run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
 	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
+
+# Production: ENVIRONMENT=production, so SECRET_KEY must be yours (32+ random characters; this
+# never makes one up), and DATABASE_URL (environment or .env) must be PostgreSQL, checked first
+# with the production checks off so that a wrong database is what is said. Settings of gunicorn:
+# app/gunicorn_conf.py (GUNICORN_BIND, WEB_CONCURRENCY, GUNICORN_GRACEFUL_TIMEOUT, …).
+run-prod: $(VENV)/.installed-run  ## migrate, then serve under gunicorn (app/gunicorn_conf.py) on PostgreSQL; needs DATABASE_URL and SECRET_KEY
+	@ENVIRONMENT=development $(BIN)/python -c 'import sys; from app.config import settings_or_exit; \
+	settings_or_exit().async_database_url.startswith("postgresql") or sys.exit( \
+	"run-prod: DATABASE_URL must be PostgreSQL (postgresql://user:password@host/db); refusing to start")'
+	ENVIRONMENT=production $(BIN)/incident-management migrate
+	ENVIRONMENT=production exec $(BIN)/gunicorn -c python:app.gunicorn_conf app.main:app
 
 test: $(VENV)/.installed-dev  ## create .venv with the dev extras and run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import zoneinfo
 from enum import StrEnum
 from functools import cached_property
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-0000000000"  # noqa: S105
@@ -261,3 +262,17 @@ def to_async_url(url: str) -> str:
         if url.startswith(prefix):
             return replacement + url[len(prefix) :]
     return url
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment; a refused configuration exits with a clear message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        ]
+        print(
+            "Refusing to start: the configuration is not valid.", *lines, sep="\n", file=sys.stderr
+        )
+        raise SystemExit(2) from None

@@ -89,12 +89,12 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class Json(JsonFormatter):
-    """`{"time": …, "level": …, "logger": …, "message": …, "request_id": …, …extras}`."""
+    """`{"time", "level", "logger", "message", "pid", "request_id", …extras}`: one object a line."""
 
     def __init__(self) -> None:
         super().__init__(
-            ["levelname", "name", "message"],
-            rename_fields={"levelname": "level", "name": "logger"},
+            ["levelname", "name", "message", "process"],
+            rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
             timestamp="time",
             reserved_attrs=sorted(_STANDARD),
         )
@@ -104,10 +104,10 @@ class Json(JsonFormatter):
 
 
 class Text(logging.Formatter):
-    """`time LEVEL logger: message [key=value …]`, the extras sorted."""
+    """`time [pid] LEVEL logger: message [key=value …]`, the extras sorted."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -22,7 +20,7 @@ from app.alerts.router import v2 as alerts_v2_router
 from app.api import api_router
 from app.body_guard import InputGuard
 from app.clock import Clock, SystemClock
-from app.config import Settings
+from app.config import Settings, settings_or_exit
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.health import router as health_router
@@ -150,20 +148,6 @@ def tune_garbage_collector() -> None:
         gc.freeze()
         gc.set_threshold(10_000, 50, 100)
         _gc_tuned = True
-
-
-def settings_or_exit() -> Settings:
-    """Settings from the environment; a refused configuration exits with a clear message."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        ]
-        print(
-            "Refusing to start: the configuration is not valid.", *lines, sep="\n", file=sys.stderr
-        )
-        raise SystemExit(2) from None
 
 
 _app: FastAPI | None = None

@@ -104,8 +104,10 @@ def test_serve_migrates_an_empty_database_then_serves(env, tmp_path):
 
 def test_production_refuses_the_default_secret_key(env, tmp_path):
     env = env | {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://127.0.0.1/x"}
-    for command in ([CLI, "serve"], [sys.executable, "-m", "uvicorn", "app.main:app"]):
-        result = run(command, env, tmp_path)
+    # gunicorn checks once in its master: left to the workers, it would restart them for ever.
+    gunicorn = [str(BIN / "gunicorn"), "-c", "python:app.gunicorn_conf", "app.main:app"]
+    for command in ([CLI, "serve"], [sys.executable, "-m", "uvicorn", "app.main:app"], gunicorn):
+        result = run(command, env | {"GUNICORN_BIND": f"127.0.0.1:{free_port()}"}, tmp_path)
         assert result.returncode != 0, command
         assert "Refusing to start" in result.stderr
         assert "SECRET_KEY is the development default" in result.stderr
