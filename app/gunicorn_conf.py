@@ -15,7 +15,7 @@ are read by each worker as usual.
 | `GUNICORN_MAX_REQUESTS_JITTER` | a tenth of the above | |
 | `FORWARDED_ALLOW_IPS` | `127.0.0.1,::1` | proxies whose `X-Forwarded-For`/`-Proto` are believed |
 | `LOG_LEVEL` | `INFO` | gunicorn's own log level too |
-| `PROMETHEUS_MULTIPROC_DIR` | a new temporary directory | each worker's metrics, for /metrics to add up |
+| `PROMETHEUS_MULTIPROC_DIR` | a new temporary dir | the workers' metrics, summed by /metrics |
 
 Graceful shutdown (SIGTERM to the master): listening stops at once; each worker lets its
 requests in flight finish for up to half of GUNICORN_GRACEFUL_TIMEOUT, then runs the
