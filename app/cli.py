@@ -53,11 +53,20 @@ def serve(
 def worker(
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve this process's metrics (Prometheus text) on this port"),
+        typer.Option(
+            help="Serve this process's metrics (Prometheus text) on this port "
+            "[default: WORKER_METRICS_PORT, else none]",
+            show_default=False,
+        ),
     ] = None,
     metrics_host: Annotated[
-        str, typer.Option(help="Address for --metrics-port (no authentication: keep it private)")
-    ] = "127.0.0.1",
+        str | None,
+        typer.Option(
+            help="Address for the metrics port, unauthenticated: keep it private "
+            "[default: WORKER_METRICS_HOST, else 127.0.0.1]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the background worker alone (scaled deployments: give the API WORKER_IN_PROCESS=false).
 
@@ -68,10 +77,11 @@ def worker(
 
     settings = settings_or_exit()
     configure_logging(settings)
-    if metrics_port is not None:
+    port = metrics_port if metrics_port is not None else settings.worker_metrics_port
+    if port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr=metrics_host)
+        start_http_server(port, addr=metrics_host or settings.worker_metrics_host)
     asyncio.run(_run_worker(settings))
 
 

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     worker_in_process: bool = True
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
+    # `incident-management worker` serves its own /metrics on this port (unset: it does not), on
+    # this address (no authentication: keep it private).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     public_base_url: str = "http://127.0.0.1:8000"
     default_timezone: str = "UTC"
@@ -142,6 +146,7 @@ class Settings(BaseSettings):
         "outbound_allow_private_networks",
         "log_format",
         "metrics_token",
+        "worker_metrics_port",
         mode="before",
     )
     @classmethod

@@ -111,8 +111,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "Internal server error"}, status_code=500)
+        return internal_error(request.method, request.url.path)
+
+
+def internal_error(method: str, path: str) -> JSONResponse:
+    """Log the exception being handled (with its traceback) and answer a bare 500: no detail of
+    it reaches the client. Called from an `except` block."""
+    logger.exception("unhandled error on %s %s", method, path)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
 
 def unavailable_response() -> JSONResponse:

@@ -28,6 +28,7 @@ limit, so one stalled client made gunicorn SIGKILL the worker with its shutdown 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from uvicorn.workers import UvicornWorker as _UvicornWorker
 # Metrics from every worker, added up by whichever answers /metrics (prometheus-client's
 # multiprocess mode): each process keeps its values in files here. Set before any worker (or
 # prometheus-client) starts; a directory of one's own unless PROMETHEUS_MULTIPROC_DIR names one.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_MADE_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _MADE_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ims-metrics-")
 
 
@@ -134,6 +136,20 @@ def on_starting(server: Any) -> None:
     # Values left by an earlier run in a directory that was given would be added to this one's.
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+
+
+def on_reload(server: Any) -> None:
+    """SIGHUP re-ran gunicorn's own log set-up in the master: the application's format again."""
+    from app.config import settings_or_exit
+    from app.logging import configure_logging
+
+    configure_logging(settings_or_exit())
+
+
+def on_exit(server: Any) -> None:
+    """The metrics directory made for this run goes with it (one that was given stays)."""
+    if _MADE_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:

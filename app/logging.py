@@ -129,6 +129,9 @@ def redact_access_log() -> None:
             logger.addFilter(RedactQuerySecrets())
 
 
+# httpx logs every request's full URL at INFO: a Slack webhook's URL is its secret, and other
+# receivers' URLs may carry tokens. Deliveries log their own outcome, without the URL.
+QUIET_LOGGERS = ("httpx", "httpcore")
 # The servers' own loggers: their lines go through the same handler (and format) as ours.
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "gunicorn.error")
 # The app writes its own access line (`app.access`: route, status, duration, user, request id).
@@ -153,6 +156,8 @@ def configure_logging(settings: Settings) -> None:
     root.addHandler(handler(settings))
     root.setLevel(settings.log_level)
     logging.getLogger("app").setLevel(settings.log_level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name in SERVER_LOGGERS:
         server = logging.getLogger(name)
         server.handlers.clear()

@@ -14,6 +14,7 @@ they are the same whichever process answers.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -40,6 +41,14 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from app.config import MetricsAccess, Settings
 from app.errors import NotFound, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+# prometheus-client's multiprocess mode (set by app/gunicorn_conf.py) keeps values in files in this
+# directory; a directory named but missing (a setting copied to a container, say) is made rather
+# than failing every command at import.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # Seconds: fast answers are most of them; slow ones are what to look at.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -112,8 +121,13 @@ def after_commit(session: AsyncSession | Session, apply: Callable[[], None]) -> 
 
 @event.listens_for(Session, "after_commit")
 def _apply_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released (SQLAlchemy calls that a commit too): not yet for real
     for apply in session.info.pop(PENDING, ()):
-        apply()
+        try:
+            apply()
+        except Exception:  # the data is committed: a metric must not make that look failed
+            logger.exception("a metric could not be updated")
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -247,7 +261,8 @@ router = APIRouter(tags=["health"])
 )
 async def metrics(request: Request) -> Response:
     """Every series in Prometheus's text format. Who may read it is METRICS_ACCESS: `open` (the
-    default), `token` (send `Authorization: Bearer <METRICS_TOKEN>`) or `off` (404)."""
+    default), `token` (send `Authorization: Bearer <METRICS_TOKEN>`) or `off` (404). While the
+    database cannot be reached it still answers, with `ims_database_up 0` and no queue depths."""
     settings: Settings = request.app.state.settings
     if settings.metrics_access == MetricsAccess.off:
         raise NotFound("Not Found")
@@ -256,8 +271,19 @@ async def metrics(request: Request) -> Response:
         expected = f"Bearer {settings.metrics_token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("A valid metrics token is required")
-    from app.db import session_scope
+    from app.db import is_unavailable, session_scope
 
-    async with session_scope(request.app.state.sessionmaker) as session:
-        gauges = await queue_gauges(session, request.app.state.clock.now())
-    return Response(exposition(gauges), media_type=CONTENT_TYPE)
+    up = GaugeMetricFamily(
+        "ims_database_up", "1 if this scrape could read the queues from the database, else 0"
+    )
+    try:
+        async with session_scope(request.app.state.sessionmaker) as session:
+            gauges = await queue_gauges(session, request.app.state.clock.now())
+        up.add_metric([], 1)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # The counters are this process's (or its siblings'): still worth having, above all now.
+        gauges = []
+        up.add_metric([], 0)
+    return Response(exposition([up, *gauges]), media_type=CONTENT_TYPE)

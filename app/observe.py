@@ -21,6 +21,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.errors import internal_error
 from app.logging import REQUEST, RequestInfo
 
 access_log = logging.getLogger("app.access")
@@ -28,6 +29,8 @@ access_log = logging.getLogger("app.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/@-]{1,64}")
 UNMATCHED = "unmatched"
+# A label value per method HTTP defines that anyone uses; whatever else a client sends is `other`.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def request_id_of(given: str | None) -> str:
@@ -83,22 +86,29 @@ class RequestObserver:
             return
         info = RequestInfo(request_id_of(Headers(scope=scope).get(REQUEST_ID_HEADER)))
         token = REQUEST.set(info)
-        started = time.perf_counter()
+        began = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = info.id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started:
+                raise  # the answer has begun: nothing else can be sent
+            # Answered here, not by Starlette's outermost handler: the 500 gets its request id,
+            # and the traceback's log line too (the id is still in context).
+            await internal_error(scope["method"], scope["path"])(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - began
             route = info.route or UNMATCHED
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in METHODS else "other"
             metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
             metrics.HTTP_LATENCY.labels(route, method).observe(elapsed)
             if self.access_log and access_log.isEnabledFor(logging.INFO):

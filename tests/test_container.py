@@ -249,7 +249,13 @@ def test_gunicorn_reads_the_image_command_as_the_compose_api_needs():
     default = read()
     assert default["bind"] == ["0.0.0.0:8000"]  # what the HEALTHCHECK reaches when unset
     assert default["app"] == "app.main:app"
-    assert default["worker_class"].startswith("uvicorn")  # an ASGI worker, never gunicorn's sync
+    # An ASGI worker (uvicorn's, with a bounded drain at shutdown), never gunicorn's sync one.
+    import importlib
+
+    from uvicorn.workers import UvicornWorker
+
+    module, _, name = default["worker_class"].rpartition(".")
+    assert issubclass(getattr(importlib.import_module(module), name), UvicornWorker)
     given = read(GUNICORN_BIND="127.0.0.1:9123", WEB_CONCURRENCY="3")
     assert given["bind"] == ["127.0.0.1:9123"] and given["workers"] == 3
     api = compose()["services"]["api"]
@@ -479,11 +485,18 @@ def test_the_services_commands_run_as_compose_runs_them(backend, fresh_database_
     # The image's PATH: its virtual environment first (here, the one running the tests).
     base["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
+    metrics_port = free_port()
+
     def env_of(service: str) -> dict[str, str]:
         env = environment(services[service], {"POSTGRES_PASSWORD": "-", "WEB_CONCURRENCY": "1"})
         env |= {"DATABASE_URL": fresh_database_url, "SECRET_KEY": TEST_SECRET}
         env |= {"ALLOW_SQLITE_IN_PRODUCTION": "true", "TRUSTED_HOSTS": "ims.example.com"}
         env |= {"GUNICORN_BIND": f"127.0.0.1:{port}"} if service == "api" else {}
+        if service == "worker":  # its metrics port, on loopback and free here
+            every_address = "0.0.0.0"  # noqa: S104 - what compose's network needs
+            given = (env["WORKER_METRICS_HOST"], env["WORKER_METRICS_PORT"])
+            assert given == (every_address, "9101")
+            env |= {"WORKER_METRICS_HOST": "127.0.0.1", "WORKER_METRICS_PORT": str(metrics_port)}
         assert env["ENVIRONMENT"] == "production"
         return base | env
 
@@ -536,6 +549,9 @@ def test_the_services_commands_run_as_compose_runs_them(backend, fresh_database_
     lines = Lines(worker)
     try:
         lines.wait_for("worker started")
+        # The port compose publishes on its network serves the worker's own metrics.
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5, trust_env=False)
+        assert 'ims_db_pool_connections_in_use{pool="worker"}' in scraped.text
     finally:
         stopped = end(worker)
     assert stopped == 0

@@ -170,3 +170,75 @@ def test_one_request_id_from_the_api_through_the_timeline_to_the_worker(server, 
         "/v1/incidents/{incident_id}", 200, ada,
     )  # fmt: skip
     assert key not in log and token not in log
+
+
+async def test_a_500_carries_the_request_id_and_so_does_its_traceback_line(harness, caplog):
+    """Starlette's outermost handler would answer after the request's context is gone."""
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    harness.app.include_router(router)
+    harness.app.middleware_stack = None  # rebuilt with the new route
+    seen: list[tuple[str | None, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((getattr(record, "request_id", None), record.exc_text or ""))
+
+    keep = Keep()
+    keep.addFilter(RequestContext())  # as the app's handler does, when the line is written
+    logging.getLogger("app.errors").addHandler(keep)
+    transport = httpx.ASGITransport(app=harness.app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answer = await client.get("/boom", headers={"X-Request-ID": "req-500"})
+    finally:
+        logging.getLogger("app.errors").removeHandler(keep)
+    assert answer.status_code == 500 and answer.json() == {"detail": "Internal server error"}
+    assert answer.headers["x-request-id"] == "req-500"
+    assert [rid for rid, _ in seen] == ["req-500"] and "kaboom" in caplog.text
+
+
+async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_client, client):
+    import asyncio
+
+    from app.logging import current_request_id
+    from tests.test_metrics import make_integration
+
+    key, _ = await make_integration(admin_client)
+    batcher = harness.app.state.alert_batcher
+    seen: list[tuple[str | None, list[str | None]]] = []
+    real = batcher._ingest
+
+    async def spy(session, jobs, now):
+        seen.append((current_request_id(), [job.request_id for job in jobs]))
+        return await real(session, jobs, now)
+
+    batcher._ingest = spy
+    body = {"summary": "x", "severity": "low"}
+    answers = await asyncio.gather(*[
+        client.post("/v1/alerts/generic", json=body | {"dedup_key": f"d{n}"},
+                    headers={"X-Integration-Key": key, "X-Request-ID": f"req-{n}"})
+        for n in range(4)
+    ])  # fmt: skip
+    assert [a.status_code for a in answers] == [202] * 4
+    assert all(context is None for context, _ in seen), seen
+    assert sorted(rid for _, ids in seen for rid in ids) == [f"req-{n}" for n in range(4)]
+
+
+def test_httpx_never_logs_the_urls_it_calls(database_url):
+    from app.logging import configure_logging
+    from tests.conftest import make_settings
+
+    configure_logging(make_settings(database_url, log_level="DEBUG"))
+    try:
+        # A Slack webhook's URL is its secret; httpx logs each request's URL at INFO.
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert logging.getLogger("app").isEnabledFor(logging.DEBUG)
+    finally:
+        configure_logging(make_settings(database_url))

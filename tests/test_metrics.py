@@ -206,3 +206,111 @@ class TestOff:
 def test_token_mode_without_a_token_is_refused(database_url):
     with pytest.raises(ValueError, match="METRICS_TOKEN"):
         make_settings(database_url, metrics_access="token", metrics_token="short")
+
+
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_released_savepoint_does_not_count_a_transaction_that_then_rolls_back(engine):
+    from sqlalchemy import text
+
+    from app import metrics
+    from app.db import create_sessionmaker
+
+    before = sample("ims_incidents_total", event="opened", severity="savepoint")
+    async with create_sessionmaker(engine)() as session:
+        metrics.count_incidents(session, "opened", ["savepoint"])
+        async with session.begin_nested():  # SQLAlchemy's after_commit fires on its release
+            await session.execute(text("SELECT 1"))
+        await session.rollback()
+    assert sample("ims_incidents_total", event="opened", severity="savepoint") == before
+    async with create_sessionmaker(engine)() as session:
+        metrics.count_incidents(session, "opened", ["savepoint"])
+        async with session.begin_nested():
+            await session.execute(text("SELECT 1"))
+        await session.commit()
+    assert sample("ims_incidents_total", event="opened", severity="savepoint") == before + 1
+
+
+async def test_steps_of_a_batch_that_rolled_back_are_not_counted(
+    harness, admin_client, client, user, monkeypatch
+):
+    """One by one after the batch failed, the third step meets a lock: the whole transaction
+    rolls back, the steps written before it included, and none may be counted."""
+    from sqlalchemy import func, select
+
+    from app.escalation import service as escalation_service
+    from app.escalation.models import EscalationEvent
+
+    step = {"delay_minutes": 0, "targets": [{"type": "user", "id": user.id}],
+            "actions": [{"type": "notify"}]}  # fmt: skip
+    policy = await admin_client.post(POLICIES, json={"name": "p", "steps": [step]})
+    assert policy.status_code == 201
+    key, _ = await make_integration(admin_client)
+    for n in range(3):
+        await alert(client, key, dedup_key=f"k{n}")
+
+    class LockConflict(Exception):
+        orig = type("Orig", (), {"sqlstate": "55P03"})()  # lock_not_available
+
+    real_apply, calls = escalation_service._apply, []
+
+    async def flaky(session, plans):
+        calls.append(len(plans))
+        if len(plans) > 1:
+            raise RuntimeError("the batch fails: one by one")
+        if len(calls) == 4:  # the third step alone: a request holds its incident
+            raise LockConflict()
+        await real_apply(session, plans)
+
+    monkeypatch.setattr(escalation_service, "_apply", flaky)
+    before = sample("ims_escalation_steps_total", status="executed")
+    await harness.app.state.worker.run_once(_jobs("fire_escalations"))
+    async with harness.app.state.sessionmaker() as session:
+        fired = await session.scalar(
+            select(func.count()).where(EscalationEvent.status != "scheduled")
+        )
+    assert calls == [3, 1, 1, 1] and fired == 0
+    assert sample("ims_escalation_steps_total", status="executed") == before
+
+
+async def test_a_metric_that_cannot_be_updated_does_not_fail_a_commit(engine, caplog):
+    from sqlalchemy import text
+
+    from app import metrics
+    from app.db import create_sessionmaker
+
+    def broken() -> None:
+        raise OSError("No space left on device")
+
+    async with create_sessionmaker(engine)() as session:
+        await session.execute(text("SELECT 1"))
+        metrics.after_commit(session, broken)
+        await session.commit()
+    assert "a metric could not be updated" in caplog.text
+
+
+async def test_metrics_answer_while_the_database_is_down():
+    import httpx
+
+    from app.main import create_app
+
+    app = create_app(make_settings("postgresql://postgres@127.0.0.1:1/none"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            series = await scrape(client)
+    assert series[("ims_database_up", ())] == 0
+    assert not any(name == "ims_worker_queue_depth" for name, _ in series)
+    assert any(name == "ims_http_requests_total" for name, _ in series)
+
+
+async def test_methods_outside_http_s_usual_ones_share_one_label_value(client):
+    before = await scrape(client)
+    assert (await client.request("PROPFIND", "/v1/incidents/")).status_code == 405
+    after = await scrape(client)
+    assert moved(before, after, "ims_http_requests_total",
+                 route="/v1/incidents/", method="other", status="405") == 1  # fmt: skip

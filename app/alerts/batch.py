@@ -25,6 +25,7 @@ database cannot be reached at all, a batch's requests are all answered 503 at on
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -103,7 +104,8 @@ class Batcher:
         job = Job(key, kind, parse)
         self._pending.append(job)
         if len(self._tasks) < IN_FLIGHT:
-            task = asyncio.create_task(self._drain())
+            # A context of its own: the batch serves many requests, not the one that started it.
+            task = asyncio.create_task(self._drain(), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         # Shielded: a request cancelled while waiting does not cancel the batch it is part of.
