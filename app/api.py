@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from app.alerts.router import router as alerts_router
+from app.analytics.router import router as analytics_router
 from app.auth.router import router as auth_router
 from app.escalation.router import incidents as incident_escalation_router
 from app.escalation.router import policies as policies_router
@@ -30,3 +31,4 @@ api_router.include_router(notifications.notifications)
 api_router.include_router(notifications.webhooks)
 api_router.include_router(schedules_router)
 api_router.include_router(oncall_router)
+api_router.include_router(analytics_router)

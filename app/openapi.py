@@ -128,6 +128,32 @@ FIELDS: dict[str, str] = {
     "layers": "Rotations in order; later layers win where they have someone",
     "actor_id": "The user who made the change, or null",
     "actor_name": "Who made the change",
+    # The analytics report (app/analytics).
+    "critical": "Incidents of severity `critical`",
+    "high": "Incidents of severity `high`",
+    "medium": "Incidents of severity `medium`",
+    "low": "Incidents of severity `low`",
+    "info": "Incidents of severity `info`",
+    "by_severity": "Incidents per severity (the severity each has now)",
+    "date": "The UTC date",
+    "mean_seconds": "Mean duration in seconds (to the millisecond), or null when count is 0",
+    "p90_seconds": "90th percentile in seconds, nearest-rank: the ceil(0.9 × count)-th smallest "
+    "duration; null when count is 0",
+    "opened_by_day": "Incidents created on each UTC date the range touches, oldest first, "
+    "zeros included",
+    "time_to_acknowledge": "acknowledged_at − created_at over the incidents that have been "
+    "acknowledged",
+    "time_to_resolve": "resolved_at − created_at over the incidents that are resolved",
+    "escalation_steps": "Escalation steps that fired in the range (by executed_at), by outcome",
+    "fired": "Every step that fired: executed + failed + skipped",
+    "executed": "Steps that ran",
+    "failed": "Steps that failed",
+    "skipped": "Steps that fired but had nothing to do (e.g. nobody on call)",
+    "pages_by_user": "Pages sent in the range (by sent_at) per user, most first (at most 100)",
+    "pages": "Pages sent to the user (one per message: two channels make two)",
+    "noisiest_services": "The 10 services with the most incidents (then alerts)",
+    "noisiest_dedup_keys": "The 10 (service, dedup key) pairs with the most incidents "
+    "(then alerts)",
 }
 
 # Where a name means something more specific in one schema.
@@ -185,6 +211,24 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("PreferenceUpdate", "enabled"): "Off: nothing is sent on this channel",
     ("PreferenceUpdate", "min_severity"): "Only incidents at least this severe (default `info`)",
     ("PreferenceUpdate", "events"): "The incident events to be told about",
+    ("IncidentAnalytics", "start"): "Start of the range, inclusive (ISO 8601, UTC)",
+    ("IncidentAnalytics", "end"): "End of the range, exclusive (ISO 8601, UTC)",
+    ("IncidentAnalytics", "service_id"): "The service the report is limited to, or null",
+    ("IncidentAnalytics", "incidents"): "Incidents created in the range",
+    ("IncidentTotals", "total"): "Incidents created in the range",
+    ("DayCounts", "total"): "Incidents created that day (within the range)",
+    ("ResponseTime", "count"): "How many incidents the figures are over",
+    ("UserPages", "user_id"): "The user paged",
+    ("UserPages", "full_name"): "The user's name",
+    ("UserPages", "incidents"): "Distinct incidents they were paged for",
+    ("ServiceNoise", "service_id"): "The service",
+    ("ServiceNoise", "name"): "The service's name",
+    ("ServiceNoise", "incidents"): "Incidents created on it in the range",
+    ("ServiceNoise", "alerts"): "Alerts folded into those incidents (sum of alert_count)",
+    ("DedupKeyNoise", "service_id"): "The service of the incidents, or null",
+    ("DedupKeyNoise", "dedup_key"): "The deduplication key",
+    ("DedupKeyNoise", "incidents"): "Incidents opened with this key in the range",
+    ("DedupKeyNoise", "alerts"): "Alerts folded into those incidents (sum of alert_count)",
 }
 
 # Schemas FastAPI generates itself.

@@ -14,7 +14,7 @@ from app.clock import FrozenClock
 from app.config import Settings
 from app.crypto import Sealer
 from app.db import session_scope
-from app.escalation.models import EscalationPolicy
+from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
 from app.integrations.models import Integration
 from app.notifications.models import Notification, WebhookSubscription
@@ -156,6 +156,21 @@ class Factory:
         async with session_scope(self.sessionmaker) as session:
             session.add(policy)
         return policy
+
+    async def escalation_event(self, **overrides: Any) -> EscalationEvent:
+        """Step 1 of an incident's first run, executed now (give `incident_id`)."""
+        now = self.clock.now()
+        values: dict[str, Any] = {
+            "policy_id": None, "run": 1, "cycle": 1, "step": 1, "status": "executed",
+            "due_at": now, "executed_at": now, "delay_minutes": 0.0, "targets": [],
+            "actions": [{"type": "notify"}], "notified_user_ids": [], "detail": "",
+            "created_at": now,
+        }  # fmt: skip
+        values.update(overrides)
+        event = EscalationEvent(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(event)
+        return event
 
     async def webhook(self, **overrides: Any) -> WebhookSubscription:
         """A subscription to every incident event, to a loopback URL by default."""

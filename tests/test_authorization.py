@@ -106,6 +106,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/v1/users/me/shifts"): SIGNED_IN,
     ("POST", "/v1/users/me/calendar-url"): SIGNED_IN,
     ("GET", "/v1/users/{user_id}/calendar.ics"): FEED_TOKEN,
+    ("GET", "/v1/analytics/incidents"): SIGNED_IN,  # as reading incidents
 }
 
 # A body each endpoint accepts, so that a refusal is about who calls, not what is sent.

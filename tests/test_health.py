@@ -196,6 +196,7 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("GET", "/v1/users/me/shifts"),
         ("POST", "/v1/users/me/calendar-url"),
         ("GET", "/v1/users/{user_id}/calendar.ics"),
+        ("GET", "/v1/analytics/incidents"),
     }
     # The Authorize button uses the OAuth2 password flow against the login endpoint.
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]

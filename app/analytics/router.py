@@ -1,0 +1,46 @@
+"""Incident analytics: what the console's charts draw (every signed-in user, as for incidents)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AfterValidator
+
+from app.analytics import service as analytics_service
+from app.analytics.schemas import IncidentAnalytics
+from app.auth.dependencies import CurrentUser
+from app.deps import ClockDep, SessionDep
+from app.schedules.schemas import in_range
+from app.schemas import MAX_ID, UtcDateTime
+
+router = APIRouter(prefix="/analytics", tags=["analytics"])
+
+Moment = Annotated[UtcDateTime, AfterValidator(in_range)]
+
+
+@router.get(
+    "/incidents",
+    response_model=IncidentAnalytics,
+    responses={422: {"description": "Invalid parameters, end not after start, or over 366 days"}},
+)
+async def incident_analytics(
+    session: SessionDep,
+    _: CurrentUser,
+    clock: ClockDep,
+    start: Annotated[
+        Moment | None, Query(description="Inclusive; default: 30 days before end")
+    ] = None,
+    end: Annotated[
+        Moment | None,
+        Query(description="Exclusive; default: now (or 30 days after start); at most 366 days"),
+    ] = None,
+    service_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only this service's incidents")
+    ] = None,
+) -> object:
+    """Incidents opened per day and severity, time to acknowledge and resolve (mean, p90),
+    escalation steps fired, pages per user, and the noisiest services and dedup keys, for
+    incidents created in [start, end)."""
+    start, end = analytics_service.window(start, end, clock.now())
+    return await analytics_service.report(session, start=start, end=end, service_id=service_id)
