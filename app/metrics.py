@@ -47,7 +47,10 @@ logger = logging.getLogger(__name__)
 # prometheus-client's multiprocess mode (set by app/gunicorn_conf.py) keeps values in files in this
 # directory; a directory named but missing (a setting copied to a container, say) is made rather
 # than failing every command at import.
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# Decided once, as prometheus-client decided it when imported: the variable set later in this
+# process (by importing app.gunicorn_conf, say) does not move values already kept in memory.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+if MULTIPROCESS:
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # Seconds: fast answers are most of them; slow ones are what to look at.
@@ -241,7 +244,7 @@ def exposition(extra: list[GaugeMetricFamily]) -> bytes:
     """Every series in Prometheus's text format: this process's (or, in multiprocess mode, every
     process's) counters, and the gauges read for this scrape."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if MULTIPROCESS:
         MultiProcessCollector(registry)
         own = b""
     else:
