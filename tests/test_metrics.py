@@ -314,3 +314,19 @@ async def test_methods_outside_http_s_usual_ones_share_one_label_value(client):
     after = await scrape(client)
     assert moved(before, after, "ims_http_requests_total",
                  route="/v1/incidents/", method="other", status="405") == 1  # fmt: skip
+
+
+def test_route_templates_without_fastapi_s_scope_entry_come_from_the_route_list(database_url):
+    """The fallback for a FastAPI that keeps no chosen route context in the scope."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from app.main import create_app
+    from app.observe import RouteRecorder
+
+    app = create_app(make_settings(database_url))
+    recorder = RouteRecorder(app)
+    contexts = iter_route_contexts(app.routes)
+    [route] = [c.original_route for c in contexts if c.name == "read_incident"]
+    assert isinstance(route, APIRoute) and route.path == "/incidents/{incident_id}"
+    scope = {"app": app, "path": "/v1/incidents/5"}
+    assert recorder._template(scope, route) == "/v1/incidents/{incident_id}"
