@@ -127,19 +127,17 @@ def on_starting(server: Any) -> None:
     with the message and exit status 2. Left to the workers, each would print it and exit, and
     the master would start new ones for ever.
     """
-    from app.config import settings_or_exit
-    from app.logging import configure_logging
-
-    settings = settings_or_exit()
-    # The master's own lines (workers booted, exited, …) in the application's format too.
-    configure_logging(settings)
+    # The settings are checked here; the master's own lines (workers booted, exited, …) are
+    # written in the application's format too.
+    on_reload(server)
     # Values left by an earlier run in a directory that was given would be added to this one's.
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
 
 
 def on_reload(server: Any) -> None:
-    """SIGHUP re-ran gunicorn's own log set-up in the master: the application's format again."""
+    """Check the settings and write the master's lines in the application's format: at start
+    (from on_starting) and after SIGHUP, which re-runs gunicorn's own log set-up."""
     from app.config import settings_or_exit
     from app.logging import configure_logging
 

@@ -11,10 +11,12 @@ are bounded; a path no route matches is `unmatched`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from fastapi.routing import RouteContext, iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
@@ -116,8 +118,9 @@ class RequestObserver:
             elapsed = time.perf_counter() - began
             route = info.route or UNMATCHED
             method = scope["method"] if scope["method"] in METHODS else "other"
-            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(route, method).observe(elapsed)
+            count, latency = _series(route, method, status)
+            count.inc()
+            latency.observe(elapsed)
             if self.access_log and access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %d %.1f ms", method, scope["path"], status, elapsed * 1000,
@@ -126,6 +129,17 @@ class RequestObserver:
                            "client": _client(scope)},
                 )  # fmt: skip
             REQUEST.reset(token)
+
+
+@functools.cache
+def _series(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of one label set, found once (prometheus-client's
+    `labels()` was the largest cost this middleware added to a request). Label sets are few:
+    route templates, seven methods and `other`, the statuses the app answers."""
+    return (
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)),
+        metrics.HTTP_LATENCY.labels(route, method),
+    )
 
 
 def _client(scope: Scope) -> str | None:

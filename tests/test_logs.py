@@ -208,9 +208,9 @@ async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_cli
     import asyncio
 
     from app.logging import current_request_id
-    from tests.test_metrics import make_integration
+    from tests.alerts.test_alerts import make_integration
 
-    key, _ = await make_integration(admin_client)
+    key, _ = await make_integration(admin_client, "generic")
     batcher = harness.app.state.alert_batcher
     seen: list[tuple[str | None, list[str | None]]] = []
     real = batcher._ingest

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.alerts.test_alerts import make_integration
 from tests.conftest import make_settings
 
 POLICIES = "/v1/escalation/policies/"
@@ -30,16 +31,6 @@ def moved(before: Series, after: Series, name: str, **labels: str) -> float:
     key = (name, tuple(sorted(labels.items())))
     assert key in after, f"{name}{labels} is not exposed"
     return after[key] - before.get(key, 0.0)
-
-
-async def make_integration(admin_client, kind: str = "generic") -> tuple[str, int]:
-    service = await admin_client.post("/v1/services/", json={"name": "checkout-api"})
-    service_id = service.json()["id"]
-    response = await admin_client.post(
-        f"/v1/services/{service_id}/integrations/", json={"name": kind, "kind": kind}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["key"], service_id
 
 
 async def alert(client, key: str, expect: int = 202, **fields) -> dict:
@@ -68,7 +59,7 @@ class TestScriptedRun:
         ]  # fmt: skip
         policy = await admin_client.post(POLICIES, json={"name": "page", "steps": steps})
         assert policy.status_code == 201, policy.text
-        key, _ = await make_integration(admin_client)
+        key, _ = await make_integration(admin_client, "generic")
         before = await scrape(client)
 
         # Alerts: two new incidents, one alert deduplicated into the first, the second resolved,
@@ -249,7 +240,7 @@ async def test_steps_of_a_batch_that_rolled_back_are_not_counted(
             "actions": [{"type": "notify"}]}  # fmt: skip
     policy = await admin_client.post(POLICIES, json={"name": "p", "steps": [step]})
     assert policy.status_code == 201
-    key, _ = await make_integration(admin_client)
+    key, _ = await make_integration(admin_client, "generic")
     for n in range(3):
         await alert(client, key, dedup_key=f"k{n}")
 
