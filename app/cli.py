@@ -45,7 +45,14 @@ def serve(
         "              (the first account becomes admin; or: incident-management create-admin)\n"
     )
     uvicorn.run(
-        "app.main:app", host=host, port=port, reload=reload, log_level=settings.log_level.lower()
+        "app.main:app",
+        host=host,
+        port=port,
+        reload=reload,
+        log_level=settings.log_level.lower(),
+        # Requests in flight get this long to finish at shutdown (the console's live streams
+        # would otherwise hold it open for up to a minute).
+        timeout_graceful_shutdown=10,
     )
 
 

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     previous_secret_keys: str = ""
     algorithm: str = "HS256"
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    # The web console's sign-in lasts this long (then the login page again); logging out ends it.
+    ui_session_hours: int = Field(default=12, ge=1, le=24 * 30)
     password_reset_token_expire_minutes: int = Field(default=60, ge=5, le=60 * 24)
     # Unset: open in development, closed in production (create the first admin with the CLI).
     signup_enabled: bool | None = None

@@ -30,6 +30,8 @@ from app.observe import RequestObserver, RouteRecorder
 from app.routing import SlashAliasMiddleware
 from app.security_headers import SecurityHeaders
 from app.timing import ServerTimingMiddleware
+from app.ui import router as console
+from app.ui.live import ChangeFeed
 from app.worker.runner import Worker
 
 DESCRIPTION = """
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         metrics.instrument_pool(engine, "api")
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.change_feed = ChangeFeed(app.state.sessionmaker)
         app.state.worker = Worker(
             app.state.sessionmaker,
             clock,
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         try:
             yield
         finally:
+            await app.state.change_feed.close()
             await app.state.alert_batcher.close()
             await ingest_engine.dispose()
             if task is not None:
@@ -107,6 +111,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(health_router)
     app.include_router(metrics.router)
     app.include_router(api_router)
+    console.install(app)
     document_webhooks(app)
     openapi.install(app)
     # Added innermost first: security headers wrap everything, even a refused Host or preflight,

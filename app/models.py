@@ -9,6 +9,7 @@ from app.notifications.models import Notification, NotificationPreference, Webho
 from app.ratelimit import RateLimitState
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.services.models import Service
+from app.ui.models import UiSession
 from app.users.models import User
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ScheduleOverride",
     "Service",
     "TimelineEntry",
+    "UiSession",
     "User",
     "UserCalendar",
     "WebhookSubscription",

@@ -15,6 +15,14 @@ DOCS_POLICY = (
     "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
 )
 DOCS = ("/docs", "/redoc")
+# The console: its own scripts, styles and SVG only; no inline script or style, forms post to
+# itself only, and nothing frames it.
+CONSOLE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+CONSOLE = "/ui"
+CONSOLE_STATIC = "/ui/static/"
 
 
 class SecurityHeaders:
@@ -26,7 +34,16 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"].startswith(DOCS)
+        path: str = scope["path"]
+        docs = path.startswith(DOCS)
+        if docs:
+            policy = DOCS_POLICY
+        elif path == CONSOLE or path.startswith(CONSOLE + "/"):
+            policy = CONSOLE_POLICY
+        else:
+            policy = API_POLICY
+        # The console's scripts and styles are named by version (?v=): cacheable for a day.
+        cache = "public, max-age=86400" if path.startswith(CONSOLE_STATIC) else "no-store"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -35,9 +52,9 @@ class SecurityHeaders:
                 headers.setdefault("X-Frame-Options", "DENY")
                 headers.setdefault("Referrer-Policy", "no-referrer")
                 headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
-                headers.setdefault("Content-Security-Policy", DOCS_POLICY if docs else API_POLICY)
+                headers.setdefault("Content-Security-Policy", policy)
                 if not docs:
-                    headers.setdefault("Cache-Control", "no-store")
+                    headers.setdefault("Cache-Control", cache)
                 if self.https:
                     headers.setdefault(
                         "Strict-Transport-Security", "max-age=31536000; includeSubDomains"

@@ -1,0 +1,356 @@
+"""The console's incident pages: the list, one incident, and what a responder does to it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.deps import ClockDep, SessionDep
+from app.errors import DomainError, NotFound
+from app.escalation.models import EscalationEvent
+from app.incidents import service as incident_service
+from app.incidents.models import Comment, Incident, Severity, Status, TimelineEntry
+from app.incidents.service import IncidentFilter
+from app.incidents.timeline import Actor
+from app.notifications.models import Notification
+from app.pagination import InvalidCursor
+from app.schemas import MAX_ID
+from app.services.models import Service
+from app.ui.auth import ActorDep, Browser, ViewerDep
+from app.ui.render import page
+from app.users.models import User
+
+router = APIRouter()
+
+OPEN = [Status.triggered, Status.acknowledged, Status.snoozed]
+STATUS_CHOICES = ["open", "triggered", "acknowledged", "snoozed", "resolved", "all"]
+SNOOZE_CHOICES = [(15, "15 minutes"), (60, "1 hour"), (240, "4 hours"), (1440, "24 hours")]
+PAGE_SIZE = 50
+# What each timeline entry type reads as on the page.
+ENTRY_LABELS = {
+    "created": "Opened",
+    "alert_received": "Alert received",
+    "acknowledged": "Acknowledged",
+    "unacknowledged": "Unacknowledged",
+    "resolved": "Resolved",
+    "reopened": "Reopened",
+    "snoozed": "Snoozed",
+    "unsnoozed": "Snooze ended",
+    "assigned": "Assignees changed",
+    "commented": "Comment",
+    "updated": "Edited",
+    "policy_applied": "Escalation policy applied",
+    "escalated": "Escalated",
+    "escalation_skipped": "Escalation step skipped",
+    "escalation_failed": "Escalation step failed",
+    "escalation_stopped": "Escalation stopped",
+    "notified": "Notified",
+    "notification_failed": "Notification failed",
+}
+
+
+def _status_filter(status: str) -> list[Status]:
+    if status == "open":
+        return OPEN
+    if status == "all":
+        return []
+    return [Status(status)]
+
+
+async def _counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Incident.status, func.count()).group_by(Incident.status))
+    counts = {s.value: 0 for s in Status}
+    counts.update({status: count for status, count in rows.all()})
+    counts["open"] = sum(counts[s.value] for s in OPEN)
+    return counts
+
+
+async def _services(session: AsyncSession) -> list[tuple[int, str]]:
+    rows = await session.execute(select(Service.id, Service.name).order_by(Service.name).limit(500))
+    return [(service_id, name) for service_id, name in rows.all()]
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+async def incident_list(
+    request: Request,
+    session: SessionDep,
+    browser: ViewerDep,
+    status: Annotated[str, Query(pattern="^(" + "|".join(STATUS_CHOICES) + ")$")] = "open",
+    severity: Annotated[str, Query(pattern="^(|critical|high|medium|low|info)$")] = "",
+    service: Annotated[str, Query(pattern=r"^[0-9]{0,18}$")] = "",
+    mine: Annotated[str, Query(pattern="^(|1)$")] = "",
+    q: Annotated[str, Query(max_length=200)] = "",
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    service_id = int(service) if service and 0 < int(service) <= MAX_ID else None
+    filters = IncidentFilter(
+        statuses=_status_filter(status),
+        severities=[Severity(severity)] if severity else [],
+        service_id=service_id,
+        assignee_id=browser.user_id if mine else None,
+        q=q.strip() or None,
+    )
+    try:
+        items, next_cursor = await incident_service.list_page(
+            session, filters=filters, sort="-created_at", limit=PAGE_SIZE, cursor=cursor
+        )
+    except InvalidCursor:
+        items, next_cursor = await incident_service.list_page(
+            session, filters=filters, sort="-created_at", limit=PAGE_SIZE, cursor=None
+        )
+    services = await _services(session)
+    query = {"status": status, "severity": severity, "service": service, "mine": mine, "q": q}
+    return page(
+        request,
+        "incidents.html",
+        browser=browser,
+        incidents=items,
+        next_cursor=next_cursor,
+        counts=await _counts(session),
+        services=services,
+        service_names=dict(services),
+        filters=query,
+        status_choices=STATUS_CHOICES,
+        severities=[s.value for s in Severity],
+        first_page=cursor is None,
+    )
+
+
+async def _incident_or_404(session: AsyncSession, incident_id: int, *, lock: bool) -> Incident:
+    incident = (
+        await incident_service.get(session, incident_id, lock=lock)
+        if 0 < incident_id <= MAX_ID
+        else None
+    )
+    if incident is None:
+        raise NotFound(f"Incident {incident_id} not found")
+    return incident
+
+
+def describe(entry: TimelineEntry, users: dict[int, str]) -> str:
+    """One line saying what a timeline entry's data holds, for people."""
+    data: dict[str, Any] = entry.data or {}
+    parts: list[str] = []
+    if entry.type == "created" and data.get("title"):
+        parts.append(f"“{data['title']}”")
+    if "from" in data and entry.type not in ("updated",):
+        parts.append(f"was {data['from']}")
+    if entry.type == "snoozed" and data.get("until"):
+        parts.append(f"until {str(data['until'])[:16].replace('T', ' ')} UTC")
+    if "step" in data:
+        parts.append(
+            f"step {data['step']}" + (f", cycle {data['cycle']}" if data.get("cycle") else "")
+        )
+    if data.get("user_ids") or data.get("notified_user_ids"):
+        ids = data.get("notified_user_ids") or data.get("user_ids") or []
+        names = [users.get(int(i), f"user {i}") for i in ids if isinstance(i, int)]
+        if names:
+            parts.append("paged " + ", ".join(names))
+    if entry.type == "assigned":
+        for key, label in (("added", "added"), ("removed", "removed")):
+            people = data.get(key) or []
+            names = [
+                users.get(int(p.get("user_id", 0)), f"user {p.get('user_id')}")
+                for p in people
+                if isinstance(p, dict)
+            ]
+            if names:
+                parts.append(f"{label} " + ", ".join(names))
+    if entry.type == "updated" and isinstance(data.get("changes"), dict):
+        for field, change in data["changes"].items():
+            if isinstance(change, dict):
+                parts.append(f"{field}: {change.get('before')} → {change.get('after')}")
+    for key in ("channel", "reason", "error", "note", "detail"):
+        if data.get(key):
+            parts.append(f"{key}: {data[key]}")
+    if entry.type == "alert_received" and data.get("count"):
+        parts.append(f"{data['count']} alerts")
+    return "; ".join(str(p) for p in parts)
+
+
+async def _detail_context(session: AsyncSession, incident: Incident) -> dict[str, Any]:
+    timeline = list(
+        (
+            await session.scalars(
+                select(TimelineEntry)
+                .where(TimelineEntry.incident_id == incident.id)
+                .order_by(TimelineEntry.id.desc())
+                .limit(500)
+            )
+        ).all()
+    )
+    comments = list(
+        (
+            await session.scalars(
+                select(Comment).where(Comment.incident_id == incident.id).order_by(Comment.id)
+            )
+        ).all()
+    )
+    events = list(
+        (
+            await session.scalars(
+                select(EscalationEvent)
+                .where(EscalationEvent.incident_id == incident.id)
+                .order_by(EscalationEvent.id)
+                .limit(200)
+            )
+        ).all()
+    )
+    notifications = list(
+        (
+            await session.scalars(
+                select(Notification)
+                .where(Notification.incident_id == incident.id)
+                .order_by(Notification.id)
+                .limit(500)
+            )
+        ).all()
+    )
+    people = (
+        await session.execute(
+            select(User.id, User.full_name, User.is_active).order_by(User.full_name).limit(1000)
+        )
+    ).all()
+    users = {user_id: name for user_id, name, _ in people}
+    by_event: dict[int, list[Notification]] = {}
+    for notification in notifications:
+        if notification.escalation_event_id is not None:
+            by_event.setdefault(notification.escalation_event_id, []).append(notification)
+    service = await session.get(Service, incident.service_id) if incident.service_id else None
+    return {
+        "incident": incident,
+        "service": service,
+        "timeline": [(entry, describe(entry, users)) for entry in timeline],
+        "entry_labels": ENTRY_LABELS,
+        "comments": comments,
+        "events": [(event, by_event.get(event.id, [])) for event in events],
+        "other_notifications": [n for n in notifications if n.escalation_event_id is None],
+        "users": users,
+        "assignable": [(user_id, name) for user_id, name, active in people if active],
+        "snooze_choices": SNOOZE_CHOICES,
+        "labels_json": json.dumps(incident.labels or {}, ensure_ascii=False),
+    }
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+async def incident_page(
+    incident_id: int, request: Request, session: SessionDep, browser: ViewerDep
+) -> Response:
+    incident = await _incident_or_404(session, incident_id, lock=False)
+    context = await _detail_context(session, incident)
+    return page(request, "incident.html", browser=browser, **context)
+
+
+async def _act(
+    request: Request,
+    session: AsyncSession,
+    browser: Browser,
+    incident_id: int,
+    action: str,
+    form: dict[str, str],
+    now_clock: ClockDep,
+) -> Response:
+    """Apply one action; on a refusal (say, resolving a resolved incident) show the page again
+    with the reason, nothing changed."""
+    incident = await _incident_or_404(session, incident_id, lock=True)
+    actor = Actor.of(browser.user)
+    now = now_clock.now()
+    note = (form.get("note") or "").strip()[:2000] or None
+    try:
+        if action == "acknowledge":
+            await incident_service.acknowledge(
+                session, incident=incident, actor=actor, now=now, note=note
+            )
+        elif action == "resolve":
+            await incident_service.resolve(
+                session, incident=incident, actor=actor, now=now, note=note
+            )
+        elif action == "reopen":
+            await incident_service.reopen(
+                session, incident=incident, actor=actor, now=now, note=note
+            )
+        elif action == "unsnooze":
+            await incident_service.unsnooze(session, incident=incident, actor=actor, now=now)
+        elif action == "snooze":
+            minutes = _choice(form.get("minutes"), {m for m, _ in SNOOZE_CHOICES})
+            await incident_service.snooze(
+                session,
+                incident=incident,
+                until=now + timedelta(minutes=minutes),
+                actor=actor,
+                now=now,
+                note=note,
+            )
+        elif action == "assign":
+            user_id = _choice(form.get("user_id"), None)
+            await incident_service.assign(
+                session,
+                incident=incident,
+                actor=actor,
+                now=now,
+                user_ids=None,
+                add_user_id=user_id,
+                role="responder",
+            )
+        elif action == "comment":
+            content = (form.get("content") or "").strip()
+            if not content:
+                raise DomainError("A comment needs some text")
+            if len(content) > 10_000:
+                raise DomainError("A comment is at most 10,000 characters")
+            await incident_service.add_comment(
+                session, incident=incident, author=browser.user, content=content, now=now
+            )
+    except DomainError as exc:
+        await session.rollback()
+        incident = await _incident_or_404(session, incident_id, lock=False)
+        context = await _detail_context(session, incident)
+        detail = exc.detail if isinstance(exc.detail, str) else "That could not be done"
+        return page(
+            request,
+            "incident.html",
+            browser=browser,
+            status_code=exc.status_code,
+            error=detail,
+            draft=form.get("content", ""),
+            **context,
+        )
+    return RedirectResponse(f"/ui/incidents/{incident_id}", status_code=303)
+
+
+def _choice(value: str | None, allowed: set[int] | None) -> int:
+    try:
+        number = int(value or "")
+    except ValueError:
+        raise DomainError("Choose one of the options") from None
+    if (allowed is not None and number not in allowed) or not 0 < number <= MAX_ID:
+        raise DomainError("Choose one of the options")
+    return number
+
+
+ACTIONS = ("acknowledge", "resolve", "reopen", "snooze", "unsnooze", "assign", "comment")
+
+
+@router.post("/incidents/{incident_id}/{action}", response_class=HTMLResponse)
+async def incident_action(
+    incident_id: int,
+    action: str,
+    request: Request,
+    session: SessionDep,
+    browser: ActorDep,
+    clock: ClockDep,
+    note: Annotated[str, Form(max_length=2000)] = "",
+    minutes: Annotated[str, Form(max_length=10)] = "",
+    user_id: Annotated[str, Form(max_length=20)] = "",
+    content: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    if action not in ACTIONS:
+        raise NotFound("No such action")
+    form = {"note": note, "minutes": minutes, "user_id": user_id, "content": content}
+    return await _act(request, session, browser, incident_id, action, form, clock)

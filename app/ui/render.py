@@ -1,0 +1,85 @@
+"""Templates: Jinja2 with autoescaping everywhere, and the filters the pages share."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+from starlette.responses import HTMLResponse
+
+from app import __version__
+from app.ui.auth import CSRF_FIELD, CSRF_HEADER, Browser
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+HTMX = "htmx-2.0.11.min.js"
+
+templates = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+)
+
+
+def when(value: datetime | None) -> str:
+    """A moment as UTC, to the minute (the page's script shows it in the reader's zone too)."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def since(value: datetime | None, now: datetime) -> str:
+    """How long ago, in the largest unit that fits: `4 min`, `3 h 10 min`, `2 d 5 h`."""
+    if value is None:
+        return "—"
+    seconds = int((now - value).total_seconds())
+    if seconds < 0:
+        return "in " + duration(-seconds)
+    return duration(seconds) + " ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, _ = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+templates.env.filters["when"] = when
+templates.env.filters["duration"] = duration
+templates.env.globals.update(
+    htmx=HTMX, version=__version__, csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER
+)
+
+
+def page(
+    request: Request,
+    name: str,
+    *,
+    browser: Browser | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """A whole page (htmx swaps what it asked for out of it: `hx-select`)."""
+    now = request.app.state.clock.now()
+    context.update(
+        browser=browser,
+        now=now,
+        since=lambda value: since(value, now),
+        path=request.url.path,
+    )
+    return templates.TemplateResponse(request, name, context, status_code=status_code)

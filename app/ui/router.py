@@ -1,0 +1,244 @@
+"""The console under /ui: sign-in, live updates, and the pages' routers put together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.staticfiles import StaticFiles
+
+from app import ratelimit
+from app.auth.router import _account, _login_buckets
+from app.deps import ClockDep, SessionDep, SettingsDep
+from app.errors import DomainError
+from app.ui import auth, incidents
+from app.ui.auth import ViewerDep
+from app.ui.live import ChangeFeed
+from app.ui.render import STATIC, page
+from app.users import service as user_service
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+router.include_router(incidents.router)
+
+# An open page's stream ends after this long and the browser opens a new one (EventSource does
+# by itself), so a stream never outlives its session's checks for long, and a process that is
+# stopping is not held open by pages.
+STREAM_SECONDS = 60
+KEEPALIVE_SECONDS = 15
+
+
+@router.get("")
+@router.get("/")
+async def home() -> Response:
+    return RedirectResponse("/ui/incidents", status_code=303)
+
+
+def _login_page(
+    request: Request, *, error: str | None = None, email: str = "", next_path: str, status: int
+) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = page(
+        request,
+        "login.html",
+        browser=None,
+        status_code=status,
+        login_csrf=token,
+        error=error,
+        email=email,
+        next_path=auth.safe_next(next_path),
+    )
+    auth.set_cookie(
+        response,
+        request.app.state.settings,
+        auth.LOGIN_CSRF_COOKIE,
+        token,
+        max_age=auth.LOGIN_CSRF_SECONDS,
+    )
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(
+    request: Request, next: Annotated[str, Query(max_length=2000)] = "/ui/incidents"
+) -> Response:
+    return _login_page(request, next_path=next, status=200)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/ui/incidents",
+) -> Response:
+    """Sign in: the API's checks (the same rate limits and lockout), then a session cookie."""
+    if not auth.login_csrf_valid(request, csrf_token):
+        return _login_page(
+            request,
+            error="The form expired; please sign in again.",
+            email=email,
+            next_path=next,
+            status=400,
+        )
+    now = clock.now()
+    try:
+        await ratelimit.check(
+            request.app.state.sessionmaker,
+            _login_buckets(request, settings, email),
+            now=now,
+            detail="Too many sign-in attempts; wait a few minutes",
+        )
+    except ratelimit.TooManyRequests as exc:
+        return _login_page(request, error=exc.detail, email=email, next_path=next, status=429)
+    user = await user_service.authenticate(session, email=email, password=password)
+    if user is None:
+        return _login_page(
+            request,
+            error="Incorrect email or password, or the account is inactive.",
+            email=email,
+            next_path=next,
+            status=401,
+        )
+    await ratelimit.refill(session, f"login:account:{_account(settings, email)}", now=now)
+    token, _ = await auth.start(session, user=user, settings=settings, now=now)
+    response = RedirectResponse(auth.safe_next(next), status_code=303)
+    auth.set_cookie(
+        response, settings, auth.SESSION_COOKIE, token, max_age=settings.ui_session_hours * 3600
+    )
+    auth.clear_cookie(response, settings, auth.LOGIN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/logout")
+async def logout(
+    request: Request, session: SessionDep, settings: SettingsDep, _: auth.ActorDep
+) -> Response:
+    """Sign out: the session is deleted on the server, not only forgotten by the browser."""
+    await auth.end(session, request.cookies.get(auth.SESSION_COOKIE))
+    response = RedirectResponse("/ui/login", status_code=303)
+    auth.clear_cookie(response, settings, auth.SESSION_COOKIE)
+    return response
+
+
+@router.get("/events")
+async def events(request: Request, browser: ViewerDep) -> Response:
+    """Server-Sent Events: `change` with the ids of incidents that changed since the last one."""
+    feed: ChangeFeed = request.app.state.change_feed
+
+    async def stream() -> AsyncIterator[str]:
+        yield "retry: 1000\n\n"
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + STREAM_SECONDS
+        async with feed.listen() as listener:
+            while not listener.closed:
+                left = ends - loop.time()
+                if left <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(
+                        listener.changed.wait(), timeout=min(KEEPALIVE_SECONDS, left)
+                    )
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if listener.closed:
+                    return
+                ids = listener.take()
+                yield f"event: change\ndata: {json.dumps({'incidents': ids})}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _is_console(request: Request) -> bool:
+    return request.url.path.startswith("/ui")
+
+
+def _message_page(request: Request, *, status: int, title: str, message: str) -> Response:
+    browser = getattr(request.state, "browser", None)
+    return page(
+        request, "message.html", browser=browser, status_code=status, title=title, message=message
+    )
+
+
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+async def _answer(result: Response | Awaitable[Response]) -> Response:
+    return result if isinstance(result, Response) else await result
+
+
+def install(app: FastAPI) -> None:
+    """Add the console to the app: its routes, its static files, and HTML answers for its
+    errors (the API's own errors stay JSON)."""
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+
+    async def login_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, auth.LoginRequired)
+        if request.headers.get("HX-Request") == "true" and request.method != "GET":
+            # htmx: send the whole window to the login page, not a form into a fragment.
+            return Response(status_code=204, headers={"HX-Redirect": auth.login_url(exc.next_path)})
+        return RedirectResponse(auth.login_url(exc.next_path), status_code=303)
+
+    async def csrf_failed(request: Request, _: Exception) -> Response:
+        return _message_page(
+            request,
+            status=403,
+            title="Please try again",
+            message="This form was not sent from a page of this console (or the page is old). "
+            "Reload the page and try again.",
+        )
+
+    async def admin_required(request: Request, _: Exception) -> Response:
+        return _message_page(
+            request,
+            status=403,
+            title="Admins only",
+            message="This page is for administrators.",
+        )
+
+    api_domain: Handler = app.exception_handlers[DomainError]
+    api_invalid: Handler = app.exception_handlers[RequestValidationError]
+
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        if not _is_console(request):
+            return await _answer(api_domain(request, exc))
+        assert isinstance(exc, DomainError)
+        detail = exc.detail if isinstance(exc.detail, str) else "That request was refused"
+        titles = {404: "Not found", 403: "Not allowed", 409: "Conflict"}
+        return _message_page(
+            request,
+            status=exc.status_code,
+            title=titles.get(exc.status_code, "Not possible"),
+            message=detail,
+        )
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        if not _is_console(request):
+            return await _answer(api_invalid(request, exc))
+        return _message_page(
+            request,
+            status=400,
+            title="Bad request",
+            message="Part of that request was not valid. Go back and check the form or the link.",
+        )
+
+    app.add_exception_handler(auth.LoginRequired, login_required)
+    app.add_exception_handler(auth.CsrfFailed, csrf_failed)
+    app.add_exception_handler(auth.AdminRequired, admin_required)
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(RequestValidationError, invalid)
