@@ -1,0 +1,1 @@
+"""The web console (/ui): pages, live updates and charts."""
