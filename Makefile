@@ -12,7 +12,7 @@ FUZZ_SEED ?= 20261128
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 E2E_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432
 
-.PHONY: run run-prod test test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare lint format typecheck migrate install install-dev lock audit clean
+.PHONY: run run-prod test browser test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare lint format typecheck migrate install install-dev lock audit clean
 
 run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
 	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
@@ -28,10 +28,17 @@ run-prod: $(VENV)/.installed-run  ## migrate, then serve under gunicorn (app/gun
 	ENVIRONMENT=production $(BIN)/incident-management migrate
 	ENVIRONMENT=production exec $(BIN)/gunicorn -c python:app.gunicorn_conf app.main:app
 
-test: $(VENV)/.installed-dev  ## create .venv with the dev extras and run the whole suite
+test: $(VENV)/.installed-dev browser  ## create .venv with the dev extras and run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgres: $(VENV)/.installed-dev  ## the suite on PostgreSQL only (TEST_POSTGRES_URL)
+# The console's browser tests drive Debian's Chromium through Playwright (never a downloaded one).
+browser:  ## install Debian's chromium (/usr/bin/chromium) if missing: apt-get, as root or with sudo
+	@test -x /usr/bin/chromium || { \
+	  echo "Installing Debian's chromium for the console's browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; }
+
+test-postgres: $(VENV)/.installed-dev browser  ## the suite on PostgreSQL only (TEST_POSTGRES_URL)
 	TEST_DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest --backend postgresql $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

@@ -1,0 +1,293 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright, against two real
+server processes sharing one database (so "live" is proven across processes, not inside one).
+
+Chromium is required, not optional: without /usr/bin/chromium these tests fail and say how to
+install it (`make browser`, or `apt-get install chromium`); CI installs it first.
+
+Screenshots of the main pages are written to `artifacts/screenshots/<backend>/` (CI keeps them);
+the README shows two of them (docs/screenshots/, copied from a run with `make screenshots`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import free_port, postgres_database
+from tests.test_processes import CLI, stop, wait_for_health
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "a long passphrase"
+# How long a page may take to show a change made elsewhere. The console polls the timeline about
+# twice a second, so changes arrive well inside the 2 s it promises; this bound is generous for
+# a loaded CI machine and only ever waited out on failure.
+LIVE_WAIT_MS = 10_000
+
+
+@dataclass
+class World:
+    """Two API processes on one database, their users, and an integration that pages."""
+
+    bases: list[str]
+    admin_token: str
+    admin_email: str
+    user_email: str
+    user_id: int
+    key: str
+    policy_id: int
+    shots: Path
+
+    def api(self, method: str, path: str, *, base: int = 1, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        return httpx.request(method, self.bases[base] + path, headers=headers, timeout=10, **kwargs)
+
+    def alert(self, summary: str, dedup_key: str, *, base: int = 1) -> int:
+        """An alert sent to the *other* process than the browser's (base 1 by default)."""
+        sent = httpx.post(
+            f"{self.bases[base]}/v1/alerts/generic",
+            json={"summary": summary, "severity": "critical", "dedup_key": dedup_key},
+            headers={"X-Integration-Key": self.key},
+            timeout=10,
+        )
+        assert sent.status_code == 202, sent.text
+        return int(sent.json()["incidents"][0]["id"])
+
+
+@pytest.fixture(scope="module")
+def database(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('browser') / 'console.db'}"
+        return
+    with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def world(backend: str, database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("servers")
+    env = {
+        "PATH": str(Path(CLI).parent) + ":/usr/bin:/bin",
+        "DATABASE_URL": database,
+        "WORKER_POLL_INTERVAL_SECONDS": "0.2",
+        "ACCESS_LOG": "false",
+    }
+    processes: list[subprocess.Popen[str]] = []
+    bases: list[str] = []
+    try:
+        for number in range(2):
+            port = free_port()
+            args = [CLI, "serve", "--port", str(port)] + ([] if number == 0 else ["--no-migrate"])
+            log = (folder / f"server{number}.log").open("w")
+            processes.append(
+                subprocess.Popen(
+                    args, env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=log, text=True
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+            wait_for_health(bases[-1], processes[-1])
+        yield _populate(bases, ROOT / "artifacts" / "screenshots" / backend)
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def _populate(bases: list[str], shots: Path) -> World:
+    base = bases[0]
+
+    def signup(email: str, name: str) -> int:
+        made = httpx.post(
+            f"{base}/v1/auth/signup",
+            json={"email": email, "password": PASSWORD, "full_name": name},
+        )
+        assert made.status_code == 201, made.text
+        return int(made.json()["id"])
+
+    signup("ada@example.com", "Ada Admin")  # the first account: admin
+    user_id = signup("bob@example.com", "Bob Responder")
+    token = httpx.post(
+        f"{base}/v1/auth/login/access-token",
+        data={"username": "ada@example.com", "password": PASSWORD},
+    ).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    steps = [
+        {"delay_minutes": 0, "targets": [{"type": "user", "id": user_id}]},
+        {"delay_minutes": 30, "targets": [{"type": "user", "id": user_id}]},
+    ]
+    policy = httpx.post(
+        f"{base}/v1/escalation/policies/",
+        json={"name": "Checkout on-call", "steps": steps},
+        headers=auth,
+    )
+    assert policy.status_code == 201, policy.text
+    service = httpx.post(
+        f"{base}/v1/services/",
+        json={"name": "Checkout", "escalation_policy_id": policy.json()["id"]},
+        headers=auth,
+    )
+    assert service.status_code == 201, service.text
+    key = httpx.post(
+        f"{base}/v1/services/{service.json()['id']}/integrations/",
+        json={"name": "Grafana", "kind": "generic"},
+        headers=auth,
+    ).json()["key"]
+    shots.mkdir(parents=True, exist_ok=True)
+    return World(
+        bases=bases,
+        admin_token=token,
+        admin_email="ada@example.com",
+        user_email="bob@example.com",
+        user_id=user_id,
+        key=key,
+        policy_id=int(policy.json()["id"]),
+        shots=shots,
+    )
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
+            "(`make browser`, or `apt-get install chromium`)",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(chromium: Browser, *, width: int = 1280, height: int = 900) -> Page:
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(LIVE_WAIT_MS)
+    return page
+
+
+def sign_in(page: Page, base: str, email: str) -> None:
+    page.goto(f"{base}/ui/incidents")
+    expect(page).to_have_url(f"{base}/ui/login?next=/ui/incidents")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{base}/ui/incidents")
+
+
+def test_a_responder_sees_an_alert_arrive_and_works_it_to_resolved(
+    world: World, chromium: Browser
+) -> None:
+    page = new_page(chromium)
+    base = world.bases[0]
+    sign_in(page, base, world.user_email)
+    open_count = page.locator('[data-count="open"] strong')
+    before = int(open_count.inner_text())
+
+    # An alert to the other process shows up on this page by itself.
+    incident_id = world.alert("Checkout 5xx above 2%", "checkout-5xx")
+    row = page.locator(f'tr[data-incident="{incident_id}"]')
+    expect(row).to_contain_text("Checkout 5xx above 2%")
+    expect(row).to_contain_text("triggered")
+    expect(open_count).to_have_text(str(before + 1))
+    page.screenshot(path=world.shots / "incidents.png", full_page=True)
+
+    row.get_by_role("link", name="Checkout 5xx above 2%").click()
+    expect(page).to_have_url(f"{base}/ui/incidents/{incident_id}")
+    # The worker fired step 1 (paging Bob) and step 2 waits.
+    expect(page.locator('[data-event-status="executed"]')).to_contain_text("Bob Responder")
+    expect(page.locator('[data-event-status="scheduled"]')).to_have_count(1)
+
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(page.locator('[data-field="status"]')).to_have_text("acknowledged")
+    expect(page.locator('[data-field="escalation"]')).to_contain_text("stopped")
+    expect(page.locator('[data-event-status="scheduled"]')).to_have_count(0)
+    expect(page.locator('[data-event-status="cancelled"]')).to_have_count(1)
+    acknowledged = page.locator('li[data-type="acknowledged"]')
+    expect(acknowledged).to_contain_text("by Bob Responder")
+
+    page.get_by_label("Add a comment").fill("Rolled back release 412.")
+    page.get_by_role("button", name="Comment").click()
+    expect(page.locator(".comment")).to_contain_text("Rolled back release 412.")
+    expect(page.locator('li[data-type="commented"]')).to_have_count(1)
+
+    # A change made elsewhere (another alert, through the other process) appears on this page.
+    world.alert("Checkout 5xx above 2%", "checkout-5xx")
+    expect(page.locator('li[data-type="alert_received"]')).to_have_count(1)
+    page.screenshot(path=world.shots / "incident.png", full_page=True)
+
+    page.get_by_role("button", name="Resolve").click()
+    expect(page.locator('[data-field="status"]')).to_have_text("resolved")
+    expect(page.locator('li[data-type="resolved"]')).to_contain_text("by Bob Responder")
+    stored = world.api("GET", f"/v1/incidents/{incident_id}").json()
+    assert stored["status"] == "resolved"
+    assert stored["resolved_by"] == world.user_id
+    page.context.close()
+
+
+def test_the_list_is_usable_at_a_phone_width(world: World, chromium: Browser) -> None:
+    page = new_page(chromium, width=390, height=844)
+    sign_in(page, world.bases[0], world.user_email)
+    incident_id = world.alert("Phone-width check", "phone")
+    row = page.locator(f'tr[data-incident="{incident_id}"]')
+    expect(row).to_be_visible()
+    # Nothing wider than the screen: no sideways scrolling to reach the incident.
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    page.screenshot(path=world.shots / "incidents-phone.png", full_page=True)
+    page.context.close()
+
+
+def test_keyboard_only_a_responder_can_acknowledge(world: World, chromium: Browser) -> None:
+    incident_id = world.alert("Keyboard check", "keyboard")
+    page = new_page(chromium)
+    sign_in(page, world.bases[0], world.user_email)
+    page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    # Tab from the top of the page to the Acknowledge button and press Enter.
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip")).to_be_focused()
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent.trim()") == "Acknowledge":
+            break
+    else:
+        raise AssertionError("Acknowledge cannot be reached with the keyboard")
+    page.keyboard.press("Enter")
+    expect(page.locator('[data-field="status"]')).to_have_text("acknowledged")
+    page.context.close()
+
+
+def test_pages_read_without_javascript(world: World, chromium: Browser) -> None:
+    incident_id = world.alert("No-script check", "noscript")
+    context = chromium.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, world.bases[0], world.user_email)
+    expect(page.locator(f'tr[data-incident="{incident_id}"]')).to_be_visible()
+    page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    page.get_by_role("button", name="Acknowledge").click()  # a plain form post
+    expect(page.locator('[data-field="status"]')).to_have_text("acknowledged")
+    context.close()
+
+
+def test_signing_out_ends_the_session(world: World, chromium: Browser) -> None:
+    page = new_page(chromium)
+    base = world.bases[0]
+    sign_in(page, base, world.user_email)
+    cookies = page.context.cookies()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{base}/ui/login")
+    # The old cookie, put back, no longer opens the console.
+    page.context.add_cookies(cookies)
+    page.goto(f"{base}/ui/incidents")
+    expect(page).to_have_url(f"{base}/ui/login?next=/ui/incidents")
+    page.context.close()
