@@ -71,7 +71,7 @@ async def _counts(session: AsyncSession) -> dict[str, int]:
     return counts
 
 
-async def _services(session: AsyncSession) -> list[tuple[int, str]]:
+async def services_menu(session: AsyncSession) -> list[tuple[int, str]]:
     rows = await session.execute(select(Service.id, Service.name).order_by(Service.name).limit(500))
     return [(service_id, name) for service_id, name in rows.all()]
 
@@ -104,7 +104,7 @@ async def incident_list(
         items, next_cursor = await incident_service.list_page(
             session, filters=filters, sort="-created_at", limit=PAGE_SIZE, cursor=None
         )
-    services = await _services(session)
+    services = await services_menu(session)
     query = {"status": status, "severity": severity, "service": service, "mine": mine, "q": q}
     return page(
         request,

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 
 from app import __version__
 from app.ui.auth import CSRF_FIELD, CSRF_HEADER, Browser
+from app.ui.charts import format_duration
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -29,7 +30,7 @@ templates = Jinja2Templates(
 
 
 def when(value: datetime | None) -> str:
-    """A moment as UTC, to the minute (the page's script shows it in the reader's zone too)."""
+    """A moment as UTC, to the minute (the `<time datetime>` around it carries the exact one)."""
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
 
@@ -39,28 +40,12 @@ def since(value: datetime | None, now: datetime) -> str:
         return "—"
     seconds = int((now - value).total_seconds())
     if seconds < 0:
-        return "in " + duration(-seconds)
-    return duration(seconds) + " ago"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    minutes, _ = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+        return "in " + format_duration(-seconds)
+    return format_duration(seconds) + " ago"
 
 
 templates.env.filters["when"] = when
-templates.env.filters["duration"] = duration
+templates.env.filters["duration"] = format_duration
 templates.env.globals.update(
     htmx=HTMX, version=__version__, csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER
 )
