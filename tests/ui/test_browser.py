@@ -4,13 +4,15 @@ server processes sharing one database (so "live" is proven across processes, not
 Chromium is required, not optional: without /usr/bin/chromium these tests fail and say how to
 install it (`make browser`, or `apt-get install chromium`); CI installs it first.
 
-Screenshots of the main pages are written to `artifacts/screenshots/<backend>/` (CI keeps them);
-the README shows two of them (docs/screenshots/, copied from a run with `make screenshots`).
+Screenshots of the main pages are written to `artifacts/screenshots/<backend>/` on every run; the
+README shows two of them (docs/screenshots/, copied from a run).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,7 +96,7 @@ def world(backend: str, database: str, tmp_path_factory: pytest.TempPathFactory)
                 )
             )
             bases.append(f"http://127.0.0.1:{port}")
-            wait_for_health(bases[-1], processes[-1])
+            wait_for_health(bases[-1], processes[-1], seconds=90)
         yield _populate(bases, ROOT / "artifacts" / "screenshots" / backend)
     finally:
         for process in processes:
@@ -291,3 +293,33 @@ def test_signing_out_ends_the_session(world: World, chromium: Browser) -> None:
     page.goto(f"{base}/ui/incidents")
     expect(page).to_have_url(f"{base}/ui/login?next=/ui/incidents")
     page.context.close()
+
+
+def test_the_event_stream_names_incidents_changed_by_another_process(world: World) -> None:
+    """`/ui/events` itself, over real HTTP: what a page's EventSource reads."""
+    base = world.bases[0]
+    with httpx.Client(base_url=base, timeout=15) as browser:
+        form = browser.get("/ui/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token
+        signed = browser.post(
+            "/ui/login",
+            data={"email": world.user_email, "password": PASSWORD, "csrf_token": token.group(1)},
+        )
+        assert signed.status_code == 303
+        with browser.stream("GET", "/ui/events") as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 1000"
+            incident_id = world.alert("Streamed", "streamed")  # through the other process
+            seen: list[int] = []
+            for line in lines:  # bounded by the client's read timeout (15 s)
+                if line.startswith("data: "):
+                    seen.extend(json.loads(line[6:])["incidents"])
+                    if incident_id in seen:
+                        break
+            assert incident_id in seen
+    # Without a session the stream is refused (a redirect to the login page, not a stream).
+    refused = httpx.get(f"{base}/ui/events", timeout=10)
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/ui/login")

@@ -5,8 +5,9 @@
   "use strict";
   // Signed in (the body carries the CSRF header for htmx) and the browser has EventSource.
   if (!window.EventSource || !document.body.hasAttribute("hx-headers")) return;
-  let source = null;
-  let pending = false;
+  let inFlight = false;
+  let again = false;
+  let opened = false;
 
   function liveRegion() { return document.getElementById("live"); }
 
@@ -20,28 +21,50 @@
   }
 
   function refresh() {
-    if (pending || !window.htmx) return;
+    const region = liveRegion();
+    if (!region) return;
+    // One fetch at a time; a change that arrives meanwhile fetches once more afterwards.
+    if (inFlight) { again = true; return; }
     // Not while someone is choosing in a select of the live region: it would close under them.
     const active = document.activeElement;
-    const region = liveRegion();
-    if (region && active && region.contains(active) && active.tagName === "SELECT") {
+    if (active && region.contains(active) && active.tagName === "SELECT") {
       setTimeout(refresh, 1000);
       return;
     }
-    pending = true;
-    window.htmx.ajax("GET", window.location.pathname + window.location.search, {
-      target: "#live", select: "#live", swap: "outerHTML",
-    }).finally(function () { pending = false; });
+    const url = window.location.pathname + window.location.search;
+    const kind = region.dataset.live;
+    inFlight = true;
+    fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (html === null) return;
+        const current = liveRegion();
+        // The reader may have moved on while this was fetched: swap only into the same page.
+        if (!current || current.dataset.live !== kind ||
+            window.location.pathname + window.location.search !== url) return;
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
+        if (!fresh) return;
+        current.replaceWith(fresh);
+        if (window.htmx) window.htmx.process(fresh);
+      })
+      .catch(function () { /* the next change, or the next stream, tries again */ })
+      .finally(function () {
+        inFlight = false;
+        if (again) { again = false; refresh(); }
+      });
   }
 
-  function connect() {
-    source = new EventSource("/ui/events");
-    source.addEventListener("change", function (event) {
-      let ids = [];
-      try { ids = JSON.parse(event.data).incidents || []; } catch (e) { return; }
-      if (wanted(ids)) refresh();
-    });
-  }
-  connect();
-  window.addEventListener("pagehide", function () { if (source) source.close(); });
+  const source = new EventSource("/ui/events");
+  // A stream ends every minute and the browser opens the next; what changed in between is
+  // fetched on reopening, so nothing is missed.
+  source.addEventListener("open", function () {
+    if (opened) refresh();
+    opened = true;
+  });
+  source.addEventListener("change", function (event) {
+    let ids = [];
+    try { ids = JSON.parse(event.data).incidents || []; } catch (e) { return; }
+    if (wanted(ids)) refresh();
+  });
+  window.addEventListener("pagehide", function () { source.close(); });
 })();

@@ -1,0 +1,82 @@
+"""The live-update feed: changes read from the timeline, whichever process made them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import insert
+
+from app.incidents.models import TimelineEntry
+from app.main import create_app
+from app.ui.live import LOOKBACK, ChangeFeed
+
+
+async def add_entry(sessionmaker, incident_id: int, now, *, entry_id: int | None = None) -> None:
+    values = {
+        "incident_id": incident_id, "type": "commented", "actor_type": "system",
+        "actor_id": None, "actor_name": "system", "data": {}, "created_at": now,
+    }  # fmt: skip
+    if entry_id is not None:
+        values["id"] = entry_id
+    async with sessionmaker() as session:
+        await session.execute(insert(TimelineEntry).values(**values))
+        await session.commit()
+
+
+async def test_a_change_made_through_another_app_reaches_this_apps_listeners(
+    harness, factory, settings, clock, admin
+):
+    incident = await factory.incident(title="Seen elsewhere")
+    other = create_app(settings, clock=clock)  # a second API process on the same database
+    async with other.router.lifespan_context(other):
+        feed: ChangeFeed = harness.app.state.change_feed  # type: ignore[attr-defined]
+        async with feed.listen() as listener:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=other), base_url="http://other",
+                headers={"Authorization": f"Bearer {factory.token(admin)}"},
+            ) as api:  # fmt: skip
+                answer = await api.post(f"/v1/incidents/{incident.id}/acknowledge")
+                assert answer.status_code == 200
+            # The feed's own task reads the timeline about twice a second.
+            await asyncio.wait_for(listener.changed.wait(), timeout=10)
+            assert listener.take() == [incident.id]
+            assert not listener.changed.is_set()
+
+
+async def test_old_entries_are_not_news_and_late_commits_are_not_lost(harness, factory, clock):
+    sessionmaker = harness.app.state.sessionmaker  # type: ignore[attr-defined]
+    first = await factory.incident(title="Before")
+    second = await factory.incident(title="After")
+    feed = ChangeFeed(sessionmaker, interval=3600)  # polled by hand below
+    await feed.poll()  # starts at the newest entry: what came before is not announced
+    async with feed.listen() as listener:
+        await feed.poll()
+        assert listener.take() == []
+        # An entry with a higher id commits first…
+        base = feed.cursor or 0
+        await add_entry(sessionmaker, second.id, clock.now(), entry_id=base + 10)
+        await feed.poll()
+        assert listener.take() == [second.id]
+        # …then one with a lower id (its transaction took its id earlier and committed later).
+        await add_entry(sessionmaker, first.id, clock.now(), entry_id=base + 5)
+        await feed.poll()
+        assert listener.take() == [first.id]
+        # Announced once only.
+        await feed.poll()
+        assert listener.take() == []
+        assert feed.cursor == base + 10
+        # Far enough behind the newest entry, an entry is taken as long since seen.
+        await add_entry(sessionmaker, second.id, clock.now(), entry_id=base + 10 + LOOKBACK + 1)
+        await feed.poll()
+        assert listener.take() == [second.id]
+
+
+async def test_closing_the_feed_ends_every_stream(harness):
+    feed: ChangeFeed = harness.app.state.change_feed  # type: ignore[attr-defined]
+    async with feed.listen() as listener:
+        assert not listener.closed
+        await feed.close()
+        assert listener.closed and listener.changed.is_set()
+    async with feed.listen() as late:  # a stream opened while stopping ends at once
+        assert late.closed
