@@ -362,11 +362,24 @@ class StepRow:
             if line.strip():
                 actions.append({"type": "webhook", "url": line.strip()})
         return {
-            "delay_minutes": self.delay.strip() or "0",
-            "targets": [{"type": "user", "id": i} for i in self.users]
-            + [{"type": "schedule", "id": i} for i in self.schedules],
+            "delay_minutes": _number(self.delay) if self.delay.strip() else 0,
+            "targets": [{"type": "user", "id": _number(i)} for i in self.users]
+            + [{"type": "schedule", "id": _number(i)} for i in self.schedules],
             "actions": actions,
         }
+
+
+def _number(text: str) -> int | float | str:
+    """A form's number as JSON would carry it; text that is no number stays text, for the
+    schema to refuse in its own words (`priority must be a number, not 'soon'`)."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        pass
+    try:
+        return float(text.strip())
+    except ValueError:
+        return text
 
 
 def _text(form: FormData, key: str) -> str:
@@ -560,7 +573,9 @@ async def _save(
     fields = _fields_from(form)
     rows = _rows_from(form)
     kept, left = _ordered(rows)
-    data = {**fields, "steps": [row.step() for row in kept]}
+    numbers = ("priority", "repeat_count", "repeat_delay_minutes")
+    data = {**fields, **{name: _number(fields[name]) for name in numbers}}
+    data["steps"] = [row.step() for row in kept]
     policy_id = policy.id if policy is not None else None
     try:
         if policy is None:
