@@ -7,6 +7,7 @@ API accepts. A refused form is shown again with the reason and what was typed, n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -447,6 +448,23 @@ def _shown(kept: list[StepRow], left: list[StepRow]) -> list[StepRow]:
     return [*rows, new]
 
 
+def _same_steps(new: list[dict[str, Any]], stored: list[dict[str, Any]]) -> bool:
+    """Whether the form's steps are the stored ones (the form lists a step's actions in its own
+    order, so the order of actions within a step does not count)."""
+
+    def key(steps: list[dict[str, Any]]) -> list[tuple[float, str, str]]:
+        return [
+            (
+                float(step["delay_minutes"]),
+                json.dumps(step["targets"], sort_keys=True),
+                json.dumps(sorted(json.dumps(a, sort_keys=True) for a in step["actions"])),
+            )
+            for step in steps
+        ]
+
+    return key(new) == key(stored)
+
+
 async def _policy_or_404(session: AsyncSession, policy_id: int) -> EscalationPolicy:
     policy = await escalation_service.get_policy(session, policy_id)
     if policy is None:
@@ -587,7 +605,7 @@ async def _save(
             update = PolicyUpdate.model_validate(data)
             dumped = update.model_dump(mode="json")
             changes = {name: dumped[name] for name in update.model_fields_set}
-            if changes["steps"] == policy.steps:
+            if _same_steps(changes["steps"], policy.steps):
                 # Unchanged steps are not sent: renaming a policy must work even when one of its
                 # targets was deactivated since (as with the API, which checks what changes).
                 del changes["steps"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.db import session_scope
 from app.escalation.models import EscalationPolicy
 from app.users.models import User
 from tests.ui.conftest import sign_in
@@ -539,6 +540,10 @@ async def test_a_bad_policy_form_says_why_keeps_what_was_typed_and_changes_nothi
          422, "step 2: delay (minutes)"),
         ("bad user id", [keep, step_form(1, delay="1", users="x", notify="1")], {}, 422,
          "step 2: targets: id must be a number, not &#39;x&#39;"),
+        ("huge id", [keep, step_form(1, delay="1", users="9" * 30, notify="1")], {}, 422,
+         "step 2: targets: id: Input should be less than or equal to"),
+        ("huge delay", [keep, step_form(1, delay="1e400", users=str(user.id), notify="1")], {},
+         422, "step 2: delay (minutes): Input should be a finite number"),
         ("too many rows", [keep], {"step_count": "500"}, 400, "reload it"),
     ]  # fmt: skip
     for label, rows, fields, status, message in cases:
@@ -584,6 +589,14 @@ async def test_renaming_works_while_a_target_is_deactivated(
     harness, signed_in, factory, admin, user
 ):
     policy = await two_step_policy(factory, admin, user)
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        stored = await session.get(EscalationPolicy, policy.id)
+        assert stored
+        # Actions in another order than the form lists them: still the same steps.
+        stored.steps = [
+            stored.steps[0],
+            {**stored.steps[1], "actions": [{"type": "assign"}, {"type": "notify"}]},
+        ]
     async with harness.make_client(factory.token(admin)) as api:
         assert (await api.put(f"/v1/users/{user.id}", json={"is_active": False})).status_code == 200
     browser, token = await signed_in(admin)
