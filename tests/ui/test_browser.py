@@ -43,6 +43,7 @@ class World:
     bases: list[str]
     admin_token: str
     admin_email: str
+    admin_id: int
     user_email: str
     user_id: int
     key: str
@@ -53,11 +54,13 @@ class World:
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         return httpx.request(method, self.bases[base] + path, headers=headers, timeout=10, **kwargs)
 
-    def alert(self, summary: str, dedup_key: str, *, base: int = 1) -> int:
+    def alert(
+        self, summary: str, dedup_key: str, *, base: int = 1, severity: str = "critical"
+    ) -> int:
         """An alert sent to the *other* process than the browser's (base 1 by default)."""
         sent = httpx.post(
             f"{self.bases[base]}/v1/alerts/generic",
-            json={"summary": summary, "severity": "critical", "dedup_key": dedup_key},
+            json={"summary": summary, "severity": severity, "dedup_key": dedup_key},
             headers={"X-Integration-Key": self.key},
             timeout=10,
         )
@@ -114,7 +117,7 @@ def _populate(bases: list[str], shots: Path) -> World:
         assert made.status_code == 201, made.text
         return int(made.json()["id"])
 
-    signup("ada@example.com", "Ada Admin")  # the first account: admin
+    admin_id = signup("ada@example.com", "Ada Admin")  # the first account: admin
     user_id = signup("bob@example.com", "Bob Responder")
     token = httpx.post(
         f"{base}/v1/auth/login/access-token",
@@ -147,6 +150,7 @@ def _populate(bases: list[str], shots: Path) -> World:
         bases=bases,
         admin_token=token,
         admin_email="ada@example.com",
+        admin_id=admin_id,
         user_email="bob@example.com",
         user_id=user_id,
         key=key,
@@ -190,6 +194,12 @@ def sign_in(page: Page, base: str, email: str) -> None:
 def test_a_responder_sees_an_alert_arrive_and_works_it_to_resolved(
     world: World, chromium: Browser
 ) -> None:
+    for summary, severity in (
+        ("Search p99 latency above 800 ms", "high"),
+        ("Disk 85% full on db-2", "medium"),
+        ("TLS certificate for api.example.com expires in 14 days", "low"),
+    ):
+        world.alert(summary, summary.lower().replace(" ", "-"), severity=severity)
     page = new_page(chromium)
     base = world.bases[0]
     sign_in(page, base, world.user_email)
@@ -292,6 +302,46 @@ def test_signing_out_ends_the_session(world: World, chromium: Browser) -> None:
     page.context.add_cookies(cookies)
     page.goto(f"{base}/ui/incidents")
     expect(page).to_have_url(f"{base}/ui/login?next=/ui/incidents")
+    page.context.close()
+
+
+def test_an_admin_edits_a_policys_steps(world: World, chromium: Browser) -> None:
+    page = new_page(chromium)
+    base = world.bases[0]
+    sign_in(page, base, world.admin_email)
+    page.get_by_role("link", name="Admin").click()
+    expect(page).to_have_url(f"{base}/ui/admin/users")
+    expect(page.get_by_role("cell", name="bob@example.com")).to_be_visible()
+    page.screenshot(path=world.shots / "admin-users.png", full_page=True)
+    page.get_by_role("link", name="Escalation policies").click()
+    page.get_by_role("link", name="Checkout on-call").click()
+    expect(page).to_have_url(f"{base}/ui/admin/policies/{world.policy_id}")
+    second = page.locator('fieldset[data-step="2"]')
+    second.get_by_label("Delay (minutes)").fill("45")
+    # A third step, paging Ada, in the empty row at the end.
+    added = page.locator('fieldset[data-step="new"]')
+    added.get_by_label("Delay (minutes)").fill("10")
+    added.get_by_label("Users").select_option(label="Ada Admin (ada@example.com)")
+    added.get_by_label("Notify").check()
+    page.screenshot(path=world.shots / "admin-policy.png", full_page=True)
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved")
+    stored = world.api("GET", f"/v1/escalation/policies/{world.policy_id}").json()
+    assert [step["delay_minutes"] for step in stored["steps"]] == [0, 45, 10]
+    assert stored["steps"][2]["targets"] == [{"type": "user", "id": world.admin_id}]
+    page.context.close()
+
+
+def test_a_plain_user_does_not_see_the_admin_pages(world: World, chromium: Browser) -> None:
+    page = new_page(chromium)
+    base = world.bases[0]
+    sign_in(page, base, world.user_email)
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    for path in ("/ui/admin/users", "/ui/admin/policies", f"/ui/admin/policies/{world.policy_id}"):
+        answer = page.goto(base + path)
+        assert answer is not None and answer.status == 403
+        expect(page.get_by_role("heading", name="Admins only")).to_be_visible()
     page.context.close()
 
 
