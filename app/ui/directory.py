@@ -29,12 +29,16 @@ from app.users.models import User
 
 router = APIRouter()
 
-# The on-call page computes one window around now for every schedule (one overrides query, the
-# rotations in Python, as the API does). Its width bounds the work: a shift that began before it
-# reads "before …", one that ends after it "after …", and a weekly rotation still shows five
-# handoffs ahead.
-LOOK_BACK = timedelta(days=14)
-LOOK_AHEAD = timedelta(days=36)
+# The on-call page computes windows around now with the API's computation (one overrides query
+# for every schedule, the rotations in Python). The work grows with the window's length times
+# the rotation's pace, so each schedule gets the narrowest window that holds its current turn and
+# next handoffs whole: a 4-hour rotation the first, a weekly one the last. In the last, a turn
+# that began before it reads "before …", one that ends after it "after …".
+WINDOWS = (
+    (timedelta(days=1), timedelta(days=2)),
+    (timedelta(days=4), timedelta(days=8)),
+    (timedelta(days=14), timedelta(days=36)),
+)
 HANDOFFS = 5
 MAX_SERVICES = 1000
 
@@ -110,39 +114,56 @@ def turns(
     ]
 
 
+def _rota(
+    schedule: Schedule,
+    shifts: Sequence[Shift] | None,
+    names: dict[int, str],
+    now: datetime,
+    window: tuple[datetime, datetime],
+) -> Rota:
+    if shifts is None:
+        return Rota(schedule, computed=False, current=None, upcoming=[])
+    every = turns(shifts, names, ZoneInfo(schedule.time_zone), *window)
+    index = next(i for i, turn in enumerate(every) if turn.start <= now < turn.end)
+    return Rota(
+        schedule,
+        computed=True,
+        current=every[index],
+        upcoming=every[index + 1 : index + 1 + HANDOFFS],
+    )
+
+
+def _whole(rota: Rota) -> bool:
+    """Whether the window held the current turn and the next handoffs from end to end."""
+    if not rota.computed or rota.current is None:
+        return True
+    shown = [rota.current, *rota.upcoming]
+    return len(rota.upcoming) == HANDOFFS and not any(t.open_start or t.open_end for t in shown)
+
+
 async def rotas(session: AsyncSession, now: datetime) -> list[Rota]:
     """Every schedule's turn now and the next handoffs, from the API's own computation
     (`schedule_service.shifts`: layers, overrides, inactive users left out)."""
     schedules = await schedule_service.all_schedules(session)
-    lo, hi = now - LOOK_BACK, now + LOOK_AHEAD
-    found = await schedule_service.shifts(session, schedules, lo, hi)
-    ids = {s.user_id for shifts in found.values() for s in shifts or []}
-    names = (
-        {
-            user_id: name
-            for user_id, name in await session.execute(
-                select(User.id, User.full_name).where(User.id.in_(ids))
-            )
-        }
-        if ids
-        else {}
-    )
-    result: list[Rota] = []
+    found: dict[int, tuple[list[Shift] | None, tuple[datetime, datetime]]] = {}
+    pending = schedules
+    for back, ahead in WINDOWS:
+        if not pending:
+            break
+        window = (now - back, now + ahead)
+        computed = await schedule_service.shifts(session, pending, *window)
+        found.update({s.id: (computed[s.id], window) for s in pending})
+        # Names are not needed to tell whether a window was enough.
+        pending = [s for s in pending if not _whole(_rota(s, computed[s.id], {}, now, window))]
+    ids = {s.user_id for shifts, _ in found.values() for s in shifts or []}
+    names: dict[int, str] = {}
+    if ids:
+        rows = await session.execute(select(User.id, User.full_name).where(User.id.in_(ids)))
+        names = {user_id: name for user_id, name in rows}
+    result = []
     for schedule in sorted(schedules, key=lambda s: (s.name_key, s.id)):
-        shifts = found.get(schedule.id)
-        if shifts is None:
-            result.append(Rota(schedule, computed=False, current=None, upcoming=[]))
-            continue
-        every = turns(shifts, names, ZoneInfo(schedule.time_zone), lo, hi)
-        index = next(i for i, turn in enumerate(every) if turn.start <= now < turn.end)
-        result.append(
-            Rota(
-                schedule,
-                computed=True,
-                current=every[index],
-                upcoming=every[index + 1 : index + 1 + HANDOFFS],
-            )
-        )
+        shifts, window = found[schedule.id]
+        result.append(_rota(schedule, shifts, names, now, window))
     return result
 
 
@@ -156,8 +177,7 @@ async def oncall_page(
         "oncall.html",
         browser=browser,
         rotas=await rotas(session, now),
-        look_back=LOOK_BACK,
-        look_ahead=LOOK_AHEAD,
+        look_ahead=WINDOWS[-1][1],
     )
 
 
@@ -169,6 +189,15 @@ class Source:
     integration: Integration
     url: str
     hint: str
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made by rotation: on the page that answers the rotation, and nowhere else."""
+
+    integration: Integration
+    service_name: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -241,7 +270,7 @@ async def _services_page(
     browser: Browser,
     base_url: str,
     *,
-    new_key: tuple[Integration, str] | None = None,
+    new_key: NewKey | None = None,
 ) -> Response:
     found = await listings(session, request, base_url)
     response = page(
@@ -287,6 +316,8 @@ async def rotate_key(
     if integration is None:
         raise NotFound(f"Integration {integration_id} not found on service {service_id}")
     key = await integration_service.rotate(session, integration=integration, now=clock.now())
+    service = await session.get(Service, integration.service_id)
+    new_key = NewKey(integration, service.name if service else "", key)
     return await _services_page(
-        request, session, browser, settings.public_base_url, new_key=(integration, key)
+        request, session, browser, settings.public_base_url, new_key=new_key
     )

@@ -116,6 +116,12 @@ async def test_on_call_now_and_the_next_handoffs_follow_the_clock_as_the_api_doe
     )
     # Daily at 09:00 UTC since 2026-01-01: the 5th is turn 4, Ben's (turn 1 of three).
     daily = await factory.schedule(name="Database daily", user_ids=[ana.id, ben.id, cy.id])
+    # Every four hours from 01:00 UTC: Cy's turn 05:00-09:00 has just ended, Ana's begins.
+    hourly = await factory.schedule(
+        name="Edge 4-hourly",
+        layers=[{"name": "Shifts", "user_ids": [ana.id, cy.id], "rotation_length": 4,
+                 "rotation_unit": "hours", "start": "2026-01-01T01:00:00", "restrictions": []}],
+    )  # fmt: skip
     browser, _ = await signed_in(user)
     api = harness.make_client(factory.token(user))
 
@@ -136,7 +142,13 @@ async def test_on_call_now_and_the_next_handoffs_follow_the_clock_as_the_api_doe
     assert now_line(part) == ("Ben Weekly", [utc(2026, 1, 5, 9), utc(2026, 1, 6, 9)])
     assert [row[0] for row in handoffs(part)] == ["Cy Weekly", "Ana Weekly", "Ben Weekly",
                                                   "Cy Weekly", "Ana Weekly"]  # fmt: skip
-    for schedule in (weekly, daily):
+    part = section(page, "data-schedule", hourly.id)
+    assert now_line(part) == ("Ana Weekly", [utc(2026, 1, 5, 9), utc(2026, 1, 5, 13)])
+    assert handoffs(part)[:2] == [
+        ("Cy Weekly", utc(2026, 1, 5, 13), utc(2026, 1, 5, 17)),
+        ("Ana Weekly", utc(2026, 1, 5, 17), utc(2026, 1, 5, 21)),
+    ]
+    for schedule in (weekly, daily, hourly):
         await assert_page_matches_api(page, api, schedule.id, now)
 
     # Across the override's start (and two daily handoffs): Ben now, until the override ends.
@@ -150,7 +162,9 @@ async def test_on_call_now_and_the_next_handoffs_follow_the_clock_as_the_api_doe
     assert handoffs(part)[0] == ("Ana Weekly", utc(2026, 1, 8, 12), utc(2026, 1, 12, 8))
     part = section(page, "data-schedule", daily.id)
     assert now_line(part) == ("Ana Weekly", [utc(2026, 1, 7, 9), utc(2026, 1, 8, 9)])
-    for schedule in (weekly, daily):
+    part = section(page, "data-schedule", hourly.id)
+    assert now_line(part) == ("Cy Weekly", [utc(2026, 1, 7, 13), utc(2026, 1, 7, 17)])
+    for schedule in (weekly, daily, hourly):
         await assert_page_matches_api(page, api, schedule.id, now)
     await api.aclose()
 
@@ -293,6 +307,7 @@ async def test_an_admin_rotates_a_key_and_sees_the_new_one_once(harness, factory
     assert rotated.status_code == 200, rotated.text[:500]
     assert rotated.headers["cache-control"] == "no-store"
     assert "Copy it now, it will not be shown again" in rotated.text
+    assert "New key for “prod am” (payments)" in rotated.text
     found = re.search(r'<input type="text" id="new-key" value="([^"]+)" readonly', rotated.text)
     assert found
     new_key = found.group(1)
