@@ -17,7 +17,7 @@ from app import ratelimit
 from app.auth.router import _account, _login_buckets
 from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import DomainError
-from app.ui import admin, analytics, auth, incidents
+from app.ui import admin, analytics, auth, directory, incidents
 from app.ui.auth import ViewerDep
 from app.ui.live import ChangeFeed
 from app.ui.render import STATIC, page
@@ -27,6 +27,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 router.include_router(incidents.router)
 router.include_router(analytics.router)
 router.include_router(admin.router)
+router.include_router(directory.router)
 
 # An open page's stream ends after this long and the browser opens a new one (EventSource does
 # by itself), so a stream never outlives its session's checks for long, and a process that is
