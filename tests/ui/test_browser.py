@@ -34,6 +34,7 @@ PASSWORD = "a long passphrase"
 # twice a second, so changes arrive well inside the 2 s it promises; this bound is generous for
 # a loaded CI machine and only ever waited out on failure.
 LIVE_WAIT_MS = 10_000
+expect.set_options(timeout=LIVE_WAIT_MS)
 
 
 @dataclass
@@ -323,9 +324,10 @@ def test_an_admin_edits_a_policys_steps(world: World, chromium: Browser) -> None
     added.get_by_label("Delay (minutes)").fill("10")
     added.get_by_label("Users").select_option(label="Ada Admin (ada@example.com)")
     added.get_by_label("Notify").check()
-    page.screenshot(path=world.shots / "admin-policy.png", full_page=True)
+    # (A full-page screenshot before the click made the click miss the button: taken after.)
     page.get_by_role("button", name="Save policy").click()
     expect(page.get_by_role("status")).to_contain_text("Saved")
+    page.screenshot(path=world.shots / "admin-policy.png", full_page=True)
     stored = world.api("GET", f"/v1/escalation/policies/{world.policy_id}").json()
     assert [step["delay_minutes"] for step in stored["steps"]] == [0, 45, 10]
     assert stored["steps"][2]["targets"] == [{"type": "user", "id": world.admin_id}]
