@@ -71,36 +71,38 @@ async def bench(settings: Settings, requests: int) -> list[dict[str, object]]:
     app = create_app(settings.model_copy(update={"worker_in_process": False}))
     print(f"incidents: {total:,}, requests per page: {requests}")
     figures: list[dict[str, object]] = []
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://bench",
             cookies={auth.SESSION_COOKIE: token},
-        ) as client:
-            for name, path in pages.items():
-                first = await client.get(path)
-                if first.status_code == 404:
-                    print(f"{name}: absent")
-                    continue
-                assert first.status_code == 200, (path, first.status_code, first.text[:300])
-                for _ in range(5):  # warm-up: connections, caches, plans
-                    await client.get(path)
-                server = []
-                for _ in range(requests):
-                    response = await client.get(path)
-                    assert response.status_code == 200, path
-                    timing = re.search(r"app;dur=([0-9.]+)", response.headers["server-timing"])
-                    assert timing is not None
-                    server.append(float(timing.group(1)))
-                p50, p95 = statistics.median(server), percentile(server, 95)
-                print(
-                    f"{name:36} server ms: p50 {p50:7.1f}  p95 {p95:7.1f}  max {max(server):7.1f}"
-                    f"   ({len(response.content) // 1024} KiB)"
-                )
-                figures.append(
-                    {"page": name, "path": path, "incidents": total, "server_p50_ms": p50,
-                     "server_p95_ms": p95, "server_max_ms": max(server)}
-                )  # fmt: skip
+        ) as client,
+    ):
+        for name, path in pages.items():
+            first = await client.get(path)
+            if first.status_code == 404:
+                print(f"{name}: absent")
+                continue
+            assert first.status_code == 200, (path, first.status_code, first.text[:300])
+            for _ in range(5):  # warm-up: connections, caches, plans
+                await client.get(path)
+            server = []
+            for _ in range(requests):
+                response = await client.get(path)
+                assert response.status_code == 200, path
+                timing = re.search(r"app;dur=([0-9.]+)", response.headers["server-timing"])
+                assert timing is not None
+                server.append(float(timing.group(1)))
+            p50, p95 = statistics.median(server), percentile(server, 95)
+            print(
+                f"{name:36} server ms: p50 {p50:7.1f}  p95 {p95:7.1f}  max {max(server):7.1f}"
+                f"   ({len(response.content) // 1024} KiB)"
+            )
+            figures.append(
+                {"page": name, "path": path, "incidents": total, "server_p50_ms": p50,
+                 "server_p95_ms": p95, "server_max_ms": max(server)}
+            )  # fmt: skip
     return figures
 
 
