@@ -65,7 +65,9 @@ def context(payload: dict[str, Any], *, base_url: str) -> dict[str, Any]:
     """What every template may use, from a notification's stored payload."""
     incident = payload["incident"]
     event = payload["event"]
-    incident_url = f"{base_url}/v1/incidents/{incident['id']}"
+    # People open the console's page (its Acknowledge button); scripts use the API's path.
+    incident_url = f"{base_url}/ui/incidents/{incident['id']}"
+    api_url = f"{base_url}/v1/incidents/{incident['id']}"
     return {
         "event": event,
         "headline": HEADLINES.get(event, event.replace("_", " ").capitalize()),
@@ -77,7 +79,7 @@ def context(payload: dict[str, Any], *, base_url: str) -> dict[str, Any]:
         "step": payload.get("step"),
         "cycle": payload.get("cycle") or 1,
         "incident_url": incident_url,
-        "acknowledge_url": f"{incident_url}/acknowledge",
+        "acknowledge_url": f"{api_url}/acknowledge",
     }
 
 

@@ -90,10 +90,11 @@ class TestEmail:
         assert message["Subject"] == f"[CRITICAL] PAGE #{incident['id']}: Checkout down"
         text = message.get_body(preferencelist=("plain",)).get_content()
         html = message.get_body(preferencelist=("html",)).get_content()
-        url = f"https://ims.example.com/v1/incidents/{incident['id']}"
+        page = f"https://ims.example.com/ui/incidents/{incident['id']}"
+        api = f"https://ims.example.com/v1/incidents/{incident['id']}"
         for part in (text, html):
             assert "Checkout down" in part and "critical" in part and "checkout-api" in part
-            assert url in part and f"{url}/acknowledge" in part
+            assert page in part and f"{api}/acknowledge" in part
         [row] = await rows(harness, incident_id=incident["id"])
         assert (row.channel, row.status, row.attempts, row.address) == (
             "email", "sent", 1, user.email,

@@ -94,12 +94,13 @@ def world(backend: str, database: str, tmp_path_factory: pytest.TempPathFactory)
             port = free_port()
             args = [CLI, "serve", "--port", str(port)] + ([] if number == 0 else ["--no-migrate"])
             log = (folder / f"server{number}.log").open("w")
+            bases.append(f"http://127.0.0.1:{port}")
+            own = env | {"PUBLIC_BASE_URL": bases[-1]}
             processes.append(
                 subprocess.Popen(
-                    args, env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=log, text=True
+                    args, env=own, cwd=folder, stdout=subprocess.DEVNULL, stderr=log, text=True
                 )
             )
-            bases.append(f"http://127.0.0.1:{port}")
             wait_for_health(bases[-1], processes[-1], seconds=90)
         yield _populate(bases, ROOT / "artifacts" / "screenshots" / backend)
     finally:
@@ -344,6 +345,29 @@ def test_a_plain_user_does_not_see_the_admin_pages(world: World, chromium: Brows
         answer = page.goto(base + path)
         assert answer is not None and answer.status == 403
         expect(page.get_by_role("heading", name="Admins only")).to_be_visible()
+    page.context.close()
+
+
+def test_on_call_services_and_analytics_pages(world: World, chromium: Browser) -> None:
+    page = new_page(chromium)
+    base = world.bases[0]
+    sign_in(page, base, world.user_email)
+    page.get_by_role("link", name="Services").click()
+    copy = page.locator("input[readonly]").first
+    expect(copy).to_have_value(f"{base}/v1/alerts/generic")
+    page.screenshot(path=world.shots / "services.png", full_page=True)
+    page.get_by_role("link", name="On call").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("On call")
+    page.screenshot(path=world.shots / "oncall.png", full_page=True)
+    page.get_by_role("link", name="Analytics").click()
+    expect(
+        page.get_by_role("heading", name="Incidents opened per day, by severity")
+    ).to_be_visible()
+    # The alerts of the other tests, drawn: the summary counts them, the charts are SVG.
+    opened = int(page.locator('[data-stat="opened"] strong').inner_text())
+    assert opened >= 1
+    expect(page.locator("svg[role=img]")).to_have_count(3)
+    page.screenshot(path=world.shots / "analytics.png", full_page=True)
     page.context.close()
 
 
