@@ -1,0 +1,119 @@
+"""Who may reach each console route, built from the app's route list: a new /ui route that is not
+in ROUTES below fails `test_every_console_route_has_a_row`, so it cannot ship unclassified."""
+
+from __future__ import annotations
+
+from fastapi.routing import iter_route_contexts
+
+from tests.ui.conftest import sign_in
+
+PUBLIC = "public"  # anyone (the sign-in page, and the redirects to it)
+SIGNED_IN = "signed-in"  # any signed-in user
+ADMIN = "admin"  # admins only
+
+ROUTES = {
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/"): PUBLIC,
+    ("GET", "/ui/login"): PUBLIC,
+    ("POST", "/ui/login"): PUBLIC,
+    ("POST", "/ui/logout"): SIGNED_IN,
+    ("GET", "/ui/events"): SIGNED_IN,
+    ("GET", "/ui/incidents"): SIGNED_IN,
+    ("GET", "/ui/incidents/{incident_id}"): SIGNED_IN,
+    ("POST", "/ui/incidents/{incident_id}/{action}"): SIGNED_IN,
+    ("GET", "/ui/analytics"): SIGNED_IN,
+    ("GET", "/ui/oncall"): SIGNED_IN,
+    ("GET", "/ui/services"): SIGNED_IN,
+    ("POST", "/ui/services/{service_id}/integrations/{integration_id}/rotate"): ADMIN,
+    ("GET", "/ui/admin/users"): ADMIN,
+    ("POST", "/ui/admin/users"): ADMIN,
+    ("POST", "/ui/admin/users/{user_id}/role"): ADMIN,
+    ("POST", "/ui/admin/users/{user_id}/deactivate"): ADMIN,
+    ("POST", "/ui/admin/users/{user_id}/reactivate"): ADMIN,
+    ("GET", "/ui/admin/policies"): ADMIN,
+    ("GET", "/ui/admin/policies/new"): ADMIN,
+    ("GET", "/ui/admin/policies/{policy_id}"): ADMIN,
+    ("POST", "/ui/admin/policies/new"): ADMIN,
+    ("POST", "/ui/admin/policies/{policy_id}"): ADMIN,
+}
+
+
+def console_routes(app) -> set[tuple[str, str]]:
+    found = set()
+    for context in iter_route_contexts(app.routes):
+        path = context.path_format
+        if path.startswith("/ui") and not path.startswith("/ui/static"):
+            for method in getattr(context.route, "methods", None) or ():
+                if method != "HEAD":
+                    found.add((method, path))
+    return found
+
+
+async def test_every_console_route_has_a_row(harness):
+    assert console_routes(harness.app) == set(ROUTES)
+
+
+async def objects(factory, user) -> dict[str, str]:
+    service = await factory.service(name="svc")
+    integration = await factory.integration(service_id=service.id)
+    incident = await factory.incident(title="t")
+    policy = await factory.policy(name="p")
+    return {
+        "{incident_id}": str(incident.id),
+        "{action}": "acknowledge",
+        "{service_id}": str(service.id),
+        "{integration_id}": str(integration.id),
+        "{user_id}": str(user.id),
+        "{policy_id}": str(policy.id),
+    }
+
+
+def concrete(path: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        path = path.replace(name, value)
+    return path
+
+
+async def test_strangers_are_sent_to_sign_in(harness, browser_factory, factory, user):
+    values = await objects(factory, user)
+    stranger = browser_factory()
+    for (method, template), rule in ROUTES.items():
+        if rule == PUBLIC:
+            continue
+        answer = await stranger.request(method, concrete(template, values))
+        assert answer.status_code == 303, (method, template, answer.status_code)
+        assert answer.headers["location"].startswith("/ui/login"), (method, template)
+
+
+async def test_plain_users_get_403_on_admin_routes_and_every_post_needs_csrf(
+    harness, browser_factory, factory, user
+):
+    values = await objects(factory, user)
+    browser = browser_factory()
+    token = await sign_in(browser, user.email)
+    for (method, template), rule in ROUTES.items():
+        if rule == PUBLIC:
+            continue
+        path = concrete(template, values)
+        if method == "POST":
+            # Without the session's CSRF token: refused, whoever asks.
+            missing = await browser.post(path, data={})
+            assert missing.status_code == 403, (template, missing.status_code)
+        if rule != ADMIN:
+            continue
+        data = {"csrf_token": token} if method == "POST" else None
+        answer = await browser.request(method, path, data=data)
+        assert answer.status_code == 403, (method, template, answer.status_code)
+        assert "Admins only" in answer.text
+    # A plain user's pages work (nothing above signed them out).
+    assert (await browser.get("/ui/incidents")).status_code == 200
+
+
+async def test_admins_reach_every_admin_page(harness, browser_factory, factory, admin, user):
+    values = await objects(factory, user)
+    browser = browser_factory()
+    await sign_in(browser, admin.email)
+    for (method, template), rule in ROUTES.items():
+        if rule == ADMIN and method == "GET":
+            answer = await browser.get(concrete(template, values))
+            assert answer.status_code == 200, (template, answer.status_code)
