@@ -38,6 +38,7 @@ def serve(
     base = f"http://{host}:{port}"
     typer.echo(
         f"\n  {settings.project_name} on {base}  (database: {_describe(settings.database_url)})\n"
+        f"  Console:    {base}/ui/\n"
         f"  API docs:   {base}/docs   (ReDoc: {base}/redoc)\n"
         f"  First user: curl -X POST {base}/v1/auth/signup -H 'Content-Type: application/json' \\\n"
         '                 -d \'{"email": "you@example.com", "password": "a long passphrase", '
