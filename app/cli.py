@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,16 +45,22 @@ def serve(
         '"full_name": "You"}\'\n'
         "              (the first account becomes admin; or: incident-management create-admin)\n"
     )
-    uvicorn.run(
-        "app.main:app",
-        host=host,
-        port=port,
-        reload=reload,
-        log_level=settings.log_level.lower(),
-        # Requests in flight get this long to finish at shutdown (the console's live streams
-        # would otherwise hold it open for up to a minute).
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        # Requests in flight get this long to finish at shutdown.
+        "timeout_graceful_shutdown": 10,
+    }
+    if reload:
+        uvicorn.run("app.main:app", reload=True, **options)
+        return
+    from app.serving import Server
+
+    server = Server(uvicorn.Config("app.main:app", **options))
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the app did not start
 
 
 @cli.command()

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from uvicorn.workers import UvicornWorker as _UvicornWorker
 
 # Metrics from every worker, added up by whichever answers /metrics (prometheus-client's
@@ -165,6 +167,17 @@ class UvicornWorker(_UvicornWorker):
         **_UvicornWorker.CONFIG_KWARGS,
         "timeout_graceful_shutdown": max(1, graceful_timeout // 2),
     }
+
+    async def _serve(self) -> None:
+        """uvicorn's, with app.serving's server (the console's streams end at a stop signal)."""
+        from app.serving import Server
+
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 worker_class = f"{__name__}.UvicornWorker"

@@ -42,8 +42,8 @@ class SecurityHeaders:
             policy = CONSOLE_POLICY
         else:
             policy = API_POLICY
-        # The console's scripts and styles are named by version (?v=): cacheable for a day.
-        cache = "public, max-age=86400" if path.startswith(CONSOLE_STATIC) else "no-store"
+        # The console's scripts and styles are named by a digest of their content (?v=): a day.
+        static = path.startswith(CONSOLE_STATIC)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -54,7 +54,10 @@ class SecurityHeaders:
                 headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
                 headers.setdefault("Content-Security-Policy", policy)
                 if not docs:
-                    headers.setdefault("Cache-Control", cache)
+                    found = static and message["status"] in (200, 304)
+                    headers.setdefault(
+                        "Cache-Control", "public, max-age=86400" if found else "no-store"
+                    )
                 if self.https:
                     headers.setdefault(
                         "Strict-Transport-Security", "max-age=31536000; includeSubDomains"

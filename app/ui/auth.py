@@ -13,6 +13,7 @@ sign a browser in as someone else.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -189,11 +190,13 @@ def login_csrf_valid(request: Request, sent: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), sent.encode())
 
 
+# A console path and query: `/ui` or `/ui/…`, printable ASCII, no backslash, no `..` segment.
+NEXT = re.compile(r"/ui(?:[/?][\x21-\x5b\x5d-\x7e]*)?")
+
+
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a console path only (never another site: `//evil`)."""
-    if not target or not target.startswith("/ui") or target.startswith("//"):
-        return "/ui/incidents"
-    if any(ch in target for ch in "\\\r\n\t"):
+    """Where to go after signing in: a console page only (never another site: `//evil`)."""
+    if not target or not NEXT.fullmatch(target) or "/../" in target + "/":
         return "/ui/incidents"
     return target
 

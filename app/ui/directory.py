@@ -212,7 +212,9 @@ def ingest_url(request: Request, base_url: str, kind: str) -> str:
     return base_url + request.app.url_path_for(INGEST_ROUTES[Kind(kind)])
 
 
-async def listings(session: AsyncSession, request: Request, base_url: str) -> list[Listing]:
+async def listings(
+    session: AsyncSession, request: Request, base_url: str, *, with_integrations: bool
+) -> list[Listing]:
     services = list(
         await session.scalars(
             select(Service).order_by(Service.name_key, Service.id).limit(MAX_SERVICES)
@@ -227,7 +229,7 @@ async def listings(session: AsyncSession, request: Request, base_url: str) -> li
                 .order_by(Integration.name, Integration.id)
             )
         )
-        if ids
+        if ids and with_integrations
         else []
     )
     policy_ids = {s.escalation_policy_id for s in services if s.escalation_policy_id is not None}
@@ -272,7 +274,8 @@ async def _services_page(
     *,
     new_key: NewKey | None = None,
 ) -> Response:
-    found = await listings(session, request, base_url)
+    # Integrations (names, key prefixes) are listed to admins only, as the API lists them.
+    found = await listings(session, request, base_url, with_integrations=browser.is_admin)
     response = page(
         request,
         "services.html",
@@ -282,8 +285,10 @@ async def _services_page(
         new_key=new_key,
     )
     if new_key is not None:
-        # The one page that holds a key in full: kept out of every cache.
+        # The one page that holds a key in full: kept out of every cache; and the address bar
+        # shows the services page, so that a reload (with JavaScript on) does not rotate again.
         response.headers["Cache-Control"] = "no-store"
+        response.headers["HX-Push-Url"] = "/ui/services"
     return response
 
 

@@ -180,7 +180,9 @@ def describe(entry: TimelineEntry, users: dict[int, str]) -> str:
     return "; ".join(str(p) for p in parts)
 
 
-async def _detail_context(session: AsyncSession, incident: Incident) -> dict[str, Any]:
+async def _detail_context(
+    session: AsyncSession, incident: Incident, browser: Browser
+) -> dict[str, Any]:
     timeline = list(
         (
             await session.scalars(
@@ -208,15 +210,12 @@ async def _detail_context(session: AsyncSession, incident: Incident) -> dict[str
             )
         ).all()
     )
+    # As the API's delivery log: admins see every delivery, a user their own.
+    deliveries = select(Notification).where(Notification.incident_id == incident.id)
+    if not browser.is_admin:
+        deliveries = deliveries.where(Notification.user_id == browser.user_id)
     notifications = list(
-        (
-            await session.scalars(
-                select(Notification)
-                .where(Notification.incident_id == incident.id)
-                .order_by(Notification.id)
-                .limit(500)
-            )
-        ).all()
+        (await session.scalars(deliveries.order_by(Notification.id).limit(500))).all()
     )
     people = (
         await session.execute(
@@ -249,7 +248,7 @@ async def incident_page(
     incident_id: int, request: Request, session: SessionDep, browser: ViewerDep
 ) -> Response:
     incident = await _incident_or_404(session, incident_id, lock=False)
-    context = await _detail_context(session, incident)
+    context = await _detail_context(session, incident, browser)
     return page(request, "incident.html", browser=browser, **context)
 
 
@@ -316,9 +315,9 @@ async def _act(
     except DomainError as exc:
         await session.rollback()
         incident = await _incident_or_404(session, incident_id, lock=False)
-        context = await _detail_context(session, incident)
+        context = await _detail_context(session, incident, browser)
         detail = exc.detail if isinstance(exc.detail, str) else "That could not be done"
-        return page(
+        refused = page(
             request,
             "incident.html",
             browser=browser,
@@ -327,6 +326,10 @@ async def _act(
             draft=form.get("content", ""),
             **context,
         )
+        # htmx would otherwise put the form's POST address in the address bar (a reload then
+        # asks for a page that does not exist, and live updates fetch it).
+        refused.headers["HX-Push-Url"] = f"/ui/incidents/{incident_id}"
+        return refused
     return RedirectResponse(f"/ui/incidents/{incident_id}", status_code=303)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 LOOKBACK = 500
 BATCH = 1000
+# Every feed of this process, so that a stop signal can end their streams (see on_exit_signal).
+_FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
 
 
 @dataclass(eq=False)
@@ -54,27 +57,40 @@ class ChangeFeed:
         self.cursor: int | None = None
         self.announced: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+        self._polling = asyncio.Lock()
         self._closed = False
+        _FEEDS.add(self)
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Listener]:
         listener = Listener(closed=self._closed)
         self.listeners.add(listener)
-        if self._task is None or self._task.done():
-            if self.cursor is None:
-                await self._start_cursor()
-            self._task = asyncio.create_task(self._run(), name="ui-change-feed")
         try:
+            # One reader per process, however many pages (re)connect at once.
+            async with self._starting:
+                if not self._closed and (self._task is None or self._task.done()):
+                    # Nobody was listening: what was written meanwhile is not news (a page
+                    # fetches its live part when its stream opens).
+                    await self._start_cursor()
+                    self._task = asyncio.create_task(self._run(), name="ui-change-feed")
             yield listener
         finally:
             self.listeners.discard(listener)
+            if not self.listeners and self._task is not None:
+                self._task.cancel()  # the last page left: stop reading (restarted fresh)
+                self._task = None
 
-    async def close(self) -> None:
-        """At shutdown: every open stream ends (browsers reconnect to another process)."""
+    def end_streams(self) -> None:
+        """End every open stream now, and any opened later (the process is stopping)."""
         self._closed = True
         for listener in self.listeners:
             listener.closed = True
             listener.changed.set()
+
+    async def close(self) -> None:
+        """At shutdown: every open stream ends (browsers reconnect to another process)."""
+        self.end_streams()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -91,15 +107,23 @@ class ChangeFeed:
         self.cursor = newest
 
     async def _run(self) -> None:
+        failing = False
         while self.listeners and not self._closed:
             try:
                 await self.poll()
-            except Exception:
-                logger.exception("Reading the timeline for live updates failed; trying again")
+                failing = False
+            except Exception as exc:
+                if not failing:  # once per outage, not twice a second
+                    logger.warning("reading the timeline for live updates failed: %s", exc)
+                failing = True
             await asyncio.sleep(self.interval)
 
     async def poll(self) -> None:
         """Read entries past the cursor (and a little behind it) and tell every listener."""
+        async with self._polling:  # one read at a time: each starts where the last ended
+            await self._poll()
+
+    async def _poll(self) -> None:
         if self.cursor is None:
             await self._start_cursor()
         cursor = self.cursor or 0
@@ -129,3 +153,19 @@ class ChangeFeed:
         for listener in self.listeners:
             listener.incident_ids.update(incidents)
             listener.changed.set()
+
+
+def end_all_streams() -> None:
+    for feed in list(_FEEDS):
+        feed.end_streams()
+
+
+def on_exit_signal() -> None:
+    """From the server's stop-signal handler: end the console's streams at once, so that the
+    server's wait for open connections is not spent on pages that would never finish (uvicorn
+    waits for connections before it runs the app's shutdown)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    loop.call_soon_threadsafe(end_all_streams)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,19 @@ def since(value: datetime | None, now: datetime) -> str:
 
 templates.env.filters["when"] = when
 templates.env.filters["duration"] = format_duration
+
+
+def _assets_version() -> str:
+    """A digest of the console's own files: their URLs change whenever one does, so browsers
+    may cache them for a day (app.security_headers) and still get a new build at once."""
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(STATIC.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 templates.env.globals.update(
-    htmx=HTMX, version=__version__, csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER
+    htmx=HTMX, version=_assets_version(), csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER
 )
 
 

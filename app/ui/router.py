@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
@@ -137,6 +138,12 @@ async def logout(
 async def events(request: Request, browser: ViewerDep) -> Response:
     """Server-Sent Events: `change` with the ids of incidents that changed since the last one."""
     feed: ChangeFeed = request.app.state.change_feed
+    token = request.cookies.get(auth.SESSION_COOKIE, "")
+    clock = request.app.state.clock
+
+    async def still_signed_in() -> bool:
+        async with request.app.state.sessionmaker() as session:
+            return await auth.lookup(session, token, now=clock.now()) is not None
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
@@ -152,6 +159,9 @@ async def events(request: Request, browser: ViewerDep) -> Response:
                         listener.changed.wait(), timeout=min(KEEPALIVE_SECONDS, left)
                     )
                 except TimeoutError:
+                    # Still signed in? (Signed out, expired or deactivated: the stream ends.)
+                    if not await still_signed_in():
+                        return
                     yield ": keep-alive\n\n"
                     continue
                 if listener.closed:
@@ -240,6 +250,22 @@ def install(app: FastAPI) -> None:
             message="Part of that request was not valid. Go back and check the form or the link.",
         )
 
+    api_http: Handler = app.exception_handlers[StarletteHTTPException]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        if not _is_console(request) or request.url.path.startswith("/ui/static/"):
+            return await _answer(api_http(request, exc))
+        assert isinstance(exc, StarletteHTTPException)
+        titles = {404: "Not found", 405: "Not possible"}
+        messages = {404: "There is no such page.", 405: "That address does not take this request."}
+        return _message_page(
+            request,
+            status=exc.status_code,
+            title=titles.get(exc.status_code, "Not possible"),
+            message=messages.get(exc.status_code, str(exc.detail)),
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(auth.LoginRequired, login_required)
     app.add_exception_handler(auth.CsrfFailed, csrf_failed)
     app.add_exception_handler(auth.AdminRequired, admin_required)

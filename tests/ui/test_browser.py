@@ -351,7 +351,7 @@ def test_a_plain_user_does_not_see_the_admin_pages(world: World, chromium: Brows
 def test_on_call_services_and_analytics_pages(world: World, chromium: Browser) -> None:
     page = new_page(chromium)
     base = world.bases[0]
-    sign_in(page, base, world.user_email)
+    sign_in(page, base, world.admin_email)  # integrations are listed to admins
     page.get_by_role("link", name="Services").click()
     copy = page.locator("input[readonly]").first
     expect(copy).to_have_value(f"{base}/v1/alerts/generic")

@@ -8,7 +8,6 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from starlette.responses import Response
 
-from app.config import Settings
 from app.ui import auth
 from app.ui.models import UiSession
 from tests.factories import DEFAULT_PASSWORD
@@ -91,11 +90,13 @@ async def test_next_never_leads_off_the_console(browser_factory, user):
 
 
 def test_cookies_are_secure_in_production_and_behind_https(settings):
-    for values in ({"public_base_url": "https://ims.example.com"},):
-        secured = Settings(_env_file=None, **(settings.model_dump() | values))  # type: ignore[call-arg]
+    for values in ({"public_base_url": "https://ims.example.com"}, {"environment": "production"}):
+        secured = settings.model_copy(update=values)
         response = Response()
         auth.set_cookie(response, secured, auth.SESSION_COOKIE, "x", max_age=60)
-        assert "Secure" in response.headers["set-cookie"]
+        cookie = response.headers["set-cookie"]
+        assert "Secure" in cookie, values
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/ui" in cookie
     assert auth.secure_cookies(settings) is False
 
 
@@ -125,6 +126,17 @@ async def test_a_password_change_or_deactivation_ends_console_sessions(
 ):
     browser = browser_factory()
     await sign_in(browser, user.email)
+    assert (await browser.get("/ui/incidents")).status_code == 200
+    # A password change (through the API) ends the console session too…
+    async with harness.make_client(factory.token(user)) as api:
+        changed = await api.post(
+            "/v1/users/me/password",
+            json={"current_password": DEFAULT_PASSWORD, "new_password": "another long passphrase"},
+        )
+        assert changed.status_code == 200
+    assert (await browser.get("/ui/incidents")).status_code == 303
+    # …and so does deactivation, for a session made after the change.
+    await sign_in(browser, user.email, "another long passphrase")
     assert (await browser.get("/ui/incidents")).status_code == 200
     admin = await factory.user(email="boss@example.com", role="admin")
     async with harness.make_client(factory.token(admin)) as api:

@@ -248,7 +248,7 @@ async def test_services_show_each_ingest_url_and_key_prefix_never_a_key(
     quiet = await make_service(admin_api, "quiet-batch")
     await admin_api.put(f"/v1/services/{quiet['id']}", json={"is_active": False})
     made = [await make_integration(admin_api, checkout["id"], kind) for kind in INGEST_PATHS]
-    browser, token = await signed_in(user)
+    browser, _ = await signed_in(admin)  # integrations are listed to admins, as in the API
     page = (await browser.get("/ui/services")).text
 
     base = harness.settings.public_base_url
@@ -270,7 +270,15 @@ async def test_services_show_each_ingest_url_and_key_prefix_never_a_key(
         assert integration["key"] not in page
     for key_hash in (await key_hashes(harness)).values():
         assert key_hash not in page
-    # A plain user sees no rotate form, and posting one anyway is refused with nothing changed.
+    assert "Rotate key" in page
+    # A plain user sees the services but not their integrations (the API lists those to admins
+    # only): no URL, no key prefix, no rotate form; posting one anyway is refused.
+    browser, token = await signed_in(user)
+    page = (await browser.get("/ui/services")).text
+    assert "Takes the money" in section(page, "data-service", checkout["id"])
+    assert "Integrations and their keys are shown to admins" in page
+    for integration in made:
+        assert integration["key_prefix"] not in page and f"url-{integration['id']}" not in page
     assert "Rotate key" not in page and "/rotate" not in page
     before = await key_hashes(harness)
     target = made[0]

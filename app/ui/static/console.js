@@ -7,7 +7,6 @@
   if (!window.EventSource || !document.body.hasAttribute("hx-headers")) return;
   let inFlight = false;
   let again = false;
-  let opened = false;
 
   function liveRegion() { return document.getElementById("live"); }
 
@@ -55,12 +54,10 @@
   }
 
   const source = new EventSource("/ui/events");
-  // A stream ends every minute and the browser opens the next; what changed in between is
-  // fetched on reopening, so nothing is missed.
-  source.addEventListener("open", function () {
-    if (opened) refresh();
-    opened = true;
-  });
+  // A stream ends every minute and the browser opens the next. Whenever one opens, the live
+  // part is fetched once: what changed before it opened (since the page was made, or between
+  // two streams) is not missed.
+  source.addEventListener("open", function () { refresh(); });
   source.addEventListener("change", function (event) {
     let ids = [];
     try { ids = JSON.parse(event.data).incidents || []; } catch (e) { return; }
