@@ -4,11 +4,12 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import ratelimit
 from app.auth import security
@@ -19,6 +20,7 @@ from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
 from app.schemas import Message
 from app.users import service as user_service
+from app.users.models import User
 from app.users.schemas import PasswordReset, Token, UserRead, UserSignup
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,26 @@ def _login_buckets(
     }
 
 
+async def authenticate_limited(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    now: datetime,
+    detail: str,
+) -> User | None:
+    """A sign-in attempt (the API's token or the console's session), under the login limits:
+    raises TooManyRequests when they refuse; a success clears the account's count."""
+    buckets = _login_buckets(request, settings, email)
+    await ratelimit.check(request.app.state.sessionmaker, buckets, now=now, detail=detail)
+    user = await user_service.authenticate(session, email=email, password=password)
+    if user is not None:
+        await ratelimit.refill(session, f"login:account:{_account(settings, email)}", now=now)
+    return user
+
+
 @router.post(
     "/signup",
     response_model=UserRead,
@@ -108,15 +130,12 @@ async def login_access_token(
     Limited per client address and per account: LOGIN_LOCKOUT_FAILURES attempts without a
     success lock the account's logins for LOGIN_LOCKOUT_MINUTES (429 with `Retry-After`, the same
     for an email that has no account); a success clears its count."""
-    buckets = _login_buckets(request, settings, form.username)
-    sessions = request.app.state.sessionmaker
-    await ratelimit.check(sessions, buckets, now=clock.now(), detail="Too many login attempts")
-    user = await user_service.authenticate(session, email=form.username, password=form.password)
+    user = await authenticate_limited(
+        request, session, settings, email=form.username, password=form.password,
+        now=clock.now(), detail="Too many login attempts",
+    )  # fmt: skip
     if user is None:
         raise Unauthorized("Incorrect email or password, or inactive account")
-    await ratelimit.refill(
-        session, f"login:account:{_account(settings, form.username)}", now=clock.now()
-    )
     issued = security.create_access_token(
         settings, user_id=user.id, token_version=user.token_version, now=clock.now()
     )

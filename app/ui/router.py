@@ -15,14 +15,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.staticfiles import StaticFiles
 
 from app import ratelimit
-from app.auth.router import _account, _login_buckets
+from app.auth.router import authenticate_limited
 from app.deps import ClockDep, SessionDep, SettingsDep
 from app.errors import DomainError
 from app.ui import admin, analytics, auth, directory, incidents
 from app.ui.auth import ViewerDep
 from app.ui.live import ChangeFeed
 from app.ui.render import STATIC, page
-from app.users import service as user_service
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 router.include_router(incidents.router)
@@ -96,15 +95,12 @@ async def login(
         )
     now = clock.now()
     try:
-        await ratelimit.check(
-            request.app.state.sessionmaker,
-            _login_buckets(request, settings, email),
-            now=now,
+        user = await authenticate_limited(
+            request, session, settings, email=email, password=password, now=now,
             detail="Too many sign-in attempts; wait a few minutes",
-        )
+        )  # fmt: skip
     except ratelimit.TooManyRequests as exc:
         return _login_page(request, error=exc.detail, email=email, next_path=next, status=429)
-    user = await user_service.authenticate(session, email=email, password=password)
     if user is None:
         return _login_page(
             request,
@@ -113,7 +109,6 @@ async def login(
             next_path=next,
             status=401,
         )
-    await ratelimit.refill(session, f"login:account:{_account(settings, email)}", now=now)
     token, _ = await auth.start(session, user=user, settings=settings, now=now)
     response = RedirectResponse(auth.safe_next(next), status_code=303)
     auth.set_cookie(
