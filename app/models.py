@@ -1,5 +1,6 @@
 """Every model, imported in one place so that metadata (and Alembic) sees all tables."""
 
+from app.analytics.models import AnalyticsSnapshot
 from app.auth.models import PasswordResetToken
 from app.db import Base
 from app.escalation.models import EscalationEvent, EscalationPolicy
@@ -13,6 +14,7 @@ from app.ui.models import UiSession
 from app.users.models import User
 
 __all__ = [
+    "AnalyticsSnapshot",
     "Assignment",
     "Base",
     "Comment",

@@ -1,15 +1,14 @@
-"""The console's analytics page: the report of `GET /v1/analytics/incidents`, drawn."""
+"""The console's analytics page: the report of `GET /v1/analytics/incidents`, drawn, from the
+snapshots the worker keeps fresh (app/analytics/snapshots.py)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
-from app.analytics import service as analytics_service
-from app.analytics.schemas import IncidentAnalytics
+from app.analytics import snapshots
 from app.deps import ClockDep, SessionDep
 from app.schemas import MAX_ID
 from app.ui import charts
@@ -32,10 +31,8 @@ async def analytics_page(
     service: Annotated[str, Query(pattern=r"^[0-9]{0,18}$")] = "",
 ) -> Response:
     service_id = int(service) if service and 0 < int(service) <= MAX_ID else None
-    end = clock.now()
-    start = end - timedelta(days=int(days))
-    report = IncidentAnalytics.model_validate(
-        await analytics_service.report(session, start=start, end=end, service_id=service_id)
+    report, computed_at = await snapshots.read(
+        session, days=int(days), service_id=service_id, now=clock.now()
     )
     pages = [(row.full_name, row.pages) for row in report.pages_by_user]
     noisy = [(row.name, row.incidents) for row in report.noisiest_services]
@@ -44,6 +41,8 @@ async def analytics_page(
         "analytics.html",
         browser=browser,
         report=report,
+        computed_at=computed_at,
+        refresh_minutes=int(snapshots.REFRESH.total_seconds() // 60),
         ranges=RANGES,
         days=days,
         service=service,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
 
-from tests.analytics.test_analytics import at, world  # noqa: F401 (the data set, a fixture)
+from sqlalchemy import select
+
+from app.analytics import snapshots
+from app.analytics.models import AnalyticsSnapshot
+from tests.analytics.test_analytics import URL, at, world  # noqa: F401 (the data set, a fixture)
 
 SVG = re.compile(r"<svg\b.*?</svg>", re.S)
 
@@ -108,3 +114,121 @@ async def test_an_empty_range_says_so(harness, signed_in, user):
     html = (await browser.get("/ui/analytics")).text
     assert "No incidents in this range" in html and "Nothing in this range" in html
     assert stat(html, "mtta")[3] == "—"
+
+
+# Snapshots (app/analytics/snapshots.py): the page reads a stored report while it is fresh; the
+# worker computes it again every minute while someone looks; the API always computes.
+
+
+def as_of(html: str) -> str:
+    found = re.search(r'data-computed-at="([^"]+)"', html)
+    assert found
+    return found.group(1)
+
+
+async def snapshot_scopes(harness) -> dict[str, tuple[datetime, datetime]]:
+    async with harness.app.state.sessionmaker() as session:
+        rows = await session.execute(
+            select(
+                AnalyticsSnapshot.scope, AnalyticsSnapshot.computed_at, AnalyticsSnapshot.viewed_at
+            )
+        )
+        return {scope: (computed, viewed) for scope, computed, viewed in rows}
+
+
+async def test_the_page_reads_its_snapshot_and_the_worker_refreshes_it(
+    harness,
+    signed_in,
+    user,
+    user_client,
+    world,  # noqa: F811
+):
+    harness.clock.set(at(4))
+    browser, _ = await signed_in(user)
+    html = (await browser.get("/ui/analytics?days=7")).text
+    assert stat(html, "opened")[-1] == "7" and as_of(html) == at(4).isoformat()
+    # A new incident inside the range: the page keeps its snapshot; the API computes afresh.
+    await harness.factory.incident(created_at=at(3, 12), severity="low", alert_count=1)
+    html = (await browser.get("/ui/analytics?days=7")).text
+    assert stat(html, "opened")[-1] == "7" and as_of(html) == at(4).isoformat()
+    api = await user_client.get(
+        URL, params={"start": "2025-12-28T00:00:00Z", "end": "2026-01-04T00:00:00Z"}
+    )
+    assert api.json()["incidents"]["total"] == 8
+    # Under a minute old: the worker leaves it.
+    harness.clock.advance(seconds=59)
+    assert (await harness.run_jobs())["refresh_analytics"] == 0
+    # A minute old and viewed: the worker computes it again, over [Dec 28 00:01, Jan 4 00:01),
+    # which now takes in i7 (Jan 4 00:00) as well as the new incident.
+    harness.clock.advance(seconds=1)
+    assert (await harness.run_jobs())["refresh_analytics"] == 1
+    html = (await browser.get("/ui/analytics?days=7")).text
+    assert stat(html, "opened")[-1] == "9" and as_of(html) == harness.clock.now().isoformat()
+    assert "Figures as of 2026-01-04 00:01" in html
+    # Other ranges are separate reports, each computed on its first view.
+    html = (await browser.get("/ui/analytics?days=30")).text
+    assert stat(html, "opened")[-1] == "9"
+    assert set(await snapshot_scopes(harness)) == {"7d", "30d"}
+
+
+async def test_only_reports_in_use_are_refreshed_and_old_ones_are_forgotten(
+    harness,
+    signed_in,
+    user,
+    world,  # noqa: F811
+):
+    harness.clock.set(at(4))
+    browser, _ = await signed_in(user)
+    search = world["search"].id
+    await browser.get(f"/ui/analytics?days=7&service={search}")
+    scope = f"7d:service={search}"
+    # Viewed within the hour: computed again each minute.
+    harness.clock.advance(minutes=59)
+    assert (await harness.run_jobs())["refresh_analytics"] == 1
+    assert (await snapshot_scopes(harness))[scope][0] == harness.clock.now()
+    # Not viewed for over an hour: left alone however old it gets.
+    harness.clock.advance(minutes=2)
+    assert (await harness.run_jobs())["refresh_analytics"] == 0
+    computed, viewed = (await snapshot_scopes(harness))[scope]
+    assert computed == at(4) + timedelta(minutes=59) and viewed == at(4)
+    # Viewed again while over 10 minutes old: computed on the spot, not served stale.
+    harness.clock.advance(minutes=10)
+    html = (await browser.get(f"/ui/analytics?days=7&service={search}")).text
+    assert as_of(html) == harness.clock.now().isoformat()
+    # A view marks the report in use (at most once a minute), so the worker picks it up again.
+    harness.clock.advance(minutes=1)
+    assert (await harness.run_jobs())["refresh_analytics"] == 1
+    # Nobody looks for a day: deleted.
+    harness.clock.advance(days=1, seconds=1)
+    assert (await harness.run_jobs())["refresh_analytics"] == 0
+    assert await snapshot_scopes(harness) == {}
+
+
+async def test_a_service_that_does_not_exist_is_not_stored(harness, signed_in, user, world):  # noqa: F811
+    harness.clock.set(at(4))
+    browser, _ = await signed_in(user)
+    html = (await browser.get("/ui/analytics?days=7&service=987654321")).text
+    assert stat(html, "opened")[-1] == "0"
+    assert await snapshot_scopes(harness) == {}
+
+
+async def test_two_workers_compute_a_report_once(harness, signed_in, user, world):  # noqa: F811
+    harness.clock.set(at(4))
+    browser, _ = await signed_in(user)
+    await browser.get("/ui/analytics?days=365")
+    harness.clock.advance(minutes=1)
+    sessions = harness.app.state.sessionmaker
+    done = await asyncio.gather(
+        snapshots.refresh_due(sessions, clock=harness.clock),
+        snapshots.refresh_due(sessions, clock=harness.clock),
+    )
+    assert sorted(done) == [0, 1]
+    # A claim is a lease: taken, it cannot be taken again until it runs out (a worker that died
+    # while computing leaves its report to the next one).
+    harness.clock.advance(minutes=1)
+    now = harness.clock.now()
+    assert await snapshots._claim(sessions, "365d", now)
+    assert not await snapshots._claim(sessions, "365d", now)
+    assert (await harness.run_jobs())["refresh_analytics"] == 0
+    harness.clock.advance(snapshots.LEASE)
+    assert (await harness.run_jobs())["refresh_analytics"] == 1
