@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, Response
@@ -273,21 +274,26 @@ async def _services_page(
     base_url: str,
     *,
     new_key: NewKey | None = None,
+    notice: str | None = None,
+    status: int = 200,
 ) -> Response:
     # Integrations (names, key prefixes) are listed to admins only, as the API lists them.
     found = await listings(session, request, base_url, with_integrations=browser.is_admin)
     response = page(
         request,
         "services.html",
+        status_code=status,
         browser=browser,
         listings=found,
         truncated=len(found) >= MAX_SERVICES,
         new_key=new_key,
+        notice=notice,
     )
     if new_key is not None:
-        # The one page that holds a key in full: kept out of every cache; and the address bar
-        # shows the services page, so that a reload (with JavaScript on) does not rotate again.
+        # The one page that holds a key in full: kept out of every cache.
         response.headers["Cache-Control"] = "no-store"
+    if new_key is not None or notice is not None:
+        # The address bar shows the services page, not the rotation's address.
         response.headers["HX-Push-Url"] = "/ui/services"
     return response
 
@@ -310,9 +316,14 @@ async def rotate_key(
     settings: SettingsDep,
     clock: ClockDep,
     browser: AdminActorDep,
+    key_prefix: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Replace an integration's key (admin), as the API's rotate does; the page that answers
-    shows the new key, this once (it is not redirected to: the key is never stored)."""
+    shows the new key, this once (it is not redirected to: the key is never stored).
+
+    The form names the key it means to replace (`key_prefix`, the prefix it showed): a form sent
+    again (a reload of the answer with JavaScript off, a double submit) finds that key already
+    replaced and changes nothing, instead of rotating a key just handed out."""
     integration = (
         await integration_service.get(session, service_id=service_id, integration_id=integration_id)
         if 0 < service_id <= MAX_ID and 0 < integration_id <= MAX_ID
@@ -320,6 +331,15 @@ async def rotate_key(
     )
     if integration is None:
         raise NotFound(f"Integration {integration_id} not found on service {service_id}")
+    if key_prefix != integration.key_prefix:
+        notice = (
+            f"The key of “{integration.name}” was not rotated: the form was for a key that was "
+            "already replaced (a reload or a second submit). Nothing changed; rotate again from "
+            "this page if you meant to."
+        )
+        return await _services_page(
+            request, session, browser, settings.public_base_url, notice=notice, status=409
+        )
     key = await integration_service.rotate(session, integration=integration, now=clock.now())
     service = await session.get(Service, integration.service_id)
     new_key = NewKey(integration, service.name if service else "", key)

@@ -311,7 +311,9 @@ async def test_an_admin_rotates_a_key_and_sees_the_new_one_once(harness, factory
         assert refused.status_code == 403 and "Please try again" in refused.text
     assert await key_hashes(harness) == before
 
-    rotated = await browser.post(rotate, data={"csrf_token": token})
+    assert f'name="key_prefix" value="{old_key[:8]}"' in page
+    sent = {"csrf_token": token, "key_prefix": old_key[:8]}
+    rotated = await browser.post(rotate, data=sent)
     assert rotated.status_code == 200, rotated.text[:500]
     assert rotated.headers["cache-control"] == "no-store"
     assert "Copy it now, it will not be shown again" in rotated.text
@@ -322,6 +324,16 @@ async def test_an_admin_rotates_a_key_and_sees_the_new_one_once(harness, factory
     assert new_key != old_key and rotated.text.count(new_key) == 1
     assert f"{new_key[:8]}…" in rotated.text  # the integration's row shows the new prefix
     assert 'data-copy="new-key"' in rotated.text
+
+    # The same form sent again (a reload of that answer with JavaScript off, a double click)
+    # names the old key: nothing changes, and the page says why.
+    after = await key_hashes(harness)
+    for data in (sent, {"csrf_token": token}):
+        again = await browser.post(rotate, data=data)
+        assert again.status_code == 409, again.text[:300]
+        assert "was not rotated" in again.text and "new-key" not in again.text
+        assert again.headers["hx-push-url"] == "/ui/services"
+    assert await key_hashes(harness) == after
 
     # Shown once: the page afterwards has the prefix only.
     later = (await browser.get("/ui/services")).text
@@ -357,7 +369,9 @@ async def test_rotating_an_integration_of_another_service_is_not_found(
         f"/ui/services/{one['id']}/integrations/999999/rotate",
         f"/ui/services/{one['id']}/integrations/{2**63}/rotate",
     ):
-        answer = await browser.post(path, data={"csrf_token": token})
+        answer = await browser.post(
+            path, data={"csrf_token": token, "key_prefix": integration["key"][:8]}
+        )
         assert answer.status_code == 404, path
     assert await key_hashes(harness) == before
     await admin_api.aclose()
