@@ -43,7 +43,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     if os.environ.get("TEST_DATABASE_URL"):
-        return f"database backends: {config.getoption('--backend')} (PostgreSQL server given)"
+        chosen = config.getoption("--backend")
+        if chosen == "postgresql":
+            return "database backend: postgresql (tests that use no database: see make test)"
+        return f"database backends: {chosen} (PostgreSQL server given)"
     return "database backends: sqlite only; PostgreSQL tests skipped: TEST_DATABASE_URL is not set"
 
 
@@ -53,13 +56,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--backend sqlite`: the tests on SQLite, and those that use no database. `--backend
+    postgresql`: the tests on PostgreSQL only; those that use no database run in the other runs
+    (`make test`), and would only repeat themselves here."""
     chosen = config.getoption("--backend")
     if chosen == "all":
         return
     keep, drop = [], []
     for item in items:
         backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
-        (drop if backend and backend != chosen else keep).append(item)
+        unwanted = backend != chosen if backend else chosen == "postgresql"
+        (drop if unwanted else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -379,7 +379,7 @@ def test_the_workflow_runs_ci_run_against_its_postgresql_service():
     script = (ROOT / ".ci/run").read_text()
     assert "CI_POSTGRES_URL" in script
     for target in ("lint", "test", "test-postgres", "e2e", "e2e-postgres", "fuzz-ci"):
-        assert re.search(rf"^make {re.escape(target)}\b", script, re.MULTILINE), target
+        assert re.search(rf"^\s*make {re.escape(target)}\b", script, re.MULTILINE), target
     assert (
         'Path("/usr/lib/postgresql").glob("*/bin/initdb")'
         in (ROOT / "tests/fault/harness.py").read_text()
