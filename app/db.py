@@ -171,7 +171,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READER):
+            connection.exec_driver_sql("BEGIN DEFERRED")  # see reading_scope
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -190,6 +193,24 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
+
+
+READER = "ims_reader"
+
+
+@asynccontextmanager
+async def reading_scope(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A long read that must not hold up writers: on SQLite a deferred transaction (WAL lets it
+    read a snapshot beside the one writer, where `BEGIN IMMEDIATE` would queue every writer
+    behind it); on PostgreSQL an ordinary one. Rolled back at the end: it writes nothing."""
+    async with sessionmaker() as session:
+        await session.connection(execution_options={READER: True})
+        try:
+            yield session
+        finally:
+            await session.rollback()
 
 
 async def lock_named(session: AsyncSession, name: str) -> None:

@@ -7,17 +7,22 @@ and stored (`analytics_snapshots`), and:
 
 - a page view reads the stored report when it is under STALE old, and computes and stores it
   otherwise (the first view of a range, or one after nobody looked for a while);
-- the worker computes again, every REFRESH, each report that someone viewed within WATCHED, so
-  a page in use never waits; each is claimed with a lease, so several workers compute it once;
+- the worker computes again, once it is REFRESH old, each report that someone viewed within
+  WATCHED, so a page in use never waits; oldest first, within a budget per worker process
+  (PER_TICK every TICK_SECONDS), so that glancing at many ranges and services costs the
+  database a bounded amount; each is claimed with a lease, so several workers compute it once,
+  and computed in a read that holds up no writer (on SQLite too);
 - reports nobody viewed for FORGET are deleted.
 
-The page says when its figures were computed. `GET /v1/analytics/incidents` takes any range and
+Without a worker running, a view serves a stored report up to STALE old. The page says when its
+figures were computed. `GET /v1/analytics/incidents` takes any range and
 computes it on every call, as before.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +34,7 @@ from app.analytics import service as analytics_service
 from app.analytics.models import AnalyticsSnapshot
 from app.analytics.schemas import IncidentAnalytics
 from app.clock import Clock
-from app.db import session_scope
+from app.db import reading_scope, session_scope
 from app.services.models import Service
 
 logger = logging.getLogger(__name__)
@@ -37,10 +42,14 @@ logger = logging.getLogger(__name__)
 RANGES = (7, 30, 90, 365)  # days
 REFRESH = timedelta(minutes=1)
 STALE = timedelta(minutes=10)
-WATCHED = timedelta(hours=1)
+WATCHED = timedelta(minutes=10)
 FORGET = timedelta(days=1)
 LEASE = timedelta(minutes=5)
 VIEW_MARK = timedelta(minutes=1)  # a view is written down at most this often per report
+# The worker's budget: at most PER_TICK reports every TICK_SECONDS per worker process (8 a
+# minute), however many ranges and services people glance at.
+PER_TICK = 2
+TICK_SECONDS = 15.0
 
 
 def scope_of(days: int, service_id: int | None) -> str:
@@ -102,9 +111,20 @@ async def _store(
     )
 
 
-async def refresh_due(sessions: async_sessionmaker[AsyncSession], *, clock: Clock) -> int:
-    """Compute again every report viewed within WATCHED and older than REFRESH; delete those
-    nobody viewed for FORGET. Returns how many were computed."""
+async def refresh_due(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    clock: Clock,
+    limit: int = PER_TICK,
+    stopping: Callable[[], bool] = lambda: False,
+) -> int:
+    """Compute again, oldest first, up to `limit` of the reports viewed within WATCHED and older
+    than REFRESH; delete those nobody viewed for FORGET. Returns how many were computed.
+
+    Each is claimed with a lease, computed in a read that holds up no writer, and written only
+    if the lease is still ours (a view may have stored a fresher one meanwhile). A report that
+    fails is logged and its lease given back; the others go on. `stopping` is checked before
+    each claim, so a worker told to stop finishes the report in hand only."""
     now = clock.now()
     async with session_scope(sessions) as session:
         await session.execute(
@@ -118,22 +138,32 @@ async def refresh_due(sessions: async_sessionmaker[AsyncSession], *, clock: Cloc
                     AnalyticsSnapshot.computed_at <= now - REFRESH,
                     _unleased(now),
                 )
-                .order_by(AnalyticsSnapshot.computed_at)
+                .order_by(AnalyticsSnapshot.computed_at, AnalyticsSnapshot.scope)
+                .limit(limit)
             )
         )
     done = 0
     for scope in due:
+        if stopping():
+            break
         now = clock.now()
-        if not await _claim(sessions, scope, now):
+        lease = await _claim(sessions, scope, now)
+        if lease is None:
             continue  # another worker has it
-        days, service_id = parse_scope(scope)
-        async with session_scope(sessions) as session:
-            report = await compute(session, days=days, service_id=service_id, now=now)
-            await session.execute(
-                update(AnalyticsSnapshot)
-                .where(AnalyticsSnapshot.scope == scope)
-                .values(report=report.model_dump_json(), computed_at=now, lease_until=None)
-            )
+        try:
+            days, service_id = parse_scope(scope)
+            async with reading_scope(sessions) as session:
+                report = await compute(session, days=days, service_id=service_id, now=now)
+            async with session_scope(sessions) as session:
+                await session.execute(
+                    update(AnalyticsSnapshot)
+                    .where(AnalyticsSnapshot.scope == scope, AnalyticsSnapshot.lease_until == lease)
+                    .values(report=report.model_dump_json(), computed_at=now, lease_until=None)
+                )
+        except Exception:
+            logger.exception("analytics report %s could not be computed; next tick", scope)
+            await _release(sessions, scope, lease)
+            continue
         done += 1
     return done
 
@@ -142,10 +172,13 @@ def _unleased(now: datetime) -> Any:
     return or_(AnalyticsSnapshot.lease_until.is_(None), AnalyticsSnapshot.lease_until <= now)
 
 
-async def _claim(sessions: async_sessionmaker[AsyncSession], scope: str, now: datetime) -> bool:
-    """Take the report for LEASE. The conditional update is the claim: on PostgreSQL a second
-    worker's update waits for the first to commit, then finds the lease taken and changes
-    nothing; SQLite has one writer at a time."""
+async def _claim(
+    sessions: async_sessionmaker[AsyncSession], scope: str, now: datetime
+) -> datetime | None:
+    """Take the report for LEASE; returns the lease (its end), or None if it is not ours. The
+    conditional update is the claim: on PostgreSQL a second worker's update waits for the first
+    to commit, then finds the lease taken and changes nothing; SQLite has one writer at a time."""
+    lease = now + LEASE
     async with session_scope(sessions) as session:
         claimed = await session.execute(
             update(AnalyticsSnapshot)
@@ -154,6 +187,18 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], scope: str, now: da
                 AnalyticsSnapshot.computed_at <= now - REFRESH,
                 _unleased(now),
             )
-            .values(lease_until=now + LEASE)
+            .values(lease_until=lease)
         )
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        return lease if claimed.rowcount else None  # type: ignore[attr-defined]
+
+
+async def _release(sessions: async_sessionmaker[AsyncSession], scope: str, lease: datetime) -> None:
+    try:
+        async with session_scope(sessions) as session:
+            await session.execute(
+                update(AnalyticsSnapshot)
+                .where(AnalyticsSnapshot.scope == scope, AnalyticsSnapshot.lease_until == lease)
+                .values(lease_until=None)
+            )
+    except Exception:
+        logger.exception("analytics report %s: its lease runs out by itself", scope)

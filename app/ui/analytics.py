@@ -42,7 +42,6 @@ async def analytics_page(
         browser=browser,
         report=report,
         computed_at=computed_at,
-        refresh_minutes=int(snapshots.REFRESH.total_seconds() // 60),
         ranges=RANGES,
         days=days,
         service=service,

@@ -331,6 +331,9 @@ async def rotate_key(
     )
     if integration is None:
         raise NotFound(f"Integration {integration_id} not found on service {service_id}")
+    # The row is locked before the check: two submits in flight at once (PostgreSQL) must not
+    # both see the old key and both rotate.
+    await session.refresh(integration, with_for_update=True)
     if key_prefix != integration.key_prefix:
         notice = (
             f"The key of “{integration.name}” was not rotated: the form was for a key that was "

@@ -38,6 +38,7 @@ class Context:
     clock: Clock
     channels: Channels
     batch: int = BATCH
+    stopping: Callable[[], bool] = lambda: False
 
 
 DueLookup = Callable[[AsyncSession], Awaitable[datetime | None]]
@@ -74,7 +75,9 @@ async def _deliver_notifications(ctx: Context) -> int:
 
 
 async def _refresh_analytics(ctx: Context) -> int:
-    return await analytics_snapshots.refresh_due(ctx.sessions, clock=ctx.clock)
+    return await analytics_snapshots.refresh_due(
+        ctx.sessions, clock=ctx.clock, stopping=ctx.stopping
+    )
 
 
 # Firing never waits behind deliveries: the two run as separate loops (a slow webhook must not
@@ -121,7 +124,11 @@ class Worker:
         if self._http is None:
             self._http = http_client(self.settings)
         return Context(
-            self.sessionmaker, self.clock, Channels(self.settings, self._http), self.batch
+            self.sessionmaker,
+            self.clock,
+            Channels(self.settings, self._http),
+            self.batch,
+            stopping=self._stop.is_set,
         )
 
     async def run_once(self, jobs: Sequence[Job] | None = None) -> dict[str, int]:
@@ -151,7 +158,10 @@ class Worker:
                     )  # fmt: skip
                 if count < self.batch:
                     break
-        self.last_tick_at = self.clock.now()
+        ran = self.jobs if jobs is None else jobs
+        if any(job not in DELIVERY_JOBS and job not in ANALYTICS_JOBS for job in ran):
+            # Readiness reads this: the loop that fires escalations is the one that must live.
+            self.last_tick_at = self.clock.now()
         return done
 
     async def seconds_until_due(self, lookups: Sequence[DueLookup]) -> float:
@@ -186,7 +196,11 @@ class Worker:
         if delivery:
             loops.append(self._loop(delivery, [notification_service.next_due]))
         if analytics:
-            loops.append(self._loop(analytics, []))  # polls a table of a few rows
+            # On a tick of its own (a budget, see app/analytics/snapshots.py), not woken by
+            # new steps or pages.
+            loops.append(
+                self._loop(analytics, [], every=analytics_snapshots.TICK_SECONDS, wakeable=False)
+            )
         try:
             await asyncio.gather(*loops)
         finally:
@@ -194,10 +208,17 @@ class Worker:
             logger.info("worker stopped")
 
     async def _loop(
-        self, jobs: Sequence[Job], lookups: Sequence[DueLookup], *, then_wake: bool = False
+        self,
+        jobs: Sequence[Job],
+        lookups: Sequence[DueLookup],
+        *,
+        then_wake: bool = False,
+        every: float | None = None,
+        wakeable: bool = True,
     ) -> None:
         wake = asyncio.Event()
-        self._wakes.append(wake)
+        if wakeable:
+            self._wakes.append(wake)
         while not self._stop.is_set():
             wake.clear()
             done = await self.run_once(jobs)
@@ -206,7 +227,7 @@ class Worker:
                 wake.clear()
             if self._stop.is_set():
                 break
-            timeout = await self.seconds_until_due(lookups)
+            timeout = every if every is not None else await self.seconds_until_due(lookups)
             if timeout == 0 and not any(done.values()):
                 # Due rows exist but none could be taken (another worker has them, or their
                 # incident is being changed): back off instead of spinning.

@@ -3,6 +3,7 @@ services page (ingest URLs, key prefixes, key rotation by admins)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from datetime import UTC, datetime, timedelta
@@ -352,6 +353,28 @@ async def test_an_admin_rotates_a_key_and_sees_the_new_one_once(harness, factory
     # The API agrees on the prefix.
     shown = await admin_api.get(f"/v1/services/{service['id']}/integrations/{integration['id']}")
     assert shown.json()["key_prefix"] == new_key[:8] and shown.json()["key"] is None
+    await admin_api.aclose()
+
+
+async def test_two_submits_in_flight_rotate_once(harness, factory, signed_in, admin):
+    admin_api = harness.make_client(factory.token(admin))
+    service = await make_service(admin_api, "payments")
+    integration = await make_integration(admin_api, service["id"], "alertmanager", "prod am")
+    browser, token = await signed_in(admin)
+    rotate = f"/ui/services/{service['id']}/integrations/{integration['id']}/rotate"
+    sent = {"csrf_token": token, "key_prefix": integration["key"][:8]}
+    first, second = await asyncio.gather(
+        browser.post(rotate, data=sent), browser.post(rotate, data=sent)
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    shown = next(a for a in (first, second) if a.status_code == 200)
+    new_key = re.search(r'id="new-key" value="([^"]+)"', shown.text).group(1)
+    # The key shown is the one that works.
+    async with harness.make_client() as sender:
+        answer = await sender.post(
+            "/v1/alerts/alertmanager", json=ALERT, headers={"X-Integration-Key": new_key}
+        )
+        assert answer.status_code == 202, answer.text
     await admin_api.aclose()
 
 
