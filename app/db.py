@@ -202,11 +202,15 @@ READER = "ims_reader"
 async def reading_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A long read that must not hold up writers: on SQLite a deferred transaction (WAL lets it
-    read a snapshot beside the one writer, where `BEGIN IMMEDIATE` would queue every writer
-    behind it); on PostgreSQL an ordinary one. Rolled back at the end: it writes nothing."""
+    """A long read of one consistent snapshot that must not hold up writers: on SQLite a
+    deferred transaction (WAL lets it read beside the one writer, where `BEGIN IMMEDIATE` would
+    queue every writer behind it); on PostgreSQL a read-only REPEATABLE READ transaction (every
+    statement sees the same snapshot). Rolled back at the end: it writes nothing."""
     async with sessionmaker() as session:
-        await session.connection(execution_options={READER: True})
+        options: dict[str, Any] = {READER: True}
+        if session.get_bind().dialect.name == "postgresql":
+            options.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        await session.connection(execution_options=options)
         try:
             yield session
         finally:

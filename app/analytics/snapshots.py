@@ -123,7 +123,8 @@ async def refresh_due(
 
     Each is claimed with a lease, computed in a read that holds up no writer, and written only
     if the lease is still ours (a view may have stored a fresher one meanwhile). A report that
-    fails is logged and its lease given back; the others go on. `stopping` is checked before
+    fails is logged and keeps its lease, so it is tried again once that runs out; the others go
+    on. `stopping` is checked before
     each claim, so a worker told to stop finishes the report in hand only."""
     now = clock.now()
     async with session_scope(sessions) as session:
@@ -155,16 +156,20 @@ async def refresh_due(
             async with reading_scope(sessions) as session:
                 report = await compute(session, days=days, service_id=service_id, now=now)
             async with session_scope(sessions) as session:
-                await session.execute(
+                written = await session.execute(
                     update(AnalyticsSnapshot)
                     .where(AnalyticsSnapshot.scope == scope, AnalyticsSnapshot.lease_until == lease)
                     .values(report=report.model_dump_json(), computed_at=now, lease_until=None)
                 )
         except Exception:
-            logger.exception("analytics report %s could not be computed; next tick", scope)
-            await _release(sessions, scope, lease)
+            # Its lease stays: tried again once it runs out (LEASE), so that a report that keeps
+            # failing does not take the budget of every tick from the others.
+            logger.exception("analytics report %s could not be computed; tried again later", scope)
             continue
-        done += 1
+        if written.rowcount:  # type: ignore[attr-defined]
+            done += 1
+        else:
+            logger.debug("analytics report %s: a view stored a fresher one meanwhile", scope)
     return done
 
 
@@ -190,15 +195,3 @@ async def _claim(
             .values(lease_until=lease)
         )
         return lease if claimed.rowcount else None  # type: ignore[attr-defined]
-
-
-async def _release(sessions: async_sessionmaker[AsyncSession], scope: str, lease: datetime) -> None:
-    try:
-        async with session_scope(sessions) as session:
-            await session.execute(
-                update(AnalyticsSnapshot)
-                .where(AnalyticsSnapshot.scope == scope, AnalyticsSnapshot.lease_until == lease)
-                .values(lease_until=None)
-            )
-    except Exception:
-        logger.exception("analytics report %s: its lease runs out by itself", scope)

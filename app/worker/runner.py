@@ -156,8 +156,8 @@ class Worker:
                         "worker job %s handled %d row(s)", job.name, count,
                         extra={"job": job.name, "rows": count},
                     )  # fmt: skip
-                if count < self.batch:
-                    break
+                if count < self.batch or job in ANALYTICS_JOBS:
+                    break  # analytics: a budget per tick, whatever the batch size
         ran = self.jobs if jobs is None else jobs
         if any(job not in DELIVERY_JOBS and job not in ANALYTICS_JOBS for job in ran):
             # Readiness reads this: the loop that fires escalations is the one that must live.
