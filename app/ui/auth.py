@@ -62,6 +62,7 @@ class Browser:
     is_admin: bool
     session_id: int
     csrf_token: str
+    timezone: str = "UTC"  # the user's IANA zone: the console shows times in it
 
 
 def secure_cookies(settings: Settings) -> bool:
@@ -137,6 +138,7 @@ async def lookup(session: AsyncSession, token: str, *, now: datetime) -> Browser
         is_admin=user.is_admin,
         session_id=ui_session.id,
         csrf_token=ui_session.csrf_token,
+        timezone=user.timezone,
     )
 
 

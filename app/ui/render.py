@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader
+from jinja2 import Environment, FileSystemLoader, pass_context
 from starlette.responses import HTMLResponse
 
 from app import __version__
@@ -30,9 +32,23 @@ templates = Jinja2Templates(
 )
 
 
-def when(value: datetime | None) -> str:
-    """A moment as UTC, to the minute (the `<time datetime>` around it carries the exact one)."""
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+def zone_of(browser: Browser | None) -> tzinfo:
+    """The signed-in user's time zone (UTC before sign-in, or for a zone this system lacks)."""
+    if browser is None or browser.timezone == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(browser.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+@pass_context
+def when(context: Mapping[str, Any], value: datetime | None) -> str:
+    """A moment in the reader's time zone, to the minute, with the zone's abbreviation (the
+    `<time datetime>` around it carries the exact UTC one)."""
+    if value is None:
+        return "—"
+    return value.astimezone(context.get("zone", UTC)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def since(value: datetime | None, now: datetime) -> str:
@@ -75,6 +91,7 @@ def page(
     now = request.app.state.clock.now()
     context.update(
         browser=browser,
+        zone=zone_of(browser),
         now=now,
         since=lambda value: since(value, now),
         path=request.url.path,

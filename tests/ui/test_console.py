@@ -383,3 +383,30 @@ async def test_pages_load_only_their_own_scripts(signed_in, user, browser_factor
         assert asset.headers["cache-control"] == "public, max-age=86400"
     htmx = await browser.get(next(src for src in scripts if "htmx" in src))
     assert "htmx" in htmx.text and len(htmx.text) > 10_000
+
+
+# ---- time zones ----------------------------------------------------------------------------------
+
+
+async def test_times_are_shown_in_the_readers_time_zone(harness, factory, signed_in, user):
+    # The frozen clock stands at 2026-01-05 09:00 UTC: 10:00 in Berlin (CET), 20:00 in Sydney
+    # (AEDT, summer there); the exact UTC moment stays in <time datetime>.
+    incident = await factory.incident(title="Disk full", created_at=harness.clock.now())
+    berlin = await factory.user(email="b@example.com", timezone="Europe/Berlin")
+    sydney = await factory.user(email="s@example.com", timezone="Australia/Sydney")
+    for reader, shown, zone in (
+        (user, "2026-01-05 09:00 UTC", "UTC"),
+        (berlin, "2026-01-05 10:00 CET", "Europe/Berlin"),
+        (sydney, "2026-01-05 20:00 AEDT", "Australia/Sydney"),
+    ):
+        browser, _ = await signed_in(reader)
+        html = (await browser.get(f"/ui/incidents/{incident.id}")).text
+        assert f"<dt>Opened</dt><dd>{shown} (" in html, reader.email
+        assert 'datetime="2026-01-05T09:00:00+00:00"' in html
+        assert f'title="Times are shown in this time zone">{zone}</small>' in html
+        oncall = (await browser.get("/ui/oncall")).text
+        assert f"Now: {shown}. Times in your time zone ({zone})" in oncall
+    # In July Berlin is on summer time.
+    harness.clock.set(harness.clock.now().replace(month=7))
+    browser, _ = await signed_in(berlin)
+    assert "Now: 2026-07-05 11:00 CEST." in (await browser.get("/ui/oncall")).text
