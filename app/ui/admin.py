@@ -29,6 +29,7 @@ from app.schedules.models import Schedule
 from app.schemas import IdPath
 from app.services.models import Service
 from app.ui.auth import AdminActorDep, AdminViewerDep, Browser
+from app.ui.forms import problems, refusal
 from app.ui.render import page
 from app.users import service as user_service
 from app.users.models import Role, User
@@ -51,26 +52,7 @@ FIELD_NAMES = {
 
 
 def _problems(exc: ValidationError) -> str:
-    """A validation error as one line a person can act on: `step 2: delay (minutes): …`."""
-    parts: list[str] = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = list(error["loc"])
-        words: list[str] = []
-        while loc:
-            item = loc.pop(0)
-            if item == "steps" and loc and isinstance(loc[0], int):
-                words.append(f"step {int(loc.pop(0)) + 1}")
-            elif isinstance(item, int):
-                continue
-            else:
-                words.append(FIELD_NAMES.get(str(item), str(item).replace("_", " ")))
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(": ".join([*words, message]) if words else message)
-    return "; ".join(parts)
-
-
-def _refusal(exc: DomainError) -> str:
-    return exc.detail if isinstance(exc.detail, str) else "That was refused"
+    return problems(exc, FIELD_NAMES)
 
 
 # ---- users ---------------------------------------------------------------------------------------
@@ -162,7 +144,7 @@ async def create_user(
     except DomainError as exc:
         await session.rollback()
         return await _users_page(
-            request, session, browser, status=exc.status_code, error=_refusal(exc), draft=draft
+            request, session, browser, status=exc.status_code, error=refusal(exc), draft=draft
         )
     return RedirectResponse("/ui/admin/users", status_code=303)
 
@@ -186,7 +168,7 @@ async def _change_user(
     except DomainError as exc:
         await session.rollback()
         return await _users_page(
-            request, session, browser, status=exc.status_code, error=_refusal(exc)
+            request, session, browser, status=exc.status_code, error=refusal(exc)
         )
     if user_id == browser.user_id and not (user.is_admin and user.is_active):
         # You took away your own admin role (or account): the admin pages are closed to you now.
@@ -619,7 +601,7 @@ async def _save(
             status, error = 422, _problems(exc)
         else:
             await session.rollback()
-            status, error = exc.status_code, _refusal(exc)
+            status, error = exc.status_code, refusal(exc)
         return await _policy_page(
             request,
             session,

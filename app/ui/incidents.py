@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -16,6 +17,7 @@ from app.errors import DomainError, NotFound
 from app.escalation.models import EscalationEvent
 from app.incidents import service as incident_service
 from app.incidents.models import Comment, Incident, Severity, Status, TimelineEntry
+from app.incidents.schemas import IncidentCreate
 from app.incidents.service import IncidentFilter
 from app.incidents.timeline import Actor
 from app.notifications.models import Notification
@@ -23,6 +25,7 @@ from app.pagination import InvalidCursor
 from app.schemas import MAX_ID
 from app.services.models import Service
 from app.ui.auth import ActorDep, Browser, ViewerDep
+from app.ui.forms import problems, refusal
 from app.ui.render import page
 from app.users.models import User
 
@@ -241,6 +244,79 @@ async def _detail_context(
         "snooze_choices": SNOOZE_CHOICES,
         "labels_json": json.dumps(incident.labels or {}, ensure_ascii=False),
     }
+
+
+def _new_incident_page(
+    request: Request,
+    browser: Browser,
+    services: list[tuple[int, str]],
+    *,
+    draft: dict[str, str] | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    return page(
+        request,
+        "incident_new.html",
+        browser=browser,
+        status_code=status,
+        services=services,
+        severities=[s.value for s in Severity],
+        draft=draft or {"title": "", "severity": "high", "service": "", "description": ""},
+        error=error,
+    )
+
+
+@router.get("/incidents/new", response_class=HTMLResponse)
+async def new_incident_form(request: Request, session: SessionDep, browser: ViewerDep) -> Response:
+    """A form to declare an incident by hand, as `POST /v1/incidents/` opens one."""
+    return _new_incident_page(request, browser, await services_menu(session))
+
+
+@router.post("/incidents/new", response_class=HTMLResponse)
+async def declare_incident(
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    browser: ActorDep,
+    title: Annotated[str, Form(max_length=1000)] = "",
+    severity: Annotated[str, Form(max_length=20)] = "high",
+    service: Annotated[str, Form(max_length=20)] = "",
+    description: Annotated[str, Form(max_length=40_000)] = "",
+) -> Response:
+    """Open the incident through the API's schema and service (policy choice, timeline, first
+    escalation step, notifications), then show it; a refusal shows the form again, as typed."""
+    draft = {"title": title, "severity": severity, "service": service, "description": description}
+    try:
+        body = IncidentCreate.model_validate(
+            {
+                "title": title,
+                "severity": severity,
+                "service_id": int(service) if service.strip().isdigit() else service or None,
+                "description": description,
+            }
+        )
+        incident, _ = await incident_service.create(
+            session,
+            title=body.title,
+            description=body.description,
+            severity=body.severity,
+            service_id=body.service_id,
+            actor=Actor.of(browser.user),
+            now=clock.now(),
+        )
+    except ValidationError as exc:
+        return _new_incident_page(
+            request, browser, await services_menu(session), draft=draft,
+            error=problems(exc), status=422,
+        )  # fmt: skip
+    except DomainError as exc:
+        await session.rollback()
+        return _new_incident_page(
+            request, browser, await services_menu(session), draft=draft,
+            error=refusal(exc), status=exc.status_code,
+        )  # fmt: skip
+    return RedirectResponse(f"/ui/incidents/{incident.id}", status_code=303)
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)

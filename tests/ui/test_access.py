@@ -19,6 +19,8 @@ ROUTES = {
     ("POST", "/ui/logout"): SIGNED_IN,
     ("GET", "/ui/events"): SIGNED_IN,
     ("GET", "/ui/incidents"): SIGNED_IN,
+    ("GET", "/ui/incidents/new"): SIGNED_IN,
+    ("POST", "/ui/incidents/new"): SIGNED_IN,
     ("GET", "/ui/incidents/{incident_id}"): SIGNED_IN,
     ("POST", "/ui/incidents/{incident_id}/{action}"): SIGNED_IN,
     ("GET", "/ui/analytics"): SIGNED_IN,

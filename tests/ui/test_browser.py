@@ -281,6 +281,29 @@ def test_keyboard_only_a_responder_can_acknowledge(world: World, chromium: Brows
     page.context.close()
 
 
+def test_a_live_refresh_keeps_the_keyboard_where_it_was(world: World, chromium: Browser) -> None:
+    incident_id = world.alert("Focus check", "focus")
+    page = new_page(chromium)
+    sign_in(page, world.bases[0], world.user_email)
+    page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    expect(page.locator(".timeline li").first).to_be_visible()
+    button = page.get_by_role("button", name="Acknowledge")
+    button.focus()
+    button.evaluate("element => element.setAttribute('data-before-refresh', '')")
+    # A comment made through the other process: the live region is fetched again and replaced.
+    made = world.api(
+        "POST", f"/v1/incidents/{incident_id}/comments", json={"content": "Looking at it"}
+    )
+    assert made.status_code == 201, made.text
+    expect(page.locator(".comments")).to_contain_text("Looking at it")
+    expect(page.locator("[data-before-refresh]")).to_have_count(0)  # the button was replaced
+    # The keyboard is on the new Acknowledge button, so Enter acknowledges.
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Acknowledge"
+    page.keyboard.press("Enter")
+    expect(page.locator('[data-field="status"]')).to_have_text("acknowledged")
+    page.context.close()
+
+
 def test_pages_read_without_javascript(world: World, chromium: Browser) -> None:
     incident_id = world.alert("No-script check", "noscript")
     context = chromium.new_context(java_script_enabled=False)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from starlette.responses import Response
 
+from app.incidents.models import Incident
 from app.ui import auth
 from app.ui.models import UiSession
 from tests.factories import DEFAULT_PASSWORD
@@ -410,3 +411,63 @@ async def test_times_are_shown_in_the_readers_time_zone(harness, factory, signed
     harness.clock.set(harness.clock.now().replace(month=7))
     browser, _ = await signed_in(berlin)
     assert "Now: 2026-07-05 11:00 CEST." in (await browser.get("/ui/oncall")).text
+
+
+# ---- declaring an incident -----------------------------------------------------------------------
+
+
+async def test_a_responder_declares_an_incident_and_it_escalates(
+    harness, factory, signed_in, user, user_client
+):
+    ben = await factory.user(full_name="Ben Oncall")
+    policy = await factory.policy(
+        name="page ben",
+        steps=[{"delay_minutes": 5, "targets": [{"type": "user", "id": ben.id}], "actions": []}],
+    )
+    service = await factory.service(name="checkout", escalation_policy_id=policy.id)
+    browser, token = await signed_in(user)
+    listing = (await browser.get("/ui/incidents")).text
+    assert 'href="/ui/incidents/new"' in listing
+    form = (await browser.get("/ui/incidents/new")).text
+    assert f'<option value="{service.id}">checkout</option>' in form
+    answer = await browser.post(
+        "/ui/incidents/new",
+        data={
+            "csrf_token": token,
+            "title": "Customers report failed payments",
+            "severity": "critical",
+            "service": str(service.id),
+            "description": "Support has 12 tickets since 09:00",
+        },
+    )
+    assert answer.status_code == 303
+    incident_id = int(answer.headers["location"].rsplit("/", 1)[1])
+    page = (await browser.get(answer.headers["location"])).text
+    assert "Customers report failed payments" in page and "Support has 12 tickets" in page
+    # As the API would have opened it: by this user, triggered, its policy's first step due.
+    shown = (await user_client.get(f"/v1/incidents/{incident_id}")).json()
+    assert (shown["status"], shown["severity"], shown["service_id"]) == (
+        "triggered", "critical", service.id,
+    )  # fmt: skip
+    timeline = (await user_client.get(f"/v1/incidents/{incident_id}/timeline")).json()
+    created = next(e for e in timeline["items"] if e["type"] == "created")
+    assert (created["actor"]["type"], created["actor"]["id"]) == ("user", user.id)
+    steps = (await user_client.get(f"/v1/incidents/{incident_id}/escalation-events")).json()
+    assert [(s["step"], s["status"]) for s in steps["items"]] == [(1, "scheduled")]
+
+
+async def test_a_refused_declaration_keeps_what_was_typed(harness, factory, signed_in, user):
+    browser, token = await signed_in(user)
+    for data, status, reason in (
+        ({"title": "  ", "severity": "high"}, 422, "title"),
+        ({"title": "x", "severity": "apocalyptic"}, 422, "severity"),
+        ({"title": "x", "severity": "high", "service": "987654321"}, 422, "does not exist"),
+        ({"title": "x", "severity": "high", "service": "abc"}, 422, "must be a number"),
+    ):
+        sent = {"csrf_token": token, "description": "<b>kept</b>", **data}
+        answer = await browser.post("/ui/incidents/new", data=sent)
+        assert answer.status_code == status, (data, answer.status_code)
+        assert reason in answer.text.lower(), (data, answer.text[:2000])
+        assert "&lt;b&gt;kept&lt;/b&gt;</textarea>" in answer.text  # escaped, shown again
+    async with harness.app.state.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Incident)) == 0

@@ -10,6 +10,35 @@
 
   function liveRegion() { return document.getElementById("live"); }
 
+  // What the keyboard is on inside the live region, so that the same control can have the
+  // focus back after a refresh replaces the region (a keyboard user must not be thrown to the
+  // top of the page, nor press Enter on nothing, whenever something changes elsewhere).
+  function focusKey(element) {
+    if (element.id) return { id: element.id };
+    const form = element.closest("form");
+    return {
+      tag: element.tagName,
+      action: form ? form.getAttribute("action") : null,
+      name: element.getAttribute("name"),
+      href: element.getAttribute("href"),
+      text: element.textContent.trim(),
+    };
+  }
+
+  function findByKey(root, key) {
+    if (key.id) return root.querySelector("#" + CSS.escape(key.id));
+    const candidates = root.getElementsByTagName(key.tag);
+    for (let i = 0; i < candidates.length; i++) {
+      const candidate = candidates[i];
+      const form = candidate.closest("form");
+      if ((form ? form.getAttribute("action") : null) === key.action &&
+          candidate.getAttribute("name") === key.name &&
+          candidate.getAttribute("href") === key.href &&
+          candidate.textContent.trim() === key.text) return candidate;
+    }
+    return null;
+  }
+
   function wanted(ids) {
     const region = liveRegion();
     if (!region) return false;
@@ -43,8 +72,15 @@
             window.location.pathname + window.location.search !== url) return;
         const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
         if (!fresh) return;
+        const focused = document.activeElement;
+        const key = focused && focused !== current && current.contains(focused)
+          ? focusKey(focused) : null;
         current.replaceWith(fresh);
         if (window.htmx) window.htmx.process(fresh);
+        if (key) {
+          const same = findByKey(fresh, key);
+          if (same) same.focus({ preventScroll: true });
+        }
       })
       .catch(function () { /* the next change, or the next stream, tries again */ })
       .finally(function () {
