@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import reading_scope
 from app.incidents.models import TimelineEntry
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ class ChangeFeed:
         finally:
             self.listeners.discard(listener)
             if not self.listeners and self._task is not None:
-                self._task.cancel()  # the last page left: stop reading (restarted fresh)
+                # The last page left: the reader stops by itself after its current read (it is
+                # no longer this feed's task), never cancelled in the middle of one; a page
+                # arriving meanwhile starts a fresh reader from the newest entry.
                 self._task = None
 
     def end_streams(self) -> None:
@@ -98,7 +101,7 @@ class ChangeFeed:
 
     async def _start_cursor(self) -> None:
         """Start from the newest entry; what came before is not news (nor are its neighbours)."""
-        async with self.sessionmaker() as session:
+        async with reading_scope(self.sessionmaker) as session:
             newest = (await session.scalar(select(func.max(TimelineEntry.id)))) or 0
             recent = await session.scalars(
                 select(TimelineEntry.id).where(TimelineEntry.id > newest - LOOKBACK)
@@ -106,9 +109,12 @@ class ChangeFeed:
             self.announced = set(recent)
         self.cursor = newest
 
+    def _current(self) -> bool:
+        return self._task is asyncio.current_task() and bool(self.listeners) and not self._closed
+
     async def _run(self) -> None:
         failing = False
-        while self.listeners and not self._closed:
+        while self._current():
             try:
                 await self.poll()
                 failing = False
@@ -116,18 +122,22 @@ class ChangeFeed:
                 if not failing:  # once per outage, not twice a second
                     logger.warning("reading the timeline for live updates failed: %s", exc)
                 failing = True
-            await asyncio.sleep(self.interval)
+            if self._current():
+                await asyncio.sleep(self.interval)
 
     async def poll(self) -> None:
         """Read entries past the cursor (and a little behind it) and tell every listener."""
         async with self._polling:  # one read at a time: each starts where the last ended
             await self._poll()
 
+    # Reads only, in `reading_scope`: on SQLite a deferred transaction that never holds the
+    # write lock (every other transaction there takes it at BEGIN), twice a second per process.
+
     async def _poll(self) -> None:
         if self.cursor is None:
             await self._start_cursor()
         cursor = self.cursor or 0
-        async with self.sessionmaker() as session:
+        async with reading_scope(self.sessionmaker) as session:
             rows = (
                 await session.execute(
                     select(TimelineEntry.id, TimelineEntry.incident_id)

@@ -141,10 +141,14 @@ async def events(request: Request, browser: ViewerDep) -> Response:
             return await auth.lookup(session, token, now=clock.now()) is not None
 
     async def stream() -> AsyncIterator[str]:
-        yield "retry: 1000\n\n"
         loop = asyncio.get_running_loop()
         ends = loop.time() + STREAM_SECONDS
         async with feed.listen() as listener:
+            # `ready` only once this stream is listening: the page fetches its live part then,
+            # so whatever is committed before that fetch is in it, and whatever after it is
+            # announced here. (Fetching on the connection's `open` instead could fall between
+            # the two and miss a change for good.)
+            yield "retry: 1000\nevent: ready\ndata: {}\n\n"
             while not listener.closed:
                 left = ends - loop.time()
                 if left <= 0:

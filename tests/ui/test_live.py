@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from sqlalchemy import insert
+import pytest
+from sqlalchemy import event, insert
 
 from app.incidents.models import TimelineEntry
 from app.main import create_app
@@ -80,3 +81,41 @@ async def test_closing_the_feed_ends_every_stream(harness):
         assert listener.closed and listener.changed.is_set()
     async with feed.listen() as late:  # a stream opened while stopping ends at once
         assert late.closed
+
+
+async def test_the_reader_never_holds_sqlite_s_write_lock(harness, backend, factory, clock):
+    """The reader reads twice a second per process. On SQLite every other transaction takes the
+    write lock at BEGIN; the reader's must not, or each read queues every writer behind it (and
+    a reader stopped mid-read could leave the lock held)."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's write lock (PostgreSQL readers never block writers)")
+    import sqlite3
+
+    engine = harness.app.state.engine  # type: ignore[attr-defined]
+    path = engine.url.database
+    incident = await factory.incident(title="watched")
+    feed = ChangeFeed(harness.app.state.sessionmaker, interval=3600)  # type: ignore[attr-defined]
+    free: list[bool] = []
+
+    def during_the_read(connection, cursor, statement, *args: object) -> None:
+        if "timeline_entries" not in statement or not statement.lstrip().startswith("SELECT"):
+            return
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # a writer, while the reader's read is open
+            other.execute("ROLLBACK")
+            free.append(True)
+        except sqlite3.OperationalError:
+            free.append(False)
+        finally:
+            other.close()
+
+    event.listen(engine.sync_engine, "after_cursor_execute", during_the_read)
+    try:
+        await feed.poll()  # the first read: where to start
+        await add_entry(harness.app.state.sessionmaker, incident.id, clock.now())
+        await feed.poll()
+    finally:
+        event.remove(engine.sync_engine, "after_cursor_execute", during_the_read)
+        await feed.close()
+    assert free and all(free), free

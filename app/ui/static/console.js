@@ -90,10 +90,10 @@
   }
 
   const source = new EventSource("/ui/events");
-  // A stream ends every minute and the browser opens the next. Whenever one opens, the live
-  // part is fetched once: what changed before it opened (since the page was made, or between
-  // two streams) is not missed.
-  source.addEventListener("open", function () { refresh(); });
+  // A stream ends every minute and the browser opens the next. Once each is listening (its
+  // first event, `ready`), the live part is fetched once: what changed before (since the page
+  // was made, or between two streams) is not missed, and what changes after is announced.
+  source.addEventListener("ready", function () { refresh(); });
   source.addEventListener("change", function (event) {
     let ids = [];
     try { ids = JSON.parse(event.data).incidents || []; } catch (e) { return; }
