@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -26,7 +27,7 @@ from app.schemas import MAX_ID
 from app.services.models import Service
 from app.ui.auth import ActorDep, Browser, ViewerDep
 from app.ui.forms import problems, refusal
-from app.ui.render import page
+from app.ui.render import in_zone, page, zone_of
 from app.users.models import User
 
 router = APIRouter()
@@ -35,6 +36,7 @@ OPEN = [Status.triggered, Status.acknowledged, Status.snoozed]
 STATUS_CHOICES = ["open", "triggered", "acknowledged", "snoozed", "resolved", "all"]
 SNOOZE_CHOICES = [(15, "15 minutes"), (60, "1 hour"), (240, "4 hours"), (1440, "24 hours")]
 PAGE_SIZE = 50
+SERVICE_ID = re.compile(r"[0-9]{1,19}")
 # What each timeline entry type reads as on the page.
 ENTRY_LABELS = {
     "created": "Opened",
@@ -142,7 +144,7 @@ async def _incident_or_404(session: AsyncSession, incident_id: int, *, lock: boo
     return incident
 
 
-def describe(entry: TimelineEntry, users: dict[int, str]) -> str:
+def describe(entry: TimelineEntry, users: dict[int, str], zone: tzinfo = UTC) -> str:
     """One line saying what a timeline entry's data holds, for people."""
     data: dict[str, Any] = entry.data or {}
     parts: list[str] = []
@@ -151,7 +153,12 @@ def describe(entry: TimelineEntry, users: dict[int, str]) -> str:
     if "from" in data and entry.type not in ("updated",):
         parts.append(f"was {data['from']}")
     if entry.type == "snoozed" and data.get("until"):
-        parts.append(f"until {str(data['until'])[:16].replace('T', ' ')} UTC")
+        try:
+            until = datetime.fromisoformat(str(data["until"]))
+        except ValueError:
+            until = None
+        if until is not None and until.tzinfo is not None:
+            parts.append(f"until {in_zone(until, zone)}")
     if "step" in data:
         parts.append(
             f"step {data['step']}" + (f", cycle {data['cycle']}" if data.get("cycle") else "")
@@ -234,7 +241,7 @@ async def _detail_context(
     return {
         "incident": incident,
         "service": service,
-        "timeline": [(entry, describe(entry, users)) for entry in timeline],
+        "timeline": [(entry, describe(entry, users, zone_of(browser))) for entry in timeline],
         "entry_labels": ENTRY_LABELS,
         "comments": comments,
         "events": [(event, by_event.get(event.id, [])) for event in events],
@@ -262,7 +269,7 @@ def _new_incident_page(
         status_code=status,
         services=services,
         severities=[s.value for s in Severity],
-        draft=draft or {"title": "", "severity": "high", "service": "", "description": ""},
+        draft=draft or {"title": "", "severity": "medium", "service": "", "description": ""},
         error=error,
     )
 
@@ -279,8 +286,8 @@ async def declare_incident(
     session: SessionDep,
     clock: ClockDep,
     browser: ActorDep,
-    title: Annotated[str, Form(max_length=1000)] = "",
-    severity: Annotated[str, Form(max_length=20)] = "high",
+    title: Annotated[str, Form(max_length=20_000)] = "",
+    severity: Annotated[str, Form(max_length=20)] = "medium",
     service: Annotated[str, Form(max_length=20)] = "",
     description: Annotated[str, Form(max_length=40_000)] = "",
 ) -> Response:
@@ -292,7 +299,8 @@ async def declare_incident(
             {
                 "title": title,
                 "severity": severity,
-                "service_id": int(service) if service.strip().isdigit() else service or None,
+                # Plain ASCII digits only ("²".isdigit() is true, and int() refuses it).
+                "service_id": int(service) if SERVICE_ID.fullmatch(service) else service or None,
                 "description": description,
             }
         )

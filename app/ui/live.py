@@ -58,6 +58,9 @@ class ChangeFeed:
         self.cursor: int | None = None
         self.announced: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        # Every reader still running: the current one, and any that are finishing their last
+        # read after the last page left (close() stops them all).
+        self._readers: set[asyncio.Task[None]] = set()
         self._starting = asyncio.Lock()
         self._polling = asyncio.Lock()
         self._closed = False
@@ -75,6 +78,8 @@ class ChangeFeed:
                     # fetches its live part when its stream opens).
                     await self._start_cursor()
                     self._task = asyncio.create_task(self._run(), name="ui-change-feed")
+                    self._readers.add(self._task)
+                    self._task.add_done_callback(self._readers.discard)
             yield listener
         finally:
             self.listeners.discard(listener)
@@ -94,10 +99,13 @@ class ChangeFeed:
     async def close(self) -> None:
         """At shutdown: every open stream ends (browsers reconnect to another process)."""
         self.end_streams()
-        if self._task is not None:
-            self._task.cancel()
+        self._task = None
+        readers = list(self._readers)
+        for reader in readers:
+            reader.cancel()
+        for reader in readers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await reader
 
     async def _start_cursor(self) -> None:
         """Start from the newest entry; what came before is not news (nor are its neighbours)."""

@@ -38,17 +38,20 @@ def zone_of(browser: Browser | None) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(browser.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America", a directory
         return UTC
+
+
+def in_zone(value: datetime, zone: tzinfo) -> str:
+    """A moment in a time zone, to the minute, with the zone's abbreviation."""
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @pass_context
 def when(context: Mapping[str, Any], value: datetime | None) -> str:
-    """A moment in the reader's time zone, to the minute, with the zone's abbreviation (the
-    `<time datetime>` around it carries the exact UTC one)."""
-    if value is None:
-        return "—"
-    return value.astimezone(context.get("zone", UTC)).strftime("%Y-%m-%d %H:%M %Z")
+    """A moment in the reader's time zone (the `<time datetime>` around it carries the exact
+    UTC one)."""
+    return "—" if value is None else in_zone(value, context.get("zone", UTC))
 
 
 def since(value: datetime | None, now: datetime) -> str:

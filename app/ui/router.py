@@ -148,6 +148,9 @@ async def events(request: Request, browser: ViewerDep) -> Response:
             # so whatever is committed before that fetch is in it, and whatever after it is
             # announced here. (Fetching on the connection's `open` instead could fall between
             # the two and miss a change for good.)
+            if listener.closed:  # the process is stopping: reconnect to another one
+                yield "retry: 1000\n\n"
+                return
             yield "retry: 1000\nevent: ready\ndata: {}\n\n"
             while not listener.closed:
                 left = ends - loop.time()

@@ -304,6 +304,25 @@ def test_a_live_refresh_keeps_the_keyboard_where_it_was(world: World, chromium: 
     page.context.close()
 
 
+def test_a_live_refresh_keeps_a_choice_not_yet_sent(world: World, chromium: Browser) -> None:
+    incident_id = world.alert("Choice check", "choice")
+    page = new_page(chromium)
+    sign_in(page, world.bases[0], world.user_email)
+    page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    expect(page.locator(".timeline li").first).to_be_visible()
+    page.select_option("#assign-user", str(world.admin_id))  # not the default (the reader)
+    page.get_by_role("button", name="Assign").focus()
+    made = world.api("POST", f"/v1/incidents/{incident_id}/comments", json={"content": "Seen"})
+    assert made.status_code == 201, made.text
+    expect(page.locator(".comments")).to_contain_text("Seen")  # the region was replaced
+    expect(page.locator("#assign-user")).to_have_value(str(world.admin_id))
+    page.keyboard.press("Enter")  # sends the choice that is shown
+    expect(page.locator('[data-field="assignees"]')).to_contain_text("Ada Admin")
+    assignees = world.api("GET", f"/v1/incidents/{incident_id}").json()["assignees"]
+    assert [a["id"] for a in assignees] == [world.admin_id]
+    page.context.close()
+
+
 def test_pages_read_without_javascript(world: World, chromium: Browser) -> None:
     incident_id = world.alert("No-script check", "noscript")
     context = chromium.new_context(java_script_enabled=False)
@@ -384,7 +403,7 @@ def test_on_call_services_and_analytics_pages(world: World, chromium: Browser) -
     page.screenshot(path=world.shots / "oncall.png", full_page=True)
     page.get_by_role("link", name="Analytics").click()
     expect(
-        page.get_by_role("heading", name="Incidents opened per day, by severity")
+        page.get_by_role("heading", name="Incidents opened per day (UTC dates), by severity")
     ).to_be_visible()
     # The alerts of the other tests, drawn: the summary counts them, the charts are SVG.
     opened = int(page.locator('[data-stat="opened"] strong').inner_text())

@@ -407,6 +407,20 @@ async def test_times_are_shown_in_the_readers_time_zone(harness, factory, signed
         assert f'title="Times are shown in this time zone">{zone}</small>' in html
         oncall = (await browser.get("/ui/oncall")).text
         assert f"Now: {shown}. Times in your time zone ({zone})" in oncall
+    # A snooze in the timeline reads in the reader's zone too.
+    new_york = await factory.user(email="ny@example.com", timezone="America/New_York")
+    browser, token = await signed_in(new_york)
+    snoozed = await browser.post(
+        f"/ui/incidents/{incident.id}/snooze", data={"csrf_token": token, "minutes": "60"}
+    )
+    assert snoozed.status_code in (200, 303)
+    html = (await browser.get(f"/ui/incidents/{incident.id}")).text
+    assert html.count("until 2026-01-05 05:00 EST") == 2  # the header and the timeline entry
+    # A zone this system cannot load (an old row: the API validates zones) reads as UTC.
+    odd = await factory.user(email="odd@example.com", timezone="America")
+    browser, _ = await signed_in(odd)
+    answer = await browser.get(f"/ui/incidents/{incident.id}")
+    assert answer.status_code == 200 and "<dt>Opened</dt><dd>2026-01-05 09:00 UTC (" in answer.text
     # In July Berlin is on summer time.
     harness.clock.set(harness.clock.now().replace(month=7))
     browser, _ = await signed_in(berlin)
@@ -463,6 +477,8 @@ async def test_a_refused_declaration_keeps_what_was_typed(harness, factory, sign
         ({"title": "x", "severity": "apocalyptic"}, 422, "severity"),
         ({"title": "x", "severity": "high", "service": "987654321"}, 422, "does not exist"),
         ({"title": "x", "severity": "high", "service": "abc"}, 422, "must be a number"),
+        ({"title": "x", "severity": "high", "service": "²"}, 422, "must be a number"),
+        ({"title": "x" * 501, "severity": "high"}, 422, "title"),
     ):
         sent = {"csrf_token": token, "description": "<b>kept</b>", **data}
         answer = await browser.post("/ui/incidents/new", data=sent)

@@ -46,7 +46,7 @@ async def test_concurrent_first_listeners_start_one_poller(harness):
 
     pages = [asyncio.create_task(page()) for _ in range(20)]
     await asyncio.wait_for(entered.wait(), 10)
-    pollers = [t for t in asyncio.all_tasks() if t.get_name() == "ui-change-feed" and not t.done()]
+    pollers = [t for t in feed._readers if not t.done()]
     release.set()
     await asyncio.gather(*pages)
     await feed.close()

@@ -119,3 +119,16 @@ async def test_the_reader_never_holds_sqlite_s_write_lock(harness, backend, fact
         event.remove(engine.sync_engine, "after_cursor_execute", during_the_read)
         await feed.close()
     assert free and all(free), free
+
+
+async def test_close_stops_a_reader_finishing_after_the_last_page_left(harness):
+    # The last page leaves (a stop signal ended every stream): the reader is not cancelled
+    # mid-read but finishes by itself; shutdown's close() must still stop it, not leave it
+    # reading past the engine's disposal.
+    feed = ChangeFeed(harness.app.state.sessionmaker, interval=3600)  # type: ignore[attr-defined]
+    async with feed.listen():
+        await asyncio.sleep(0.05)  # the reader has read once and sleeps
+    readers = set(feed._readers)
+    assert len(readers) == 1
+    await feed.close()
+    assert all(reader.done() for reader in readers) and not feed._readers

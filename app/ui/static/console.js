@@ -25,6 +25,58 @@
     };
   }
 
+  // What the reader chose or typed in the live region's forms and has not sent yet (a menu
+  // choice, a note): kept across a refresh, so that the control keeps its value and Enter on
+  // its button sends what they chose, not the page's default.
+  function controlKey(element) {
+    const form = element.closest("form");
+    const box = element.type === "checkbox" || element.type === "radio";
+    return (form ? form.getAttribute("action") : "") + "\u0000" + element.name +
+      (box ? "\u0000" + element.value : "");
+  }
+
+  function changedControls(region) {
+    const changed = [];
+    const controls = region.querySelectorAll("select, textarea, input");
+    for (let i = 0; i < controls.length; i++) {
+      const control = controls[i];
+      if (!control.name || control.type === "hidden" || control.type === "submit") continue;
+      let edited;
+      if (control.tagName === "SELECT") {
+        edited = Array.prototype.some.call(control.options, function (option) {
+          return option.selected !== option.defaultSelected;
+        });
+      } else if (control.type === "checkbox" || control.type === "radio") {
+        edited = control.checked !== control.defaultChecked;
+      } else {
+        edited = control.value !== control.defaultValue;
+      }
+      if (edited) changed.push({ key: controlKey(control), value: control.value, checked: control.checked });
+    }
+    return changed;
+  }
+
+  function restoreControls(region, changed) {
+    if (!changed.length) return;
+    const controls = region.querySelectorAll("select, textarea, input");
+    for (let i = 0; i < controls.length; i++) {
+      const control = controls[i];
+      if (!control.name || control.type === "hidden" || control.type === "submit") continue;
+      const key = controlKey(control);
+      for (let j = 0; j < changed.length; j++) {
+        if (changed[j].key !== key) continue;
+        if (control.type === "checkbox" || control.type === "radio") {
+          control.checked = changed[j].checked;
+        } else if (control.tagName !== "SELECT" ||
+                   Array.prototype.some.call(control.options, function (option) {
+                     return option.value === changed[j].value;
+                   })) {
+          control.value = changed[j].value;  // a menu choice only while it is still offered
+        }
+      }
+    }
+  }
+
   function findByKey(root, key) {
     if (key.id) return root.querySelector("#" + CSS.escape(key.id));
     const candidates = root.getElementsByTagName(key.tag);
@@ -75,7 +127,9 @@
         const focused = document.activeElement;
         const key = focused && focused !== current && current.contains(focused)
           ? focusKey(focused) : null;
+        const edited = changedControls(current);
         current.replaceWith(fresh);
+        restoreControls(fresh, edited);
         if (window.htmx) window.htmx.process(fresh);
         if (key) {
           const same = findByKey(fresh, key);
