@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import httpx
 import pytest
 
 from app.logging import REQUEST, Json, RequestContext, RequestInfo, Text
-from tests.conftest import free_port
-from tests.test_processes import CLI, stop, wait_for_health
+from tests.test_processes import CLI, serve, stop
 
 TRACE = "trace-7f3a9c.checkout"
 
@@ -78,16 +76,9 @@ def server(tmp_path, smtp_server):
         "SMTP_PORT": str(smtp_port),
         "WORKER_POLL_INTERVAL_SECONDS": "0.2",
     }
-    port = free_port()
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [CLI, "serve", "--port", str(port)], env=env, cwd=tmp_path,
-            stdout=subprocess.DEVNULL, stderr=log, text=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve(env, tmp_path, log_path)
     try:
-        wait_for_health(base, process)
         yield base, log_path
     finally:
         stop(process)

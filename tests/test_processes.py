@@ -48,6 +48,26 @@ def wait_for_health(base: str, process: subprocess.Popen, seconds: float = 30) -
     raise AssertionError("server did not answer in time")
 
 
+def serve(
+    env: dict[str, str], cwd: Path, log_path: Path, *options: str, port: int | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`incident-management serve` on a loopback port (a free one unless given), its stderr (the
+    log) to `log_path`; returns the process and its base URL once it answers /health."""
+    port = port or free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [CLI, "serve", "--port", str(port), *options], env=env, cwd=cwd,
+            stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(base, process, seconds=90)
+    except BaseException:
+        stop(process)
+        raise
+    return process, base
+
+
 def stop(process: subprocess.Popen) -> tuple[str, str]:
     """End the server we started; return what it printed on stdout and stderr."""
     process.terminate()

@@ -94,6 +94,13 @@ DELIVERY_JOBS: tuple[Job, ...] = (
 # that neither pages nor deliveries wait behind them.
 ANALYTICS_JOBS: tuple[Job, ...] = (Job("refresh_analytics", _refresh_analytics),)
 JOBS = FIRING_JOBS + DELIVERY_JOBS + ANALYTICS_JOBS
+
+
+def _in_firing_loop(job: Job) -> bool:
+    """Every job but delivery's and analytics' runs in the loop that fires escalations."""
+    return job not in DELIVERY_JOBS and job not in ANALYTICS_JOBS
+
+
 IDLE_BACKOFF = 0.1
 
 
@@ -159,7 +166,7 @@ class Worker:
                 if count < self.batch or job in ANALYTICS_JOBS:
                     break  # analytics: a budget per tick, whatever the batch size
         ran = self.jobs if jobs is None else jobs
-        if any(job not in DELIVERY_JOBS and job not in ANALYTICS_JOBS for job in ran):
+        if any(_in_firing_loop(job) for job in ran):
             # Readiness reads this: the loop that fires escalations is the one that must live.
             self.last_tick_at = self.clock.now()
         return done
@@ -183,7 +190,7 @@ class Worker:
         logger.info("worker started (poll interval %.2f s)", self.poll_interval)
         delivery = [j for j in self.jobs if j in DELIVERY_JOBS]
         analytics = [j for j in self.jobs if j in ANALYTICS_JOBS]
-        firing = [j for j in self.jobs if j not in delivery and j not in analytics]
+        firing = [j for j in self.jobs if _in_firing_loop(j)]
         loops = []
         if firing:
             loops.append(

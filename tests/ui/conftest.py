@@ -35,6 +35,15 @@ async def sign_in(client: httpx.AsyncClient, email: str, password: str = DEFAULT
     return csrf_of(page.text)
 
 
+def sign_in_over_http(client: httpx.Client, email: str, password: str) -> None:
+    """The login form, through a real server (a client keeping its cookies)."""
+    form = client.get("/ui/login")
+    answer = client.post(
+        "/ui/login", data={"email": email, "password": password, "csrf_token": csrf_of(form.text)}
+    )
+    assert answer.status_code == 303, answer.text
+
+
 @pytest.fixture
 async def browser_factory(
     harness: Harness,

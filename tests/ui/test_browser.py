@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import free_port, postgres_database
-from tests.test_processes import CLI, stop, wait_for_health
+from tests.test_processes import CLI, serve, stop
+from tests.ui.conftest import sign_in_over_http
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -92,16 +92,11 @@ def world(backend: str, database: str, tmp_path_factory: pytest.TempPathFactory)
     try:
         for number in range(2):
             port = free_port()
-            args = [CLI, "serve", "--port", str(port)] + ([] if number == 0 else ["--no-migrate"])
-            log = (folder / f"server{number}.log").open("w")
-            bases.append(f"http://127.0.0.1:{port}")
-            own = env | {"PUBLIC_BASE_URL": bases[-1]}
-            processes.append(
-                subprocess.Popen(
-                    args, env=own, cwd=folder, stdout=subprocess.DEVNULL, stderr=log, text=True
-                )
-            )
-            wait_for_health(bases[-1], processes[-1], seconds=90)
+            own = env | {"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+            options = [] if number == 0 else ["--no-migrate"]  # the first one migrated it
+            process, base = serve(own, folder, folder / f"server{number}.log", *options, port=port)
+            processes.append(process)
+            bases.append(base)
         yield _populate(bases, ROOT / "artifacts" / "screenshots" / backend)
     finally:
         for process in processes:
@@ -262,11 +257,23 @@ def test_the_list_is_usable_at_a_phone_width(world: World, chromium: Browser) ->
     page.context.close()
 
 
-def test_keyboard_only_a_responder_can_acknowledge(world: World, chromium: Browser) -> None:
-    incident_id = world.alert("Keyboard check", "keyboard")
+def open_new_incident(world: World, chromium: Browser, summary: str) -> tuple[Page, int]:
+    """An alert sent to the other process, and its page open in a signed-in responder's tab."""
+    incident_id = world.alert(summary, summary.lower().replace(" ", "-"))
     page = new_page(chromium)
     sign_in(page, world.bases[0], world.user_email)
     page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    return page, incident_id
+
+
+def comment_elsewhere(world: World, incident_id: int, content: str) -> None:
+    """A comment made through the other process: open pages refresh their live region."""
+    made = world.api("POST", f"/v1/incidents/{incident_id}/comments", json={"content": content})
+    assert made.status_code == 201, made.text
+
+
+def test_keyboard_only_a_responder_can_acknowledge(world: World, chromium: Browser) -> None:
+    page, _ = open_new_incident(world, chromium, "Keyboard check")
     # Tab from the top of the page to the Acknowledge button and press Enter.
     page.keyboard.press("Tab")
     expect(page.locator(".skip")).to_be_focused()
@@ -282,19 +289,12 @@ def test_keyboard_only_a_responder_can_acknowledge(world: World, chromium: Brows
 
 
 def test_a_live_refresh_keeps_the_keyboard_where_it_was(world: World, chromium: Browser) -> None:
-    incident_id = world.alert("Focus check", "focus")
-    page = new_page(chromium)
-    sign_in(page, world.bases[0], world.user_email)
-    page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    page, incident_id = open_new_incident(world, chromium, "Focus check")
     expect(page.locator(".timeline li").first).to_be_visible()
     button = page.get_by_role("button", name="Acknowledge")
     button.focus()
     button.evaluate("element => element.setAttribute('data-before-refresh', '')")
-    # A comment made through the other process: the live region is fetched again and replaced.
-    made = world.api(
-        "POST", f"/v1/incidents/{incident_id}/comments", json={"content": "Looking at it"}
-    )
-    assert made.status_code == 201, made.text
+    comment_elsewhere(world, incident_id, "Looking at it")  # the live region is replaced
     expect(page.locator(".comments")).to_contain_text("Looking at it")
     expect(page.locator("[data-before-refresh]")).to_have_count(0)  # the button was replaced
     # The keyboard is on the new Acknowledge button, so Enter acknowledges.
@@ -305,15 +305,11 @@ def test_a_live_refresh_keeps_the_keyboard_where_it_was(world: World, chromium: 
 
 
 def test_a_live_refresh_keeps_a_choice_not_yet_sent(world: World, chromium: Browser) -> None:
-    incident_id = world.alert("Choice check", "choice")
-    page = new_page(chromium)
-    sign_in(page, world.bases[0], world.user_email)
-    page.goto(f"{world.bases[0]}/ui/incidents/{incident_id}")
+    page, incident_id = open_new_incident(world, chromium, "Choice check")
     expect(page.locator(".timeline li").first).to_be_visible()
     page.select_option("#assign-user", str(world.admin_id))  # not the default (the reader)
     page.get_by_role("button", name="Assign").focus()
-    made = world.api("POST", f"/v1/incidents/{incident_id}/comments", json={"content": "Seen"})
-    assert made.status_code == 201, made.text
+    comment_elsewhere(world, incident_id, "Seen")
     expect(page.locator(".comments")).to_contain_text("Seen")  # the region was replaced
     expect(page.locator("#assign-user")).to_have_value(str(world.admin_id))
     page.keyboard.press("Enter")  # sends the choice that is shown
@@ -417,14 +413,7 @@ def test_the_event_stream_names_incidents_changed_by_another_process(world: Worl
     """`/ui/events` itself, over real HTTP: what a page's EventSource reads."""
     base = world.bases[0]
     with httpx.Client(base_url=base, timeout=15) as browser:
-        form = browser.get("/ui/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-        assert token
-        signed = browser.post(
-            "/ui/login",
-            data={"email": world.user_email, "password": PASSWORD, "csrf_token": token.group(1)},
-        )
-        assert signed.status_code == 303
+        sign_in_over_http(browser, world.user_email, PASSWORD)
         with browser.stream("GET", "/ui/events") as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")

@@ -3,51 +3,31 @@ ends the stream at once, instead of the server waiting out its graceful timeout 
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
-from tests.test_processes import CLI, stop, wait_for_health
+from tests.test_processes import CLI, serve, stop
+from tests.ui.conftest import sign_in_over_http
 
 PASSWORD = "a long passphrase"
 
 
 def test_a_stop_signal_ends_open_event_streams(tmp_path: Path) -> None:
-    port = free_port()
     env = {
         "PATH": str(Path(CLI).parent) + ":/usr/bin:/bin",
         "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
     }
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [CLI, "serve", "--port", str(port)], env=env, cwd=tmp_path,
-            stdout=subprocess.DEVNULL, stderr=log, text=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve(env, tmp_path, log_path)
     try:
-        wait_for_health(base, process, seconds=90)
         made = httpx.post(
             f"{base}/v1/auth/signup",
             json={"email": "ada@example.com", "password": PASSWORD, "full_name": "Ada"},
         )
         assert made.status_code == 201
         with httpx.Client(base_url=base, timeout=30) as browser:
-            form = browser.get("/ui/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-            assert token
-            signed = browser.post(
-                "/ui/login",
-                data={
-                    "email": "ada@example.com",
-                    "password": PASSWORD,
-                    "csrf_token": token.group(1),
-                },
-            )
-            assert signed.status_code == 303
+            sign_in_over_http(browser, "ada@example.com", PASSWORD)
             with browser.stream("GET", "/ui/events") as stream:
                 lines = stream.iter_lines()
                 assert [next(lines) for _ in range(3)] == [

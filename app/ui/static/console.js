@@ -28,53 +28,56 @@
   // What the reader chose or typed in the live region's forms and has not sent yet (a menu
   // choice, a note): kept across a refresh, so that the control keeps its value and Enter on
   // its button sends what they chose, not the page's default.
-  function controlKey(element) {
-    const form = element.closest("form");
-    const box = element.type === "checkbox" || element.type === "radio";
-    return (form ? form.getAttribute("action") : "") + "\u0000" + element.name +
-      (box ? "\u0000" + element.value : "");
+  function isBox(control) { return control.type === "checkbox" || control.type === "radio"; }
+
+  function formControls(region) {
+    return Array.prototype.filter.call(
+      region.querySelectorAll("select, textarea, input"),
+      function (control) {
+        return control.name && control.type !== "hidden" && control.type !== "submit";
+      });
+  }
+
+  function controlKey(control) {
+    const form = control.closest("form");
+    return (form ? form.getAttribute("action") : "") + "\u0000" + control.name +
+      (isBox(control) ? "\u0000" + control.value : "");
+  }
+
+  function edited(control) {
+    if (control.tagName === "SELECT") {
+      return Array.prototype.some.call(control.options, function (option) {
+        return option.selected !== option.defaultSelected;
+      });
+    }
+    if (isBox(control)) return control.checked !== control.defaultChecked;
+    return control.value !== control.defaultValue;
   }
 
   function changedControls(region) {
-    const changed = [];
-    const controls = region.querySelectorAll("select, textarea, input");
-    for (let i = 0; i < controls.length; i++) {
-      const control = controls[i];
-      if (!control.name || control.type === "hidden" || control.type === "submit") continue;
-      let edited;
-      if (control.tagName === "SELECT") {
-        edited = Array.prototype.some.call(control.options, function (option) {
-          return option.selected !== option.defaultSelected;
-        });
-      } else if (control.type === "checkbox" || control.type === "radio") {
-        edited = control.checked !== control.defaultChecked;
-      } else {
-        edited = control.value !== control.defaultValue;
+    const changed = new Map();
+    formControls(region).forEach(function (control) {
+      if (edited(control)) {
+        changed.set(controlKey(control), { value: control.value, checked: control.checked });
       }
-      if (edited) changed.push({ key: controlKey(control), value: control.value, checked: control.checked });
-    }
+    });
     return changed;
   }
 
   function restoreControls(region, changed) {
-    if (!changed.length) return;
-    const controls = region.querySelectorAll("select, textarea, input");
-    for (let i = 0; i < controls.length; i++) {
-      const control = controls[i];
-      if (!control.name || control.type === "hidden" || control.type === "submit") continue;
-      const key = controlKey(control);
-      for (let j = 0; j < changed.length; j++) {
-        if (changed[j].key !== key) continue;
-        if (control.type === "checkbox" || control.type === "radio") {
-          control.checked = changed[j].checked;
-        } else if (control.tagName !== "SELECT" ||
-                   Array.prototype.some.call(control.options, function (option) {
-                     return option.value === changed[j].value;
-                   })) {
-          control.value = changed[j].value;  // a menu choice only while it is still offered
-        }
+    if (!changed.size) return;
+    formControls(region).forEach(function (control) {
+      const was = changed.get(controlKey(control));
+      if (!was) return;
+      if (isBox(control)) {
+        control.checked = was.checked;
+      } else if (control.tagName !== "SELECT" ||
+                 Array.prototype.some.call(control.options, function (option) {
+                   return option.value === was.value;
+                 })) {
+        control.value = was.value;  // a menu choice only while it is still offered
       }
-    }
+    });
   }
 
   function findByKey(root, key) {
