@@ -9,7 +9,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 # requirements.txt ends with `-e .`: the package is installed in editable mode from /app, exactly
 # as `make install` and CI install it. So the source goes in first, at the path it keeps in the
-# final image (the editable install points there), and app/migrations.py finds alembic.ini and
+# final image (the editable install points there), and app/core/migrations.py finds alembic.ini and
 # alembic/ beside app/, as it does in a checkout. Every dependency comes as a wheel: no compiler.
 COPY pyproject.toml README.md requirements.txt alembic.ini ./
 COPY alembic ./alembic

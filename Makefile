@@ -22,7 +22,7 @@ run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite databa
 # with the production checks off so that a wrong database is what is said. Settings of gunicorn:
 # app/gunicorn_conf.py (GUNICORN_BIND, WEB_CONCURRENCY, GUNICORN_GRACEFUL_TIMEOUT, …).
 run-prod: $(VENV)/.installed-run  ## migrate, then serve under gunicorn (app/gunicorn_conf.py) on PostgreSQL; needs DATABASE_URL and SECRET_KEY
-	@ENVIRONMENT=development $(BIN)/python -c 'import sys; from app.config import settings_or_exit; \
+	@ENVIRONMENT=development $(BIN)/python -c 'import sys; from app.core.config import settings_or_exit; \
 	settings_or_exit().async_database_url.startswith("postgresql") or sys.exit( \
 	"run-prod: DATABASE_URL must be PostgreSQL (postgresql://user:password@host/db); refusing to start")'
 	ENVIRONMENT=production $(BIN)/incident-management migrate

@@ -15,8 +15,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.db import create_engine
+from app.core.config import Settings
+from app.core.db import create_engine
 from app.models import Base
 
 config = context.config

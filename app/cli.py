@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import settings_or_exit
 
 cli = typer.Typer(
@@ -55,7 +55,7 @@ def serve(
     if reload:
         uvicorn.run("app.main:app", reload=True, **options)
         return
-    from app.serving import Server
+    from app.core.serving import Server
 
     server = Server(uvicorn.Config("app.main:app", **options))
     server.run()
@@ -87,7 +87,7 @@ def worker(
     SIGTERM or Ctrl-C finish the batch in hand, then exit. Its escalation and delivery counts are
     its own: scrape them with --metrics-port (the API's /metrics has the queue depths).
     """
-    from app.logging import configure_logging
+    from app.core.logging import configure_logging
 
     settings = settings_or_exit()
     configure_logging(settings)
@@ -102,9 +102,9 @@ def worker(
 async def _run_worker(settings: Settings) -> None:
     import signal
 
-    from app import metrics
-    from app.clock import SystemClock
-    from app.db import create_engine, create_sessionmaker
+    from app.core import metrics
+    from app.core.clock import SystemClock
+    from app.core.db import create_engine, create_sessionmaker
     from app.worker.runner import Worker
 
     engine = create_engine(settings)
@@ -173,8 +173,8 @@ async def _create_admin(
 ) -> str:
     from pydantic import TypeAdapter, ValidationError
 
-    from app.clock import SystemClock
-    from app.db import create_engine, create_sessionmaker, session_scope
+    from app.core.clock import SystemClock
+    from app.core.db import create_engine, create_sessionmaker, session_scope
     from app.users import service as user_service
     from app.users.models import Role
     from app.users.schemas import Email, FullName, Password

@@ -110,7 +110,7 @@ max_requests_jitter = _number("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 10
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # No gunicorn access log: the application writes one line per request itself (`app.access`,
-# with the route, status, duration, user and request id; see app/logging.py).
+# with the route, status, duration, user and request id; see app/core/logging.py).
 accesslog = None
 errorlog = "-"  # stderr
 loglevel = os.environ.get("LOG_LEVEL", "INFO").strip().lower() or "info"
@@ -140,8 +140,8 @@ def on_starting(server: Any) -> None:
 def on_reload(server: Any) -> None:
     """Check the settings and write the master's lines in the application's format: at start
     (from on_starting) and after SIGHUP, which re-runs gunicorn's own log set-up."""
-    from app.config import settings_or_exit
-    from app.logging import configure_logging
+    from app.core.config import settings_or_exit
+    from app.core.logging import configure_logging
 
     configure_logging(settings_or_exit())
 
@@ -169,8 +169,9 @@ class UvicornWorker(_UvicornWorker):
     }
 
     async def _serve(self) -> None:
-        """uvicorn's, with app.serving's server (the console's streams end at a stop signal)."""
-        from app.serving import Server
+        """uvicorn's, with app.core.serving's server (the console's streams end at a stop
+        signal)."""
+        from app.core.serving import Server
 
         self.config.app = self.wsgi
         server = Server(config=self.config)

@@ -57,7 +57,7 @@ def check(url: str, host: str | None) -> tuple[bool, str]:
 def main() -> int:
     from pydantic import ValidationError
 
-    from app.config import Settings
+    from app.core.config import Settings
 
     try:
         allowed_hosts = Settings().allowed_hosts

@@ -13,25 +13,27 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from app import __version__, metrics, openapi, ratelimit
+from app import __version__, openapi
 from app.alerts import batch
 from app.alerts.batch import Batcher
 from app.alerts.router import v2 as alerts_v2_router
 from app.api import api_router
-from app.body_guard import InputGuard
-from app.clock import Clock, SystemClock
-from app.config import Settings, settings_or_exit
-from app.db import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
-from app.health import router as health_router
-from app.logging import configure_logging, redact_access_log
+from app.core import metrics, ratelimit
+from app.core.body_guard import InputGuard
+from app.core.clock import Clock, SystemClock
+from app.core.config import Settings, settings_or_exit
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.health import router as health_router
+from app.core.logging import configure_logging, redact_access_log
+from app.core.observe import RequestObserver, RouteRecorder
+from app.core.routing import SlashAliasMiddleware
+from app.core.security_headers import SecurityHeaders
+from app.core.timing import ServerTimingMiddleware
 from app.notifications.router import document_webhooks
-from app.observe import RequestObserver, RouteRecorder
-from app.routing import SlashAliasMiddleware
-from app.security_headers import SecurityHeaders
-from app.timing import ServerTimingMiddleware
 from app.ui import router as console
 from app.ui.live import ChangeFeed
+from app.worker.queues import queue_gauges
 from app.worker.runner import Worker
 
 DESCRIPTION = """
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.gauge_readers = [queue_gauges]  # read at each scrape of /metrics
     install_error_handlers(app)
     app.include_router(alerts_v2_router)  # PagerDuty's path: /v2/enqueue (matched first: busiest)
     app.include_router(health_router)

@@ -2,12 +2,12 @@
 
 from app.analytics.models import AnalyticsSnapshot
 from app.auth.models import PasswordResetToken
-from app.db import Base
+from app.core.db import Base
+from app.core.ratelimit import RateLimitState
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
 from app.integrations.models import Integration
 from app.notifications.models import Notification, NotificationPreference, WebhookSubscription
-from app.ratelimit import RateLimitState
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.services.models import Service
 from app.ui.models import UiSession

@@ -25,8 +25,8 @@ import httpx
 from sqlalchemy import func, select, text
 
 from app.auth.security import create_access_token
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident
 from app.main import create_app

@@ -25,8 +25,8 @@ import httpx
 from sqlalchemy import delete, func, select
 
 from app.analytics.models import AnalyticsSnapshot
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.incidents.models import Incident
 from app.main import create_app
 from app.ui import auth

@@ -29,9 +29,9 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from app import migrations
-from app.config import Settings
-from app.crypto import Sealer
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import Settings
+from app.core.crypto import Sealer
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.notifications.models import Notification, WebhookSubscription
 
 SINK = """

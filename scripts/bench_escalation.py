@@ -29,8 +29,8 @@ from sqlalchemy import func, insert, select
 
 from app import migrations
 from app.auth.security import hash_password
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident
 from app.notifications.models import Notification

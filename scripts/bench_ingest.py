@@ -43,8 +43,8 @@ import httpx
 
 from app import migrations
 from app.auth.security import create_access_token
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.integrations import service as integration_service
 from app.services import service as service_service
 from app.users import service as user_service

@@ -3,7 +3,7 @@
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ims_bench_rl \\
         python scripts/bench_ratelimit.py [--calls 2000]
 
-Migrates the database, then times `--calls` sequential calls of `app.ratelimit.take_soon` (what
+Migrates the database, then times `--calls` sequential calls of `app.core.ratelimit.take_soon` (what
 the alert batcher makes once per batch: one bucket, twenty requests, from inside an open
 transaction) against the same number of `SELECT 1` statements in that transaction, and prints the
 CPU time and the wall time per call of each. The limit is set so high that nothing is refused.
@@ -22,9 +22,10 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import migrations, ratelimit
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app import migrations
+from app.core import ratelimit
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
 
 
 async def measure(calls: int) -> dict[str, dict[str, float]]:

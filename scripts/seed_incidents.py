@@ -18,8 +18,8 @@ from sqlalchemy import func, insert, select, text
 
 from app import migrations
 from app.auth.security import hash_password
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.incidents.models import Assignment, Incident, TimelineEntry
 from app.services.models import Service
 from app.users.models import User

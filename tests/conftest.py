@@ -20,11 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.clock import FrozenClock
-from app.config import Settings, to_async_url
-from app.db import create_engine
+from app.core.clock import FrozenClock
+from app.core.config import Settings, to_async_url
+from app.core.db import create_engine
+from app.core.migrations import upgrade_connection
 from app.main import create_app
-from app.migrations import upgrade_connection
 from app.models import Base
 from tests.factories import Factory
 

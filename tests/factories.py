@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import security
-from app.clock import FrozenClock
-from app.config import Settings
-from app.crypto import Sealer
-from app.db import session_scope
+from app.core.clock import FrozenClock
+from app.core.config import Settings
+from app.core.crypto import Sealer
+from app.core.db import session_scope
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
 from app.integrations.models import Integration

@@ -667,7 +667,7 @@ def judge(op: Operation, response: httpx.Response) -> str | None:
 
 async def test_no_input_makes_any_endpoint_answer_500(admin_client, harness, caplog):
     # Each 500 is reported below, one line each; the app's tracebacks would bury that report.
-    caplog.set_level(logging.CRITICAL, logger="app.errors")
+    caplog.set_level(logging.CRITICAL, logger="app.core.errors")
     document = harness.app.openapi()
     battery = Battery(admin_client, document)
     await battery.run()

@@ -1,4 +1,5 @@
-"""Many-row writes (`app.bulk`): the rows read back exactly as the ORM would have written them."""
+"""Many-row writes (`app.core.bulk`): the rows read back exactly as the ORM would have written
+them."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app import bulk
-from app.db import session_scope
+from app.core import bulk
+from app.core.db import session_scope
 from app.incidents.models import Incident, TimelineEntry
 
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from app.config import DEFAULT_SECRET_KEY, Settings, to_async_url
+from app.core.config import DEFAULT_SECRET_KEY, Settings, to_async_url
 
 STRONG = "q3Jd8-Lx0vTn2Yw_Fb7Rk4Hm9Pc1Zs6Ga5Ue"  # 36 characters, none repeated
 

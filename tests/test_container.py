@@ -29,7 +29,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from app.cli import cli
-from app.config import Settings
+from app.core.config import Settings
 from app.healthcheck import host_header, ready_url
 from tests.conftest import TEST_SECRET, free_port
 
@@ -177,8 +177,8 @@ def test_the_image_installs_exactly_the_lock_that_ci_installs():
     makefile = (ROOT / "Makefile").read_text()
     assert "$(BIN)/pip install -r requirements.txt\n" in makefile
     # requirements.txt installs the package itself from the source (`-e .`), and the source sits
-    # next to alembic.ini and alembic/ (app/migrations.py looks for them beside app/): so all of
-    # it is copied before the install.
+    # next to alembic.ini and alembic/ (app/core/migrations.py looks for them beside app/): so
+    # all of it is copied before the install.
     assert (ROOT / "requirements.txt").read_text().splitlines()[-1] == "-e ."
     order = [kw + " " + args for kw, args in builder.instructions]
     install_at = next(i for i, line in enumerate(order) if "pip install -r" in line)

@@ -14,11 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.config import to_async_url
-from app.db import DatabaseUnavailable, create_engine, is_unavailable
-from app.errors import RETRY_AFTER_SECONDS
+from app.core.config import to_async_url
+from app.core.db import DatabaseUnavailable, create_engine, is_unavailable
+from app.core.errors import RETRY_AFTER_SECONDS
+from app.core.migrations import upgrade_connection
 from app.main import create_app
-from app.migrations import upgrade_connection
 from tests.conftest import make_settings
 from tests.factories import Factory
 

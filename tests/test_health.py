@@ -41,8 +41,8 @@ async def test_ready_when_the_schema_is_current_and_no_worker_runs_here(client):
 
 
 async def test_not_ready_while_migrations_are_behind_then_ready(fresh_database_url):
-    from app.db import create_engine
-    from app.migrations import upgrade_connection
+    from app.core.db import create_engine
+    from app.core.migrations import upgrade_connection
 
     engine = create_engine(make_settings(fresh_database_url))
     async with engine.begin() as connection:
@@ -79,7 +79,7 @@ async def test_a_schema_this_code_does_not_know_is_not_ready(client, harness):
 
 
 async def test_not_ready_once_the_in_process_worker_has_not_ticked_for_30_s(database_url):
-    from app.clock import FrozenClock
+    from app.core.clock import FrozenClock
 
     clock = FrozenClock()
     app = create_app(make_settings(database_url, worker_in_process=True), clock=clock)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.logging import REQUEST, Json, RequestContext, RequestInfo, Text
+from app.core.logging import REQUEST, Json, RequestContext, RequestInfo, Text
 from tests.test_processes import CLI, serve, stop
 
 TRACE = "trace-7f3a9c.checkout"
@@ -183,13 +183,13 @@ async def test_a_500_carries_the_request_id_and_so_does_its_traceback_line(harne
 
     keep = Keep()
     keep.addFilter(RequestContext())  # as the app's handler does, when the line is written
-    logging.getLogger("app.errors").addHandler(keep)
+    logging.getLogger("app.core.errors").addHandler(keep)
     transport = httpx.ASGITransport(app=harness.app, raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             answer = await client.get("/boom", headers={"X-Request-ID": "req-500"})
     finally:
-        logging.getLogger("app.errors").removeHandler(keep)
+        logging.getLogger("app.core.errors").removeHandler(keep)
     assert answer.status_code == 500 and answer.json() == {"detail": "Internal server error"}
     assert answer.headers["x-request-id"] == "req-500"
     assert [rid for rid, _ in seen] == ["req-500"] and "kaboom" in caplog.text
@@ -198,7 +198,7 @@ async def test_a_500_carries_the_request_id_and_so_does_its_traceback_line(harne
 async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_client, client):
     import asyncio
 
-    from app.logging import current_request_id
+    from app.core.logging import current_request_id
     from tests.alerts.test_alerts import make_integration
 
     key, _ = await make_integration(admin_client, "generic")
@@ -223,7 +223,7 @@ async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_cli
 
 
 def test_httpx_never_logs_the_urls_it_calls(database_url):
-    from app.logging import configure_logging
+    from app.core.logging import configure_logging
     from tests.conftest import make_settings
 
     configure_logging(make_settings(database_url, log_level="DEBUG"))

@@ -208,8 +208,8 @@ def sample(name: str, **labels: str) -> float:
 async def test_a_released_savepoint_does_not_count_a_transaction_that_then_rolls_back(engine):
     from sqlalchemy import text
 
-    from app import metrics
-    from app.db import create_sessionmaker
+    from app.core import metrics
+    from app.core.db import create_sessionmaker
 
     before = sample("ims_incidents_total", event="opened", severity="savepoint")
     async with create_sessionmaker(engine)() as session:
@@ -271,8 +271,8 @@ async def test_steps_of_a_batch_that_rolled_back_are_not_counted(
 async def test_a_metric_that_cannot_be_updated_does_not_fail_a_commit(engine, caplog):
     from sqlalchemy import text
 
-    from app import metrics
-    from app.db import create_sessionmaker
+    from app.core import metrics
+    from app.core.db import create_sessionmaker
 
     def broken() -> None:
         raise OSError("No space left on device")
@@ -311,8 +311,8 @@ def test_route_templates_without_fastapi_s_scope_entry_come_from_the_route_list(
     """The fallback for a FastAPI that keeps no chosen route context in the scope."""
     from fastapi.routing import APIRoute, iter_route_contexts
 
+    from app.core.observe import RouteRecorder
     from app.main import create_app
-    from app.observe import RouteRecorder
 
     app = create_app(make_settings(database_url))
     recorder = RouteRecorder(app)

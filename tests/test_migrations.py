@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from app.db import create_engine
-from app.migrations import downgrade_connection, upgrade_connection
+from app.core.db import create_engine
+from app.core.migrations import downgrade_connection, upgrade_connection
 from app.models import Base
 from tests.conftest import make_settings
 
@@ -92,7 +92,7 @@ def test_upgrading_keeps_deliveries_linked_and_encrypts_older_secrets(
     from sqlalchemy import insert, select, text
 
     from app import migrations
-    from app.crypto import Sealer
+    from app.core.crypto import Sealer
     from app.notifications.models import Notification, WebhookSubscription
     from tests.conftest import TEST_SECRET
 

@@ -203,7 +203,7 @@ async def test_worker_wakes_snoozed_incidents_and_stops_cleanly_on_sigterm(env, 
 
     from sqlalchemy import select
 
-    from app.db import create_engine, create_sessionmaker, session_scope
+    from app.core.db import create_engine, create_sessionmaker, session_scope
     from app.incidents.models import Incident, TimelineEntry
     from tests.conftest import make_settings
 

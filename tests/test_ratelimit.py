@@ -1,4 +1,4 @@
-"""Abuse limits: buckets in the database, shared by every API process (see app.ratelimit)."""
+"""Abuse limits: buckets in the database, shared by every API process (see app.core.ratelimit)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app import ratelimit
+from app.core import ratelimit
+from app.core.ratelimit import Limit, RateLimitState
 from app.incidents.models import Incident
 from app.main import create_app
-from app.ratelimit import Limit, RateLimitState
 from tests.alerts.test_alerts import make_integration
 from tests.conftest import make_settings
 

@@ -7,7 +7,7 @@ import logging
 
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.incidents.models import Incident
 from app.main import create_app
 from app.worker.runner import Job, Worker

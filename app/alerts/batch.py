@@ -9,7 +9,7 @@ requests, and with a single sender a batch is simply that sender's request. Ever
 answered only after the commit that stored its alerts.
 
 A batch's keys are checked with one read and, when RATE_LIMIT_INGEST_PER_SECOND is set, each
-integration's bucket (see `app.ratelimit`) is taken from for its requests by one statement that
+integration's bucket (see `app.core.ratelimit`) is taken from for its requests by one statement that
 commits at once on its own (on PostgreSQL), so a bucket's row is locked only for that statement:
 requests beyond what the bucket holds get a 429 with `Retry-After`, in arrival order.
 
@@ -35,14 +35,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import metrics, ratelimit
 from app.alerts.ingest import Alert, Result, ingest_many
-from app.clock import Clock
-from app.db import WAKE_WORKER, is_unavailable
-from app.errors import DomainError, Forbidden, Unauthorized
+from app.core import metrics, ratelimit
+from app.core.clock import Clock
+from app.core.db import WAKE_WORKER, is_unavailable
+from app.core.errors import DomainError, Forbidden, Unauthorized
+from app.core.logging import current_request_id
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
-from app.logging import current_request_id
 
 logger = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from typing import Any, Literal, cast
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import bulk, metrics
-from app.db import WAKE_WORKER, lock_named, lock_names
+from app.core import bulk, metrics
+from app.core.db import WAKE_WORKER, lock_named, lock_names
+from app.core.logging import acting_for
 from app.escalation import service as escalation_service
 from app.escalation.models import EscalationEvent
 from app.incidents import service as incident_service
 from app.incidents.models import Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import Actor, entry_row
 from app.integrations.models import Integration
-from app.logging import acting_for
 from app.notifications import service as notification_service
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Alert:
     labels: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     raw: Any = None  # what the source sent for this alert, kept in the timeline
-    request_id: str | None = None  # of the request that brought it (see app.logging)
+    request_id: str | None = None  # of the request that brought it (see app.core.logging)
 
 
 @dataclass(frozen=True)

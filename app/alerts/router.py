@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from app.alerts.batch import Batcher
 from app.alerts.ingest import Alert, Result
 from app.alerts.sources import alertmanager, elastic, generic, pagerduty
-from app.body_guard import check_json
-from app.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
-from app.ratelimit import TooManyRequests
+from app.core.body_guard import check_json
+from app.core.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
+from app.core.ratelimit import TooManyRequests
 
 router = APIRouter(tags=["alerts"])
 v2 = APIRouter(prefix="/v2", tags=["alerts"])

@@ -10,9 +10,9 @@ from pydantic import AfterValidator
 from app.analytics import service as analytics_service
 from app.analytics.schemas import IncidentAnalytics
 from app.auth.dependencies import CurrentUser
-from app.deps import ClockDep, SessionDep
+from app.core.deps import ClockDep, SessionDep
+from app.core.schemas import MAX_ID, UtcDateTime
 from app.schedules.schemas import in_range
-from app.schemas import MAX_ID, UtcDateTime
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.errors import Unprocessable
+from app.core.errors import Unprocessable
 from app.escalation.models import EscalationEvent, EventStatus
 from app.incidents.models import Incident, Severity
 from app.notifications.models import Notification, NotificationStatus

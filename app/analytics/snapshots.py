@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.analytics import service as analytics_service
 from app.analytics.models import AnalyticsSnapshot
 from app.analytics.schemas import IncidentAnalytics
-from app.clock import Clock
-from app.db import reading_scope, session_scope
+from app.core.clock import Clock
+from app.core.db import reading_scope, session_scope
 from app.services.models import Service
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 
 from app.auth import security
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import Forbidden, Unauthorized
-from app.logging import REQUEST
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import Forbidden, Unauthorized
+from app.core.logging import REQUEST
 from app.users import service as user_service
 from app.users.models import User
 

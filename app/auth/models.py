@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdType, UTCDateTime
+from app.core.db import Base, IdType, UTCDateTime
 
 
 class PasswordResetToken(Base):

@@ -11,14 +11,14 @@ from fastapi import APIRouter, Depends, Path, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import ratelimit
 from app.auth import security
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentUser
-from app.config import Settings
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import Forbidden, Unauthorized
-from app.schemas import Message
+from app.core import ratelimit
+from app.core.config import Settings
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import Forbidden, Unauthorized
+from app.core.schemas import Message
 from app.users import service as user_service
 from app.users.models import User
 from app.users.schemas import PasswordReset, Token, UserRead, UserSignup

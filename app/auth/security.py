@@ -11,7 +11,7 @@ import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from app.config import Settings
+from app.core.config import Settings
 
 password_hash = PasswordHash((Argon2Hasher(),))
 

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import security
 from app.auth.models import PasswordResetToken
-from app.db import WAKE_WORKER
-from app.errors import BadRequest
+from app.core.db import WAKE_WORKER
+from app.core.errors import BadRequest
 from app.notifications import service as notification_service
 from app.notifications.models import Notification
 from app.users import service as user_service

@@ -7,8 +7,7 @@ from typing import Any
 from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdType, UTCDateTime
-from app.incidents.models import JsonType
+from app.core.db import Base, IdType, JsonType, UTCDateTime
 
 
 class EventStatus(StrEnum):

@@ -5,9 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.config import Settings
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import NotFound, Unprocessable
+from app.core.config import Settings
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import NotFound, Unprocessable
+from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.escalation import service as escalation_service
 from app.escalation.models import EscalationPolicy
 from app.escalation.schemas import EscalationEventRead, PolicyCreate, PolicyRead, PolicyUpdate
@@ -16,7 +17,6 @@ from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.schemas import IncidentRead
 from app.incidents.timeline import Actor
 from app.notifications.channels import check_url_syntax
-from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 
 policies = APIRouter(prefix="/escalation/policies", tags=["escalation"])
 incidents = APIRouter(prefix="/incidents", tags=["incidents"])

@@ -5,9 +5,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, StrictBool, StringConstraints, field_validator
 
+from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.incidents.models import Severity
 from app.incidents.schemas import EntityId, LabelKey, LabelValue, labels_schema
-from app.schemas import PartialUpdate, RequestModel, ResponseModel
 
 PolicyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 

@@ -18,19 +18,19 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import bulk, metrics
-from app.db import WAKE_WORKER, is_lock_conflict
-from app.errors import Conflict, Unprocessable
+from app.core import bulk, metrics
+from app.core.db import WAKE_WORKER, is_lock_conflict
+from app.core.errors import Conflict, Unprocessable
+from app.core.logging import acting_for, current_request_id
+from app.core.pagination import page_by_id
 from app.escalation import engine
 from app.escalation.models import EscalationEvent, EscalationPolicy, EventStatus
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
-from app.logging import acting_for, current_request_id
 from app.notifications import preferences
 from app.notifications import service as notification_service
 from app.notifications.models import Notification
 from app.notifications.preferences import Person, Preference
-from app.pagination import page_by_id
 from app.schedules import service as schedule_service
 from app.schedules.models import Schedule
 from app.services.models import Service

@@ -5,11 +5,11 @@ from typing import Annotated
 from fastapi import Depends
 
 from app.auth.dependencies import CurrentUser
-from app.deps import SessionDep
-from app.errors import NotFound
+from app.core.deps import SessionDep
+from app.core.errors import NotFound
+from app.core.schemas import IdPath
 from app.incidents import service as incident_service
 from app.incidents.models import Incident
-from app.schemas import IdPath
 
 
 async def valid_incident(incident_id: IdPath, session: SessionDep, _: CurrentUser) -> Incident:

@@ -5,7 +5,6 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -15,13 +14,10 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from app.db import Base, IdType, UTCDateTime
+from app.core.db import Base, IdType, JsonType, UTCDateTime
 from app.users.models import User
-
-JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Status(StrEnum):
@@ -185,7 +181,7 @@ class TimelineEntry(Base):
     actor_id: Mapped[int | None] = mapped_column(IdType)
     actor_name: Mapped[str] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
-    # The API request that made this entry, or whose work the worker was doing (see app.logging).
+    # The API request that made this entry, or whose work the worker was doing (app.core.logging).
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse
 from pydantic import StringConstraints, ValidationError
 
 from app.auth.dependencies import CurrentUser
-from app.deps import ClockDep, SessionDep
-from app.errors import DomainError, Unprocessable
+from app.core.deps import ClockDep, SessionDep
+from app.core.errors import DomainError, Unprocessable
+from app.core.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.models import Severity, Status
@@ -27,7 +28,6 @@ from app.incidents.schemas import (
     TransitionBody,
 )
 from app.incidents.timeline import Actor
-from app.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 # The rule the handler applies, in the schema: a key without a colon, then the value.

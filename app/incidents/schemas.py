@@ -13,8 +13,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.incidents.models import Severity, Status
-from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.services.schemas import ServiceName
 from app.users.schemas import UserRead
 

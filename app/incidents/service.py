@@ -17,15 +17,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app import metrics
-from app.db import lock_named
-from app.errors import Conflict, DomainError, Unprocessable
+from app.core import metrics
+from app.core.db import lock_named
+from app.core.errors import Conflict, DomainError, Unprocessable
+from app.core.pagination import InvalidCursor, decode_cursor, encode_cursor, page_by_id
+from app.core.schemas import to_utc
 from app.escalation import service as escalation_service
 from app.incidents.models import Assignment, Comment, Incident, Severity, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, record
 from app.notifications import service as notification_service
-from app.pagination import InvalidCursor, decode_cursor, encode_cursor, page_by_id
-from app.schemas import to_utc
 from app.services import service as service_service
 from app.users import service as user_service
 from app.users.models import User

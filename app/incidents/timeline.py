@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.logging import current_request_id
 from app.incidents.models import Incident, TimelineEntry
-from app.logging import current_request_id
 from app.users.models import User
 
 

@@ -6,7 +6,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdType, UTCDateTime
+from app.core.db import Base, IdType, UTCDateTime
 
 
 class Kind(StrEnum):

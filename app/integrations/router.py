@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 
 from app.auth.dependencies import AdminUser
-from app.deps import ClockDep, SessionDep
-from app.errors import NotFound
+from app.core.deps import ClockDep, SessionDep
+from app.core.errors import NotFound
+from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
 from app.integrations.schemas import IntegrationCreate, IntegrationRead, IntegrationUpdate
-from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.services import service as service_service
 from app.services.models import Service
 

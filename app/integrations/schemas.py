@@ -4,8 +4,8 @@ from datetime import datetime
 
 from pydantic import Field
 
+from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.integrations.models import Kind
-from app.schemas import PartialUpdate, RequestModel, ResponseModel
 
 
 class IntegrationCreate(RequestModel):

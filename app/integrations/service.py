@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import page_by_id
 from app.integrations.models import Integration
-from app.pagination import page_by_id
 
 PREFIX_LENGTH = 8
 

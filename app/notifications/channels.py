@@ -24,7 +24,7 @@ import aiosmtplib
 import httpx
 
 from app import __version__
-from app.config import Settings, SmtpSecurity
+from app.core.config import Settings, SmtpSecurity
 from app.notifications.render import Message, slack_escape
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdType, UTCDateTime
-from app.incidents.models import JsonType
+from app.core.db import Base, IdType, JsonType, UTCDateTime
 
 
 class NotificationStatus(StrEnum):
@@ -70,7 +69,7 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # The request that caused this notification (see app.logging).
+    # The request that caused this notification (see app.core.logging).
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -97,7 +96,7 @@ class WebhookSubscription(Base):
     """An outgoing webhook: incident events POSTed to a URL, signed with the subscription's secret.
 
     The secret is needed in full because every delivery is signed with it, so it is stored
-    encrypted (see `app.crypto`); it is shown once, on create and on rotate, and only its first
+    encrypted (see `app.core.crypto`); it is shown once, on create and on rotate, and only its first
     characters afterwards.
     """
 
@@ -109,7 +108,7 @@ class WebhookSubscription(Base):
     url: Mapped[str] = mapped_column(String(2048))
     events: Mapped[list[str]] = mapped_column(JsonType, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    secret: Mapped[str] = mapped_column(String(512))  # `fernet:…`, see app.crypto
+    secret: Mapped[str] = mapped_column(String(512))  # `fernet:…`, see app.core.crypto
     secret_prefix: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="SET NULL")

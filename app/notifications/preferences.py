@@ -18,8 +18,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import lock_named
-from app.errors import Unprocessable
+from app.core.db import lock_named
+from app.core.errors import Unprocessable
 from app.notifications.channels import check_url_syntax
 from app.notifications.models import NotificationPreference
 from app.users.models import User

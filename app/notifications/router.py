@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, status
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.crypto import Sealer
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import Forbidden, NotFound
+from app.core.crypto import Sealer
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import Forbidden, NotFound
+from app.core.pagination import page_by_id
+from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.incidents.dependencies import ValidIncident
 from app.incidents.timeline import Actor
 from app.notifications import preferences as preference_service
@@ -29,8 +31,6 @@ from app.notifications.schemas import (
     WebhookRead,
     WebhookUpdate,
 )
-from app.pagination import page_by_id
-from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.users import service as user_service
 from app.users.models import User
 

@@ -5,8 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
+from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.incidents.models import Severity
-from app.schemas import PartialUpdate, RequestModel, ResponseModel
 
 ChannelName = Literal["email", "sms", "slack", "webhook"]
 EventName = Literal[

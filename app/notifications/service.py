@@ -25,15 +25,15 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import bulk, metrics
-from app.clock import Clock
-from app.config import Settings
-from app.crypto import Sealer, Unreadable
-from app.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
+from app.core import bulk, metrics
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.crypto import Sealer, Unreadable
+from app.core.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
+from app.core.logging import acting_for, current_request_id
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
 from app.incidents.timeline import SYSTEM, Actor, entry_row
-from app.logging import acting_for, current_request_id
 from app.notifications import preferences, render
 from app.notifications.channels import Channels, DeliveryError, Outgoing
 from app.notifications.models import (

@@ -11,14 +11,14 @@ from sqlalchemy import select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.crypto import Sealer, Unreadable
-from app.db import WAKE_WORKER
-from app.errors import Unprocessable
+from app.core.crypto import Sealer, Unreadable
+from app.core.db import WAKE_WORKER
+from app.core.errors import Unprocessable
+from app.core.pagination import page_by_id
 from app.incidents.timeline import Actor
 from app.notifications import service as notification_service
 from app.notifications.channels import check_url_syntax
 from app.notifications.models import Notification, WebhookSubscription
-from app.pagination import page_by_id
 
 logger = logging.getLogger(__name__)
 

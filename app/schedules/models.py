@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdType, UTCDateTime
-from app.incidents.models import JsonType
+from app.core.db import Base, IdType, JsonType, UTCDateTime
 
 
 class Schedule(Base):

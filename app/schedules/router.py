@@ -12,8 +12,9 @@ from pydantic import AfterValidator
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.deps import ClockDep, SessionDep
-from app.errors import Conflict, NotFound, Unauthorized
+from app.core.deps import ClockDep, SessionDep
+from app.core.errors import Conflict, NotFound, Unauthorized
+from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
 from app.escalation import service as escalation_service
 from app.incidents.timeline import Actor
 from app.schedules import calendar
@@ -34,7 +35,6 @@ from app.schedules.schemas import (
     Shifts,
     in_range,
 )
-from app.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
 from app.users.models import User
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])

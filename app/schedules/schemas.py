@@ -7,7 +7,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
-from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
+from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.users.schemas import UserRead
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, Unprocessable
+from app.core.errors import Conflict, Unprocessable
+from app.core.pagination import page_by_id
 from app.incidents.timeline import Actor
 from app.integrations.service import hash_key, new_key
-from app.pagination import page_by_id
 from app.schedules import oncall
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.schedules.schemas import DAYS

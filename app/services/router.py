@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.deps import ClockDep, SessionDep
-from app.errors import NotFound
-from app.schemas import CursorQuery, IdPath, LimitQuery, Page
+from app.core.deps import ClockDep, SessionDep
+from app.core.errors import NotFound
+from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.services import service as service_service
 from app.services.models import Service
 from app.services.schemas import ServiceCreate, ServiceRead, ServiceUpdate

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StringConstraints
 
-from app.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel
+from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel
 
 ServiceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=20_000)]

@@ -9,11 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import lock_named
-from app.errors import Conflict, Unprocessable
+from app.core.db import lock_named
+from app.core.errors import Conflict, Unprocessable
+from app.core.pagination import page_by_id
 from app.escalation.models import EscalationPolicy
 from app.incidents.models import Incident
-from app.pagination import page_by_id
 from app.services.models import Service
 
 

@@ -18,15 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import DomainError, NotFound
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import DomainError, NotFound
+from app.core.schemas import IdPath
 from app.escalation import service as escalation_service
 from app.escalation.models import EscalationPolicy
 from app.escalation.router import _check_webhook_urls
 from app.escalation.schemas import PolicyCreate, PolicyUpdate
 from app.incidents.models import Severity
 from app.schedules.models import Schedule
-from app.schemas import IdPath
 from app.services.models import Service
 from app.ui.auth import AdminActorDep, AdminViewerDep, Browser
 from app.ui.forms import problems, refusal

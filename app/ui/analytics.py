@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
 from app.analytics import snapshots
-from app.deps import ClockDep, SessionDep
-from app.schemas import MAX_ID
+from app.core.deps import ClockDep, SessionDep
+from app.core.schemas import MAX_ID
 from app.ui import charts
 from app.ui.auth import ViewerDep
 from app.ui.incidents import services_menu

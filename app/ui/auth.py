@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from app.auth import security
-from app.config import Settings
-from app.deps import ClockDep, SessionDep
-from app.logging import REQUEST
+from app.core.config import Settings
+from app.core.deps import ClockDep, SessionDep
+from app.core.logging import REQUEST
 from app.ui.models import UiSession
 from app.users.models import User
 

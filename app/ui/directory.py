@@ -14,15 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, Response
 
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import NotFound
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import NotFound
+from app.core.schemas import MAX_ID
 from app.escalation.models import EscalationPolicy
 from app.integrations import service as integration_service
 from app.integrations.models import Integration, Kind
 from app.schedules import service as schedule_service
 from app.schedules.models import Schedule
 from app.schedules.oncall import Shift
-from app.schemas import MAX_ID
 from app.services.models import Service
 from app.ui.auth import AdminActorDep, Browser, ViewerDep
 from app.ui.render import page

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from app.errors import DomainError
+from app.core.errors import DomainError
 
 
 def problems(exc: ValidationError, names: Mapping[str, str] | None = None) -> str:

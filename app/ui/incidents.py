@@ -13,8 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import ClockDep, SessionDep
-from app.errors import DomainError, NotFound
+from app.core.deps import ClockDep, SessionDep
+from app.core.errors import DomainError, NotFound
+from app.core.pagination import InvalidCursor
+from app.core.schemas import MAX_ID
 from app.escalation.models import EscalationEvent
 from app.incidents import service as incident_service
 from app.incidents.models import Comment, Incident, Severity, Status, TimelineEntry
@@ -22,8 +24,6 @@ from app.incidents.schemas import IncidentCreate
 from app.incidents.service import IncidentFilter
 from app.incidents.timeline import Actor
 from app.notifications.models import Notification
-from app.pagination import InvalidCursor
-from app.schemas import MAX_ID
 from app.services.models import Service
 from app.ui.auth import ActorDep, Browser, ViewerDep
 from app.ui.forms import problems, refusal

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import reading_scope
+from app.core.db import reading_scope
 from app.incidents.models import TimelineEntry
 
 logger = logging.getLogger(__name__)

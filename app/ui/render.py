@@ -70,7 +70,7 @@ templates.env.filters["duration"] = format_duration
 
 def _assets_version() -> str:
     """A digest of the console's own files: their URLs change whenever one does, so browsers
-    may cache them for a day (app.security_headers) and still get a new build at once."""
+    may cache them for a day (app.core.security_headers) and still get a new build at once."""
     digest = hashlib.sha256(__version__.encode())
     for path in sorted(STATIC.iterdir()):
         digest.update(path.name.encode() + path.read_bytes())

@@ -14,11 +14,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from app import ratelimit
 from app.auth.router import authenticate_limited
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import DomainError
-from app.ui import admin, analytics, auth, directory, incidents
+from app.core import ratelimit, serving
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import DomainError
+from app.ui import admin, analytics, auth, directory, incidents, live
 from app.ui.auth import ViewerDep
 from app.ui.live import ChangeFeed
 from app.ui.render import STATIC, page
@@ -200,6 +200,8 @@ def install(app: FastAPI) -> None:
     """Add the console to the app: its routes, its static files, and HTML answers for its
     errors (the API's own errors stay JSON)."""
     app.include_router(router)
+    # A stop signal ends the console's live streams at once (see app.core.serving).
+    serving.on_exit_signal(live.on_exit_signal)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
 
     async def login_required(request: Request, exc: Exception) -> Response:

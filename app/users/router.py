@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Query, status
 
 from app.auth import security
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.deps import ClockDep, SessionDep, SettingsDep
-from app.errors import Conflict, Forbidden, NotFound
+from app.core.deps import ClockDep, SessionDep, SettingsDep
+from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.escalation import service as escalation_service
 from app.incidents.timeline import Actor
 from app.schedules import service as schedule_service
-from app.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.users import service as user_service
 from app.users.models import Role, User
 from app.users.schemas import PasswordChange, UserCreate, UserRead, UserUpdate, UserUpdateMe

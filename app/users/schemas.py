@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StrictBool, StringConstraints
 
-from app.schemas import PartialUpdate, RequestModel, ResponseModel
+from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.users.models import Role
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")

@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import security
-from app.db import lock_named
-from app.errors import Conflict, Unauthorized
-from app.pagination import page_by_id
+from app.core.db import lock_named
+from app.core.errors import Conflict, Unauthorized
+from app.core.pagination import page_by_id
 from app.users.models import Role, User
 
 ADMIN_LOCK = "users:admins"

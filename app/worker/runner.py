@@ -17,11 +17,11 @@ from datetime import datetime
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import ratelimit
 from app.analytics import snapshots as analytics_snapshots
-from app.clock import Clock
-from app.config import Settings
-from app.db import is_unavailable, limit_lock_waits, session_scope
+from app.core import ratelimit
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.db import is_unavailable, limit_lock_waits, session_scope
 from app.escalation import service as escalation_service
 from app.incidents import service as incident_service
 from app.notifications import service as notification_service

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.incidents.models import Incident, TimelineEntry
 from app.main import create_app
 from tests.conftest import make_settings

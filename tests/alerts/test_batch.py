@@ -11,13 +11,13 @@ from sqlalchemy import event, select, text
 
 from app.alerts.batch import Batcher
 from app.alerts.ingest import Alert, ingest, ingest_many
-from app.db import create_engine, create_sessionmaker, session_scope
-from app.errors import Forbidden, Unauthorized, Unprocessable
+from app.core.db import create_engine, create_sessionmaker, session_scope
+from app.core.errors import Forbidden, Unauthorized, Unprocessable
+from app.core.ratelimit import Limit, RateLimitState
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, Severity, TimelineEntry
 from app.integrations import service as integration_service
 from app.notifications.models import Notification, NotificationPreference
-from app.ratelimit import Limit, RateLimitState
 
 KEYS = ("disk", "cpu", "queue")
 HANDMADE = [

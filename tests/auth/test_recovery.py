@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.notifications.models import Notification
 from tests.conftest import make_settings
 from tests.factories import DEFAULT_PASSWORD

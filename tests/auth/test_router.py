@@ -209,7 +209,7 @@ async def test_a_deleted_users_token_never_works_for_the_next_account(
 
 class TestSignupDefault:
     def test_signup_is_open_in_development_and_closed_in_production_unless_set(self):
-        from app.config import Settings
+        from app.core.config import Settings
 
         strong = {"secret_key": secrets.token_urlsafe(32), "database_url": "postgresql://db/x"}
         assert Settings(_env_file=None, signup_enabled=None).allow_signup is True

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.escalation import engine
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification

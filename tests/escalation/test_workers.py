@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from app.auth.security import hash_password
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.db import create_engine, create_sessionmaker, session_scope
+from app.core.migrations import upgrade_connection
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, TimelineEntry
-from app.migrations import upgrade_connection
 from app.notifications.models import Notification
 from app.users.models import User
 from tests.conftest import make_settings

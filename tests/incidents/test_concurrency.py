@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import insert
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.incidents.models import Incident
 
 

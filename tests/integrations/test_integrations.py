@@ -6,7 +6,7 @@ import hashlib
 
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
 

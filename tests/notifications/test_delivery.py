@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.incidents.models import TimelineEntry
 from app.notifications import service as notification_service
 from app.notifications.models import Notification

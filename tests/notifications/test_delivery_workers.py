@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, insert, select
 
-from app.config import DEFAULT_SECRET_KEY
-from app.crypto import Sealer
-from app.db import create_engine, create_sessionmaker, session_scope
+from app.core.config import DEFAULT_SECRET_KEY
+from app.core.crypto import Sealer
+from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.notifications.models import Notification, WebhookSubscription
 from tests.conftest import make_settings
 from tests.escalation.test_workers import migrate, postgres_only, start_worker

@@ -139,7 +139,7 @@ async def test_simultaneous_first_puts_store_one_row(user_client, harness, user)
 
     from sqlalchemy import func, select
 
-    from app.db import session_scope
+    from app.core.db import session_scope
     from app.notifications.models import NotificationPreference
 
     responses = await asyncio.gather(

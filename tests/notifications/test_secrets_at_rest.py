@@ -1,14 +1,14 @@
-"""Webhook signing secrets are stored encrypted under a key derived from SECRET_KEY (app.crypto);
-deliveries are signed with the secret itself, and a changed SECRET_KEY reads the old ones through
-PREVIOUS_SECRET_KEYS."""
+"""Webhook signing secrets are stored encrypted under a key derived from SECRET_KEY
+(app.core.crypto); deliveries are signed with the secret itself, and a changed SECRET_KEY reads
+the old ones through PREVIOUS_SECRET_KEYS."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select, update
 
-from app.crypto import Sealer, Unreadable
-from app.db import session_scope
+from app.core.crypto import Sealer, Unreadable
+from app.core.db import session_scope
 from app.main import create_app
 from app.migrations import seal_stored_secrets
 from app.notifications.models import Notification, WebhookSubscription

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from icalendar import Calendar
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.escalation import service as escalation_service
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.timeline import Actor

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.escalation.models import EscalationPolicy
 from app.users.models import User
 from tests.ui.conftest import sign_in

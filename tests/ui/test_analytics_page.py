@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from app.analytics import snapshots
 from app.analytics.models import AnalyticsSnapshot
 from app.analytics.schemas import IncidentAnalytics
-from app.db import reading_scope, session_scope
+from app.core.db import reading_scope, session_scope
 from app.main import create_app
 from app.worker import runner
 from app.worker.runner import ANALYTICS_JOBS, JOBS, Worker

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from app.db import session_scope
+from app.core.db import session_scope
 from app.integrations.models import Integration
 
 TIME = re.compile(r'<time datetime="([^"]+)">')

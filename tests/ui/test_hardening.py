@@ -184,7 +184,7 @@ async def test_an_open_stream_ends_when_its_user_is_deactivated(
 
 
 async def test_a_stop_signal_ends_every_stream_of_the_process(harness):
-    """What the server's stop-signal handler calls (app.serving): open streams end, and so does
+    """What the server's stop-signal handler calls (app.core.serving): open streams end, and so does
     any stream opened afterwards, before the app's shutdown runs."""
     from app.ui.live import on_exit_signal
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Unprocessable
+from app.core.errors import Unprocessable
 
 
 class InvalidCursor(Unprocessable):

@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from app.config import Settings
+from app.core.config import Settings
 
 PREFIX = "fernet:"
 PURPOSE = b"incident-management: secrets at rest, v1"

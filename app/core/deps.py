@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import Clock
-from app.config import Settings
-from app.db import WAKE_WORKER, session_scope
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.db import WAKE_WORKER, session_scope
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
-from app.db import ping
-from app.errors import RETRY_AFTER_SECONDS
-from app.migrations import alembic_config
+from app.core.db import ping
+from app.core.errors import RETRY_AFTER_SECONDS
+from app.core.migrations import alembic_config
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

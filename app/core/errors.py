@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
-from app.db import DatabaseUnavailable, is_unavailable
+from app.core.db import DatabaseUnavailable, is_unavailable
 
 logger = logging.getLogger(__name__)
 

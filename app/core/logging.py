@@ -1,7 +1,7 @@
 """Log set-up: one JSON object a line in production, readable text in development.
 
 Every line says which request it belongs to. A request's id (its `X-Request-ID`, or one made for
-it; see `app.observe`) is kept in a context variable for as long as the request is handled, and
+it; see `app.core.observe`) is kept in a context variable for as long as the request is handled, and
 is stored with what the request writes: timeline entries, escalation steps, notifications. The
 worker, acting later on those rows, logs with the id of the request that caused the work, so one
 `request_id` finds the API's line, the timeline entries and the worker's lines of an incident.
@@ -20,7 +20,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from app.config import Settings
+from app.core.config import Settings
 
 # Integration keys may come in the query string (`?key=…`, for senders that cannot set a header);
 # the access log prints request lines, so they are masked there.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -35,12 +35,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import event, func, select
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.config import MetricsAccess, Settings
-from app.errors import NotFound, Unauthorized
+from app.core.config import MetricsAccess, Settings
+from app.core.db import is_unavailable, session_scope
+from app.core.errors import NotFound, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -207,39 +208,6 @@ class _Snapshot(Collector):
         yield from self.families
 
 
-async def queue_gauges(session: AsyncSession, now: datetime) -> list[GaugeMetricFamily]:
-    """Due work no worker has claimed yet, and how long the oldest of it has waited."""
-    from app.escalation.models import EscalationEvent, EventStatus
-    from app.incidents.models import Incident, Status
-    from app.notifications import service as notification_service
-    from app.notifications.models import Notification
-
-    queues: dict[str, Any] = {
-        "escalation": select(func.count(), func.min(EscalationEvent.due_at)).where(
-            EscalationEvent.status == EventStatus.scheduled.value, EscalationEvent.due_at <= now
-        ),
-        "notification": select(func.count(), func.min(Notification.next_attempt_at)).where(
-            notification_service.due(now)
-        ),
-        "snooze": select(func.count(), func.min(Incident.snoozed_until)).where(
-            Incident.status == Status.snoozed.value, Incident.snoozed_until <= now
-        ),
-    }
-    depth = GaugeMetricFamily(
-        "ims_worker_queue_depth", "Due rows no worker has claimed yet, by queue", labels=["queue"]
-    )
-    age = GaugeMetricFamily(
-        "ims_worker_queue_oldest_age_seconds",
-        "How long the oldest due, unclaimed row has been due, by queue (0 when none)",
-        labels=["queue"],
-    )
-    for name, query in queues.items():
-        count, oldest = (await session.execute(query)).one()
-        depth.add_metric([name], count)
-        age.add_metric([name], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
-    return [depth, age]
-
-
 def exposition(extra: list[GaugeMetricFamily]) -> bytes:
     """Every series in Prometheus's text format: this process's (or, in multiprocess mode, every
     process's) counters, and the gauges read for this scrape."""
@@ -251,6 +219,16 @@ def exposition(extra: list[GaugeMetricFamily]) -> bytes:
         own = generate_latest(REGISTRY)
     registry.register(_Snapshot(extra))
     return own + generate_latest(registry)
+
+
+# Gauges read from the database at each scrape (the worker's queue depths, say), registered by
+# the application (`app.state.gauge_readers`): this module knows no domain table.
+GaugeReader = Callable[[AsyncSession, datetime], Awaitable[list[GaugeMetricFamily]]]
+
+
+def gauge_readers(request: Request) -> list[GaugeReader]:
+    readers: list[GaugeReader] = getattr(request.app.state, "gauge_readers", [])
+    return readers
 
 
 router = APIRouter(tags=["health"])
@@ -274,14 +252,13 @@ async def metrics(request: Request) -> Response:
         expected = f"Bearer {settings.metrics_token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("A valid metrics token is required")
-    from app.db import is_unavailable, session_scope
-
     up = GaugeMetricFamily(
         "ims_database_up", "1 if this scrape could read the queues from the database, else 0"
     )
     try:
         async with session_scope(request.app.state.sessionmaker) as session:
-            gauges = await queue_gauges(session, request.app.state.clock.now())
+            now = request.app.state.clock.now()
+            gauges = [g for read in gauge_readers(request) for g in await read(session, now)]
         up.add_metric([], 1)
     except Exception as exc:
         if not is_unavailable(exc):

@@ -3,7 +3,7 @@
 The id is the request's `X-Request-ID` when it is a sensible one (1-64 characters of letters,
 digits and `._:+=/@-`; a proxy's or a client's id then follows the request through), or a new
 one. It is returned in the response's `X-Request-ID`, carried by every log line written while the
-request is handled, and stored with the rows it writes (see `app.logging`).
+request is handled, and stored with the rows it writes (see `app.core.logging`).
 
 Routes are named by their template (`/v1/incidents/{incident_id}`), so the metrics' label values
 are bounded; a path no route matches is `unmatched`.
@@ -22,9 +22,9 @@ from fastapi.routing import RouteContext, iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
-from app.errors import internal_error
-from app.logging import REQUEST, RequestInfo
+from app.core import metrics
+from app.core.errors import internal_error
+from app.core.logging import REQUEST, RequestInfo
 
 access_log = logging.getLogger("app.access")
 
