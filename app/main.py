@@ -14,11 +14,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import __version__, openapi
-from app.alerts import batch
-from app.alerts.batch import Batcher
-from app.alerts.router import v2 as alerts_v2_router
+from app.alerts import router as alerts
 from app.api import api_router
-from app.core import metrics, ratelimit
+from app.core import batching, metrics, ratelimit
 from app.core.body_guard import InputGuard
 from app.core.clock import Clock, SystemClock
 from app.core.config import Settings, settings_or_exit
@@ -30,6 +28,7 @@ from app.core.observe import RequestObserver, RouteRecorder
 from app.core.routing import SlashAliasMiddleware
 from app.core.security_headers import SecurityHeaders
 from app.core.timing import ServerTimingMiddleware
+from app.flows.ingest import AlertBatcher
 from app.notifications.router import document_webhooks
 from app.ui import router as console
 from app.ui.live import ChangeFeed
@@ -69,17 +68,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # pool that had to open the second for each batch spent more on connecting than on
         # the alerts: 1,000 alerts a second instead of 2,000).
         ingest_engine = create_engine(
-            settings, pool_size=2 * batch.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
+            settings, pool_size=2 * batching.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
         )
         metrics.instrument_pool(ingest_engine, "ingest")
-        app.state.alert_batcher = Batcher(
+        app.state.alert_batcher = AlertBatcher(
             create_sessionmaker(ingest_engine),
             clock,
             reopen_window=timedelta(minutes=settings.reopen_window_minutes),
-            wake=app.state.worker.wake,
             limit=ratelimit.Limit.per(
                 settings.rate_limit_ingest_per_second, 1, burst=settings.rate_limit_ingest_burst
             ),
+            wake=app.state.worker.wake,
         )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None
         app.state.worker_task = task
@@ -110,7 +109,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock
     app.state.gauge_readers = [queue_gauges]  # read at each scrape of /metrics
     install_error_handlers(app)
-    app.include_router(alerts_v2_router)  # PagerDuty's path: /v2/enqueue (matched first: busiest)
+    alerts.install(app)  # every alert source's endpoint (matched first: the busiest)
     app.include_router(health_router)
     app.include_router(metrics.router)
     app.include_router(api_router)

@@ -14,7 +14,10 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from app.alerts.sources import KINDS, SOURCES
 from app.auth.dependencies import get_admin_user
+from app.escalation.enums import EscalationStatus
+from app.incidents.timeline import EntryType
 
 FIELDS: dict[str, str] = {
     "id": "Numeric id",
@@ -89,7 +92,7 @@ FIELDS: dict[str, str] = {
     "executed_at": "When it fired (or failed), or null",
     "notified_user_ids": "The users it paged",
     "detail": "How late it fired, what it skipped, or why it was cancelled or failed",
-    "escalation_status": "`none`, `active`, `completed`, `stopped` or `failed`",
+    "escalation_status": ", ".join(f"`{status.value}`" for status in EscalationStatus),
     "response_role": "Their part in the response (the `role` given when assigning)",
     "expires_in": "Seconds until the token expires",
     "next_cursor": "Pass as `cursor` for the next page; null on the last page",
@@ -111,7 +114,7 @@ FIELDS: dict[str, str] = {
     "sent_at": "When the provider accepted it, or null",
     "enabled": "Off: nothing is sent",
     "events": "The incident events it is for",
-    "kind": "The alert source: `elastic`, `alertmanager`, `grafana`, `pagerduty` or `generic`",
+    "kind": "The alert source: " + ", ".join(f"`{kind}` ({SOURCES[kind].name})" for kind in KINDS),
     "key_prefix": "The key's first characters, to tell keys apart",
     "rotated_at": "When the key was last replaced, or null",
     "at": "The instant asked about (ISO 8601, UTC)",
@@ -176,7 +179,8 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("Health", "version"): "Version of the running service",
     ("Target", "type"): "`user`, or `schedule` (whoever is on call when the step fires)",
     ("Target", "id"): "The user's (or schedule's) id",
-    ("TimelineEntryRead", "type"): "What happened: created, updated, acknowledged, escalated, …",
+    ("TimelineEntryRead", "type"): "What happened: "
+    + "; ".join(f"`{kind.value}`: {kind.description}" for kind in EntryType),
     ("TimelineEntryRead", "request_id"): "The `X-Request-ID` of the API request that caused this "
     "entry (for the worker's entries, the request that started the escalation run); null for "
     "entries older than request ids",

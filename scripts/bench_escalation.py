@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from app import migrations
-from app.auth.security import hash_password
+from app.users.passwords import hash_password
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.escalation.models import EscalationEvent

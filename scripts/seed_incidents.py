@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select, text
 
 from app import migrations
-from app.auth.security import hash_password
+from app.users.passwords import hash_password
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.incidents.models import Assignment, Incident, TimelineEntry

@@ -20,6 +20,7 @@ from app.integrations.models import Integration
 from app.notifications.models import Notification, WebhookSubscription
 from app.schedules.models import Schedule, ScheduleOverride
 from app.services.models import Service
+from app.users import passwords
 from app.users.models import User
 
 DEFAULT_PASSWORD = "correct horse battery staple"
@@ -29,7 +30,7 @@ _counter = itertools.count(1)
 @cache
 def _default_password_hash() -> str:
     # Hashing with argon2 costs tens of milliseconds; the factory reuses one hash.
-    return security.hash_password(DEFAULT_PASSWORD)
+    return passwords.hash_password(DEFAULT_PASSWORD)
 
 
 class Factory:
@@ -55,7 +56,7 @@ class Factory:
             "updated_at": self.clock.now(),
         }
         if "password" in overrides:
-            values["hashed_password"] = security.hash_password(overrides.pop("password"))
+            values["hashed_password"] = passwords.hash_password(overrides.pop("password"))
         values.update(overrides)
         user = User(**values)
         async with session_scope(self.sessionmaker) as session:

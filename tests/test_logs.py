@@ -204,13 +204,17 @@ async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_cli
     key, _ = await make_integration(admin_client, "generic")
     batcher = harness.app.state.alert_batcher
     seen: list[tuple[str | None, list[str | None]]] = []
-    real = batcher._ingest
+    real = batcher.work
 
-    async def spy(session, jobs, now):
-        seen.append((current_request_id(), [job.request_id for job in jobs]))
-        return await real(session, jobs, now)
+    class Spy:
+        async def __call__(self, session, jobs, now):
+            seen.append((current_request_id(), [job.request_id for job in jobs]))
+            return await real(session, jobs, now)
 
-    batcher._ingest = spy
+        def rolled_back(self, session, jobs):
+            real.rolled_back(session, jobs)
+
+    batcher.work = Spy()
     body = {"summary": "x", "severity": "low"}
     answers = await asyncio.gather(*[
         client.post("/v1/alerts/generic", json=body | {"dedup_key": f"d{n}"},

@@ -233,7 +233,7 @@ async def test_steps_of_a_batch_that_rolled_back_are_not_counted(
     rolls back, the steps written before it included, and none may be counted."""
     from sqlalchemy import func, select
 
-    from app.escalation import service as escalation_service
+    from app.escalation import firing
     from app.escalation.models import EscalationEvent
 
     step = {"delay_minutes": 0, "targets": [{"type": "user", "id": user.id}],
@@ -247,7 +247,7 @@ async def test_steps_of_a_batch_that_rolled_back_are_not_counted(
     class LockConflict(Exception):
         orig = type("Orig", (), {"sqlstate": "55P03"})()  # lock_not_available
 
-    real_apply, calls = escalation_service._apply, []
+    real_apply, calls = firing.apply, []
 
     async def flaky(session, plans):
         calls.append(len(plans))
@@ -257,7 +257,7 @@ async def test_steps_of_a_batch_that_rolled_back_are_not_counted(
             raise LockConflict()
         await real_apply(session, plans)
 
-    monkeypatch.setattr(escalation_service, "_apply", flaky)
+    monkeypatch.setattr(firing, "apply", flaky)
     before = sample("ims_escalation_steps_total", status="executed")
     await harness.app.state.worker.run_once(_jobs("fire_escalations"))
     async with harness.app.state.sessionmaker() as session:

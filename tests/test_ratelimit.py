@@ -231,12 +231,12 @@ async def test_a_batch_retried_one_by_one_counts_each_request_once(harness, fact
     """A batch that fails is retried job by job; the bucket is taken from once per request (on
     SQLite, where the take is part of the batch's transaction, a request whose own transaction
     fails gives its unit back)."""
-    from app.alerts.batch import Batcher
-    from app.alerts.ingest import Alert
+    from app.alerts.alert import Alert
+    from app.flows.ingest import AlertBatcher
     from tests.alerts.test_batch import _keyed_integration
 
     key = await _keyed_integration(harness, factory)
-    batcher = Batcher(
+    batcher = AlertBatcher(
         harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0),
         limit=Limit(capacity=3, interval=3600.0),
     )  # fmt: skip
@@ -248,19 +248,19 @@ async def test_a_batch_retried_one_by_one_counts_each_request_once(harness, fact
         return lambda: [Alert(action="trigger", dedup_key=name)]
 
     answers = await asyncio.gather(
-        batcher.submit(key, "alertmanager", good("a")),
-        batcher.submit(key, "alertmanager", broken),
-        batcher.submit(key, "alertmanager", good("b")),
+        batcher.alerts(key, "alertmanager", good("a")),
+        batcher.alerts(key, "alertmanager", broken),
+        batcher.alerts(key, "alertmanager", good("b")),
         return_exceptions=True,
     )
     assert [type(a).__name__ for a in answers] == ["list", "RuntimeError", "list"]
     later = [
-        await batcher.submit(key, "alertmanager", good(f"c{n}"))
+        await batcher.alerts(key, "alertmanager", good(f"c{n}"))
         for n in range(1 if backend == "sqlite" else 0)
     ]
     assert len(later) == (1 if backend == "sqlite" else 0)
     with pytest.raises(ratelimit.TooManyRequests):
-        await batcher.submit(key, "alertmanager", good("over"))
+        await batcher.alerts(key, "alertmanager", good("over"))
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,7 @@ async def test_a_batch_retried_one_by_one_counts_each_request_once(harness, fact
 def test_client_addresses_are_bucketed_by_host_and_ipv6_by_its_64(host, bucket):
     from starlette.requests import Request
 
-    from app.auth.router import _address
+    from app.auth.signin import client_bucket as _address
 
     assert _address(Request({"type": "http", "client": (host, 1234)})) == bucket
 

@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import Unprocessable
-from app.escalation.models import EscalationEvent, EventStatus
+from app.escalation.enums import EventStatus
+from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, Severity
-from app.notifications.models import Notification, NotificationStatus
-from app.notifications.service import PAGE_EVENTS
+from app.notifications.models import PAGE_EVENTS, Notification, NotificationStatus
 from app.services.models import Service
 from app.users.models import User
 

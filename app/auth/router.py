@@ -1,26 +1,22 @@
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import security
-from app.auth import service as auth_service
 from app.auth.dependencies import CurrentUser
+from app.auth.signin import account_bucket, authenticate_limited, client_bucket
 from app.core import ratelimit
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, Unauthorized
 from app.core.schemas import Message
+from app.flows import recovery as recovery_flow
 from app.users import service as user_service
-from app.users.models import User
 from app.users.schemas import PasswordReset, Token, UserRead, UserSignup
 
 logger = logging.getLogger(__name__)
@@ -30,65 +26,6 @@ RECOVERY_MESSAGE = "If an active account uses that email, a password recovery em
 LIMITED: dict[int | str, dict[str, Any]] = {
     429: {"description": "Too many attempts: wait the `Retry-After` seconds"}
 }
-
-
-def _address(request: Request) -> str:
-    """The client's address as a bucket name (behind a proxy, uvicorn's FORWARDED_ALLOW_IPS makes
-    it the real one): an IPv6 client by its /64, as one host gets a whole /64; an IPv4 address
-    mapped into IPv6 as itself; anything else (an unparsable forwarded value) by a short digest,
-    so names stay short whatever the header said."""
-    host = request.client.host if request.client else ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return "other:" + hashlib.sha256(host.encode(errors="replace")).hexdigest()[:24]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
-def _account(settings: Settings, email: str) -> str:
-    """A bucket name for an email, known account or not: a keyed digest, so a copy of the
-    database does not tell which addresses were tried (changing SECRET_KEY resets the counts)."""
-    normalized = email.strip().lower().encode()
-    key = hashlib.sha256(f"rate-limit:{settings.secret_key}".encode()).digest()
-    return hmac.new(key, normalized, hashlib.sha256).hexdigest()[:40]
-
-
-def _login_buckets(
-    request: Request, settings: Settings, email: str
-) -> dict[str, ratelimit.Limit | None]:
-    lockout = settings.login_lockout_minutes * 60
-    return {
-        f"login:ip:{_address(request)}": ratelimit.Limit.per(
-            settings.rate_limit_login_per_ip_per_minute, 60
-        ),
-        f"login:account:{_account(settings, email)}": ratelimit.Limit.per(
-            settings.login_lockout_failures, lockout * settings.login_lockout_failures
-        ),
-    }
-
-
-async def authenticate_limited(
-    request: Request,
-    session: AsyncSession,
-    settings: Settings,
-    *,
-    email: str,
-    password: str,
-    now: datetime,
-    detail: str,
-) -> User | None:
-    """A sign-in attempt (the API's token or the console's session), under the login limits:
-    raises TooManyRequests when they refuse; a success clears the account's count."""
-    buckets = _login_buckets(request, settings, email)
-    await ratelimit.check(request.app.state.sessionmaker, buckets, now=now, detail=detail)
-    user = await user_service.authenticate(session, email=email, password=password)
-    if user is not None:
-        await ratelimit.refill(session, f"login:account:{_account(settings, email)}", now=now)
-    return user
 
 
 @router.post(
@@ -162,8 +99,8 @@ async def password_recovery(
     SMTP_HOST, development writes it to the log.
     """
     buckets = {
-        f"recovery:ip:{_address(request)}": _recovery_per_ip(settings),
-        f"recovery:account:{_account(settings, email)}": ratelimit.Limit.per(
+        f"recovery:ip:{client_bucket(request)}": _recovery_per_ip(settings),
+        f"recovery:account:{account_bucket(settings, email)}": ratelimit.Limit.per(
             settings.rate_limit_recovery_per_account_per_hour, 3600
         ),
     }
@@ -174,7 +111,7 @@ async def password_recovery(
         detail="Too many recovery requests",
     )
     lifetime = timedelta(minutes=settings.password_reset_token_expire_minutes)
-    await auth_service.start_recovery(
+    await recovery_flow.start(
         session, email=email, now=clock.now(), lifetime=lifetime, secret_key=settings.secret_key
     )
     return Message(message=RECOVERY_MESSAGE)
@@ -197,11 +134,11 @@ async def reset_password(
     Counts against the same per-address limit as recovery requests."""
     await ratelimit.check(
         request.app.state.sessionmaker,
-        {f"recovery:ip:{_address(request)}": _recovery_per_ip(settings)},
+        {f"recovery:ip:{client_bucket(request)}": _recovery_per_ip(settings)},
         now=clock.now(),
         detail="Too many recovery attempts",
     )
-    await auth_service.reset_password(
+    await recovery_flow.reset_password(
         session, token=body.token, new_password=body.new_password, now=clock.now()
     )
     return Message(message="Password updated")

@@ -1,33 +1,13 @@
-"""Password hashing (argon2 through pwdlib) and access tokens (PyJWT)."""
+"""Access tokens (PyJWT): made at sign-in, checked on every API request."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 
 from app.core.config import Settings
-
-password_hash = PasswordHash((Argon2Hasher(),))
-
-# Verified against when the account does not exist: a wrong email costs as much as a wrong password.
-_DUMMY_HASH = password_hash.hash(secrets.token_urlsafe(16))
-
-
-def hash_password(password: str) -> str:
-    return password_hash.hash(password)
-
-
-def verify_password(password: str, hashed: str | None) -> bool:
-    if hashed is None:
-        password_hash.verify(password, _DUMMY_HASH)
-        return False
-    return password_hash.verify(password, hashed)
 
 
 @dataclass(frozen=True)
@@ -78,13 +58,3 @@ def decode_access_token(settings: Settings, token: str, *, now: datetime) -> Tok
         return TokenClaims(user_id=int(claims["sub"]), token_version=int(claims["ver"]))
     except (TypeError, ValueError):
         return None
-
-
-def new_opaque_token() -> tuple[str, str]:
-    """A URL-safe secret (256 bits) and the SHA-256 hex digest that is stored instead of it."""
-    token = secrets.token_urlsafe(32)
-    return token, hash_opaque_token(token)
-
-
-def hash_opaque_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()

@@ -25,9 +25,10 @@ async def insert_rows(
     rows: Sequence[dict[str, Any]],
     *,
     returning: Sequence[str] = (),
+    ordered: bool = False,
 ) -> list[Row[Any]]:
-    """INSERT every row; answer the `returning` columns of each (in no particular order on
-    PostgreSQL: match them to the rows by a unique key)."""
+    """INSERT every row; answer the `returning` columns of each: in no particular order, or with
+    `ordered` in the order of `rows` (the table's `id` must be among `returning`)."""
     if not rows:
         return []
     _check_columns(table, [*rows[0], *returning])
@@ -36,7 +37,9 @@ async def insert_rows(
         if not returning:
             await session.execute(insert(table), list(rows))
             return []
-        query = insert(table).returning(*(table.c[name] for name in returning))
+        query = insert(table).returning(
+            *(table.c[name] for name in returning), sort_by_parameter_order=ordered
+        )
         return list(await session.execute(query, list(rows)))
     columns = list(rows[0])
     arrays, casts = _arrays(table, columns, rows, dialect)
@@ -47,8 +50,22 @@ async def insert_rows(
     if not returning:
         await session.execute(text(statement), arrays)
         return []
+    if ordered:
+        # Inserted in the order of the rows, so the ids the sequence gives them rise in that
+        # order (what SQLAlchemy's own sort_by_parameter_order relies on): sorted by id, the
+        # answer lines up with `rows`.
+        if "id" not in returning:
+            raise ValueError("an ordered insert must return the id")
+        aliases = ", ".join(f"c{index}" for index in range(len(columns)))
+        statement = (
+            f"INSERT INTO {table.name} ({names}) SELECT {aliases} "  # noqa: S608
+            f"FROM unnest({', '.join(casts)}) WITH ORDINALITY AS u({aliases}, n) ORDER BY n"
+        )
     statement += f" RETURNING {', '.join(returning)}"
-    return list(await session.execute(text(statement), arrays))
+    answer = list(await session.execute(text(statement), arrays))
+    if ordered:
+        answer.sort(key=lambda row: row.id)
+    return answer
 
 
 async def update_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -1,42 +1,19 @@
-"""Pure escalation logic: which policy applies, where a run goes next, how long to wait."""
+"""Pure escalation logic: which policy applies, and where a run goes next."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Any, Protocol
+from typing import TypeVar
+
+from app.escalation.policy import Conditions, IncidentLike
+
+P = TypeVar("P")
 
 
-class IncidentLike(Protocol):
-    title: str
-    severity: str
-    service_id: int | None
-    labels: dict[str, str]
-
-
-class PolicyLike(Protocol):
-    id: int
-    conditions: dict[str, Any]
-
-
-def matches(conditions: dict[str, Any], incident: IncidentLike) -> bool:
-    """Every given condition holds (an empty or missing one always does)."""
-    severities = conditions.get("severities") or []
-    if severities and incident.severity not in severities:
-        return False
-    service_ids = conditions.get("service_ids") or []
-    if service_ids and incident.service_id not in service_ids:
-        return False
-    for key, value in (conditions.get("labels") or {}).items():
-        if incident.labels.get(key) != value:
-            return False
-    needle = conditions.get("title_contains")
-    return not (needle and needle.lower() not in incident.title.lower())
-
-
-def choose(policies: Sequence[PolicyLike], incident: IncidentLike) -> PolicyLike | None:
-    """The first matching policy; callers pass active policies ordered by (priority, id)."""
-    return next((p for p in policies if matches(p.conditions, incident)), None)
+def choose(policies: Sequence[tuple[P, Conditions]], incident: IncidentLike) -> P | None:
+    """The first policy whose conditions match; callers pass active policies, each with its
+    conditions, ordered by (priority, id)."""
+    return next((policy for policy, conditions in policies if conditions.matches(incident)), None)
 
 
 def next_position(
@@ -51,11 +28,3 @@ def next_position(
     if cycle <= repeat_count:
         return 1, cycle + 1
     return None
-
-
-def step_delay(snapshot: dict[str, Any], step: int) -> timedelta:
-    return timedelta(minutes=float(snapshot["steps"][step - 1]["delay_minutes"]))
-
-
-def repeat_delay(snapshot: dict[str, Any]) -> timedelta:
-    return timedelta(minutes=float(snapshot.get("repeat_delay_minutes", 5.0)))

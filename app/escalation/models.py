@@ -1,21 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdType, JsonType, UTCDateTime
-
-
-class EventStatus(StrEnum):
-    scheduled = "scheduled"
-    executed = "executed"
-    cancelled = "cancelled"
-    failed = "failed"
-    skipped = "skipped"
+from app.escalation.enums import EventStatus
 
 
 class EscalationPolicy(Base):

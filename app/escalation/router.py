@@ -5,18 +5,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.core.config import Settings
+from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import NotFound, Unprocessable
+from app.core.errors import NotFound
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
-from app.escalation import service as escalation_service
+from app.escalation import policies as policy_service
+from app.escalation import runs
 from app.escalation.models import EscalationPolicy
 from app.escalation.schemas import EscalationEventRead, PolicyCreate, PolicyRead, PolicyUpdate
+from app.flows import paging
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.schemas import IncidentRead
-from app.incidents.timeline import Actor
-from app.notifications.channels import check_url_syntax
 
 policies = APIRouter(prefix="/escalation/policies", tags=["escalation"])
 incidents = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -26,7 +26,7 @@ INVALID: Responses = {422: {"description": "Invalid policy (the detail says what
 
 
 async def valid_policy(policy_id: IdPath, session: SessionDep, _: AdminUser) -> EscalationPolicy:
-    policy = await escalation_service.get_policy(session, policy_id)
+    policy = await policy_service.get_policy(session, policy_id)
     if policy is None:
         raise NotFound(f"Escalation policy {policy_id} not found")
     return policy
@@ -44,7 +44,7 @@ async def list_policies(
     is_active: bool | None = None,
 ) -> object:
     """List escalation policies (admin)."""
-    items, next_cursor = await escalation_service.list_policies(
+    items, next_cursor = await policy_service.list_policies(
         session, limit=limit, cursor=cursor, is_active=is_active
     )
     return {"items": items, "next_cursor": next_cursor}
@@ -57,21 +57,10 @@ async def create_policy(
     body: PolicyCreate, session: SessionDep, clock: ClockDep, settings: SettingsDep, _: AdminUser
 ) -> object:
     """Create an escalation policy (admin)."""
-    data = body.model_dump(mode="json")
-    _check_webhook_urls(data["steps"], settings)
-    return await escalation_service.create_policy(session, data=data, now=clock.now())
-
-
-def _check_webhook_urls(steps: list[dict[str, Any]], settings: Settings) -> None:
-    """Webhook actions obey the outbound address rules when saved, not only when sent."""
-    for number, step in enumerate(steps, start=1):
-        for action in step["actions"]:
-            if action["type"] == "webhook":
-                problem = check_url_syntax(
-                    action["url"], allow_private=settings.allow_private_outbound
-                )
-                if problem:
-                    raise Unprocessable(f"step {number}: webhook url: {problem}")
+    return await policy_service.create_policy(
+        session, data=body.model_dump(mode="json"), now=clock.now(),
+        allow_private=settings.allow_private_outbound,
+    )  # fmt: skip
 
 
 @policies.get("/{policy_id}", response_model=PolicyRead)
@@ -92,11 +81,10 @@ async def update_policy(
     # Only the fields given change; steps and conditions are replaced whole, with their defaults.
     dumped = body.model_dump(mode="json")
     changes = {name: dumped[name] for name in body.model_fields_set}
-    if "steps" in changes:
-        _check_webhook_urls(changes["steps"], settings)
-    return await escalation_service.update_policy(
-        session, policy=policy, changes=changes, now=clock.now()
-    )
+    return await policy_service.update_policy(
+        session, policy=policy, changes=changes, now=clock.now(),
+        allow_private=settings.allow_private_outbound,
+    )  # fmt: skip
 
 
 @policies.delete(
@@ -106,7 +94,7 @@ async def update_policy(
 )
 async def delete_policy(policy: ValidPolicy, session: SessionDep) -> object:
     """Delete a policy no open incident or service uses (admin)."""
-    return await escalation_service.delete_policy(session, policy=policy)
+    return await policy_service.delete_policy(session, policy=policy)
 
 
 @incidents.get(
@@ -118,7 +106,7 @@ async def list_escalation_events(
     incident: ValidIncident, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> object:
     """Every step scheduled for the incident, oldest first: due, fired, cancelled, failed."""
-    items, next_cursor = await escalation_service.list_events(
+    items, next_cursor = await runs.list_events(
         session, incident=incident, limit=limit, cursor=cursor
     )
     return {"items": items, "next_cursor": next_cursor}
@@ -137,7 +125,5 @@ async def escalate_incident(
 ) -> object:
     """Fire the next escalation step now; the steps after it are timed from now."""
     incident_id = incident.id  # the ORM object is expired by the escalation's direct writes
-    await escalation_service.escalate_now(
-        session, incident=incident, actor=Actor.of(user), now=clock.now()
-    )
+    await paging.escalate_now(session, incident=incident, actor=Actor.of(user), now=clock.now())
     return await incident_service.get(session, incident_id)

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from app.core.db import Base, IdType, JsonType, UTCDateTime
+from app.escalation.enums import EscalationStatus
 from app.users.models import User
 
 
@@ -85,7 +86,7 @@ class Incident(Base):
     )
     # The step last fired (0 before the first); `escalation_status` says where escalation stands.
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
-    escalation_status: Mapped[str] = mapped_column(String(16), default="none")
+    escalation_status: Mapped[str] = mapped_column(String(16), default=EscalationStatus.none.value)
     escalation_run: Mapped[int] = mapped_column(Integer, default=0)
     # The policy as it was when this run started: name, repeat_count and steps.
     escalation_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JsonType)

@@ -9,9 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import StringConstraints, ValidationError
 
 from app.auth.dependencies import CurrentUser
+from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import DomainError, Unprocessable
 from app.core.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime
+from app.flows import incidents as incident_flow
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.models import Severity, Status
@@ -27,7 +29,6 @@ from app.incidents.schemas import (
     TimelineEntryRead,
     TransitionBody,
 )
-from app.incidents.timeline import Actor
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 # The rule the handler applies, in the schema: a key without a colon, then the value.
@@ -103,7 +104,7 @@ async def create_incident(
     body: IncidentCreate, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> object:
     """Open an incident (status `triggered`). `service` names a service, created if new."""
-    incident, created = await incident_service.create(
+    incident, created = await incident_flow.create(
         session,
         title=body.title,
         description=body.description,
@@ -162,7 +163,7 @@ async def update_incident(
             raise DomainError("If-Match and version disagree")
         expected = int(match.group(1))
     changes = body.model_dump(exclude_unset=True, exclude={"version"})
-    return await incident_service.update(
+    return await incident_flow.update(
         session,
         incident=incident,
         changes=changes,
@@ -183,7 +184,7 @@ async def acknowledge_incident(
     body: TransitionBody | None = None,
 ) -> object:
     """Triggered → acknowledged. Acknowledging again is a no-op."""
-    return await incident_service.acknowledge(
+    return await incident_flow.acknowledge(
         session, incident=incident, actor=Actor.of(user), now=clock.now(), note=_note(body)
     )
 
@@ -197,7 +198,7 @@ async def resolve_incident(
     body: TransitionBody | None = None,
 ) -> object:
     """Any open status → resolved. Resolving again is a no-op."""
-    return await incident_service.resolve(
+    return await incident_flow.resolve(
         session, incident=incident, actor=Actor.of(user), now=clock.now(), note=_note(body)
     )
 
@@ -232,7 +233,7 @@ async def snooze_incident(
         end = now + timedelta(minutes=body.minutes)
     else:
         end = now + timedelta(hours=body.hours or 0)
-    return await incident_service.snooze(
+    return await incident_flow.snooze(
         session, incident=incident, until=end, actor=Actor.of(user), now=now, note=body.note
     )
 
@@ -242,7 +243,7 @@ async def unsnooze_incident(
     incident: LockedIncident, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> object:
     """Snoozed → triggered now, before the snooze ends."""
-    return await incident_service.unsnooze(
+    return await incident_flow.unsnooze(
         session, incident=incident, actor=Actor.of(user), now=clock.now()
     )
 
@@ -254,7 +255,7 @@ async def unacknowledge_incident(
     incident: LockedIncident, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> object:
     """Acknowledged → triggered: hand the incident back to escalation."""
-    return await incident_service.unacknowledge(
+    return await incident_flow.unacknowledge(
         session, incident=incident, actor=Actor.of(user), now=clock.now()
     )
 
@@ -273,7 +274,7 @@ async def reopen_incident(
     body: TransitionBody | None = None,
 ) -> object:
     """Resolved → triggered."""
-    return await incident_service.reopen(
+    return await incident_flow.reopen(
         session, incident=incident, actor=Actor.of(user), now=clock.now(), note=_note(body)
     )
 
@@ -291,7 +292,7 @@ async def assign_incident(
     clock: ClockDep,
 ) -> object:
     """Set the assignees (`user_ids`), or add one person with their part (`user_id`, `role`)."""
-    return await incident_service.assign(
+    return await incident_flow.assign(
         session,
         incident=incident,
         actor=Actor.of(user),
@@ -316,7 +317,7 @@ async def add_comment(
     clock: ClockDep,
 ) -> object:
     """Add a comment (Markdown text, up to 10,000 characters)."""
-    return await incident_service.add_comment(
+    return await incident_flow.comment(
         session, incident=incident, author=user, content=body.content, now=clock.now()
     )
 

@@ -1,36 +1,41 @@
-"""The incident lifecycle: create, change, transitions, assignments, comments, lists.
+"""The incident lifecycle's state and rules: find, check and change incidents, and say what changed.
 
-Every change writes its timeline entry in the same transaction. Transitions lock the incident row
-(`SELECT … FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serialises writers), so
-concurrent acknowledgements resolve to one change and no-ops for the rest.
+Each transition checks that it is legal, changes the incident and answers the timeline entry
+that records it (None when nothing changes); it writes nothing else. What follows from a change
+(escalation starting or stopping, notifications, counts) is `app.flows.incidents`, which every
+caller goes through. Writers lock the incident row first (`SELECT … FOR UPDATE` on PostgreSQL;
+SQLite's `BEGIN IMMEDIATE` already serialises writers), so concurrent acknowledgements resolve
+to one change and no-ops for the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, type_coerce
+from sqlalchemy import Select, and_, func, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.core import metrics
-from app.core.db import lock_named
+from app.core.actors import Actor
+from app.core.db import lock_names
 from app.core.errors import Conflict, DomainError, Unprocessable
 from app.core.pagination import InvalidCursor, decode_cursor, encode_cursor, page_by_id
 from app.core.schemas import to_utc
-from app.escalation import service as escalation_service
+from app.escalation.enums import EscalationStatus
+from app.incidents import timeline
 from app.incidents.models import Assignment, Comment, Incident, Severity, Status, TimelineEntry
-from app.incidents.timeline import SYSTEM, Actor, record
-from app.notifications import service as notification_service
-from app.services import service as service_service
-from app.users import service as user_service
+from app.incidents.timeline import Row
+from app.services.models import Service
 from app.users.models import User
+from app.users.queries import not_active
 
 MAX_SNOOZE = timedelta(days=7)
+# (service id, dedup key): at most one open incident each (see `find_open`).
+DedupPair = tuple[int | None, str]
 
 
 class IllegalTransition(Conflict):
@@ -38,7 +43,7 @@ class IllegalTransition(Conflict):
         super().__init__(f"Cannot {action} incident {incident.id}: its status is {incident.status}")
 
 
-# ---- loading -------------------------------------------------------------------------------------
+# ---- finding -------------------------------------------------------------------------------------
 
 
 def _with_assignees(query: Select[Any]) -> Select[Any]:
@@ -54,58 +59,85 @@ async def get(session: AsyncSession, incident_id: int, *, lock: bool = False) ->
     return incident
 
 
-async def _reload(session: AsyncSession, incident: Incident) -> Incident:
+async def get_many(session: AsyncSession, incident_ids: Sequence[int]) -> list[Incident]:
+    """Incidents with their assignees, in the order of `incident_ids`."""
+    found = {
+        incident.id: incident
+        for incident in await session.scalars(
+            _with_assignees(select(Incident).where(Incident.id.in_(set(incident_ids))))
+        )
+    }
+    return [found[incident_id] for incident_id in incident_ids]
+
+
+async def reload(session: AsyncSession, incident: Incident) -> Incident:
     """Re-read after a change so the answer carries the stored assignees and version."""
     fresh = await get(session, incident.id)
     assert fresh is not None
     return fresh
 
 
-# ---- create and update ---------------------------------------------------------------------------
+def dedup_lock(service_id: int | None, dedup_key: str) -> str:
+    """The lock name that serialises writers of one (service, dedup key): API and alerts alike."""
+    return f"incidents:dedup:{service_id}:{dedup_key}"
 
 
-async def create(
-    session: AsyncSession,
-    *,
-    title: str,
-    actor: Actor,
-    now: datetime,
-    description: str = "",
-    severity: Severity = Severity.medium,
-    service_id: int | None = None,
-    service_name: str | None = None,
-    labels: dict[str, str] | None = None,
-    custom_fields: dict[str, Any] | None = None,
-    dedup_key: str | None = None,
-    source: str = "api",
-) -> tuple[Incident, bool]:
-    """A new incident, or the open one with the same dedup key and service (created is False)."""
-    if service_name is not None:
-        service_id = (await service_service.get_or_create(session, name=service_name, now=now)).id
-    elif service_id is not None and await service_service.get(session, service_id) is None:
-        raise Unprocessable(f"Service {service_id} does not exist")
-    if dedup_key is not None:
-        await lock_named(session, dedup_lock(service_id, dedup_key))
-        existing = await session.scalar(
-            select(Incident.id)
-            .where(
-                Incident.dedup_key == dedup_key,
-                Incident.service_id.is_(None) if service_id is None
-                else Incident.service_id == service_id,
+async def lock_dedup_keys(session: AsyncSession, pairs: Collection[DedupPair]) -> None:
+    """Hold the (service, dedup key) pairs until the end of the transaction (see `dedup_lock`)."""
+    await lock_names(session, [dedup_lock(service_id, key) for service_id, key in pairs])
+
+
+async def find_open(session: AsyncSession, pairs: Collection[DedupPair]) -> dict[DedupPair, int]:
+    """The open incident of each (service, dedup key) that has one: the one place this is asked.
+
+    A service's open incidents are unique per key (a partial unique index); incidents without a
+    service (opened through the API) are kept so by the dedup lock their writers take.
+    """
+    keyed = {(s, k) for s, k in pairs if s is not None}
+    found: dict[DedupPair, int] = {}
+    if keyed and session.get_bind().dialect.name == "postgresql":
+        # One statement text for any number of pairs, joined on the partial unique index of open
+        # incidents: a plan cached for it stays right however the table grows (with `IN` lists,
+        # a cached generic plan could scan every incident of the service).
+        services, keys = zip(*keyed, strict=True)
+        rows = await session.execute(
+            text(
+                "SELECT i.id, i.service_id, i.dedup_key FROM incidents AS i "
+                "JOIN unnest(CAST(:services AS bigint[]), CAST(:keys AS varchar[])) "
+                "AS k(service_id, dedup_key) "
+                "ON i.service_id = k.service_id AND i.dedup_key = k.dedup_key "
+                "WHERE i.status != 'resolved' AND i.dedup_key IS NOT NULL "
+                "AND i.service_id IS NOT NULL"  # the partial index's own condition
+            ),
+            {"services": list(services), "keys": list(keys)},
+        )
+        found |= {(row.service_id, row.dedup_key): row.id for row in rows}
+    elif keyed:
+        rows = await session.execute(
+            select(Incident.id, Incident.service_id, Incident.dedup_key).where(
+                Incident.dedup_key.in_({key for _, key in keyed}),
+                Incident.service_id.in_({service for service, _ in keyed}),
                 Incident.status != Status.resolved.value,
             )
-            .limit(1)
-        )  # fmt: skip
-        if existing is not None:
-            found = await get(session, existing)
-            assert found is not None
-            return found, False
-    incident = await open_new(
-        session, title=title, actor=actor, now=now, description=description, severity=severity,
-        service_id=service_id, labels=labels, custom_fields=custom_fields, dedup_key=dedup_key,
-        source=source,
-    )  # fmt: skip
-    return await _reload(session, incident), True
+        )
+        found |= {
+            (row.service_id, row.dedup_key): row.id
+            for row in rows
+            if (row.service_id, row.dedup_key) in keyed
+        }
+    unkeyed = {k for s, k in pairs if s is None}
+    if unkeyed:
+        rows = await session.execute(
+            select(Incident.dedup_key, func.min(Incident.id).label("id"))
+            .where(
+                Incident.service_id.is_(None),
+                Incident.dedup_key.in_(unkeyed),
+                Incident.status != Status.resolved.value,
+            )
+            .group_by(Incident.dedup_key)
+        )
+        found |= {(None, row.dedup_key): row.id for row in rows}
+    return found
 
 
 async def _dedup_key_free(
@@ -115,92 +147,62 @@ async def _dedup_key_free(
     `service_id`: the database allows one, and alerts are folded into it."""
     if incident.dedup_key is None or service_id is None:
         return
-    await lock_named(session, dedup_lock(service_id, incident.dedup_key))
-    other = await session.scalar(
-        select(Incident.id)
-        .where(
-            Incident.dedup_key == incident.dedup_key,
-            Incident.service_id == service_id,
-            Incident.status != Status.resolved.value,
-            Incident.id != incident.id,
-        )
-        .limit(1)
-    )
-    if other is not None:
+    pair = (service_id, incident.dedup_key)
+    await lock_dedup_keys(session, [pair])
+    other = (await find_open(session, [pair])).get(pair)
+    if other is not None and other != incident.id:
         raise Conflict(
             f"Incident {other} is open with the same dedup_key on service {service_id}; "
             "resolve it first"
         )
 
 
-def dedup_lock(service_id: int | None, dedup_key: str) -> str:
-    """The lock name that serialises writers of one (service, dedup key): API and alerts alike."""
-    return f"incidents:dedup:{service_id}:{dedup_key}"
+# ---- opening -------------------------------------------------------------------------------------
 
 
-async def open_new(
-    session: AsyncSession,
+def new_row(
     *,
     title: str,
-    actor: Actor,
+    description: str,
+    severity: Severity,
+    service_id: int | None,
+    source: str,
+    dedup_key: str | None,
+    labels: dict[str, str],
+    custom_fields: dict[str, Any],
+    created_by: int | None,
+    last_alert_at: datetime | None,
     now: datetime,
-    description: str = "",
-    severity: Severity = Severity.medium,
-    service_id: int | None = None,
-    labels: dict[str, str] | None = None,
-    custom_fields: dict[str, Any] | None = None,
-    dedup_key: str | None = None,
-    source: str = "api",
-    last_alert_at: datetime | None = None,
-) -> Incident:
-    """Insert a new incident (the caller has checked the service and the dedup key): its
-    `created` entry, its escalation, its notifications. Not reloaded: no assignees yet."""
-    incident = Incident(
-        title=title,
-        description=description,
-        status=Status.triggered.value,
-        severity=severity.value,
-        service_id=service_id,
-        source=source,
-        dedup_key=dedup_key,
-        alert_count=1,
-        labels=labels or {},
-        custom_fields=custom_fields or {},
-        escalation_level=0,
-        escalation_status="none",
-        escalation_run=0,
-        created_by=actor.user_id,
-        last_alert_at=last_alert_at,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(incident)
-    reason = await escalation_service.prepare(session, incident=incident)
-    await session.flush()
-    entry = record(
-        session,
-        incident=incident,
-        type="created",
-        actor=actor,
-        now=now,
-        data=created_data(incident),
-    )
-    escalation_service.begin(session, incident=incident, reason=reason, now=now)
-    await session.flush()
-    await notification_service.announce(
-        session, incident=incident, entry=entry, event="triggered", actor=actor, now=now
-    )
-    metrics.count_incidents(session, "opened", [incident.severity])
-    return incident
+) -> Row:
+    """A new, triggered incident as a row (its escalation fields are set when it is opened)."""
+    return {
+        "title": title,
+        "description": description,
+        "status": Status.triggered.value,
+        "severity": severity.value,
+        "service_id": service_id,
+        "source": source,
+        "dedup_key": dedup_key,
+        "alert_count": 1,
+        "labels": labels,
+        "custom_fields": custom_fields,
+        "escalation_level": 0,
+        "escalation_status": EscalationStatus.none.value,
+        "escalation_run": 0,
+        "created_by": created_by,
+        "last_alert_at": last_alert_at,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
 
 
-def created_data(incident: Incident | Mapping[str, Any]) -> dict[str, Any]:
-    """What the `created` entry records of a new incident (an object or a row)."""
-    keys = ("title", "severity", "service_id", "source", "dedup_key")
-    if isinstance(incident, Mapping):
-        return {key: incident[key] for key in keys}
-    return {key: getattr(incident, key) for key in keys}
+async def check_service(session: AsyncSession, service_id: int) -> None:
+    if await session.get(Service, service_id) is None:
+        raise Unprocessable(f"Service {service_id} does not exist")
 
+
+# ---- changes -------------------------------------------------------------------------------------
 
 UPDATABLE = ("title", "description", "severity", "service_id", "labels", "custom_fields")
 
@@ -213,23 +215,19 @@ async def update(
     expected_version: int | None,
     actor: Actor,
     now: datetime,
-) -> Incident:
-    """Apply changed fields, with an `updated` entry giving each before and after.
-
-    Nothing changed: nothing is written.
-    """
+) -> Row | None:
+    """Apply changed fields; the `updated` entry gives each before and after. Nothing changed:
+    nothing is written (None)."""
     if expected_version is not None and expected_version != incident.version:
         raise Conflict(
             f"Incident {incident.id} is at version {incident.version}, not {expected_version}; "
             "read it again and retry"
         )
     new_service = changes.get("service_id")
-    if new_service not in (None, incident.service_id) and not await service_service.get(
-        session, new_service
-    ):
-        raise Unprocessable(f"Service {new_service} does not exist")
-    if new_service not in (None, incident.service_id) and incident.status != Status.resolved.value:
-        await _dedup_key_free(session, incident, service_id=new_service)
+    if new_service not in (None, incident.service_id):
+        await check_service(session, new_service)
+        if incident.status != Status.resolved.value:
+            await _dedup_key_free(session, incident, service_id=new_service)
     diff: dict[str, dict[str, Any]] = {}
     for name in UPDATABLE:
         if name not in changes:
@@ -241,104 +239,88 @@ async def update(
             diff[name] = {"before": before, "after": value}
             setattr(incident, name, value)
     if not diff:
-        return incident
-    return await _transitioned(session, incident, "updated", actor, now, {"changes": diff})
+        return None
+    incident.updated_at = now
+    return timeline.updated(incident.id, actor=actor, now=now, changes=diff)
 
 
-# ---- transitions ---------------------------------------------------------------------------------
-
-
-async def acknowledge(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    actor: Actor,
-    now: datetime,
-    note: str | None = None,
-) -> Incident:
+def acknowledge(
+    incident: Incident, *, actor: Actor, now: datetime, note: str | None = None
+) -> Row | None:
     if incident.status == Status.acknowledged.value:
-        return incident
+        return None
     if incident.status != Status.triggered.value:
         raise IllegalTransition(incident, "acknowledge")
-    await escalation_service.stop(session, incident=incident, now=now, reason="acknowledged")
     incident.status = Status.acknowledged.value
     incident.acknowledged_at = now
     incident.acknowledged_by = actor.user_id
-    return await _transitioned(session, incident, "acknowledged", actor, now, _note(note))
+    incident.updated_at = now
+    return timeline.acknowledged(incident.id, actor=actor, now=now, note=note)
 
 
-async def resolve(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    actor: Actor,
-    now: datetime,
-    note: str | None = None,
-) -> Incident:
+def resolve(
+    incident: Incident, *, actor: Actor, now: datetime, note: str | None = None
+) -> Row | None:
     if incident.status == Status.resolved.value:
-        return incident
-    data = {"from": incident.status, **_note(note)}
-    await escalation_service.stop(session, incident=incident, now=now, reason="resolved")
+        return None
+    entry = timeline.resolved(
+        incident.id, actor=actor, now=now, previous=incident.status, note=note
+    )
     incident.status = Status.resolved.value
     incident.resolved_at = now
     incident.resolved_by = actor.user_id
     incident.snoozed_until = None
-    return await _transitioned(session, incident, "resolved", actor, now, data)
+    incident.updated_at = now
+    return entry
 
 
-async def snooze(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    until: datetime,
-    actor: Actor,
-    now: datetime,
-    note: str | None = None,
-) -> Incident:
+def snooze(
+    incident: Incident, *, until: datetime, actor: Actor, now: datetime, note: str | None = None
+) -> Row | None:
     """Snooze a triggered or acknowledged incident, or move the end of a running snooze."""
     if incident.status not in (
         Status.triggered.value, Status.acknowledged.value, Status.snoozed.value
     ):  # fmt: skip
         raise IllegalTransition(incident, "snooze")
     if incident.status == Status.snoozed.value and incident.snoozed_until == until:
-        return incident
+        return None
     if until <= now:
         raise DomainError("until must be in the future")
     if until > now + MAX_SNOOZE:
         raise DomainError("an incident can be snoozed for at most 7 days")
-    data = {"from": incident.status, "until": until.isoformat(), **_note(note)}
-    await escalation_service.stop(session, incident=incident, now=now, reason="snoozed")
+    entry = timeline.snoozed(
+        incident.id, actor=actor, now=now, previous=incident.status, until=until, note=note
+    )
     incident.status = Status.snoozed.value
     incident.snoozed_until = until
-    return await _transitioned(session, incident, "snoozed", actor, now, data)
+    incident.updated_at = now
+    return entry
 
 
-async def unsnooze(
-    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime
-) -> Incident:
+def unsnooze(incident: Incident, *, actor: Actor, now: datetime) -> Row:
     """Back to triggered before the snooze ends (a person), or when it ends (the system)."""
     if incident.status != Status.snoozed.value:
         raise IllegalTransition(incident, "unsnooze")
-    data = {"snoozed_until": incident.snoozed_until.isoformat() if incident.snoozed_until else None}
+    entry = timeline.unsnoozed(
+        incident.id, actor=actor, now=now, snoozed_until=incident.snoozed_until
+    )
     incident.status = Status.triggered.value
     incident.snoozed_until = None
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _transitioned(session, incident, "unsnoozed", actor, now, data, retriggered=True)
+    incident.updated_at = now
+    return entry
 
 
-async def unacknowledge(
-    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime
-) -> Incident:
+def unacknowledge(incident: Incident, *, actor: Actor, now: datetime) -> Row:
     """Acknowledged back to triggered, so that escalation starts again."""
     if incident.status != Status.acknowledged.value:
         raise IllegalTransition(incident, "unacknowledge")
     incident.status = Status.triggered.value
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _transitioned(
-        session, incident, "unacknowledged", actor, now, {}, retriggered=True
-    )
+    incident.updated_at = now
+    return timeline.unacknowledged(incident.id, actor=actor, now=now)
 
 
 async def reopen(
@@ -348,7 +330,7 @@ async def reopen(
     actor: Actor,
     now: datetime,
     note: str | None = None,
-) -> Incident:
+) -> Row:
     if incident.status != Status.resolved.value:
         raise IllegalTransition(incident, "reopen")
     await _dedup_key_free(session, incident, service_id=incident.service_id)
@@ -357,49 +339,13 @@ async def reopen(
     incident.resolved_by = None
     incident.acknowledged_at = None
     incident.acknowledged_by = None
-    return await _transitioned(
-        session, incident, "reopened", actor, now, _note(note), retriggered=True
-    )
-
-
-async def _transitioned(
-    session: AsyncSession,
-    incident: Incident,
-    entry_type: str,
-    actor: Actor,
-    now: datetime,
-    data: dict[str, Any],
-    *,
-    retriggered: bool = False,
-) -> Incident:
-    """Record the change; once `retriggered`, escalation starts again at step 1."""
     incident.updated_at = now
-    entry = record(session, incident=incident, type=entry_type, actor=actor, now=now, data=data)
-    if retriggered:
-        await escalation_service.start(session, incident=incident, now=now)
-    await session.flush()
-    if entry_type in ANNOUNCED:
-        await notification_service.announce(
-            session, incident=incident, entry=entry, event=entry_type, actor=actor, now=now
-        )
-    if entry_type in COUNTED:
-        metrics.count_incidents(session, entry_type, [incident.severity])
-    return await _reload(session, incident)
+    return timeline.reopened(incident.id, actor=actor, now=now, note=note)
 
 
-# Transitions that people may ask to be told about (notification preferences' `events`).
-ANNOUNCED = ("acknowledged", "resolved", "reopened")
-# Transitions counted by the metrics (with `opened`, counted where incidents are inserted).
-COUNTED = ("acknowledged", "resolved", "reopened")
-
-
-def _note(note: str | None) -> dict[str, Any]:
-    return {"note": note} if note else {}
-
-
-async def wake_snoozed(session: AsyncSession, *, now: datetime, batch: int = 100) -> int:
-    """Return incidents whose snooze has ended to `triggered` (a worker job; safe to run twice)."""
-    ids = list(
+async def snoozes_due(session: AsyncSession, *, now: datetime, batch: int) -> list[int]:
+    """Incidents whose snooze has ended (claimed: skipped by other workers)."""
+    return list(
         await session.scalars(
             select(Incident.id)
             .where(Incident.status == Status.snoozed.value, Incident.snoozed_until <= now)
@@ -408,11 +354,6 @@ async def wake_snoozed(session: AsyncSession, *, now: datetime, batch: int = 100
             .with_for_update(skip_locked=True)
         )
     )
-    for incident_id in ids:
-        incident = await get(session, incident_id, lock=True)
-        if incident is not None and incident.status == Status.snoozed.value:
-            await unsnooze(session, incident=incident, actor=SYSTEM, now=now)
-    return len(ids)
 
 
 async def next_snooze_end(session: AsyncSession) -> datetime | None:
@@ -425,6 +366,12 @@ async def next_snooze_end(session: AsyncSession) -> datetime | None:
 # ---- assignments ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Assigned:
+    entry: Row
+    added: list[int]
+
+
 async def assign(
     session: AsyncSession,
     *,
@@ -434,7 +381,7 @@ async def assign(
     user_ids: Sequence[int] | None = None,
     add_user_id: int | None = None,
     role: str = "responder",
-) -> Incident:
+) -> Assigned | None:
     """Set the whole set of assignees, or add one person (or change their part)."""
     current = {a.user_id: a for a in incident.assignments}
     if user_ids is not None:
@@ -442,13 +389,14 @@ async def assign(
     else:
         assert add_user_id is not None
         wanted = {uid: a.role for uid, a in current.items()} | {add_user_id: role}
-    await _check_assignable(session, set(wanted) - set(current))
-
+    missing = await not_active(session, set(wanted) - set(current))
+    if missing:
+        raise Unprocessable(f"No active user with id {', '.join(map(str, missing))}")
     added = sorted(set(wanted) - set(current))
     removed = sorted(set(current) - set(wanted))
     changed = sorted(uid for uid in set(wanted) & set(current) if wanted[uid] != current[uid].role)
     if not (added or removed or changed):
-        return incident
+        return None
     for uid in removed:
         await session.delete(current[uid])
     for uid in changed:
@@ -464,26 +412,11 @@ async def assign(
             )
         )
     incident.updated_at = now
-    data = {
-        "added": [{"user_id": uid, "role": wanted[uid]} for uid in added],
-        "removed": removed,
-        "changed": [{"user_id": uid, "role": wanted[uid]} for uid in changed],
-    }
-    entry = record(session, incident=incident, type="assigned", actor=actor, now=now, data=data)
-    await session.flush()
-    if added:
-        await notification_service.announce(
-            session, incident=incident, entry=entry, event="assigned", actor=actor, now=now,
-            user_ids=added,
-        )  # fmt: skip
-    session.expire(incident, ["assignments"])
-    return await _reload(session, incident)
-
-
-async def _check_assignable(session: AsyncSession, user_ids: set[int]) -> None:
-    missing = await user_service.not_active(session, user_ids)
-    if missing:
-        raise Unprocessable(f"No active user with id {', '.join(map(str, missing))}")
+    entry = timeline.assigned(
+        incident.id, actor=actor, now=now, added=[(uid, wanted[uid]) for uid in added],
+        removed=removed, changed=[(uid, wanted[uid]) for uid in changed],
+    )  # fmt: skip
+    return Assigned(entry, added)
 
 
 # ---- comments and timeline -----------------------------------------------------------------------
@@ -491,7 +424,7 @@ async def _check_assignable(session: AsyncSession, user_ids: set[int]) -> None:
 
 async def add_comment(
     session: AsyncSession, *, incident: Incident, author: User, content: str, now: datetime
-) -> Comment:
+) -> tuple[Comment, Row]:
     comment = Comment(
         incident_id=incident.id,
         author_id=author.id,
@@ -501,20 +434,8 @@ async def add_comment(
     )
     session.add(comment)
     await session.flush()
-    entry = record(
-        session,
-        incident=incident,
-        type="commented",
-        actor=Actor.of(author),
-        now=now,
-        data={"comment_id": comment.id},
-    )
-    await session.flush()
-    await notification_service.announce(
-        session, incident=incident, entry=entry, event="commented", actor=Actor.of(author),
-        now=now, detail=content,
-    )  # fmt: skip
-    return comment
+    entry = timeline.commented(incident.id, actor=Actor.of(author), now=now, comment_id=comment.id)
+    return comment, entry
 
 
 async def list_comments(

@@ -1,20 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdType, UTCDateTime
-
-
-class Kind(StrEnum):
-    elastic = "elastic"
-    alertmanager = "alertmanager"
-    grafana = "grafana"
-    pagerduty = "pagerduty"
-    generic = "generic"
 
 
 class Integration(Base):
@@ -25,17 +16,13 @@ class Integration(Base):
     """
 
     __tablename__ = "integrations"
-    __table_args__ = (
-        CheckConstraint(
-            "kind IN ('elastic', 'alertmanager', 'grafana', 'pagerduty', 'generic')", name="kind"
-        ),
-    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     service_id: Mapped[int] = mapped_column(
         IdType, ForeignKey("services.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(200))
+    # One of the registered alert sources (app.alerts.sources.KINDS), checked on create.
     kind: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_prefix: Mapped[str] = mapped_column(String(16))

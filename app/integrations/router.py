@@ -67,7 +67,7 @@ async def create_integration(
 ) -> object:
     """Add an alert source (admin). The answer holds the key, in full, this once."""
     integration, key = await integration_service.create(
-        session, service_id=service.id, name=body.name, kind=body.kind.value,
+        session, service_id=service.id, name=body.name, kind=body.kind,
         created_by=admin.id, now=clock.now(),
     )  # fmt: skip
     return _with_key(integration, key)

@@ -1,11 +1,26 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from app.alerts.sources import KINDS
 from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
-from app.integrations.models import Kind
+
+
+def _registered(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    return kind
+
+
+# The alert sources registered in app/alerts/sources/.
+Kind = Annotated[
+    str,
+    AfterValidator(_registered),
+    Field(description="The alert source", json_schema_extra={"enum": list(KINDS)}),
+]
 
 
 class IntegrationCreate(RequestModel):

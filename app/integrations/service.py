@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -11,23 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import page_by_id
+from app.core.tokens import hash_token, new_token
 from app.integrations.models import Integration
 
 PREFIX_LENGTH = 8
 
 
-def new_key() -> str:
-    """192 random bits, URL-safe (32 characters): usable in a header, a URL or a routing key."""
-    return secrets.token_urlsafe(24)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def _set_key(integration: Integration) -> str:
-    key = new_key()
-    integration.key_hash = hash_key(key)
+    key = new_token()
+    integration.key_hash = hash_token(key)
     integration.key_prefix = key[:PREFIX_LENGTH]
     return key
 
@@ -82,7 +72,7 @@ async def by_key(session: AsyncSession, key: str) -> Integration | None:
 
 async def by_keys(session: AsyncSession, keys: Iterable[str]) -> dict[str, Integration]:
     """`by_key` for many presented keys at once (one query): key -> integration, for known keys."""
-    hashed = {hash_key(key): key for key in keys if 0 < len(key) <= MAX_KEY_LENGTH}
+    hashed = {hash_token(key): key for key in keys if 0 < len(key) <= MAX_KEY_LENGTH}
     if not hashed:
         return {}
     found = await session.scalars(select(Integration).where(Integration.key_hash.in_(hashed)))

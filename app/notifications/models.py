@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdType, JsonType, UTCDateTime
+from app.core.logging import current_request_id
 
 
 class NotificationStatus(StrEnum):
@@ -25,6 +26,13 @@ class NotificationStatus(StrEnum):
     sent = "sent"
     failed = "failed"
     cancelled = "cancelled"
+
+
+# The events whose notifications are pages (an escalation step's messages to people and its
+# webhook actions): cancelled once the incident leaves `triggered`.
+PAGE_EVENTS = ("escalated",)
+# In the key of a policy step's webhook action (`escalation:<event id>:action:<index>`).
+ACTION_KEY = ":action:"
 
 
 class Notification(Base):
@@ -115,3 +123,28 @@ class WebhookSubscription(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def notification_row(
+    *,
+    key: str,
+    incident_id: int | None,
+    event: str,
+    channel: str,
+    address: str,
+    subject: str,
+    payload: dict[str, Any],
+    now: datetime,
+    user_id: int | None = None,
+    webhook_id: int | None = None,
+    escalation_event_id: int | None = None,
+) -> dict[str, Any]:
+    """A new notification as a row (pending, due now), for writers that insert many at once."""
+    return {
+        "key": key, "incident_id": incident_id, "escalation_event_id": escalation_event_id,
+        "user_id": user_id, "webhook_id": webhook_id, "channel": channel, "address": address,
+        "event": event, "subject": subject[:500], "body": "", "payload": payload,
+        "status": NotificationStatus.pending.value, "attempts": 0, "next_attempt_at": now,
+        "lease_until": None, "last_error": None, "provider_message_id": None, "sent_at": None,
+        "request_id": current_request_id(), "created_at": now, "updated_at": now,
+    }  # fmt: skip

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import lock_named
 from app.core.errors import Unprocessable
-from app.notifications.channels import check_url_syntax
+from app.core.outbound import check_url_syntax
 from app.notifications.models import NotificationPreference
 from app.users.models import User
 

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, status
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
+from app.core.actors import Actor
 from app.core.crypto import Sealer
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, NotFound
 from app.core.pagination import page_by_id
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.incidents.dependencies import ValidIncident
-from app.incidents.timeline import Actor
 from app.notifications import preferences as preference_service
 from app.notifications import webhooks as webhook_service
 from app.notifications.models import Notification, WebhookSubscription

@@ -11,14 +11,13 @@ from sqlalchemy import select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.actors import Actor
 from app.core.crypto import Sealer, Unreadable
 from app.core.db import WAKE_WORKER
 from app.core.errors import Unprocessable
+from app.core.outbound import check_url_syntax
 from app.core.pagination import page_by_id
-from app.incidents.timeline import Actor
-from app.notifications import service as notification_service
-from app.notifications.channels import check_url_syntax
-from app.notifications.models import Notification, WebhookSubscription
+from app.notifications.models import Notification, WebhookSubscription, notification_row
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ async def send_test(
         "actor": {"type": actor.type, "id": actor.id, "name": actor.name},
         "data": {"webhook_id": hook.id, "name": hook.name},
     }
-    row = notification_service.plain_row(
+    row = notification_row(
         key=cause, incident_id=None, event="test", channel="webhook", address=hook.url,
         subject=f"Test delivery to {hook.name}", payload=payload, now=now, webhook_id=hook.id,
     )  # fmt: skip

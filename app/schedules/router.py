@@ -12,11 +12,11 @@ from pydantic import AfterValidator
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
+from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep
-from app.core.errors import Conflict, NotFound, Unauthorized
+from app.core.errors import NotFound, Unauthorized
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
-from app.escalation import service as escalation_service
-from app.incidents.timeline import Actor
+from app.flows import schedules as schedule_flow
 from app.schedules import calendar
 from app.schedules import service as schedule_service
 from app.schedules.models import Schedule, ScheduleOverride
@@ -166,14 +166,7 @@ async def update_schedule(
 )
 async def delete_schedule(schedule: ValidSchedule, session: SessionDep, _: AdminUser) -> object:
     """Delete a schedule that no escalation policy targets (admin)."""
-    # Locked first: a policy being saved with this target holds a key-share lock on it, so the
-    # check below runs after that policy commits, and sees it.
-    await session.refresh(schedule, with_for_update=True)
-    using = await escalation_service.policies_targeting(session, schedule_id=schedule.id)
-    if using:
-        names = ", ".join(f"{p.id} ({p.name})" for p in using)
-        raise Conflict(f"Schedule {schedule.id} is a target of escalation policies {names}")
-    return await schedule_service.delete(session, schedule=schedule)
+    return await schedule_flow.delete(session, schedule=schedule)
 
 
 @router.get("/{schedule_id}/history", response_model=list[ScheduleChangeRead])

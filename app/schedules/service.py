@@ -14,14 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.actors import Actor
 from app.core.errors import Conflict, Unprocessable
 from app.core.pagination import page_by_id
-from app.incidents.timeline import Actor
-from app.integrations.service import hash_key, new_key
+from app.core.tokens import hash_token, new_token
 from app.schedules import oncall
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.schedules.schemas import DAYS
-from app.users import service as user_service
+from app.users.queries import not_active
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def _layer_users(layers: Iterable[dict[str, Any]]) -> set[int]:
 
 
 async def _check_users(session: AsyncSession, user_ids: set[int]) -> None:
-    missing = await user_service.not_active(session, user_ids)
+    missing = await not_active(session, user_ids)
     if missing:
         raise Unprocessable(f"users {', '.join(map(str, missing))} do not exist or are inactive")
 
@@ -256,7 +256,7 @@ async def shifts(
     cannot be computed (logged), so that one broken schedule does not break the others."""
     found = await overrides(session, [s.id for s in schedules], start, end)
     named = {uid for s in schedules for uid in _layer_users(s.layers)}
-    absent = frozenset(await user_service.not_active(session, named | {o.user_id for o in found}))
+    absent = frozenset(await not_active(session, named | {o.user_id for o in found}))
     # Plain values for the thread: the computation is CPU work, kept off the event loop.
     work = [
         (s.id, s.time_zone, list(s.layers),
@@ -392,25 +392,25 @@ async def remove_user(
 
 async def new_calendar_token(session: AsyncSession, *, schedule: Schedule) -> str:
     """A new secret for the schedule's calendar feed; the old one stops working."""
-    token = new_key()
-    schedule.calendar_token_hash = hash_key(token)
+    token = new_token()
+    schedule.calendar_token_hash = hash_token(token)
     await session.flush()
     return token
 
 
 def calendar_token_matches(schedule: Schedule, token: str | None) -> bool:
     stored = schedule.calendar_token_hash
-    return bool(token and stored) and hmac.compare_digest(stored or "", hash_key(token or ""))
+    return bool(token and stored) and hmac.compare_digest(stored or "", hash_token(token or ""))
 
 
 async def new_user_calendar_token(session: AsyncSession, *, user_id: int, now: datetime) -> str:
     """A new secret for the user's own feed; the old one stops working."""
-    token = new_key()
+    token = new_token()
     existing = await session.get(UserCalendar, user_id)
     if existing is None:
-        session.add(UserCalendar(user_id=user_id, token_hash=hash_key(token), created_at=now))
+        session.add(UserCalendar(user_id=user_id, token_hash=hash_token(token), created_at=now))
     else:
-        existing.token_hash, existing.created_at = hash_key(token), now
+        existing.token_hash, existing.created_at = hash_token(token), now
     await session.flush()
     return token
 
@@ -419,6 +419,6 @@ async def user_calendar_token_matches(
     session: AsyncSession, *, user_id: int, token: str | None
 ) -> bool:
     found = await session.get(UserCalendar, user_id) if token else None
-    if found is None or not hmac.compare_digest(found.token_hash, hash_key(token or "")):
+    if found is None or not hmac.compare_digest(found.token_hash, hash_token(token or "")):
         return False
-    return not await user_service.not_active(session, [user_id])  # a departed user's feed ends
+    return not await not_active(session, [user_id])  # a departed user's feed ends

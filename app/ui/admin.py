@@ -21,9 +21,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import DomainError, NotFound
 from app.core.schemas import IdPath
-from app.escalation import service as escalation_service
+from app.escalation import policies as policy_service
 from app.escalation.models import EscalationPolicy
-from app.escalation.router import _check_webhook_urls
 from app.escalation.schemas import PolicyCreate, PolicyUpdate
 from app.incidents.models import Severity
 from app.schedules.models import Schedule
@@ -259,7 +258,7 @@ def conditions_summary(conditions: dict[str, Any], services: dict[int, str]) -> 
 @router.get("/policies", response_class=HTMLResponse)
 async def policies_page(request: Request, session: SessionDep, browser: AdminViewerDep) -> Response:
     """The escalation policies, the one that applies first (lowest priority) at the top."""
-    items, _ = await escalation_service.list_policies(session, limit=500, cursor=None)
+    items, _ = await policy_service.list_policies(session, limit=500, cursor=None)
     items.sort(key=lambda p: (p.priority, p.id))
     users, schedules = await _names(session)
     rows = (
@@ -448,7 +447,7 @@ def _same_steps(new: list[dict[str, Any]], stored: list[dict[str, Any]]) -> bool
 
 
 async def _policy_or_404(session: AsyncSession, policy_id: int) -> EscalationPolicy:
-    policy = await escalation_service.get_policy(session, policy_id)
+    policy = await policy_service.get_policy(session, policy_id)
     if policy is None:
         raise NotFound(f"Escalation policy {policy_id} not found")
     return policy
@@ -581,8 +580,10 @@ async def _save(
         if policy is None:
             created = PolicyCreate.model_validate(data)
             values = created.model_dump(mode="json")
-            _check_webhook_urls(values["steps"], settings)
-            policy = await escalation_service.create_policy(session, data=values, now=clock.now())
+            policy = await policy_service.create_policy(
+                session, data=values, now=clock.now(),
+                allow_private=settings.allow_private_outbound,
+            )  # fmt: skip
         else:
             update = PolicyUpdate.model_validate(data)
             dumped = update.model_dump(mode="json")
@@ -591,11 +592,10 @@ async def _save(
                 # Unchanged steps are not sent: renaming a policy must work even when one of its
                 # targets was deactivated since (as with the API, which checks what changes).
                 del changes["steps"]
-            else:
-                _check_webhook_urls(changes["steps"], settings)
-            await escalation_service.update_policy(
-                session, policy=policy, changes=changes, now=clock.now()
-            )
+            await policy_service.update_policy(
+                session, policy=policy, changes=changes, now=clock.now(),
+                allow_private=settings.allow_private_outbound,
+            )  # fmt: skip
     except (ValidationError, DomainError) as exc:
         if isinstance(exc, ValidationError):
             status, error = 422, _problems(exc)

@@ -25,10 +25,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from app.auth import security
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep
 from app.core.logging import REQUEST
+from app.core.tokens import hash_token, new_long_token
 from app.ui.models import UiSession
 from app.users.models import User
 
@@ -94,7 +94,7 @@ async def start(
 ) -> tuple[str, UiSession]:
     """A new session for `user`; returns the cookie's token (shown once, never stored)."""
     await session.execute(delete(UiSession).where(UiSession.expires_at <= now))
-    token, token_hash = security.new_opaque_token()
+    token, token_hash = new_long_token()
     row = UiSession(
         token_hash=token_hash,
         user_id=user.id,
@@ -110,7 +110,7 @@ async def start(
 
 async def end(session: AsyncSession, token: str | None) -> None:
     if token:
-        token_hash = security.hash_opaque_token(token)
+        token_hash = hash_token(token)
         await session.execute(delete(UiSession).where(UiSession.token_hash == token_hash))
 
 
@@ -121,7 +121,7 @@ async def lookup(session: AsyncSession, token: str, *, now: datetime) -> Browser
         await session.execute(
             select(UiSession, User)
             .join(User, User.id == UiSession.user_id)
-            .where(UiSession.token_hash == security.hash_opaque_token(token))
+            .where(UiSession.token_hash == hash_token(token))
         )
     ).first()
     if row is None:

@@ -14,12 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, Response
 
+from app.alerts.sources import SOURCES
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import NotFound
 from app.core.schemas import MAX_ID
 from app.escalation.models import EscalationPolicy
 from app.integrations import service as integration_service
-from app.integrations.models import Integration, Kind
+from app.integrations.models import Integration
 from app.schedules import service as schedule_service
 from app.schedules.models import Schedule
 from app.schedules.oncall import Shift
@@ -42,20 +43,6 @@ WINDOWS = (
 )
 HANDOFFS = 5
 MAX_SERVICES = 1000
-
-# Each kind's ingest endpoint, by the name of its route in app.alerts.router (so the page shows
-# the path the app really serves; the README documents the same paths).
-INGEST_ROUTES = {
-    Kind.alertmanager: "alertmanager_webhook",
-    Kind.grafana: "grafana_webhook",
-    Kind.generic: "generic_alert",
-    Kind.elastic: "elastic_alert",
-    Kind.pagerduty: "pagerduty_enqueue",
-}
-KEY_HINTS = {
-    Kind.pagerduty: "Send the key as each event's routing_key.",
-}
-KEY_HINT = "Send the key in the X-Integration-Key header, as Authorization: Bearer, or as ?key=."
 
 
 # ---- on call -------------------------------------------------------------------------------------
@@ -210,7 +197,7 @@ class Listing:
 
 def ingest_url(request: Request, base_url: str, kind: str) -> str:
     """Where an integration of this kind posts its alerts, in full."""
-    return base_url + request.app.url_path_for(INGEST_ROUTES[Kind(kind)])
+    return base_url + SOURCES[kind].endpoint
 
 
 async def listings(
@@ -252,7 +239,7 @@ async def listings(
             Source(
                 integration,
                 ingest_url(request, base_url, integration.kind),
-                KEY_HINTS.get(Kind(integration.kind), KEY_HINT),
+                SOURCES[integration.kind].key_hint,
             )
         )
     return [

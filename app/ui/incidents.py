@@ -13,16 +13,18 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import DomainError, NotFound
 from app.core.pagination import InvalidCursor
 from app.core.schemas import MAX_ID
 from app.escalation.models import EscalationEvent
+from app.flows import incidents as incident_flow
 from app.incidents import service as incident_service
 from app.incidents.models import Comment, Incident, Severity, Status, TimelineEntry
 from app.incidents.schemas import IncidentCreate
 from app.incidents.service import IncidentFilter
-from app.incidents.timeline import Actor
+from app.incidents.timeline import EntryType
 from app.notifications.models import Notification
 from app.services.models import Service
 from app.ui.auth import ActorDep, Browser, ViewerDep
@@ -37,27 +39,8 @@ STATUS_CHOICES = ["open", "triggered", "acknowledged", "snoozed", "resolved", "a
 SNOOZE_CHOICES = [(15, "15 minutes"), (60, "1 hour"), (240, "4 hours"), (1440, "24 hours")]
 PAGE_SIZE = 50
 SERVICE_ID = re.compile(r"[0-9]{1,19}")
-# What each timeline entry type reads as on the page.
-ENTRY_LABELS = {
-    "created": "Opened",
-    "alert_received": "Alert received",
-    "acknowledged": "Acknowledged",
-    "unacknowledged": "Unacknowledged",
-    "resolved": "Resolved",
-    "reopened": "Reopened",
-    "snoozed": "Snoozed",
-    "unsnoozed": "Snooze ended",
-    "assigned": "Assignees changed",
-    "commented": "Comment",
-    "updated": "Edited",
-    "policy_applied": "Escalation policy applied",
-    "escalated": "Escalated",
-    "escalation_skipped": "Escalation step skipped",
-    "escalation_failed": "Escalation step failed",
-    "escalation_stopped": "Escalation stopped",
-    "notified": "Notified",
-    "notification_failed": "Notification failed",
-}
+# What each timeline entry type reads as on the page (from the list of types itself).
+ENTRY_LABELS = {kind.value: kind.label for kind in EntryType}
 
 
 def _status_filter(status: str) -> list[Status]:
@@ -304,7 +287,7 @@ async def declare_incident(
                 "description": description,
             }
         )
-        incident, _ = await incident_service.create(
+        incident, _ = await incident_flow.create(
             session,
             title=body.title,
             description=body.description,
@@ -353,22 +336,18 @@ async def _act(
     note = (form.get("note") or "").strip()[:2000] or None
     try:
         if action == "acknowledge":
-            await incident_service.acknowledge(
+            await incident_flow.acknowledge(
                 session, incident=incident, actor=actor, now=now, note=note
             )
         elif action == "resolve":
-            await incident_service.resolve(
-                session, incident=incident, actor=actor, now=now, note=note
-            )
+            await incident_flow.resolve(session, incident=incident, actor=actor, now=now, note=note)
         elif action == "reopen":
-            await incident_service.reopen(
-                session, incident=incident, actor=actor, now=now, note=note
-            )
+            await incident_flow.reopen(session, incident=incident, actor=actor, now=now, note=note)
         elif action == "unsnooze":
-            await incident_service.unsnooze(session, incident=incident, actor=actor, now=now)
+            await incident_flow.unsnooze(session, incident=incident, actor=actor, now=now)
         elif action == "snooze":
             minutes = _choice(form.get("minutes"), {m for m, _ in SNOOZE_CHOICES})
-            await incident_service.snooze(
+            await incident_flow.snooze(
                 session,
                 incident=incident,
                 until=now + timedelta(minutes=minutes),
@@ -378,7 +357,7 @@ async def _act(
             )
         elif action == "assign":
             user_id = _choice(form.get("user_id"), None)
-            await incident_service.assign(
+            await incident_flow.assign(
                 session,
                 incident=incident,
                 actor=actor,
@@ -393,7 +372,7 @@ async def _act(
                 raise DomainError("A comment needs some text")
             if len(content) > 10_000:
                 raise DomainError("A comment is at most 10,000 characters")
-            await incident_service.add_comment(
+            await incident_flow.comment(
                 session, incident=incident, author=browser.user, content=content, now=now
             )
     except DomainError as exc:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from app.auth.router import authenticate_limited
+from app.auth.signin import authenticate_limited
 from app.core import ratelimit, serving
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import DomainError

@@ -4,14 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from app.auth import security
 from app.auth.dependencies import AdminUser, CurrentUser
+from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.errors import Forbidden, NotFound
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
-from app.escalation import service as escalation_service
-from app.incidents.timeline import Actor
-from app.schedules import service as schedule_service
+from app.flows import users as user_flow
+from app.users import passwords
 from app.users import service as user_service
 from app.users.models import Role, User
 from app.users.schemas import PasswordChange, UserCreate, UserRead, UserUpdate, UserUpdateMe
@@ -50,7 +49,7 @@ async def update_me(
     changes = body.model_dump(exclude_unset=True, exclude={"current_password"})
     if changes.get("email", user.email) != user.email and not (
         body.current_password
-        and security.verify_password(body.current_password, user.hashed_password)
+        and passwords.verify_password(body.current_password, user.hashed_password)
     ):
         raise Forbidden("Changing your email needs your current_password")
     return await user_service.update(session, user=user, changes=changes, now=clock.now())
@@ -154,18 +153,6 @@ async def delete_user(
 ) -> object:  # fmt: skip
     """Delete a user (admin); answers with the deleted user. Someone still on a schedule or a
     policy is refused (409, naming where) unless `force=true`."""
-    await user_service.lock(session, user)
-    schedules = await schedule_service.schedules_with(session, user.id, clock.now())
-    policies = await escalation_service.policies_targeting(session, user_id=user.id)
-    if (schedules or policies) and not force:
-        where = [f"schedule {s.id} ({s.name})" for s in schedules]
-        where += [f"escalation policy {p.id} ({p.name})" for p in policies]
-        raise Conflict(
-            f"User {user.id} is in {', '.join(where)}: take them out first, or delete with "
-            "?force=true to remove them from all of these"
-        )
-    if force:
-        now = clock.now()
-        await schedule_service.remove_user(session, user_id=user.id, actor=Actor.of(admin), now=now)
-        await escalation_service.remove_user_from_policies(session, user_id=user.id, now=now)
-    return await user_service.delete(session, user=user)
+    return await user_flow.delete(
+        session, user=user, force=force, actor=Actor.of(admin), now=clock.now()
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -10,10 +9,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import security
 from app.core.db import lock_named
 from app.core.errors import Conflict, Unauthorized
 from app.core.pagination import page_by_id
+from app.users import passwords
 from app.users.models import Role, User
 
 ADMIN_LOCK = "users:admins"
@@ -50,7 +49,7 @@ async def create(
         is_active=is_active,
         phone=phone,
         timezone=timezone,
-        hashed_password=security.hash_password(password),
+        hashed_password=passwords.hash_password(password),
         token_version=0,
         created_at=now,
         updated_at=now,
@@ -88,7 +87,7 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> U
     user = await get_by_email(session, email) if len(email) <= 320 else None
     if len(password) > 128:  # longer than any password we accept: no need to hash it
         return None
-    if not security.verify_password(password, user.hashed_password if user else None):
+    if not passwords.verify_password(password, user.hashed_password if user else None):
         return None
     if user is None or not user.is_active:
         return None
@@ -108,7 +107,7 @@ async def update(
     if loses_admin:
         await _ensure_another_active_admin(session, user)
     if "password" in changes:
-        user.hashed_password = security.hash_password(changes.pop("password"))
+        user.hashed_password = passwords.hash_password(changes.pop("password"))
         user.token_version += 1
     if changes.get("is_active") is False and user.is_active:
         user.token_version += 1
@@ -122,26 +121,9 @@ async def update(
 async def change_password(
     session: AsyncSession, *, user: User, current_password: str, new_password: str, now: datetime
 ) -> User:
-    if not security.verify_password(current_password, user.hashed_password):
+    if not passwords.verify_password(current_password, user.hashed_password):
         raise Unauthorized("Current password is wrong")
     return await update(session, user=user, changes={"password": new_password}, now=now)
-
-
-async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int]:
-    """The ids among `user_ids` that name no active user (deleted or deactivated), sorted."""
-    wanted = set(user_ids)
-    if not wanted:
-        return []
-    # Key-share locks: a user being deleted waits for this transaction (and is then refused, or
-    # finds what it names), instead of leaving a reference to nobody behind.
-    active = set(
-        await session.scalars(
-            select(User.id)
-            .where(User.id.in_(wanted), User.is_active.is_(True))
-            .with_for_update(key_share=True)
-        )
-    )
-    return sorted(wanted - active)
 
 
 async def lock(session: AsyncSession, user: User) -> None:

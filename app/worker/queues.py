@@ -9,9 +9,10 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.escalation.models import EscalationEvent, EventStatus
+from app.escalation.enums import EventStatus
+from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, Status
-from app.notifications import service as notification_service
+from app.notifications import outbox
 from app.notifications.models import Notification
 
 
@@ -22,7 +23,7 @@ async def queue_gauges(session: AsyncSession, now: datetime) -> list[GaugeMetric
             EscalationEvent.status == EventStatus.scheduled.value, EscalationEvent.due_at <= now
         ),
         "notification": select(func.count(), func.min(Notification.next_attempt_at)).where(
-            notification_service.due(now)
+            outbox.due(now)
         ),
         "snooze": select(func.count(), func.min(Incident.snoozed_until)).where(
             Incident.status == Status.snoozed.value, Incident.snoozed_until <= now

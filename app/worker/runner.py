@@ -22,14 +22,18 @@ from app.core import ratelimit
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.db import is_unavailable, limit_lock_waits, session_scope
-from app.escalation import service as escalation_service
+from app.escalation import runs
+from app.flows import incidents as incident_flow
+from app.flows import paging, recovery
 from app.incidents import service as incident_service
-from app.notifications import service as notification_service
+from app.notifications import outbox
 from app.notifications.channels import Channels, http_client
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+# Mails that are not about an incident, and how to render them (see app.notifications.outbox).
+RENDERERS = {**recovery.RENDERERS}
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,13 @@ class Job:
 async def _wake_snoozed(ctx: Context) -> int:
     async with session_scope(ctx.sessions) as session:
         await limit_lock_waits(session)
-        return await incident_service.wake_snoozed(session, now=ctx.clock.now(), batch=ctx.batch)
+        return await incident_flow.wake_snoozed(session, now=ctx.clock.now(), batch=ctx.batch)
 
 
 async def _fire_escalations(ctx: Context) -> int:
     async with session_scope(ctx.sessions) as session:
         await limit_lock_waits(session)
-        return await escalation_service.fire_due(session, now=ctx.clock.now(), batch=ctx.batch)
+        return await paging.fire_due(session, now=ctx.clock.now(), batch=ctx.batch)
 
 
 async def _purge_rate_limits(ctx: Context) -> int:
@@ -68,9 +72,9 @@ async def _purge_rate_limits(ctx: Context) -> int:
 
 
 async def _deliver_notifications(ctx: Context) -> int:
-    return await notification_service.deliver_due(
-        ctx.sessions, clock=ctx.clock, batch=notification_service.DELIVERY_BATCH,
-        channels=ctx.channels,
+    return await outbox.deliver_due(
+        ctx.sessions, clock=ctx.clock, batch=outbox.DELIVERY_BATCH, channels=ctx.channels,
+        renderers=RENDERERS,
     )  # fmt: skip
 
 
@@ -196,12 +200,12 @@ class Worker:
             loops.append(
                 self._loop(
                     firing,
-                    [escalation_service.next_due, incident_service.next_snooze_end],
+                    [runs.next_due, incident_service.next_snooze_end],
                     then_wake=bool(delivery),
                 )
             )
         if delivery:
-            loops.append(self._loop(delivery, [notification_service.next_due]))
+            loops.append(self._loop(delivery, [outbox.next_due]))
         if analytics:
             # On a tick of its own (a budget, see app/analytics/snapshots.py), not woken by
             # new steps or pages.

@@ -471,4 +471,5 @@ def test_elastic_severity_table(given, expected):
 
     body = {"alert_name": "a", "severity": given, "service": {"name": "s"}, "alert_id": "i",
             "state": {"state": "active"}}  # fmt: skip
-    assert parse(body).severity.value == expected
+    [alert] = parse(body)
+    assert alert.severity.value == expected

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, text
 
-from app.alerts.batch import Batcher
-from app.alerts.ingest import Alert, ingest, ingest_many
+from app.alerts.alert import Alert
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.core.errors import Forbidden, Unauthorized, Unprocessable
 from app.core.ratelimit import Limit, RateLimitState
 from app.escalation.models import EscalationEvent
+from app.flows.ingest import AlertBatcher, ingest, ingest_many
 from app.incidents.models import Incident, Severity, TimelineEntry
 from app.integrations import service as integration_service
 from app.notifications.models import Notification, NotificationPreference
@@ -140,7 +140,9 @@ async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, fa
         commits.append(connection)
 
     event.listen(engine.sync_engine, "commit", count)
-    batcher = Batcher(harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0))
+    batcher = AlertBatcher(
+        harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0)
+    )
 
     def firing(dedup_key):
         return lambda: [Alert(action="trigger", dedup_key=dedup_key, title=dedup_key)]
@@ -150,11 +152,11 @@ async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, fa
 
     try:
         answers = await asyncio.gather(
-            batcher.submit(key, "alertmanager", firing("one")),
-            batcher.submit("not-a-key", "alertmanager", firing("two")),
-            batcher.submit(key, "generic", firing("three")),
-            batcher.submit(key, "alertmanager", unparsable),
-            batcher.submit(key, "alertmanager", firing("one")),
+            batcher.alerts(key, "alertmanager", firing("one")),
+            batcher.alerts("not-a-key", "alertmanager", firing("two")),
+            batcher.alerts(key, "generic", firing("three")),
+            batcher.alerts(key, "alertmanager", unparsable),
+            batcher.alerts(key, "alertmanager", firing("one")),
             return_exceptions=True,
         )
     finally:
@@ -172,15 +174,17 @@ async def test_the_batcher_answers_each_job_alone_in_one_transaction(harness, fa
 
 async def test_a_failing_batch_is_retried_job_by_job(harness, factory):
     key = await _keyed_integration(harness, factory)
-    batcher = Batcher(harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0))
+    batcher = AlertBatcher(
+        harness.app.state.sessionmaker, harness.clock, reopen_window=timedelta(0)
+    )
 
     def broken():
         raise RuntimeError("a bug in one source's parser")
 
     good, bad, other = await asyncio.gather(
-        batcher.submit(key, "alertmanager", lambda: [Alert(action="trigger", dedup_key="a")]),
-        batcher.submit(key, "alertmanager", broken),
-        batcher.submit(key, "alertmanager", lambda: [Alert(action="trigger", dedup_key="b")]),
+        batcher.alerts(key, "alertmanager", lambda: [Alert(action="trigger", dedup_key="a")]),
+        batcher.alerts(key, "alertmanager", broken),
+        batcher.alerts(key, "alertmanager", lambda: [Alert(action="trigger", dedup_key="b")]),
         return_exceptions=True,
     )
     assert isinstance(bad, RuntimeError)
@@ -207,7 +211,7 @@ async def test_a_failed_commit_is_not_retried(harness, factory):
     written twice by a retry, and the batcher goes on with the next batch."""
     key = await _keyed_integration(harness, factory)
     engine = create_engine(harness.settings, pool_pre_ping=False)
-    batcher = Batcher(create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0))
+    batcher = AlertBatcher(create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0))
     parsed = []
 
     def firing(dedup_key):
@@ -223,15 +227,15 @@ async def test_a_failed_commit_is_not_retried(harness, factory):
     event.listen(engine.sync_engine, "commit", refuse)
     try:
         answers = await asyncio.gather(
-            batcher.submit(key, "alertmanager", firing("a")),
-            batcher.submit(key, "alertmanager", firing("b")),
+            batcher.alerts(key, "alertmanager", firing("a")),
+            batcher.alerts(key, "alertmanager", firing("b")),
             return_exceptions=True,
         )
         assert [type(a) for a in answers] == [OSError, OSError]
         assert sorted(parsed) == ["a", "b"]  # parsed once each: not retried
     finally:
         event.remove(engine.sync_engine, "commit", refuse)
-    [result] = await batcher.submit(key, "alertmanager", firing("c"))
+    [result] = await batcher.alerts(key, "alertmanager", firing("c"))
     assert result.outcome == "incident_created"
     # Whether the failed commit was applied depends on where it failed (on PostgreSQL here it
     # was, on SQLite it was not): either way nothing is counted twice.
@@ -245,14 +249,14 @@ async def test_a_lost_connection_costs_a_retry_not_an_error(harness, factory, po
     (a restart), the batch runs again on a new connection and the request succeeds."""
     key = await _keyed_integration(harness, factory)
     engine = create_engine(harness.settings, pool_pre_ping=False)
-    batcher = Batcher(create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0))
+    batcher = AlertBatcher(create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0))
     firing = [Alert(action="trigger", dedup_key="disk")]
-    await batcher.submit(key, "alertmanager", lambda: firing)
+    await batcher.alerts(key, "alertmanager", lambda: firing)
     async with engine.connect() as connection:  # the pool's one connection
         pid = await connection.scalar(text("SELECT pg_backend_pid()"))
     async with harness.app.state.engine.connect() as other:
         assert await other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    [result] = await batcher.submit(key, "alertmanager", lambda: firing)
+    [result] = await batcher.alerts(key, "alertmanager", lambda: firing)
     assert result.outcome == "incident_updated"
     [incident] = await _incidents(harness)
     assert incident.alert_count == 2
@@ -273,7 +277,7 @@ async def test_a_batch_whose_buckets_cannot_be_taken_from_is_refused_whole(harne
     is stored, and the next batch goes through (taking from the bucket once)."""
     key = await _keyed_integration(harness, factory)
     engine = create_engine(harness.settings, pool_pre_ping=False)
-    batcher = Batcher(
+    batcher = AlertBatcher(
         create_sessionmaker(engine), harness.clock, reopen_window=timedelta(0),
         limit=Limit(capacity=100, interval=1.0),
     )  # fmt: skip
@@ -289,14 +293,14 @@ async def test_a_batch_whose_buckets_cannot_be_taken_from_is_refused_whole(harne
     event.listen(engine.sync_engine, "before_cursor_execute", refuse)
     try:
         answers = await asyncio.gather(
-            batcher.submit(key, "alertmanager", firing("a")),
-            batcher.submit(key, "alertmanager", firing("b")),
+            batcher.alerts(key, "alertmanager", firing("a")),
+            batcher.alerts(key, "alertmanager", firing("b")),
             return_exceptions=True,
         )
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", refuse)
     assert [type(a) for a in answers] == [OSError, OSError] and parsed == []
-    [result] = await batcher.submit(key, "alertmanager", firing("c"))
+    [result] = await batcher.alerts(key, "alertmanager", firing("c"))
     assert result.outcome == "incident_created"
     assert [i.dedup_key for i in await _incidents(harness)] == ["c"]
     async with session_scope(harness.app.state.sessionmaker) as session:

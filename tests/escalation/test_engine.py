@@ -11,6 +11,8 @@ from sqlalchemy import select, update
 
 from app.core.db import session_scope
 from app.escalation import engine
+from app.escalation.policy import Conditions
+from app.flows import paging
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification
 from tests.conftest import make_settings
@@ -80,7 +82,7 @@ class TestPure:
         incident = Incident(
             title="Checkout down", severity="critical", service_id=7, labels={"team": "payments"}
         )
-        assert engine.matches(conditions, incident) is expected
+        assert Conditions.of(conditions).matches(incident) is expected
 
     @pytest.mark.parametrize(
         ("position", "steps", "repeats", "expected"),
@@ -204,9 +206,7 @@ class TestFiring:
         incident = await open_incident(admin_client)
         async with session_scope(harness.app.state.sessionmaker) as session:
             # Fire step 1 but do not deliver yet: its page is still pending.
-            from app.escalation import service as escalation_service
-
-            await escalation_service.fire_due(session, now=harness.clock.now(), batch=10)
+            await paging.fire_due(session, now=harness.clock.now(), batch=10)
         await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")
         listed = await events(admin_client, incident["id"])
         assert [(e["step"], e["status"]) for e in listed] == [(1, "executed"), (2, "cancelled")]
@@ -406,7 +406,7 @@ async def test_each_fired_step_is_logged(admin_client, admin, harness, caplog):
 
     await make_policy(admin_client, step(0, admin.id))
     incident = await open_incident(admin_client)
-    with caplog.at_level(logging.INFO, logger="app.escalation.service"):
+    with caplog.at_level(logging.INFO, logger="app.escalation.firing"):
         await harness.run_jobs()
     [event] = await events(admin_client, incident["id"])
     assert (

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from app.auth.security import hash_password
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.core.migrations import upgrade_connection
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification
 from app.users.models import User
+from app.users.passwords import hash_password
 from tests.conftest import make_settings
 
 CLI = str(Path(sys.executable).parent / "incident-management")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.incidents.models import TimelineEntry
-from app.notifications import service as notification_service
+from app.notifications import outbox
 from app.notifications.models import Notification
 from tests.conftest import make_settings
 
@@ -497,11 +497,11 @@ class TestReviewFindings:
         await worker.run_once([j for j in worker.jobs if j.name == "fire_escalations"])
         sessions = harness.app.state.sessionmaker
         async with session_scope(sessions) as session:  # a worker takes the page ...
-            [claimed] = await notification_service.claim(session, now=harness.clock.now(), batch=5)
+            [claimed] = await outbox.claim(session, now=harness.clock.now(), batch=5)
         await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")  # ... someone acks
         async with session_scope(sessions) as session:  # ... and the send fails, for now
-            outcome = notification_service.Outcome(claimed, "s", "b", error="SMTP down")
-            await notification_service.record_outcomes(
+            outcome = outbox.Outcome(claimed, "s", "b", error="SMTP down")
+            await outbox.record_outcomes(
                 session, outcomes=[outcome], now=harness.clock.now(), max_attempts=6
             )
         harness.clock.advance(minutes=5)
@@ -577,14 +577,14 @@ class TestProductionPolicies:
 class TestBackoff:
     def test_the_default_ladder_is_about_30_s_then_4_times_longer_up_to_an_hour(self):
         for attempts, expected in ((1, 30), (2, 120), (3, 480), (5, 3600), (9, 3600)):
-            seconds = notification_service.backoff(attempts).total_seconds()
+            seconds = outbox.backoff(attempts).total_seconds()
             assert expected * 0.8 <= seconds <= expected * 1.2, attempts
 
     def test_the_first_wait_and_the_longest_are_settings(self):
         settings = make_settings("sqlite://", notify_retry_base_seconds=0.5,
                                  notify_retry_max_seconds=2)  # fmt: skip
         waits = [
-            notification_service.backoff(
+            outbox.backoff(
                 attempts, base=settings.notify_retry_base_seconds,
                 longest=settings.notify_retry_max_seconds,
             ).total_seconds()
@@ -594,5 +594,5 @@ class TestBackoff:
         assert all(1.6 <= wait <= 2.4 for wait in waits[1:])
 
     def test_a_retry_after_longer_than_the_wait_is_respected(self):
-        wait = notification_service.backoff(1, retry_after=90, base=0.5, longest=2)
+        wait = outbox.backoff(1, retry_after=90, base=0.5, longest=2)
         assert wait.total_seconds() == 90

@@ -179,7 +179,7 @@ async def test_malformed_urls_are_422_not_500(user_client, url):
 def test_addresses_that_carry_a_private_ipv4_are_not_public(address):
     import ipaddress
 
-    from app.notifications.channels import is_public
+    from app.core.outbound import is_public
 
     assert not is_public(ipaddress.ip_address(address))
 
@@ -187,7 +187,7 @@ def test_addresses_that_carry_a_private_ipv4_are_not_public(address):
 def test_public_addresses_are_public():
     import ipaddress
 
-    from app.notifications.channels import is_public
+    from app.core.outbound import is_public
 
     assert is_public(ipaddress.ip_address("93.184.216.34"))
     assert is_public(ipaddress.ip_address("2606:2800:220:1:248:1893:25c8:1946"))

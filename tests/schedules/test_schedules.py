@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from icalendar import Calendar
 from sqlalchemy import select
 
+from app.core.actors import Actor
 from app.core.db import session_scope
-from app.escalation import service as escalation_service
+from app.escalation import policies as policy_service
 from app.escalation.models import EscalationEvent, EscalationPolicy
-from app.incidents.timeline import Actor
+from app.escalation.policy import Conditions, steps_of
 from app.notifications.models import Notification
 from app.schedules import service as schedule_service
 
@@ -499,7 +500,9 @@ class TestRaces:
                   "targets": [{"type": "schedule", "id": sid}]}]  # fmt: skip
         now = harness.clock.now()
         async with harness.app.state.sessionmaker() as saving, saving.begin():
-            await escalation_service.check_policy(saving, conditions={}, steps=steps)
+            await policy_service.check_policy(
+                saving, conditions=Conditions.of({}), steps=steps_of(steps)
+            )
             saving.add(EscalationPolicy(name="racing", conditions={}, steps=steps,
                                         created_at=now, updated_at=now))  # fmt: skip
             deleting = asyncio.create_task(admin_client.delete(f"{SCHEDULES}{sid}"))

@@ -1,4 +1,5 @@
-"""Prometheus Alertmanager webhook (version 4) and Grafana unified alerting (the same envelope).
+"""Prometheus Alertmanager's webhook (version 4); Grafana unified alerting sends the same envelope
+(app/alerts/sources/grafana.py).
 
 One incident per alert `fingerprint`; a `resolved` alert resolves its incident. The title is the
 `summary` annotation, else the `alertname` label; the description the `description` annotation.
@@ -18,7 +19,8 @@ import hashlib
 import json
 from typing import Any
 
-from app.alerts.ingest import Alert
+from app.alerts.alert import Alert
+from app.alerts.source import Source
 from app.incidents.models import Severity
 
 SEVERITY = {
@@ -39,7 +41,16 @@ def severity_of(labels: dict[str, Any]) -> Severity:
     return SEVERITY.get(str(labels.get("severity", "")).strip().lower(), Severity.medium)
 
 
-def parse(body: Any) -> tuple[list[Alert], int]:
+def parse(body: Any) -> list[Alert]:
+    """The alerts of a webhook call, each noting how many the sender left out (truncated)."""
+    alerts, truncated = parse_envelope(body)
+    if truncated:
+        for alert in alerts:
+            alert.raw = {**alert.raw, "truncated_alerts": truncated}
+    return alerts
+
+
+def parse_envelope(body: Any) -> tuple[list[Alert], int]:
     """The alerts of a webhook call and how many Alertmanager says it left out (truncated)."""
     if not isinstance(body, dict):
         raise InvalidPayload("the body must be a JSON object")
@@ -95,3 +106,19 @@ def _alert(item: Any, index: int) -> Alert:
                  "starts_at": item.get("startsAt"), "ends_at": item.get("endsAt")},
         raw=item,
     )  # fmt: skip
+
+
+SOURCE = Source(
+    kind="alertmanager",
+    name="Prometheus Alertmanager",
+    summary="Prometheus Alertmanager's webhook (version 4): one incident per alert fingerprint.",
+    parse=parse,
+    severities=SEVERITY,
+    schema={"type": "object", "required": ["alerts"],
+            "properties": {"alerts": {"type": "array", "items": {"type": "object"}},
+                           "truncatedAlerts": {"type": "integer"}}},
+    example={"version": "4", "status": "firing", "truncatedAlerts": 0,
+             "alerts": [{"status": "firing", "fingerprint": "ceb2e74bf3eee4ae",
+                         "labels": {"alertname": "DiskSpaceLow", "severity": "critical"},
+                         "annotations": {"summary": "Disk almost full on db-1"}}]},
+)  # fmt: skip

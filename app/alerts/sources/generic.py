@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.alerts.ingest import Alert
+from app.alerts.alert import Alert
+from app.alerts.source import Source, inline
 from app.incidents.models import Severity
 
 
@@ -52,3 +53,17 @@ def _alert(item: GenericAlert) -> Alert:
         severity=item.severity, labels=item.labels, details=item.details,
         raw=item.model_dump(mode="json"),
     )  # fmt: skip
+
+
+SOURCE = Source(
+    kind="generic",
+    name="Generic JSON",
+    summary='A simple JSON alert (or `{"alerts": [...]}`); `status: resolved` resolves its '
+    "incident.",
+    parse=parse,
+    severities={severity.value: severity for severity in Severity},
+    schema=inline(GenericAlert.model_json_schema()),
+    example={"summary": "Queue backlog over 10,000", "severity": "high",
+             "dedup_key": "queue-backlog", "status": "firing", "labels": {"queue": "emails"},
+             "details": {"depth": 12000}},
+)  # fmt: skip

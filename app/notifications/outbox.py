@@ -9,15 +9,12 @@ duplicate possible is a crash between the receiver's acceptance and our commit.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import itertools
 import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -29,22 +26,19 @@ from app.core import bulk, metrics
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Sealer, Unreadable
-from app.core.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
-from app.core.logging import acting_for, current_request_id
-from app.escalation.models import EscalationEvent
-from app.incidents.models import Assignment, Incident, Status, TimelineEntry
-from app.incidents.timeline import SYSTEM, Actor, entry_row
-from app.notifications import preferences, render
+from app.core.db import is_unavailable, limit_lock_waits, session_scope
+from app.core.logging import acting_for
+from app.incidents import timeline
+from app.incidents.models import Incident, Status, TimelineEntry
+from app.notifications import render
 from app.notifications.channels import Channels, DeliveryError, Outgoing
 from app.notifications.models import (
+    ACTION_KEY,
+    PAGE_EVENTS,
     Notification,
-    NotificationPreference,
     NotificationStatus,
     WebhookSubscription,
 )
-from app.notifications.preferences import Person, Preference
-from app.notifications.render import HEADLINES
-from app.services.models import Service
 
 logger = logging.getLogger(__name__)
 
@@ -55,291 +49,9 @@ LEASE = timedelta(seconds=120)
 DELIVERY_BATCH = 50
 CONCURRENCY = 10
 SEND_DEADLINE = 15.0
-PAGE_EVENTS = ("escalated",)
 # How long a batch's outcomes wait for an unreachable database before the lease is left to
 # expire (and the batch to be sent again): a restart or a failover takes seconds, not minutes.
 RECORD_RETRY_SECONDS = 60.0
-
-
-def incident_summary(incident: Mapping[str, Any], service_name: str | None) -> dict[str, Any]:
-    """What every message and webhook says about an incident."""
-    return {
-        "id": incident["id"],
-        "title": incident["title"],
-        "status": incident["status"],
-        "severity": incident["severity"],
-        "service_id": incident["service_id"],
-        "service_name": service_name,
-        "labels": incident["labels"],
-        "escalation_level": incident["escalation_level"],
-    }
-
-
-def webhook_payload(
-    *,
-    cause: str,
-    event: str,
-    incident: dict[str, Any],
-    actor: Actor | None,
-    data: dict[str, Any],
-    now: datetime,
-) -> dict[str, Any]:
-    """The JSON body of every outgoing webhook (documented in the README and OpenAPI)."""
-    return {
-        "id": cause,
-        "event": f"incident.{event}",
-        "created_at": now.isoformat(),
-        "incident": incident,
-        "actor": None if actor is None
-        else {"type": actor.type, "id": actor.id, "name": actor.name},
-        "data": data,
-    }  # fmt: skip
-
-
-def plain_row(
-    *,
-    key: str,
-    incident_id: int | None,
-    event: str,
-    channel: str,
-    address: str,
-    subject: str,
-    payload: dict[str, Any],
-    now: datetime,
-    user_id: int | None = None,
-    webhook_id: int | None = None,
-    escalation_event_id: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "key": key, "incident_id": incident_id, "escalation_event_id": escalation_event_id,
-        "user_id": user_id, "webhook_id": webhook_id, "channel": channel, "address": address,
-        "event": event, "subject": subject[:500], "body": "", "payload": payload,
-        "status": NotificationStatus.pending.value, "attempts": 0, "next_attempt_at": now,
-        "lease_until": None, "last_error": None, "provider_message_id": None, "sent_at": None,
-        "request_id": current_request_id(), "created_at": now, "updated_at": now,
-    }  # fmt: skip
-
-
-def _subject(event: str, incident: Mapping[str, Any]) -> str:
-    headline = HEADLINES.get(event, event)
-    return f"[{incident['severity'].upper()}] #{incident['id']} {headline}: {incident['title']}"
-
-
-def rows_for(
-    *,
-    cause: str,
-    event: str,
-    incident: dict[str, Any],
-    people: Mapping[int, tuple[Person, list[Preference]]],
-    user_ids: Sequence[int],
-    subscriptions: Sequence[Subscription],
-    actor: Actor | None,
-    data: dict[str, Any],
-    now: datetime,
-    escalation_event_id: int | None = None,
-    extra: dict[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], list[int]]:
-    """One row per user and channel that wants this event, and per subscription that wants it.
-
-    Answers the rows and the users reached (those with at least one row). `incident` is a summary.
-    """
-    rows: list[dict[str, Any]] = []
-    reached: list[int] = []
-    subject = _subject(event, incident)
-    for user_id in dict.fromkeys(user_ids):
-        if user_id not in people:
-            continue
-        person, preferences = people[user_id]
-        chosen = [p for p in preferences if p.wants(event, incident["severity"])]
-        if chosen:
-            reached.append(user_id)
-        for preference in chosen:
-            if preference.channel == "webhook":  # the documented webhook body, for people too
-                payload = webhook_payload(
-                    cause=f"{cause}:user:{user_id}", event=event, incident=incident, actor=actor,
-                    data=data, now=now,
-                )  # fmt: skip
-            else:
-                payload = {
-                    "event": event, "incident": incident, "actor": actor.name if actor else None,
-                    "recipient": person.full_name, **(extra or {}),
-                }  # fmt: skip
-            rows.append(
-                plain_row(
-                    key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
-                    event=event, channel=preference.channel,
-                    address=preference.effective_address or "", subject=subject, payload=payload,
-                    now=now, user_id=user_id, escalation_event_id=escalation_event_id,
-                )
-            )  # fmt: skip
-    for subscription in subscriptions:
-        if event not in subscription.events:
-            continue
-        body = webhook_payload(
-            cause=cause, event=event, incident=incident, actor=actor, data=data, now=now
-        )
-        rows.append(
-            plain_row(
-                key=f"{cause}:webhook:{subscription.id}", incident_id=incident["id"], event=event,
-                channel="webhook", address=subscription.url, subject=subject, payload=body,
-                now=now, webhook_id=subscription.id, escalation_event_id=escalation_event_id,
-            )
-        )  # fmt: skip
-    return rows, reached
-
-
-def action_webhook_row(
-    *,
-    incident: dict[str, Any],
-    event: Mapping[str, Any],
-    url: str,
-    index: int,
-    now: datetime,
-) -> dict[str, Any]:
-    """The JSON POST of a policy step's `webhook` action (signed with WEBHOOK_SIGNING_SECRET)."""
-    cause = f"escalation:{event['id']}"
-    data = {"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"]}
-    payload = webhook_payload(
-        cause=f"{cause}:action:{index}", event="escalated", incident=incident, actor=None,
-        data=data, now=now,
-    )  # fmt: skip
-    return plain_row(
-        key=f"{cause}{ACTION_KEY}{index}", incident_id=incident["id"], event="escalated",
-        channel="webhook", address=url, subject=_subject("escalated", incident),
-        payload=payload, now=now, escalation_event_id=event["id"],
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Subscription:
-    id: int
-    url: str
-    events: list[str]
-
-
-async def subscriptions(session: AsyncSession) -> list[Subscription]:
-    """The enabled webhook subscriptions (a short list, read once per batch)."""
-    rows = await session.execute(
-        select(WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.events).where(
-            WebhookSubscription.enabled.is_(True)
-        )
-    )
-    return [Subscription(r.id, r.url, list(r.events)) for r in rows]
-
-
-async def service_names(session: AsyncSession, ids: Iterable[int | None]) -> dict[int, str]:
-    wanted = {i for i in ids if i is not None}
-    if not wanted:
-        return {}
-    rows = await session.execute(select(Service.id, Service.name).where(Service.id.in_(wanted)))
-    return {r.id: r.name for r in rows}
-
-
-async def announce(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    entry: TimelineEntry,
-    event: str,
-    actor: Actor,
-    now: datetime,
-    user_ids: Iterable[int] | None = None,
-    detail: str | None = None,
-) -> None:
-    """Write the notifications of an incident event, in the transaction that records it.
-
-    Who hears of it: for `triggered`, everyone whose preferences ask for new incidents; for
-    `assigned`, the people just assigned (`user_ids`); otherwise the incident's responders (its
-    assignees and everyone its escalation has paged). Never the person who made the change.
-    Every enabled webhook subscription for the event gets it too.
-    """
-    if entry.id is None:
-        await session.flush()
-    if user_ids is None:
-        user_ids = await _audience(session, incident=incident, event=event)
-    incident_row = {c: getattr(incident, c) for c in SUMMARY_COLUMNS}
-    await _write(
-        session, event=event, told=[Told(incident_row, entry.id, dict(entry.data), actor)],
-        user_ids=list(user_ids), now=now, detail=detail,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Told:
-    """One incident event to announce: the incident (SUMMARY_COLUMNS at least), the timeline
-    entry recording the event, and who caused it."""
-
-    incident: Mapping[str, Any]
-    entry_id: int
-    data: dict[str, Any]
-    actor: Actor
-    request_id: str | None = None  # of the request that caused it, when not the current one
-
-
-async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: datetime) -> None:
-    """`announce` of `triggered` for many new incidents at once (the ingestion of a batch)."""
-    if told:
-        audience = await _audience(session, incident=None, event="triggered")
-        await _write(session, event="triggered", told=told, user_ids=audience, now=now)
-
-
-async def _write(
-    session: AsyncSession,
-    *,
-    event: str,
-    told: Sequence[Told],
-    user_ids: list[int],
-    now: datetime,
-    detail: str | None = None,
-) -> None:
-    people = await preferences.for_users(session, user_ids)
-    hooks = await subscriptions(session)
-    if not people and not any(event in s.events for s in hooks):
-        return
-    names = await service_names(session, [t.incident["service_id"] for t in told])
-    rows: list[dict[str, Any]] = []
-    for one in told:
-        service_id = one.incident["service_id"]
-        summary = incident_summary(one.incident, names.get(service_id) if service_id else None)
-        note = detail or one.data.get("note")
-        with acting_for(one.request_id or current_request_id()):
-            rows += rows_for(
-                cause=f"timeline:{one.entry_id}", event=event, incident=summary, people=people,
-                user_ids=[uid for uid in user_ids if uid != one.actor.user_id],
-                subscriptions=hooks, actor=one.actor, data=one.data, now=now,
-                extra={"detail": note} if note else None,
-            )[0]  # fmt: skip
-    await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
-    if rows:
-        session.info[WAKE_WORKER] = True
-
-
-SUMMARY_COLUMNS = ("id", "title", "status", "severity", "service_id", "labels", "escalation_level")
-
-
-async def _audience(session: AsyncSession, *, incident: Incident | None, event: str) -> list[int]:
-    if event == "triggered" or incident is None:
-        # Only stored preferences can ask for new incidents (the defaults do not).
-        rows = await session.execute(
-            select(NotificationPreference.user_id, NotificationPreference.events).where(
-                NotificationPreference.enabled.is_(True)
-            )
-        )
-        return sorted({uid for uid, events in rows if "triggered" in events})
-    assignees = set(
-        await session.scalars(
-            select(Assignment.user_id).where(Assignment.incident_id == incident.id)
-        )
-    )
-    paged: set[int] = set()
-    for notified in await session.scalars(
-        select(EscalationEvent.notified_user_ids).where(
-            EscalationEvent.incident_id == incident.id,
-            EscalationEvent.status == "executed",
-        )
-    ):
-        paged.update(notified)
-    return sorted(assignees | paged)
 
 
 async def cancel_pending_pages(session: AsyncSession, *, incident_id: int, now: datetime) -> None:
@@ -489,32 +201,50 @@ def _is_page(row: Notification) -> bool:
 
 
 CANCELLED = "cancelled: the incident left triggered"
-ACTION_KEY = ":action:"  # in the key of a policy step's webhook action
 
 
-def _message(claimed: Claimed, settings: Settings) -> render.Message:
-    if claimed.event == RECOVERY_EVENT:
-        return recovery_message(claimed.payload, settings)
+@dataclass(frozen=True)
+class Renderer:
+    """How to render the messages of an event that is not about an incident (a password
+    recovery mail, say): given to the outbox by whoever writes such rows."""
+
+    render: Callable[[dict[str, Any], Settings], render.Message]
+    keeps_body: bool = True  # False: the message holds a secret, so its text is never stored
+
+
+Renderers = Mapping[str, Renderer]
+
+
+def _message(claimed: Claimed, settings: Settings, renderers: Renderers) -> render.Message:
+    special = renderers.get(claimed.event)
+    if special is not None:
+        return special.render(claimed.payload, settings)
     if claimed.channel in ("email", "sms", "slack"):
         return render.render(claimed.channel, claimed.payload, base_url=settings.public_base_url)
     return render.Message(subject=claimed.subject, text=claimed.subject)
 
 
 async def attempt(
-    claimed: Claimed, *, channels: Channels, settings: Settings, now: datetime
+    claimed: Claimed,
+    *,
+    channels: Channels,
+    settings: Settings,
+    now: datetime,
+    renderers: Renderers | None = None,
 ) -> Outcome:
     """Render and send one notification; never raises."""
     if claimed.unsendable is not None:
         logger.error("notification %s not sent: %s", claimed.id, claimed.unsendable)
         return Outcome(claimed, claimed.subject, "", error=claimed.unsendable[:500])
     try:
-        message = _message(claimed, settings)
+        message = _message(claimed, settings, renderers or {})
     except Exception as exc:
         logger.exception("notification %s could not be rendered", claimed.id)
         return Outcome(claimed, claimed.subject, "", error=f"rendering failed: {exc}"[:500],
                        permanent=True)  # fmt: skip
-    if claimed.event == RECOVERY_EVENT:
-        body = ""  # never store a token
+    special = (renderers or {}).get(claimed.event)
+    if special is not None and not special.keeps_body:
+        body = ""  # never store a secret
     elif claimed.channel == "webhook":
         body = json.dumps(claimed.payload, separators=(",", ":"))
     else:
@@ -589,16 +319,12 @@ async def record_outcomes(
         row.lease_until = None
         row.subject = outcome.subject[:500]
         row.body = outcome.body
-        data: dict[str, Any] = {
-            "notification_id": row.id, "channel": row.channel, "user_id": row.user_id,
-            "webhook_id": row.webhook_id, "event": row.event,
-        }  # fmt: skip
         if outcome.error is None:
             row.status = NotificationStatus.sent.value
             row.sent_at = now
             row.last_error = None
             row.provider_message_id = (outcome.provider_message_id or "")[:255] or None
-            entry_type = "notified"
+            failed = False
             recorded.append((row.channel, "sent", (now - row.created_at).total_seconds()))
             logger.info(
                 "notification %s (%s) sent for incident %s",
@@ -607,8 +333,7 @@ async def record_outcomes(
         elif outcome.permanent or row.attempts >= max_attempts:
             row.status = NotificationStatus.failed.value
             row.last_error = outcome.error
-            entry_type = "notification_failed"
-            data |= {"attempts": row.attempts, "error": outcome.error}
+            failed = True
             recorded.append((row.channel, "failed", None))
             logger.warning(
                 "notification %s (%s) failed for good after %d attempt(s): %s",
@@ -631,12 +356,24 @@ async def record_outcomes(
             continue
         if row.incident_id is not None:
             with acting_for(row.request_id):
-                entries.append(
-                    entry_row(incident_id=row.incident_id, type=entry_type, actor=SYSTEM,
-                              now=now, data=data)
-                )  # fmt: skip
+                entries.append(_delivered(row, now=now, failed=failed))
     await bulk.insert_rows(session, cast(Table, TimelineEntry.__table__), entries)
     metrics.count_deliveries(session, recorded)
+
+
+def _delivered(row: Notification, *, now: datetime, failed: bool) -> timeline.Row:
+    """The `notified` or `notification_failed` entry of an incident's notification."""
+    assert row.incident_id is not None
+    if failed:
+        return timeline.notification_failed(
+            row.incident_id, now=now, notification_id=row.id, channel=row.channel,
+            user_id=row.user_id, webhook_id=row.webhook_id, event=row.event,
+            attempts=row.attempts, error=row.last_error,
+        )  # fmt: skip
+    return timeline.notified(
+        row.incident_id, now=now, notification_id=row.id, channel=row.channel,
+        user_id=row.user_id, webhook_id=row.webhook_id, event=row.event,
+    )  # fmt: skip
 
 
 async def deliver_due(
@@ -646,6 +383,7 @@ async def deliver_due(
     batch: int,
     channels: Channels,
     concurrency: int = CONCURRENCY,
+    renderers: Renderers | None = None,
 ) -> int:
     """Claim a batch, send it (up to `concurrency` at once) outside any transaction, record it."""
     settings = channels.settings
@@ -661,7 +399,9 @@ async def deliver_due(
 
     async def one(item: Claimed) -> Outcome:
         async with gate:
-            return await attempt(item, channels=channels, settings=settings, now=clock.now())
+            return await attempt(
+                item, channels=channels, settings=settings, now=clock.now(), renderers=renderers
+            )
 
     outcomes = list(await asyncio.gather(*(one(item) for item in claimed)))
     give_up = time.monotonic() + RECORD_RETRY_SECONDS
@@ -688,38 +428,6 @@ async def deliver_due(
             )  # fmt: skip
             await asyncio.sleep(wait)
     return len(claimed)
-
-
-# ---- password recovery ---------------------------------------------------------------------------
-
-RECOVERY_EVENT = "password_recovery"
-
-
-def recovery_token(secret_key: str, nonce: str) -> str:
-    """The reset token mailed for `nonce`, derived from the secret key: the outbox never holds it.
-
-    The database keeps only the token's SHA-256 (to check it) and the nonce (to mail it).
-    """
-    digest = hmac.new(secret_key.encode(), f"password-recovery:{nonce}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-
-
-def recovery_row(
-    *, user_id: int, email: str, nonce: str, minutes: int, now: datetime
-) -> dict[str, Any]:
-    return plain_row(
-        key=f"recovery:{nonce}", incident_id=None, event=RECOVERY_EVENT, channel="email",
-        address=email, subject="Password recovery", payload={"nonce": nonce, "minutes": minutes},
-        now=now, user_id=user_id,
-    )  # fmt: skip
-
-
-def recovery_message(payload: dict[str, Any], settings: Settings) -> render.Message:
-    token = recovery_token(settings.secret_key, payload["nonce"])
-    return render.render_recovery(
-        token=token, minutes=payload["minutes"], project=settings.project_name,
-        base_url=settings.public_base_url,
-    )  # fmt: skip
 
 
 async def next_due(session: AsyncSession) -> datetime | None:

@@ -1,0 +1,32 @@
+"""Who did something: a person, an integration (an alert source), or the system itself.
+
+Every record of a change names its actor: incident timelines, schedule histories, webhook
+payloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+class Person(Protocol):
+    id: int
+    full_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    type: Literal["user", "integration", "system"]
+    id: int | None
+    name: str
+
+    @classmethod
+    def of(cls, user: Person) -> Actor:
+        return cls("user", user.id, user.full_name)
+
+    @property
+    def user_id(self) -> int | None:
+        return self.id if self.type == "user" else None
+
+
+SYSTEM = Actor("system", None, "system")

@@ -1,0 +1,301 @@
+"""An incident's life across domains: opening, every change of state, assignments, comments.
+
+Each change goes through `changed`: the one place that says what follows what. Leaving
+`triggered` (acknowledged, snoozed, resolved) stops the escalation run and cancels pages not yet
+sent; coming back to it (unsnoozed, unacknowledged, reopened) starts a new run; the changes
+people may ask to hear of are announced; and the metrics count them. All of it is written in the
+transaction of the change. The API, the console, ingestion and the worker all come through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import bulk, metrics
+from app.core.actors import SYSTEM, Actor
+from app.core.db import WAKE_WORKER
+from app.core.logging import acting_for
+from app.escalation import runs
+from app.escalation.models import EscalationEvent
+from app.incidents import service as incident_service
+from app.incidents import timeline
+from app.incidents.models import Comment, Incident, Severity, Status, TimelineEntry
+from app.incidents.timeline import EntryType, Row
+from app.notifications import compose, outbox
+from app.services import service as service_service
+from app.users.models import User
+
+INCIDENTS = cast(Table, Incident.__table__)
+ENTRIES = cast(Table, TimelineEntry.__table__)
+EVENTS = cast(Table, EscalationEvent.__table__)
+
+# What follows each kind of change (see `changed`).
+STOPS_ESCALATION = frozenset({EntryType.acknowledged, EntryType.snoozed, EntryType.resolved})
+STARTS_ESCALATION = frozenset({EntryType.unsnoozed, EntryType.unacknowledged, EntryType.reopened})
+# The changes people may ask to be told about (notification preferences' `events`).
+ANNOUNCED = frozenset({EntryType.acknowledged, EntryType.resolved, EntryType.reopened})
+# The changes counted by the metrics (with `opened`, counted in `open_many`).
+COUNTED = frozenset({EntryType.acknowledged, EntryType.resolved, EntryType.reopened})
+
+
+async def changed(
+    session: AsyncSession, *, incident: Incident, entry: Row | None, actor: Actor, now: datetime
+) -> Incident:
+    """What follows a change of `incident`, recorded by `entry` (None: nothing changed), in the
+    change's transaction; answers the incident as stored."""
+    if entry is None:
+        return incident
+    kind = timeline.type_of(entry)
+    if kind in STOPS_ESCALATION:
+        await runs.stop(session, incident=incident, reason=kind.value)
+        await outbox.cancel_pending_pages(session, incident_id=incident.id, now=now)
+    recorded = timeline.record(session, entry)
+    if kind in STARTS_ESCALATION:
+        await runs.start(session, incident=incident, now=now)
+    await session.flush()
+    if kind in ANNOUNCED:
+        await compose.announce(
+            session, incident=incident, entry=recorded, event=kind.value, actor=actor, now=now
+        )
+    if kind in COUNTED:
+        metrics.count_incidents(session, kind.value, [incident.severity])
+    return await incident_service.reload(session, incident)
+
+
+# ---- opening -------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Opening:
+    """An incident to open: its row (`incident_service.new_row`), who opens it, and the entries
+    that follow its `created` and `policy_applied` ones (the alerts that came with it), each made
+    from the incident's id once it has one."""
+
+    row: Row
+    actor: Actor
+    request_id: str | None = None  # of the request that opens it, when not the current one
+    followers: list[Callable[[int], Row]] = field(default_factory=list)
+    id: int | None = None  # once opened
+
+
+async def open_many(session: AsyncSession, openings: Sequence[Opening], *, now: datetime) -> None:
+    """Open incidents, each with its `created` entry, its escalation policy and first step, and
+    its notifications; counted once committed. A handful of statements for any number (the API
+    opens one at a time, ingestion many). The caller has checked the service and the dedup key.
+    Sets each opening's id."""
+    if not openings:
+        return
+    rows = [opening.row for opening in openings]
+    choices = await runs.choose_policies(session, [SimpleNamespace(**row) for row in rows])
+    for row, (policy, _) in zip(rows, choices, strict=True):
+        row.update(runs.escalation_fields(policy, run=1))
+    inserted = await bulk.insert_rows(session, INCIDENTS, rows, returning=("id",), ordered=True)
+    entries: list[Row] = []
+    steps: list[Row] = []
+    told: list[tuple[Opening, dict[str, Any]]] = []
+    for opening, row, (_, reason), (incident_id,) in zip(
+        openings, rows, choices, inserted, strict=True
+    ):
+        opening.id = row["id"] = incident_id
+        with acting_for(opening.request_id) if opening.request_id else nullcontext():
+            created = timeline.created(
+                incident_id, actor=opening.actor, now=now, title=row["title"],
+                severity=row["severity"], service_id=row["service_id"], source=row["source"],
+                dedup_key=row["dedup_key"],
+            )  # fmt: skip
+            applied, step = runs.begin_rows(incident=SimpleNamespace(**row), reason=reason, now=now)
+        entries += [created, applied, *(follower(incident_id) for follower in opening.followers)]
+        told.append((opening, created["data"]))
+        if step is not None:
+            steps.append(step)
+    written = await bulk.insert_rows(
+        session, ENTRIES, entries, returning=("id", "incident_id", "type")
+    )
+    created_ids = {row.incident_id: row.id for row in written if row.type == EntryType.created}
+    await bulk.insert_rows(session, EVENTS, steps)
+    if steps:
+        session.info[WAKE_WORKER] = True
+    await compose.announce_opened(
+        session,
+        [
+            compose.Told(opening.row, created_ids[cast(int, opening.id)], data, opening.actor,
+                         request_id=opening.request_id)
+            for opening, data in told
+        ],
+        now=now,
+    )  # fmt: skip
+    metrics.count_incidents(session, "opened", [row["severity"] for row in rows])
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    title: str,
+    actor: Actor,
+    now: datetime,
+    description: str = "",
+    severity: Severity = Severity.medium,
+    service_id: int | None = None,
+    service_name: str | None = None,
+    labels: dict[str, str] | None = None,
+    custom_fields: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+    source: str = "api",
+) -> tuple[Incident, bool]:
+    """A new incident, or the open one with the same dedup key and service (created is False).
+    `service_name` names a service, created if none has that name."""
+    if service_name is not None:
+        service_id = (await service_service.get_or_create(session, name=service_name, now=now)).id
+    elif service_id is not None:
+        await incident_service.check_service(session, service_id)
+    if dedup_key is not None:
+        pair = (service_id, dedup_key)
+        await incident_service.lock_dedup_keys(session, [pair])
+        existing = (await incident_service.find_open(session, [pair])).get(pair)
+        if existing is not None:
+            found = await incident_service.get(session, existing)
+            assert found is not None
+            return found, False
+    opening = Opening(
+        incident_service.new_row(
+            title=title, description=description, severity=severity, service_id=service_id,
+            source=source, dedup_key=dedup_key, labels=labels or {},
+            custom_fields=custom_fields or {}, created_by=actor.user_id, last_alert_at=None,
+            now=now,
+        ),
+        actor,
+    )  # fmt: skip
+    await open_many(session, [opening], now=now)
+    opened = await incident_service.get(session, cast(int, opening.id))
+    assert opened is not None
+    return opened, True
+
+
+# ---- changes -------------------------------------------------------------------------------------
+
+
+async def update(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    changes: dict[str, Any],
+    expected_version: int | None,
+    actor: Actor,
+    now: datetime,
+) -> Incident:
+    entry = await incident_service.update(
+        session, incident=incident, changes=changes, expected_version=expected_version,
+        actor=actor, now=now,
+    )  # fmt: skip
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def acknowledge(
+    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime,
+    note: str | None = None,
+) -> Incident:  # fmt: skip
+    entry = incident_service.acknowledge(incident, actor=actor, now=now, note=note)
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def resolve(
+    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime,
+    note: str | None = None,
+) -> Incident:  # fmt: skip
+    entry = incident_service.resolve(incident, actor=actor, now=now, note=note)
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def snooze(
+    session: AsyncSession, *, incident: Incident, until: datetime, actor: Actor, now: datetime,
+    note: str | None = None,
+) -> Incident:  # fmt: skip
+    entry = incident_service.snooze(incident, until=until, actor=actor, now=now, note=note)
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def unsnooze(
+    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime
+) -> Incident:
+    entry = incident_service.unsnooze(incident, actor=actor, now=now)
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def unacknowledge(
+    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime
+) -> Incident:
+    entry = incident_service.unacknowledge(incident, actor=actor, now=now)
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def reopen(
+    session: AsyncSession, *, incident: Incident, actor: Actor, now: datetime,
+    note: str | None = None,
+) -> Incident:  # fmt: skip
+    entry = await incident_service.reopen(
+        session, incident=incident, actor=actor, now=now, note=note
+    )
+    return await changed(session, incident=incident, entry=entry, actor=actor, now=now)
+
+
+async def wake_snoozed(session: AsyncSession, *, now: datetime, batch: int = 100) -> int:
+    """Return incidents whose snooze has ended to `triggered` (a worker job; safe to run twice)."""
+    ids = await incident_service.snoozes_due(session, now=now, batch=batch)
+    for incident_id in ids:
+        incident = await incident_service.get(session, incident_id, lock=True)
+        if incident is not None and incident.status == Status.snoozed.value:
+            await unsnooze(session, incident=incident, actor=SYSTEM, now=now)
+    return len(ids)
+
+
+async def assign(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    actor: Actor,
+    now: datetime,
+    user_ids: Sequence[int] | None = None,
+    add_user_id: int | None = None,
+    role: str = "responder",
+) -> Incident:
+    """Set the whole set of assignees, or add one person (or change their part); the people
+    added are told."""
+    done = await incident_service.assign(
+        session, incident=incident, actor=actor, now=now, user_ids=user_ids,
+        add_user_id=add_user_id, role=role,
+    )  # fmt: skip
+    if done is None:
+        return incident
+    entry = timeline.record(session, done.entry)
+    await session.flush()
+    if done.added:
+        await compose.announce(
+            session, incident=incident, entry=entry, event=EntryType.assigned.value, actor=actor,
+            now=now, user_ids=done.added,
+        )  # fmt: skip
+    session.expire(incident, ["assignments"])
+    return await incident_service.reload(session, incident)
+
+
+async def comment(
+    session: AsyncSession, *, incident: Incident, author: User, content: str, now: datetime
+) -> Comment:
+    """Add a comment; the incident's responders are told."""
+    added, row = await incident_service.add_comment(
+        session, incident=incident, author=author, content=content, now=now
+    )
+    entry = timeline.record(session, row)
+    await session.flush()
+    await compose.announce(
+        session, incident=incident, entry=entry, event=EntryType.commented.value,
+        actor=Actor.of(author), now=now, detail=content,
+    )  # fmt: skip
+    return added

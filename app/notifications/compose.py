@@ -1,0 +1,340 @@
+"""What an incident event tells whom: the notification rows written with the change.
+
+Who hears of an event: for a new incident, everyone whose preferences ask for new incidents; for
+an assignment, the people just assigned; otherwise the incident's responders (its assignees and
+everyone its escalation has paged). Never the person who made the change. Every enabled webhook
+subscription for the event gets it too. The rows are written in the transaction that records the
+event; the outbox (`app.notifications.outbox`) delivers them later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import bulk
+from app.core.actors import Actor
+from app.core.db import WAKE_WORKER
+from app.core.logging import acting_for, current_request_id
+from app.escalation.models import EscalationEvent
+from app.incidents.models import Assignment, Incident, TimelineEntry
+from app.notifications import preferences
+from app.notifications.models import (
+    ACTION_KEY,
+    Notification,
+    NotificationPreference,
+    WebhookSubscription,
+    notification_row,
+)
+from app.notifications.preferences import Person, Preference
+from app.notifications.render import HEADLINES
+from app.services.models import Service
+
+
+def incident_summary(incident: Mapping[str, Any], service_name: str | None) -> dict[str, Any]:
+    """What every message and webhook says about an incident."""
+    return {
+        "id": incident["id"],
+        "title": incident["title"],
+        "status": incident["status"],
+        "severity": incident["severity"],
+        "service_id": incident["service_id"],
+        "service_name": service_name,
+        "labels": incident["labels"],
+        "escalation_level": incident["escalation_level"],
+    }
+
+
+def webhook_payload(
+    *,
+    cause: str,
+    event: str,
+    incident: dict[str, Any],
+    actor: Actor | None,
+    data: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The JSON body of every outgoing webhook (documented in the README and OpenAPI)."""
+    return {
+        "id": cause,
+        "event": f"incident.{event}",
+        "created_at": now.isoformat(),
+        "incident": incident,
+        "actor": None if actor is None
+        else {"type": actor.type, "id": actor.id, "name": actor.name},
+        "data": data,
+    }  # fmt: skip
+
+
+def _subject(event: str, incident: Mapping[str, Any]) -> str:
+    headline = HEADLINES.get(event, event)
+    return f"[{incident['severity'].upper()}] #{incident['id']} {headline}: {incident['title']}"
+
+
+def rows_for(
+    *,
+    cause: str,
+    event: str,
+    incident: dict[str, Any],
+    people: Mapping[int, tuple[Person, list[Preference]]],
+    user_ids: Sequence[int],
+    subscriptions: Sequence[Subscription],
+    actor: Actor | None,
+    data: dict[str, Any],
+    now: datetime,
+    escalation_event_id: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One row per user and channel that wants this event, and per subscription that wants it.
+
+    Answers the rows and the users reached (those with at least one row). `incident` is a summary.
+    """
+    rows: list[dict[str, Any]] = []
+    reached: list[int] = []
+    subject = _subject(event, incident)
+    for user_id in dict.fromkeys(user_ids):
+        if user_id not in people:
+            continue
+        person, preferences = people[user_id]
+        chosen = [p for p in preferences if p.wants(event, incident["severity"])]
+        if chosen:
+            reached.append(user_id)
+        for preference in chosen:
+            if preference.channel == "webhook":  # the documented webhook body, for people too
+                payload = webhook_payload(
+                    cause=f"{cause}:user:{user_id}", event=event, incident=incident, actor=actor,
+                    data=data, now=now,
+                )  # fmt: skip
+            else:
+                payload = {
+                    "event": event, "incident": incident, "actor": actor.name if actor else None,
+                    "recipient": person.full_name, **(extra or {}),
+                }  # fmt: skip
+            rows.append(
+                notification_row(
+                    key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
+                    event=event, channel=preference.channel,
+                    address=preference.effective_address or "", subject=subject, payload=payload,
+                    now=now, user_id=user_id, escalation_event_id=escalation_event_id,
+                )
+            )  # fmt: skip
+    for subscription in subscriptions:
+        if event not in subscription.events:
+            continue
+        body = webhook_payload(
+            cause=cause, event=event, incident=incident, actor=actor, data=data, now=now
+        )
+        rows.append(
+            notification_row(
+                key=f"{cause}:webhook:{subscription.id}", incident_id=incident["id"], event=event,
+                channel="webhook", address=subscription.url, subject=subject, payload=body,
+                now=now, webhook_id=subscription.id, escalation_event_id=escalation_event_id,
+            )
+        )  # fmt: skip
+    return rows, reached
+
+
+def action_webhook_row(
+    *,
+    incident: dict[str, Any],
+    event: Mapping[str, Any],
+    url: str,
+    index: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The JSON POST of a policy step's `webhook` action (signed with WEBHOOK_SIGNING_SECRET)."""
+    cause = f"escalation:{event['id']}"
+    data = {"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"]}
+    payload = webhook_payload(
+        cause=f"{cause}:action:{index}", event="escalated", incident=incident, actor=None,
+        data=data, now=now,
+    )  # fmt: skip
+    return notification_row(
+        key=f"{cause}{ACTION_KEY}{index}", incident_id=incident["id"], event="escalated",
+        channel="webhook", address=url, subject=_subject("escalated", incident),
+        payload=payload, now=now, escalation_event_id=event["id"],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    url: str
+    events: list[str]
+
+
+async def subscriptions(session: AsyncSession) -> list[Subscription]:
+    """The enabled webhook subscriptions (a short list, read once per batch)."""
+    rows = await session.execute(
+        select(WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.events).where(
+            WebhookSubscription.enabled.is_(True)
+        )
+    )
+    return [Subscription(r.id, r.url, list(r.events)) for r in rows]
+
+
+async def service_names(session: AsyncSession, ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Service.id, Service.name).where(Service.id.in_(wanted)))
+    return {r.id: r.name for r in rows}
+
+
+async def announce(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    entry: TimelineEntry,
+    event: str,
+    actor: Actor,
+    now: datetime,
+    user_ids: Iterable[int] | None = None,
+    detail: str | None = None,
+) -> None:
+    """Write the notifications of an incident event, in the transaction that records it.
+
+    Who hears of it: for `triggered`, everyone whose preferences ask for new incidents; for
+    `assigned`, the people just assigned (`user_ids`); otherwise the incident's responders (its
+    assignees and everyone its escalation has paged). Never the person who made the change.
+    Every enabled webhook subscription for the event gets it too.
+    """
+    if entry.id is None:
+        await session.flush()
+    if user_ids is None:
+        user_ids = await _audience(session, incident=incident, event=event)
+    incident_row = {c: getattr(incident, c) for c in SUMMARY_COLUMNS}
+    await _write(
+        session, event=event, told=[Told(incident_row, entry.id, dict(entry.data), actor)],
+        user_ids=list(user_ids), now=now, detail=detail,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Told:
+    """One incident event to announce: the incident (SUMMARY_COLUMNS at least), the timeline
+    entry recording the event, and who caused it."""
+
+    incident: Mapping[str, Any]
+    entry_id: int
+    data: dict[str, Any]
+    actor: Actor
+    request_id: str | None = None  # of the request that caused it, when not the current one
+
+
+async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: datetime) -> None:
+    """`announce` of `triggered` for many new incidents at once (the ingestion of a batch)."""
+    if told:
+        audience = await _audience(session, incident=None, event="triggered")
+        await _write(session, event="triggered", told=told, user_ids=audience, now=now)
+
+
+async def _write(
+    session: AsyncSession,
+    *,
+    event: str,
+    told: Sequence[Told],
+    user_ids: list[int],
+    now: datetime,
+    detail: str | None = None,
+) -> None:
+    people = await preferences.for_users(session, user_ids)
+    hooks = await subscriptions(session)
+    if not people and not any(event in s.events for s in hooks):
+        return
+    names = await service_names(session, [t.incident["service_id"] for t in told])
+    rows: list[dict[str, Any]] = []
+    for one in told:
+        service_id = one.incident["service_id"]
+        summary = incident_summary(one.incident, names.get(service_id) if service_id else None)
+        note = detail or one.data.get("note")
+        with acting_for(one.request_id or current_request_id()):
+            rows += rows_for(
+                cause=f"timeline:{one.entry_id}", event=event, incident=summary, people=people,
+                user_ids=[uid for uid in user_ids if uid != one.actor.user_id],
+                subscriptions=hooks, actor=one.actor, data=one.data, now=now,
+                extra={"detail": note} if note else None,
+            )[0]  # fmt: skip
+    await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
+    if rows:
+        session.info[WAKE_WORKER] = True
+
+
+SUMMARY_COLUMNS = ("id", "title", "status", "severity", "service_id", "labels", "escalation_level")
+
+
+async def _audience(session: AsyncSession, *, incident: Incident | None, event: str) -> list[int]:
+    if event == "triggered" or incident is None:
+        # Only stored preferences can ask for new incidents (the defaults do not).
+        rows = await session.execute(
+            select(NotificationPreference.user_id, NotificationPreference.events).where(
+                NotificationPreference.enabled.is_(True)
+            )
+        )
+        return sorted({uid for uid, events in rows if "triggered" in events})
+    assignees = set(
+        await session.scalars(
+            select(Assignment.user_id).where(Assignment.incident_id == incident.id)
+        )
+    )
+    paged: set[int] = set()
+    for notified in await session.scalars(
+        select(EscalationEvent.notified_user_ids).where(
+            EscalationEvent.incident_id == incident.id,
+            EscalationEvent.status == "executed",
+        )
+    ):
+        paged.update(notified)
+    return sorted(assignees | paged)
+
+
+@dataclass(frozen=True)
+class StepPages:
+    """Writes the notifications of escalation steps (the `PageWriter` of app.escalation.firing):
+    pages to the people a step notifies, the event to the subscriptions that want it, and the
+    step's webhook actions. Holds what it needs for a whole batch of steps, read once."""
+
+    people: Mapping[int, tuple[Person, list[Preference]]]  # the active users among the targets
+    hooks: Sequence[Subscription]
+    services: Mapping[int, str]
+
+    def __call__(
+        self, *, event: Mapping[str, Any], incident: Mapping[str, Any], severity: str,
+        user_ids: list[int], to_subscriptions: bool, now: datetime,
+    ) -> tuple[list[dict[str, Any]], list[int]]:  # fmt: skip
+        summary = incident_summary(
+            {**incident, "severity": severity, "escalation_level": event["step"]},
+            self.services.get(incident["service_id"]),
+        )
+        position = {"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"]}
+        pages, notified = rows_for(
+            cause=f"escalation:{event['id']}", event="escalated", incident=summary,
+            people=self.people, user_ids=user_ids,
+            subscriptions=self.hooks if to_subscriptions else [], actor=None, data=position,
+            now=now, escalation_event_id=event["id"],
+            extra={"step": event["step"], "cycle": event["cycle"]},
+        )  # fmt: skip
+        pages += [
+            action_webhook_row(
+                incident=summary, event=event, url=action["url"], index=index, now=now
+            )
+            for index, action in enumerate(event["actions"])
+            if action["type"] == "webhook"
+        ]
+        return pages, notified
+
+
+async def step_pages(
+    session: AsyncSession, *, user_ids: Iterable[int], service_ids: Iterable[int | None]
+) -> StepPages:
+    """What writing the pages of a batch of steps needs: three reads for any number of steps."""
+    return StepPages(
+        people=await preferences.for_users(session, user_ids),
+        hooks=await subscriptions(session),
+        services=await service_names(session, service_ids),
+    )

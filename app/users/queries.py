@@ -1,0 +1,28 @@
+"""Read-only lookups of users that other domains' rules need (who may be paged, assigned, put on
+call). Other domains import these, never `app.users.service`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.users.models import User
+
+
+async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int]:
+    """The ids among `user_ids` that name no active user (deleted or deactivated), sorted."""
+    wanted = set(user_ids)
+    if not wanted:
+        return []
+    # Key-share locks: a user being deleted waits for this transaction (and is then refused, or
+    # finds what it names), instead of leaving a reference to nobody behind.
+    active = set(
+        await session.scalars(
+            select(User.id)
+            .where(User.id.in_(wanted), User.is_active.is_(True))
+            .with_for_update(key_share=True)
+        )
+    )
+    return sorted(wanted - active)
