@@ -17,6 +17,7 @@ from app import __version__, openapi
 from app.alerts import router as alerts
 from app.api import api_router
 from app.core import batching, metrics, ratelimit
+from app.core.batching import Batcher
 from app.core.body_guard import InputGuard
 from app.core.clock import Clock, SystemClock
 from app.core.config import Settings, settings_or_exit
@@ -28,6 +29,7 @@ from app.core.observe import RequestObserver, RouteRecorder
 from app.core.routing import SlashAliasMiddleware
 from app.core.security_headers import SecurityHeaders
 from app.core.timing import ServerTimingMiddleware
+from app.flows.incidents import Opener
 from app.flows.ingest import AlertBatcher
 from app.notifications.router import document_webhooks
 from app.ui import router as console
@@ -63,14 +65,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             batch=settings.worker_batch_size,
             settings=settings,
         )
-        # Ingestion's own connections, not pinged before use (see app.alerts.batch): two per
-        # batch in flight, its transaction's and its rate-limit statement's, all kept open (a
-        # pool that had to open the second for each batch spent more on connecting than on
-        # the alerts: 1,000 alerts a second instead of 2,000).
+        # The batchers' own connections, not pinged before use (see app.core.batching): for
+        # ingestion two per batch in flight, its transaction's and its rate-limit statement's,
+        # and one for each batch of incidents opened through the API, all kept open (a pool that
+        # had to open the second for each batch spent more on connecting than on the alerts:
+        # 1,000 alerts a second instead of 2,000).
         ingest_engine = create_engine(
-            settings, pool_size=2 * batching.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
+            settings, pool_size=3 * batching.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
         )
         metrics.instrument_pool(ingest_engine, "ingest")
+        # Incidents opened through the API, batched the same way, on the same connections.
+        app.state.incident_batcher = Batcher(
+            create_sessionmaker(ingest_engine), clock, Opener(), wake=app.state.worker.wake
+        )
         app.state.alert_batcher = AlertBatcher(
             create_sessionmaker(ingest_engine),
             clock,
@@ -87,6 +94,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             await app.state.change_feed.close()
             await app.state.alert_batcher.close()
+            await app.state.incident_batcher.close()
             await ingest_engine.dispose()
             if task is not None:
                 app.state.worker.stop()

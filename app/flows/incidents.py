@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import bulk, metrics
 from app.core.actors import SYSTEM, Actor
+from app.core.batching import Job
 from app.core.db import WAKE_WORKER
+from app.core.errors import DomainError, Unauthorized, Unprocessable
 from app.core.logging import acting_for
 from app.escalation import runs
 from app.escalation.models import EscalationEvent
@@ -31,6 +33,7 @@ from app.incidents.models import Comment, Incident, Severity, Status, TimelineEn
 from app.incidents.timeline import EntryType, Row
 from app.notifications import compose, outbox
 from app.services import service as service_service
+from app.users import queries as user_queries
 from app.users.models import User
 
 INCIDENTS = cast(Table, Incident.__table__)
@@ -148,35 +151,92 @@ async def create(
     labels: dict[str, str] | None = None,
     custom_fields: dict[str, Any] | None = None,
     dedup_key: str | None = None,
-    source: str = "api",
 ) -> tuple[Incident, bool]:
     """A new incident, or the open one with the same dedup key and service (created is False).
     `service_name` names a service, created if none has that name."""
-    if service_name is not None:
-        service_id = (await service_service.get_or_create(session, name=service_name, now=now)).id
-    elif service_id is not None:
-        await incident_service.check_service(session, service_id)
-    if dedup_key is not None:
-        pair = (service_id, dedup_key)
-        await incident_service.lock_dedup_keys(session, [pair])
-        existing = (await incident_service.find_open(session, [pair])).get(pair)
-        if existing is not None:
-            found = await incident_service.get(session, existing)
-            assert found is not None
-            return found, False
-    opening = Opening(
-        incident_service.new_row(
-            title=title, description=description, severity=severity, service_id=service_id,
-            source=source, dedup_key=dedup_key, labels=labels or {},
-            custom_fields=custom_fields or {}, created_by=actor.user_id, last_alert_at=None,
-            now=now,
-        ),
-        actor,
+    wanted = Wanted(
+        actor, title, description, severity, service_id, service_name, labels or {},
+        custom_fields or {}, dedup_key,
     )  # fmt: skip
-    await open_many(session, [opening], now=now)
-    opened = await incident_service.get(session, cast(int, opening.id))
-    assert opened is not None
-    return opened, True
+    [answer] = await open_wanted(session, [wanted], now=now)
+    if isinstance(answer, DomainError):
+        raise answer
+    return answer
+
+
+@dataclass(eq=False)
+class Wanted:
+    """An incident someone asks for (the API, the console): opened, or the open one with its
+    dedup key on its service."""
+
+    actor: Actor
+    title: str
+    description: str = ""
+    severity: Severity = Severity.medium
+    service_id: int | None = None
+    service_name: str | None = None  # names a service, created if new (instead of service_id)
+    labels: dict[str, str] = field(default_factory=dict)
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+    dedup_key: str | None = None
+    request_id: str | None = None  # of the request asking, when not the current one
+
+
+async def open_wanted(
+    session: AsyncSession, wanted: Sequence[Wanted], *, now: datetime
+) -> list[tuple[Incident, bool] | DomainError]:
+    """Each one asked for: (the incident, whether it was opened), or its refusal (an unknown
+    service). The same outcome as one at a time in order (a dedup key asked for twice opens one
+    incident), in a handful of statements for any number."""
+    answers: list[tuple[Incident, bool] | DomainError | None] = [None] * len(wanted)
+    # Services named are created if new, in the order of their names (the locks that serialise
+    # their creators are then always taken in one order).
+    named: dict[str, int] = {}
+    for name in sorted({w.service_name for w in wanted if w.service_name is not None}):
+        named[name] = (await service_service.get_or_create(session, name=name, now=now)).id
+    given = {w.service_id for w in wanted if w.service_name is None and w.service_id is not None}
+    known = await incident_service.existing_services(session, given)
+    service_of: dict[int, int | None] = {}
+    for n, one in enumerate(wanted):
+        if one.service_name is not None:
+            service_of[n] = named[one.service_name]
+        elif one.service_id is not None and one.service_id not in known:
+            answers[n] = Unprocessable(f"Service {one.service_id} does not exist")
+        else:
+            service_of[n] = one.service_id
+    pairs = {(service_of[n], key) for n in service_of if (key := wanted[n].dedup_key) is not None}
+    open_now: dict[incident_service.DedupPair, int | Opening] = {}
+    if pairs:
+        await incident_service.lock_dedup_keys(session, pairs)
+        open_now.update(await incident_service.find_open(session, pairs))
+    openings: list[Opening] = []
+    targets: dict[int, tuple[int | Opening, bool]] = {}
+    for n, service_id in service_of.items():
+        one = wanted[n]
+        pair = (service_id, one.dedup_key or "")
+        if one.dedup_key is not None and pair in open_now:
+            targets[n] = (open_now[pair], False)  # open already, or opened just before
+            continue
+        opening = Opening(
+            incident_service.new_row(
+                title=one.title, description=one.description, severity=one.severity,
+                service_id=service_id, source="api", dedup_key=one.dedup_key, labels=one.labels,
+                custom_fields=one.custom_fields, created_by=one.actor.user_id,
+                last_alert_at=None, now=now,
+            ),
+            one.actor,
+            request_id=one.request_id,
+        )  # fmt: skip
+        openings.append(opening)
+        targets[n] = (opening, True)
+        if one.dedup_key is not None:
+            open_now[pair] = opening
+    await open_many(session, openings, now=now)
+    ids = {n: t.id if isinstance(t, Opening) else t for n, (t, _) in targets.items()}
+    found = await incident_service.get_many(session, sorted({cast(int, i) for i in ids.values()}))
+    incidents = {incident.id: incident for incident in found}
+    for n, (_, created) in targets.items():
+        answers[n] = (incidents[cast(int, ids[n])], created)
+    return cast(list[tuple[Incident, bool] | DomainError], answers)
 
 
 # ---- changes -------------------------------------------------------------------------------------
@@ -299,3 +359,39 @@ async def comment(
         actor=Actor.of(author), now=now, detail=content,
     )  # fmt: skip
     return added
+
+
+# ---- opening through the API: the requests in hand, in one transaction -------------------------
+
+
+@dataclass(eq=False)
+class OpenJob(Job[tuple[Incident, bool]]):
+    """One `POST /v1/incidents/`: who asks (their token's claims, checked in the batch, so that a
+    request holds no transaction of its own) and what they ask for."""
+
+    user_id: int
+    token_version: int
+    wanted: Wanted
+
+
+class Opener:
+    """The work of a batch of `OpenJob`s (`app.core.batching.Work`)."""
+
+    async def __call__(
+        self, session: AsyncSession, jobs: Sequence[OpenJob], now: datetime
+    ) -> list[Any]:
+        users = await user_queries.active_by_id(session, {job.user_id for job in jobs})
+        outcomes: list[Any] = [Unauthorized("Invalid or expired token")] * len(jobs)
+        asked: list[int] = []
+        for n, job in enumerate(jobs):
+            user = users.get(job.user_id)
+            if user is not None and user.token_version == job.token_version:
+                job.wanted.actor, job.wanted.request_id = Actor.of(user), job.request_id
+                asked.append(n)
+        answers = await open_wanted(session, [jobs[n].wanted for n in asked], now=now)
+        for n, answer in zip(asked, answers, strict=True):
+            outcomes[n] = answer
+        return outcomes
+
+    def rolled_back(self, session: AsyncSession, jobs: Sequence[OpenJob]) -> None:
+        """Nothing noted on the jobs outlives a transaction."""

@@ -202,6 +202,13 @@ async def check_service(session: AsyncSession, service_id: int) -> None:
         raise Unprocessable(f"Service {service_id} does not exist")
 
 
+async def existing_services(session: AsyncSession, service_ids: set[int]) -> set[int]:
+    """Those of `service_ids` that name a service (one query)."""
+    if not service_ids:
+        return set()
+    return set(await session.scalars(select(Service.id).where(Service.id.in_(service_ids))))
+
+
 # ---- changes -------------------------------------------------------------------------------------
 
 UPDATABLE = ("title", "description", "severity", "service_id", "labels", "custom_fields")

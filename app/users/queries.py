@@ -26,3 +26,12 @@ async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int
         )
     )
     return sorted(wanted - active)
+
+
+async def active_by_id(session: AsyncSession, user_ids: Iterable[int]) -> dict[int, User]:
+    """The active users among `user_ids`, by id (one query for any number)."""
+    wanted = set(user_ids)
+    if not wanted:
+        return {}
+    found = await session.scalars(select(User).where(User.id.in_(wanted), User.is_active.is_(True)))
+    return {user.id: user for user in found}
