@@ -15,7 +15,7 @@ from app.users.models import User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/login/access-token", auto_error=False)
 
 
-def get_token_claims(
+async def get_token_claims(
     settings: SettingsDep,
     clock: ClockDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],

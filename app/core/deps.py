@@ -22,12 +22,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         request.app.state.worker.wake()
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
