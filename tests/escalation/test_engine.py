@@ -13,7 +13,7 @@ from app.core.db import session_scope
 from app.escalation import engine
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 POLICIES = "/v1/escalation/policies/"
 
