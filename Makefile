@@ -45,7 +45,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy run_e2e_tests.py scripts bench
+	$(BIN)/mypy run_e2e_tests.py scripts bench tests/e2e tests/support
 	$(BIN)/hadolint Dockerfile
 
 bench: $(VENV)/.installed-dev  ## every performance scenario on PostgreSQL (BENCH_POSTGRES_URL): report in bench/results/, README table rewritten

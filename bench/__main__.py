@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+from tests.support.databases import PostgresDatabase, fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -62,25 +62,8 @@ def database(server: str | None, name: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="ims-bench-") as folder:
             yield f"sqlite+aiosqlite:///{folder}/{name}.db"
         return
-    database_name = f"ims_bench_{name}_{os.getpid()}"
-    on_server(server, f'CREATE DATABASE "{database_name}"')
-    try:
-        yield f"{server}/{database_name}"
-    finally:
-        on_server(server, f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)')
-
-
-def on_server(server: str, statement: str) -> Any:
-    """One statement on the server's `postgres` database; its first value."""
-
-    async def go() -> Any:
-        connection = await asyncpg.connect(f"{server}/postgres")
-        try:
-            return await connection.fetchval(statement)
-        finally:
-            await connection.close()
-
-    return asyncio.run(go())
+    with PostgresDatabase(server, name=f"ims_bench_{name}_{os.getpid()}") as url:
+        yield url
 
 
 def run(scenario: Scenario, server: str | None, folder: Path) -> Any:
@@ -107,7 +90,10 @@ def commit() -> str:
 
 
 def machine(server: str | None) -> dict[str, Any]:
-    version = on_server(server, "SHOW server_version") if server is not None else None
+    version = None
+    if server is not None:
+        [row] = asyncio.run(fetch(f"{server}/postgres", "SHOW server_version"))
+        version = row[0]
     return {
         "cores": os.cpu_count(), "python": platform.python_version(),
         "postgresql": version, "platform": platform.platform(),

@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,11 +26,17 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
+# `python scripts/bench_delivery.py` (so `python -m bench` runs it) puts scripts/ first on
+# sys.path, not the repository: the root is added so that tests.support (ports, processes) imports.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from app import migrations
 from app.core.config import Settings
 from app.core.crypto import Sealer
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.notifications.models import Notification, WebhookSubscription
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import CLI, stop, stop_all
 
 SINK = """
 count = 0
@@ -54,13 +58,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"ok"})
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def seed(settings: Settings, count: int, url: str, tag: str) -> None:
@@ -130,28 +127,19 @@ def main() -> None:
     tag = str(time.time_ns())
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        wait_for_port(port, sink)
         asyncio.run(seed(settings, args.count, f"http://127.0.0.1:{port}/sink", tag))
-        cli = str(Path(sys.executable).parent / "incident-management")
         env = os.environ | {"LOG_LEVEL": "WARNING", "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true"}
         started = time.monotonic()
         workers = [
-            subprocess.Popen([cli, "worker"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+            subprocess.Popen([CLI, "worker"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
             for _ in range(args.workers)
         ]
         sent = asyncio.run(wait_sent(settings, tag, args.count, args.timeout))
         elapsed = time.monotonic() - started
     finally:
-        for process in workers:
-            process.send_signal(signal.SIGTERM)
-        for process in workers:
-            process.wait(timeout=60)
-        sink.send_signal(signal.SIGTERM)
-        output, _ = sink.communicate(timeout=30)
+        stop_all(workers, timeout=60)
+        output, _ = stop(sink, timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
     received = int(output.split()[-1]) if output.split() else 0
     print(

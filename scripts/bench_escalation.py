@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,14 +26,19 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
+# `python scripts/bench_escalation.py` (so `python -m bench` runs it) puts scripts/ first on
+# sys.path, not the repository: the root is added so that tests.support (processes) imports.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from app import migrations
-from app.users.passwords import hash_password
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident
 from app.notifications.models import Notification
 from app.users.models import User
+from app.users.passwords import hash_password
+from tests.support.processes import CLI, stop_all
 
 
 async def seed(settings: Settings, count: int, lead: float, spread: float = 0.0) -> datetime:
@@ -145,10 +149,9 @@ def main() -> None:
     migrations.upgrade()
     first = asyncio.run(seed(settings, args.count, args.lead, args.spread))
     last = first + timedelta(seconds=args.spread)
-    cli = str(Path(sys.executable).parent / "incident-management")
     env = os.environ | {"LOG_LEVEL": "WARNING"}
     workers = [
-        subprocess.Popen([cli, "worker"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+        subprocess.Popen([CLI, "worker"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
         for _ in range(args.workers)
     ]
     try:
@@ -156,10 +159,7 @@ def main() -> None:
             lateness(settings, last, args.count, args.timeout + args.lead + args.spread)
         )
     finally:
-        for process in workers:
-            process.send_signal(signal.SIGTERM)
-        for process in workers:
-            process.wait(timeout=60)
+        stop_all(workers, timeout=60)
     if not late:
         raise SystemExit("no step fired")
     late.sort()

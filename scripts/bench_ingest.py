@@ -29,8 +29,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,7 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+# `python scripts/bench_ingest.py` (so `python -m bench` runs it) puts scripts/ first on
+# sys.path, not the repository: the root is added so that tests.support (ports, processes) imports.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import migrations
 from app.auth.security import create_access_token
@@ -49,19 +49,14 @@ from app.integrations import service as integration_service
 from app.services import service as service_service
 from app.users import service as user_service
 from app.users.models import Role
+from tests.support.ports import free_port
+from tests.support.processes import BIN, stop, wait_for_health
 
 SOURCES = ("generic", "alertmanager", "grafana", "elastic", "pagerduty")
 # `api`: incidents created through `POST /v1/incidents/` with a user's token (dedup: the same
 # `dedup_key` again answers the open incident).
 ALL_SOURCES = (*SOURCES, "api")
 DEDUP_KEYS = 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def setup(settings: Settings) -> dict[str, str]:
@@ -267,7 +262,7 @@ def main() -> None:
                         "RATE_LIMIT_INGEST_PER_SECOND": "1000000",
                         "RATE_LIMIT_INGEST_BURST": "1000000"}  # fmt: skip
     server = subprocess.Popen(  # noqa: S603
-        [str(Path(sys.executable).parent / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
+        [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
          "-w", str(args.gunicorn_workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
          "app.main:app"],
         env=env,
@@ -282,13 +277,7 @@ def main() -> None:
         return cpu_seconds(lambda parent, command: command.startswith("postgres: "))
 
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_for_health(base, server, seconds=30)
         run = f"{time.time_ns():x}"
         results: dict[str, Any] = {"idle_rss_mb": rss_mb(server_pid), "scenarios": []}
         print(f"gunicorn, {args.gunicorn_workers} uvicorn workers; {args.concurrency} concurrent "
@@ -344,8 +333,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(results))
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        stop(server, timeout=60)
 
 
 if __name__ == "__main__":

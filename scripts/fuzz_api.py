@@ -8,11 +8,11 @@ Usage (from the repository root, with the project's virtual environment)::
     .venv/bin/python scripts/fuzz_api.py --max-time 120          # a time budget (make fuzz-ci)
     .venv/bin/python scripts/fuzz_api.py --database-url postgresql://postgres@127.0.0.1:5432
 
-It starts the API the way run_e2e_tests.py does (and with its code): the migrations, then
-`uvicorn app.main:app` on a free 127.0.0.1 port, on a fresh SQLite file in a temporary directory,
-or on a database of its own made on the PostgreSQL server given by `--database-url` and dropped at
-the end. The worker does not run in the server, so nothing the fuzzer writes (webhook URLs, Slack
-addresses, phone numbers) is ever contacted.
+It starts the API the way the end-to-end run does (with tests/support's code): the migrations,
+then `uvicorn app.main:app` on a free 127.0.0.1 port, on a fresh SQLite file in a temporary
+directory, or on a database of its own made on the PostgreSQL server given by `--database-url` and
+dropped at the end. The worker does not run in the server, so nothing the fuzzer writes (webhook
+URLs, Slack addresses, phone numbers) is ever contacted.
 
 It signs up the first user (the admin) and seeds real objects of every kind (users, services,
 integrations and their keys, escalation policies, schedules with overrides, incidents with
@@ -45,18 +45,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # run_e2e_tests.py lives at the root, next to app/
+# `python scripts/fuzz_api.py` puts scripts/ first on sys.path, not the repository: the root is
+# added so that tests.support and tests.e2e (the server, the database, the API client) import.
+sys.path.insert(0, str(REPO_ROOT))
 
-from run_e2e_tests import (  # noqa: E402 - after the path is set
-    Api,
-    CheckFailed,
-    PostgresDatabase,
-    ServerProcess,
-    free_port,
-    terminate_on_signal,
-)
+from tests.e2e.checks import CheckFailed
+from tests.e2e.client import Api
+from tests.support import processes
+from tests.support.databases import PostgresDatabase
+from tests.support.ports import free_port
+from tests.support.settings import clean_environment
 
 ADMIN_EMAIL = "fuzz-admin@example.com"
 CHANNELS = ("email", "sms", "slack", "webhook")
@@ -64,7 +65,7 @@ CHANNELS = ("email", "sms", "slack", "webhook")
 # ---- the server ----------------------------------------------------------------------------------
 
 
-class Server:
+class Target:
     """The API on a loopback port, on a database of its own; `close` stops and drops it all."""
 
     def __init__(self, database_url: str | None, *, keep_temp: bool) -> None:
@@ -75,51 +76,44 @@ class Server:
         self.database = "SQLite, a temporary file"
         url = database_url
         if url and url.split(":", 1)[0].startswith("postgres"):
-            database = PostgresDatabase(url)
-            database.create()
-            self.stack.callback(database.drop)
-            url, self.database = database.url, f"PostgreSQL, {database.name}"
+            named = urlsplit(url).path.strip("/") or None
+            database = PostgresDatabase(url, name=named, prefix="ims_fuzz")
+            url = self.stack.enter_context(database)
+            self.database = f"PostgreSQL, {database.name}"
         elif url:
             self.database = url
         else:
             url = f"sqlite+aiosqlite:///{self.tmp / 'fuzz.db'}"
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        env = {
-            # A clean environment: nothing from the caller's shell or a .env changes the settings.
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(self.tmp)),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "TMPDIR": str(self.tmp),
-            "PYTHONPATH": str(REPO_ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "DATABASE_URL": url,
-            "ENVIRONMENT": "development",  # signup open: the first account becomes admin
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "LOG_LEVEL": "WARNING",
+        # A clean environment: nothing from the caller's shell or a .env changes the settings.
+        self.env = clean_environment(
+            self.tmp,
+            DATABASE_URL=url,
+            ENVIRONMENT="development",  # signup open: the first account becomes admin
+            LOG_LEVEL="WARNING",
             # No worker: the fuzzer's made-up webhook URLs and addresses are never contacted.
-            "WORKER_IN_PROCESS": "false",
-            "PUBLIC_BASE_URL": self.base_url,
+            WORKER_IN_PROCESS="false",
+            PUBLIC_BASE_URL=self.base_url,
             # Abuse limits off: from one address they would soon answer 429 to every login,
             # recovery and alert case, leaving those operations' input unexplored (the limits
             # have tests of their own, tests/test_ratelimit.py).
-            "RATE_LIMIT_LOGIN_PER_IP_PER_MINUTE": "0",
-            "LOGIN_LOCKOUT_FAILURES": "0",
-            "RATE_LIMIT_RECOVERY_PER_ACCOUNT_PER_HOUR": "0",
-            "RATE_LIMIT_RECOVERY_PER_IP_PER_HOUR": "0",
-            "RATE_LIMIT_INGEST_PER_SECOND": "0",
-        }
-        self.process = ServerProcess(env=env, port=port, cwd=self.tmp)
+            RATE_LIMIT_LOGIN_PER_IP_PER_MINUTE="0",
+            LOGIN_LOCKOUT_FAILURES="0",
+            RATE_LIMIT_RECOVERY_PER_ACCOUNT_PER_HOUR="0",
+            RATE_LIMIT_RECOVERY_PER_IP_PER_HOUR="0",
+            RATE_LIMIT_INGEST_PER_SECOND="0",
+        )
+        self.process = processes.Server("server", self.env, self.tmp, cwd=self.tmp, port=port)
 
     def start(self) -> None:
-        self.process.migrate()
+        processes.run_migrations(self.env, self.tmp)
         self.process.start()
         self.stack.callback(self.process.stop)
         self.process.wait_healthy()
 
     def alive(self) -> bool:
-        running = self.process.process
-        return running is not None and running.poll() is None
+        return self.process.running
 
     def close(self) -> None:
         self.stack.close()
@@ -411,12 +405,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, terminate_on_signal)
+    signal.signal(signal.SIGTERM, processes.terminate_on_signal)
     started = time.monotonic()
     reports = Path(args.report_dir).resolve()
     shutil.rmtree(reports, ignore_errors=True)
     reports.mkdir(parents=True)
-    server = Server(args.database_url, keep_temp=args.keep_temp)
+    server = Target(args.database_url, keep_temp=args.keep_temp)
     try:
         server.start()
         print(f"fuzzing {server.base_url} ({server.database})", flush=True)
@@ -453,12 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
         if not sound:
             print("the run is not sound: the admin's token stopped working or the server died")
-            print(server.process.log_tail(), file=sys.stderr)
+            print(server.process.tail(40), file=sys.stderr)
         print(f"reports: {reports} (whole run {time.monotonic() - started:.0f} s)")
         return 0 if done.returncode == 0 and sound and report else 1
-    except CheckFailed as exc:
+    except (CheckFailed, AssertionError) as exc:  # the server did not start, a seed was refused
         print(f"FAIL: {exc}", file=sys.stderr)
-        print(server.process.log_tail(), file=sys.stderr)
+        print(server.process.tail(40), file=sys.stderr)
         return 1
     finally:
         server.close()

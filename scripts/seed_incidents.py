@@ -17,12 +17,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select, text
 
 from app import migrations
-from app.users.passwords import hash_password
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.incidents.models import Assignment, Incident, TimelineEntry
 from app.services.models import Service
 from app.users.models import User
+from app.users.passwords import hash_password
 
 STATUSES = (("resolved", 80), ("triggered", 10), ("acknowledged", 6), ("snoozed", 4))
 SEVERITIES = (("critical", 5), ("high", 15), ("medium", 40), ("low", 25), ("info", 15))

@@ -8,28 +8,31 @@ tests are skipped with the reason shown. `--backend` picks one backend.
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import FrozenClock
-from app.core.config import Settings, to_async_url
+from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.migrations import upgrade_connection
 from app.main import create_app
 from app.models import Base
 from tests.factories import Factory
+from tests.support.databases import postgres_database
+from tests.support.harness import Harness
+from tests.support.receivers import HTTPReceiver
+from tests.support.settings import make_settings
+from tests.support.smtp import SMTPInbox
+
+# The analytics data set (`world`), a fixture of tests/analytics and tests/ui alike.
+pytest_plugins = ("tests.support.analytics",)
 
 BACKENDS = ("sqlite", "postgresql")
-TEST_SECRET = "test-secret-key-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -97,33 +100,6 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield url
 
 
-class postgres_database:
-    """Create a uniquely named database on the server of `server_url`; drop it on exit."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = to_async_url(server_url)
-        self.name = f"ims_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> str:
-        import asyncio
-
-        asyncio.run(self._execute(f'CREATE DATABASE "{self.name}"'))
-        return make_url(self.server_url).set(database=self.name).render_as_string(False)
-
-    def __exit__(self, *exc: object) -> None:
-        import asyncio
-
-        asyncio.run(self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-
-    async def _execute(self, statement: str) -> None:
-        engine = create_async_engine(self.server_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-
 @pytest.fixture
 def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """An empty database of the backend under test, apart from the suite's shared one."""
@@ -132,21 +108,6 @@ def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         return
     with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
         yield url
-
-
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "environment": "test",
-        "secret_key": TEST_SECRET,
-        "smtp_host": None,
-        "signup_enabled": None,
-        "database_pool_size": 5,
-        # Tests run the worker's jobs themselves (harness.run_jobs) after moving the clock.
-        "worker_in_process": False,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -178,22 +139,6 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
-
-
-@dataclass
-class Harness:
-    """The running app and what tests need around it."""
-
-    app: object
-    settings: Settings
-    clock: FrozenClock
-    factory: Factory
-    make_client: Callable[..., httpx.AsyncClient]
-
-    async def run_jobs(self) -> dict[str, int]:
-        """One pass of every worker job at the clock's current time."""
-        result: dict[str, int] = await self.app.state.worker.run_once()  # type: ignore[attr-defined]
-        return result
 
 
 @pytest.fixture
@@ -247,119 +192,23 @@ async def user_client(harness: Harness, user: object) -> AsyncIterator[httpx.Asy
         yield client
 
 
-class SMTPInbox:
-    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
-
-    def __init__(self) -> None:
-        from email import message_from_bytes, policy
-        from email.message import EmailMessage
-
-        self.messages: list[EmailMessage] = []
-        self.recipients: list[list[str]] = []  # the envelope's RCPT TO of each message
-        self.refuse: set[str] = set()  # addresses answered with 550
-        self.greylist: set[str] = set()  # addresses answered with 450 (try again later)
-        self._parse = lambda raw: message_from_bytes(raw, policy=policy.default)
-
-    async def handle_RCPT(
-        self, server: object, session: object, envelope: Any, address: str, options: object
-    ) -> str:
-        if address in self.refuse:
-            return "550 5.1.1 No such mailbox"
-        if address in self.greylist:
-            return "450 4.2.0 Greylisted, try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
-        self.messages.append(self._parse(envelope.content))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[SMTPInbox, int]]:
-    from aiosmtpd.controller import Controller
-
+    """A real SMTP server on loopback: (the inbox, its port)."""
     inbox = SMTPInbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
+    inbox.start()
     try:
-        yield inbox, port
+        yield inbox, inbox.port
     finally:
-        controller.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class HTTPReceiver:
-    """A real HTTP server on loopback that records every request (webhooks, Slack, Twilio).
-
-    It answers `status` with body `b"ok"`, or, while `script` holds answers, the next of them:
-    `(status, body, delay_seconds)`.
-    """
-
-    def __init__(self) -> None:
-        import threading
-        import time
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.requests: list[dict[str, object]] = []
-        self.status = 200
-        self.script: list[tuple[int, bytes, float]] = []
-        lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                with lock:
-                    receiver.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
-                    )
-                    answer = receiver.script.pop(0) if receiver.script else (
-                        receiver.status, b"ok", 0.0
-                    )  # fmt: skip
-                status, content, delay = answer
-                if delay:
-                    time.sleep(delay)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(content)))
-                    self.end_headers()
-                    self.wfile.write(content)
-                except OSError:
-                    pass  # the client gave up waiting
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256  # the default (5) resets bursts of concurrent deliveries
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        inbox.stop()
 
 
 @pytest.fixture
 def http_receiver() -> Iterator[HTTPReceiver]:
+    """A real HTTP server on loopback recording every request (webhooks, Slack, Twilio)."""
     receiver = HTTPReceiver()
+    receiver.start()
     try:
         yield receiver
     finally:
-        receiver.close()
+        receiver.stop()

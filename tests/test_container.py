@@ -31,7 +31,8 @@ from sqlalchemy.engine import make_url
 from app.cli import cli
 from app.core.config import Settings
 from app.healthcheck import host_header, ready_url
-from tests.conftest import TEST_SECRET, free_port
+from tests.support.ports import free_port
+from tests.support.settings import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -375,14 +376,14 @@ def test_the_workflow_runs_ci_run_against_its_postgresql_service():
     assert service["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"  # the URL has no password
     assert "--health-cmd" in service["options"]
     # .ci/run reads CI_POSTGRES_URL and runs every suite; the fault tests need initdb, found
-    # where tests/fault/harness.py looks for it.
+    # where tests/support/databases.py looks for it.
     script = (ROOT / ".ci/run").read_text()
     assert "CI_POSTGRES_URL" in script
     for target in ("lint", "test", "test-postgres", "e2e", "e2e-postgres", "fuzz-ci"):
         assert re.search(rf"^\s*make {re.escape(target)}\b", script, re.MULTILINE), target
     assert (
         'Path("/usr/lib/postgresql").glob("*/bin/initdb")'
-        in (ROOT / "tests/fault/harness.py").read_text()
+        in (ROOT / "tests/support/databases.py").read_text()
     )
     assert any("/usr/lib/postgresql/*/bin/initdb" in run for run in runs)
 

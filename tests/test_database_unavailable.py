@@ -19,8 +19,8 @@ from app.core.db import DatabaseUnavailable, create_engine, is_unavailable
 from app.core.errors import RETRY_AFTER_SECONDS
 from app.core.migrations import upgrade_connection
 from app.main import create_app
-from tests.conftest import make_settings
 from tests.factories import Factory
+from tests.support.settings import make_settings
 
 
 class Outage:

@@ -26,8 +26,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import HTTPReceiver, SMTPInbox, free_port
-from tests.fault.harness import Admin, escalation_problems, service_env, wait_until
+from tests.support.api import Admin
+from tests.support.invariants import escalation_problems
+from tests.support.ports import free_port
+from tests.support.receivers import HTTPReceiver
+from tests.support.settings import service_env
+from tests.support.smtp import SMTPInbox
+from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import httpx
 
 from app import __version__
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 async def test_health_checks_the_database(client):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.core.logging import REQUEST, Json, RequestContext, RequestInfo, Text
-from tests.test_processes import CLI, serve, stop
+from tests.support.processes import CLI, serve, stop
 
 TRACE = "trace-7f3a9c.checkout"
 
@@ -199,7 +199,7 @@ async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_cli
     import asyncio
 
     from app.core.logging import current_request_id
-    from tests.alerts.test_alerts import make_integration
+    from tests.support.data import make_integration
 
     key, _ = await make_integration(admin_client, "generic")
     batcher = harness.app.state.alert_batcher
@@ -228,7 +228,7 @@ async def test_a_batch_of_alerts_runs_in_no_request_s_context(harness, admin_cli
 
 def test_httpx_never_logs_the_urls_it_calls(database_url):
     from app.core.logging import configure_logging
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     configure_logging(make_settings(database_url, log_level="DEBUG"))
     try:

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.alerts.test_alerts import make_integration
-from tests.conftest import make_settings
+from tests.support.data import make_integration
+from tests.support.settings import make_settings
 
 POLICIES = "/v1/escalation/policies/"
 

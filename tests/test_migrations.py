@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 from app.core.db import create_engine
 from app.core.migrations import downgrade_connection, upgrade_connection
 from app.models import Base
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def _diff(connection, metadata=Base.metadata):
@@ -94,7 +94,7 @@ def test_upgrading_keeps_deliveries_linked_and_encrypts_older_secrets(
     from app import migrations
     from app.core.crypto import Sealer
     from app.notifications.models import Notification, WebhookSubscription
-    from tests.conftest import TEST_SECRET
+    from tests.support.settings import TEST_SECRET
 
     monkeypatch.setenv("DATABASE_URL", fresh_database_url)
     monkeypatch.setenv("SECRET_KEY", TEST_SECRET)

@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
-
-BIN = Path(sys.executable).parent
-CLI = str(BIN / "incident-management")
+from tests.support.ports import free_port
+from tests.support.processes import BIN, CLI, stop, wait_for_health
 
 
 @pytest.fixture
@@ -34,49 +32,6 @@ def run(args, env, cwd, **kwargs):
     return subprocess.run(
         args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60, **kwargs
     )
-
-
-def wait_for_health(base: str, process: subprocess.Popen, seconds: float = 30) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early: {process.communicate()[1]}")
-        try:
-            return httpx.get(f"{base}/health", timeout=1)
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError("server did not answer in time")
-
-
-def serve(
-    env: dict[str, str], cwd: Path, log_path: Path, *options: str, port: int | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    """`incident-management serve` on a loopback port (a free one unless given), its stderr (the
-    log) to `log_path`; returns the process and its base URL once it answers /health."""
-    port = port or free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [CLI, "serve", "--port", str(port), *options], env=env, cwd=cwd,
-            stdout=subprocess.DEVNULL, stderr=log, text=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(base, process, seconds=90)
-    except BaseException:
-        stop(process)
-        raise
-    return process, base
-
-
-def stop(process: subprocess.Popen) -> tuple[str, str]:
-    """End the server we started; return what it printed on stdout and stderr."""
-    process.terminate()
-    try:
-        out, err = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-    return out or "", err or ""
 
 
 def test_serve_migrates_an_empty_database_then_serves(env, tmp_path):
@@ -205,7 +160,7 @@ async def test_worker_wakes_snoozed_incidents_and_stops_cleanly_on_sigterm(env, 
 
     from app.core.db import create_engine, create_sessionmaker, session_scope
     from app.incidents.models import Incident, TimelineEntry
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     assert run([CLI, "migrate"], env, tmp_path).returncode == 0
     engine = create_engine(make_settings(env["DATABASE_URL"]))

@@ -14,8 +14,8 @@ from app.core import ratelimit
 from app.core.ratelimit import Limit, RateLimitState
 from app.incidents.models import Incident
 from app.main import create_app
-from tests.alerts.test_alerts import make_integration
-from tests.conftest import make_settings
+from tests.support.data import make_integration
+from tests.support.settings import make_settings
 
 PASSWORD = "correct horse battery"
 
@@ -233,7 +233,7 @@ async def test_a_batch_retried_one_by_one_counts_each_request_once(harness, fact
     fails gives its unit back)."""
     from app.alerts.alert import Alert
     from app.flows.ingest import AlertBatcher
-    from tests.alerts.test_batch import _keyed_integration
+    from tests.support.data import keyed_integration as _keyed_integration
 
     key = await _keyed_integration(harness, factory)
     batcher = AlertBatcher(

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 HEADERS = {
     "x-content-type-options": "nosniff",

@@ -11,7 +11,7 @@ from app.core.db import session_scope
 from app.incidents.models import Incident
 from app.main import create_app
 from app.worker.runner import Job, Worker
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 async def status_of(sessionmaker, incident_id):

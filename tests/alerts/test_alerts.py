@@ -13,7 +13,8 @@ from sqlalchemy import select
 from app.core.db import session_scope
 from app.incidents.models import Incident, TimelineEntry
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.support.data import make_integration
+from tests.support.settings import make_settings
 
 # Captured from a real Alertmanager 0.25 (copied from the team's shared fixtures, unchanged).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -21,20 +22,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def fixture(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-async def make_integration(admin_client, kind, service="checkout-api"):
-    services = (await admin_client.get("/v1/services/", params={"q": service})).json()["items"]
-    if services:
-        service_id = services[0]["id"]
-    else:
-        created = await admin_client.post("/v1/services/", json={"name": service})
-        service_id = created.json()["id"]
-    response = await admin_client.post(
-        f"/v1/services/{service_id}/integrations/", json={"name": kind, "kind": kind}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["key"], service_id
 
 
 async def incidents(harness):

@@ -16,8 +16,8 @@ from app.core.ratelimit import Limit, RateLimitState
 from app.escalation.models import EscalationEvent
 from app.flows.ingest import AlertBatcher, ingest, ingest_many
 from app.incidents.models import Incident, Severity, TimelineEntry
-from app.integrations import service as integration_service
 from app.notifications.models import Notification, NotificationPreference
+from tests.support.data import keyed_integration as _keyed_integration
 
 KEYS = ("disk", "cpu", "queue")
 HANDMADE = [
@@ -195,15 +195,6 @@ async def test_a_failing_batch_is_retried_job_by_job(harness, factory):
 async def _incidents(harness) -> list[Incident]:
     async with session_scope(harness.app.state.sessionmaker) as session:
         return list(await session.scalars(select(Incident).order_by(Incident.id)))
-
-
-async def _keyed_integration(harness, factory) -> str:
-    integration = await factory.integration()
-    async with session_scope(harness.app.state.sessionmaker) as session:
-        stored = await session.get(type(integration), integration.id)
-        return await integration_service.rotate(
-            session, integration=stored, now=harness.clock.now()
-        )
 
 
 async def test_a_failed_commit_is_not_retried(harness, factory):

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.notifications.models import Notification
-from tests.conftest import make_settings
 from tests.factories import DEFAULT_PASSWORD
+from tests.support.settings import make_settings
 
 SAME_MESSAGE = "If an active account uses that email, a password recovery email has been sent"
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from tests.conftest import TEST_SECRET
 from tests.factories import DEFAULT_PASSWORD
+from tests.support.settings import TEST_SECRET
 
 
 async def login(client, email: str, password: str):

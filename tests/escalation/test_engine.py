@@ -15,7 +15,7 @@ from app.escalation.policy import Conditions
 from app.flows import paging
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 POLICIES = "/v1/escalation/policies/"
 

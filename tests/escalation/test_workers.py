@@ -7,41 +7,28 @@ in time, and stop every process they start.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
 
 from app.core.db import create_engine, create_sessionmaker, session_scope
-from app.core.migrations import upgrade_connection
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications.models import Notification
 from app.users.models import User
 from app.users.passwords import hash_password
-from tests.conftest import make_settings
-
-CLI = str(Path(sys.executable).parent / "incident-management")
+from tests.support.databases import migrate
+from tests.support.processes import start_worker
+from tests.support.settings import make_settings
 
 
 @pytest.fixture
 def postgres_only(backend):
     if backend != "postgresql":
         pytest.skip("several workers claim rows with SKIP LOCKED: a PostgreSQL feature")
-
-
-async def migrate(url: str) -> None:
-    engine = create_engine(make_settings(url))
-    async with engine.begin() as connection:
-        await upgrade_connection(connection)
-    await engine.dispose()
 
 
 async def seed_due_steps(url: str, count: int) -> None:
@@ -148,25 +135,6 @@ async def counts(url: str) -> dict[str, int]:
             }
     finally:
         await engine.dispose()
-
-
-def start_worker(url: str, tmp_path: Path, batch: int = 500) -> subprocess.Popen:
-    """A worker process, returned once it runs its loop (and so handles SIGTERM)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ENVIRONMENT")}
-    env |= {"DATABASE_URL": url, "WORKER_POLL_INTERVAL_SECONDS": "0.1", "LOG_LEVEL": "INFO",
-            "WORKER_BATCH_SIZE": str(batch)}  # fmt: skip
-    log = tmp_path / f"worker-{len(list(tmp_path.glob('worker-*.log')))}.log"
-    process = subprocess.Popen(
-        [CLI, "worker"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-        stderr=log.open("w"), text=True,
-    )  # fmt: skip
-    process.log = log  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 30
-    while "worker started" not in log.read_text():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "worker did not start"
-        time.sleep(0.05)
-    return process
 
 
 async def wait_until(predicate, url: str, seconds: float) -> dict[str, int]:

@@ -5,14 +5,13 @@ own processes, all ended by PID when the test ends, whatever its outcome."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.fault.harness import PrivatePostgres, Processes, create_database, drop_database
+from tests.support.databases import PostgresDatabase, PrivatePostgres
+from tests.support.processes import Processes
 
 
 @pytest.fixture
@@ -29,17 +28,8 @@ def processes(postgres_only: None, tmp_path: Path) -> Iterator[Processes]:
 @pytest.fixture
 async def fault_database(postgres_only: None) -> AsyncIterator[str]:
     """A new database on the suite's PostgreSQL server (TEST_DATABASE_URL), dropped at the end."""
-    server = (
-        make_url(os.environ["TEST_DATABASE_URL"])
-        .set(drivername="postgresql", database="postgres")
-        .render_as_string(False)
-    )
-    name = f"ims_fault_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    url = await create_database(server, name)
-    try:
+    async with PostgresDatabase(os.environ["TEST_DATABASE_URL"], prefix="ims_fault") as url:
         yield url
-    finally:
-        await drop_database(server, name)
 
 
 @pytest.fixture

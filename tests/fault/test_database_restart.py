@@ -17,19 +17,14 @@ from collections import Counter
 import httpx
 from asyncpg import Record
 
-from tests.fault.harness import (
-    Admin,
-    Answers,
-    PrivatePostgres,
-    Processes,
-    Receiver,
-    create_database,
-    escalation_problems,
-    fetch,
-    load_client,
-    service_env,
-    wait_until,
-)
+from tests.support.api import Admin
+from tests.support.databases import PostgresDatabase, PrivatePostgres, fetch
+from tests.support.invariants import escalation_problems
+from tests.support.load import Answers, load_client
+from tests.support.processes import Processes
+from tests.support.receivers import HTTPReceiver
+from tests.support.settings import service_env
+from tests.support.waiting import wait_until
 
 SENDERS = 6  # concurrent alert senders
 WRITERS = 2  # concurrent users opening incidents and commenting
@@ -114,7 +109,7 @@ async def test_a_database_restart_under_load_loses_no_acknowledged_write(
     private_postgres: PrivatePostgres, processes: Processes
 ) -> None:
     cluster = private_postgres
-    url = await create_database(cluster.url, "ims")
+    url = await PostgresDatabase(cluster.url, name="ims").create()
     env = service_env(url, DATABASE_POOL_SIZE="5")  # one process, eight busy clients
     processes.migrate(env)
     api = processes.api("api", env)
@@ -213,8 +208,8 @@ async def test_pages_in_flight_when_the_database_stops_are_recorded_once_it_is_b
     recorded when the database is back, not left `sending` until the lease ends (two minutes
     late) and then sent a second time."""
     cluster = private_postgres
-    url = await create_database(cluster.url, "ims")
-    receiver = Receiver()
+    url = await PostgresDatabase(cluster.url, name="ims").create()
+    receiver = HTTPReceiver()
     receiver.delay = 1.5  # every delivery is in flight for 1.5 s
     receiver.start()
     try:
@@ -255,6 +250,6 @@ async def test_pages_in_flight_when_the_database_stops_are_recorded_once_it_is_b
         await asyncio.sleep(1.0)  # a few more worker passes: a second send would show now
     finally:
         receiver.stop()
-    posted = Counter(json.loads(body)["incident"]["id"] for _, _, body in receiver.requests)
+    posted = Counter(json.loads(r["body"])["incident"]["id"] for r in receiver.requests)
     assert posted == Counter({incident["id"]: 1 for incident in incidents})
     assert all(r["attempts"] == 1 for r in rows if r["channel"] == "webhook"), rows

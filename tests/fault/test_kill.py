@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.fault.harness import (
-    Admin,
-    Answers,
-    Processes,
-    escalation_problems,
-    fetch,
-    load_client,
-    open_twice,
-    service_env,
-    wait_until,
-)
+from tests.support.api import Admin
+from tests.support.databases import fetch
+from tests.support.invariants import escalation_problems, open_twice
+from tests.support.load import Answers, load_client
+from tests.support.processes import Processes
+from tests.support.settings import service_env
+from tests.support.waiting import wait_until
 
 SENDERS = 3
 STEP = 0.02  # minutes: 1.2 s between steps

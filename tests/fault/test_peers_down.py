@@ -12,15 +12,13 @@ import asyncio
 import json
 from collections import Counter
 
-from tests.fault.harness import (
-    Admin,
-    Inbox,
-    Processes,
-    Receiver,
-    fetch,
-    service_env,
-    wait_until,
-)
+from tests.support.api import Admin
+from tests.support.databases import fetch
+from tests.support.processes import Processes
+from tests.support.receivers import HTTPReceiver
+from tests.support.settings import service_env
+from tests.support.smtp import SMTPInbox
+from tests.support.waiting import wait_until
 
 INCIDENTS = 8
 USERS = 3
@@ -30,7 +28,7 @@ async def test_pages_wait_for_peers_that_are_down_and_arrive_once_when_they_are_
     fault_database: str, processes: Processes
 ) -> None:
     url = fault_database
-    inbox, receiver = Inbox(), Receiver()  # their ports are chosen; nothing listens yet
+    inbox, receiver = SMTPInbox(), HTTPReceiver()  # their ports are chosen; nothing listens yet
     env = service_env(
         url,
         SMTP_HOST="127.0.0.1",
@@ -93,15 +91,15 @@ async def test_pages_wait_for_peers_that_are_down_and_arrive_once_when_they_are_
     # Each person got each incident's page once.
     mails = Counter(
         (tuple(rcpt), title)
-        for rcpt, mail in inbox.messages
+        for rcpt, mail in zip(inbox.recipients, inbox.messages, strict=True)
         for title in titles
         if str(mail["Subject"]).endswith(title)
     )
-    assert len(inbox.messages) == INCIDENTS * USERS, [m["Subject"] for _, m in inbox.messages]
+    assert len(inbox.messages) == INCIDENTS * USERS, [m["Subject"] for m in inbox.messages]
     assert set(mails.values()) == {1}
     assert {rcpt for rcpt, _ in mails} == {(user["email"],) for user in users}
     # Each incident's webhook action was posted once.
-    posted = Counter(json.loads(body)["incident"]["id"] for _, _, body in receiver.requests)
+    posted = Counter(json.loads(r["body"])["incident"]["id"] for r in receiver.requests)
     assert posted == Counter({incident["id"]: 1 for incident in incidents})
     # The timeline says so: one `notified` entry per page, no `notification_failed`.
     entries = await fetch(

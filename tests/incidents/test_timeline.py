@@ -54,4 +54,4 @@ def test_every_type_has_a_writer_and_every_writer_a_type():
 
 
 def test_the_console_labels_every_type_from_the_same_list():
-    assert ENTRY_LABELS == {kind.value: kind.label for kind in EntryType}
+    assert {kind.value: kind.label for kind in EntryType} == ENTRY_LABELS

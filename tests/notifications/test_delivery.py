@@ -4,8 +4,6 @@ Twilio, Slack and webhook receivers. Time moves on the injected clock; nothing s
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 from urllib.parse import parse_qs
 
@@ -16,7 +14,8 @@ from app.core.db import session_scope
 from app.incidents.models import TimelineEntry
 from app.notifications import outbox
 from app.notifications.models import Notification
-from tests.conftest import make_settings
+from tests.support.receivers import verify
+from tests.support.settings import make_settings
 
 POLICIES = "/v1/escalation/policies/"
 
@@ -55,17 +54,6 @@ async def timeline_types(harness, incident_id):
                 .order_by(TimelineEntry.id)
             )
         )
-
-
-def verify(secret: str, request) -> dict:
-    """What a receiver does: check the signature over timestamp + "." + body, then parse."""
-    headers = {k.lower(): v for k, v in request["headers"].items()}
-    timestamp = headers["x-timestamp"]
-    expected = hmac.new(
-        secret.encode(), timestamp.encode() + b"." + request["body"], hashlib.sha256
-    ).hexdigest()
-    assert hmac.compare_digest(headers["x-signature"], "sha256=" + expected)
-    return json.loads(request["body"])
 
 
 class TestEmail:
@@ -379,7 +367,7 @@ class TestHttpChannels:
         assert (row.status, row.attempts) == ("sent", 2)
 
     async def test_connection_refused_is_retried_then_failed(self, admin_client, harness, factory):
-        from tests.conftest import free_port
+        from tests.support.ports import free_port
 
         hook = await factory.webhook(url=f"http://127.0.0.1:{free_port()}/in", events=["triggered"])
         await open_incident(admin_client)

@@ -14,10 +14,9 @@ from app.core.config import DEFAULT_SECRET_KEY
 from app.core.crypto import Sealer
 from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.notifications.models import Notification, WebhookSubscription
-from tests.conftest import make_settings
-from tests.escalation.test_workers import migrate, postgres_only, start_worker
-
-__all__ = ["postgres_only"]  # a fixture, used by name
+from tests.support.databases import migrate
+from tests.support.processes import start_worker
+from tests.support.settings import make_settings
 
 COUNT = 1000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 ME = "/v1/notification-preferences/me"
 

@@ -12,8 +12,8 @@ from app.core.db import session_scope
 from app.main import create_app
 from app.migrations import seal_stored_secrets
 from app.notifications.models import Notification, WebhookSubscription
-from tests.conftest import TEST_SECRET, make_settings
-from tests.notifications.test_delivery import verify
+from tests.support.receivers import verify
+from tests.support.settings import TEST_SECRET, make_settings
 
 NEW_KEY = "a-new-secret-key-for-the-rotation-test-0123456789abcdefghijklmnop"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.routing import iter_route_contexts
 
-from tests.ui.conftest import sign_in
+from tests.support.console import sign_in
 
 PUBLIC = "public"  # anyone (the sign-in page, and the redirects to it)
 SIGNED_IN = "signed-in"  # any signed-in user

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.core.db import session_scope
 from app.escalation.models import EscalationPolicy
 from app.users.models import User
-from tests.ui.conftest import sign_in
+from tests.support.console import sign_in
 
 
 async def user_rows(harness) -> list[tuple[str, str, bool]]:

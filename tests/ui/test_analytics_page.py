@@ -16,8 +16,8 @@ from app.core.db import reading_scope, session_scope
 from app.main import create_app
 from app.worker import runner
 from app.worker.runner import ANALYTICS_JOBS, JOBS, Worker
-from tests.analytics.test_analytics import URL, at, world  # noqa: F401 (the data set, a fixture)
-from tests.conftest import make_settings
+from tests.support.analytics import URL, at
+from tests.support.settings import make_settings
 
 SVG = re.compile(r"<svg\b.*?</svg>", re.S)
 
@@ -43,7 +43,7 @@ def bars(svg: str) -> list[tuple[str, str]]:
     return list(zip(labels, values, strict=True))
 
 
-async def test_the_page_shows_the_hand_computed_figures(harness, signed_in, user, world):  # noqa: F811
+async def test_the_page_shows_the_hand_computed_figures(harness, signed_in, user, world):
     # The 7 days ending at 2026-01-04T00:00Z: i1–i6 and i8 (a microsecond before Jan 1), not i7.
     harness.clock.set(at(4))
     browser, _ = await signed_in(user)
@@ -104,7 +104,7 @@ async def test_the_page_shows_the_hand_computed_figures(harness, signed_in, user
     assert rows == [("db-down", "2", "8"), ("slow-query", "2", "3"), ("disk", "1", "10")]
 
 
-async def test_one_service_and_bad_choices(harness, signed_in, user, world):  # noqa: F811
+async def test_one_service_and_bad_choices(harness, signed_in, user, world):
     harness.clock.set(at(4))
     browser, _ = await signed_in(user)
     search = world["search"].id
@@ -147,7 +147,7 @@ async def test_the_page_reads_its_snapshot_and_the_worker_refreshes_it(
     signed_in,
     user,
     user_client,
-    world,  # noqa: F811
+    world,
 ):
     harness.clock.set(at(4))
     browser, _ = await signed_in(user)
@@ -181,7 +181,7 @@ async def test_only_reports_in_use_are_refreshed_and_old_ones_are_forgotten(
     harness,
     signed_in,
     user,
-    world,  # noqa: F811
+    world,
 ):
     harness.clock.set(at(4))
     browser, _ = await signed_in(user)
@@ -209,7 +209,7 @@ async def test_only_reports_in_use_are_refreshed_and_old_ones_are_forgotten(
     assert await snapshot_scopes(harness) == {}
 
 
-async def test_a_page_in_continuous_use_stays_fresh(harness, signed_in, user, world):  # noqa: F811
+async def test_a_page_in_continuous_use_stays_fresh(harness, signed_in, user, world):
     # Each view of a fresh report marks it in use (at most once a minute), so the worker keeps
     # computing it for as long as people look, not just for 10 minutes after the first view.
     harness.clock.set(at(4))
@@ -222,7 +222,7 @@ async def test_a_page_in_continuous_use_stays_fresh(harness, signed_in, user, wo
         assert as_of(html) == harness.clock.now().isoformat()
 
 
-async def test_the_worker_has_a_budget(harness, signed_in, user, factory, world):  # noqa: F811
+async def test_the_worker_has_a_budget(harness, signed_in, user, factory, world):
     # Glancing at every range of 6 services makes 28 reports; the worker computes at most
     # PER_TICK of them a tick, oldest first, whoever asked.
     harness.clock.set(at(4))
@@ -243,7 +243,7 @@ async def test_the_worker_has_a_budget(harness, signed_in, user, factory, world)
     assert len(fresh) == 2 * snapshots.PER_TICK
 
 
-async def test_a_service_that_does_not_exist_is_not_stored(harness, signed_in, user, world):  # noqa: F811
+async def test_a_service_that_does_not_exist_is_not_stored(harness, signed_in, user, world):
     harness.clock.set(at(4))
     browser, _ = await signed_in(user)
     html = (await browser.get("/ui/analytics?days=7&service=987654321")).text
@@ -251,7 +251,7 @@ async def test_a_service_that_does_not_exist_is_not_stored(harness, signed_in, u
     assert await snapshot_scopes(harness) == {}
 
 
-async def test_two_workers_compute_a_report_once(harness, signed_in, user, world):  # noqa: F811
+async def test_two_workers_compute_a_report_once(harness, signed_in, user, world):
     harness.clock.set(at(4))
     browser, _ = await signed_in(user)
     await browser.get("/ui/analytics?days=365")
@@ -289,7 +289,7 @@ async def test_failing_reports_wait_out_their_lease_and_the_others_go_on(
     harness,
     monkeypatch,
     caplog,
-    world,  # noqa: F811
+    world,
 ):
     # Two reports that keep failing (a statement timeout, say) must not take the budget of
     # every tick from the third.
@@ -319,7 +319,7 @@ async def test_failing_reports_wait_out_their_lease_and_the_others_go_on(
     assert (await row(harness, "365d")).computed_at == harness.clock.now()
 
 
-async def test_the_budget_holds_whatever_the_batch_size(harness, world):  # noqa: F811
+async def test_the_budget_holds_whatever_the_batch_size(harness, world):
     harness.clock.set(at(4))
     for days in snapshots.RANGES:
         await store(harness, days)
@@ -329,7 +329,7 @@ async def test_the_budget_holds_whatever_the_batch_size(harness, world):  # noqa
     assert done["refresh_analytics"] == snapshots.PER_TICK
 
 
-async def test_computing_holds_up_no_writer(harness, world, monkeypatch):  # noqa: F811
+async def test_computing_holds_up_no_writer(harness, world, monkeypatch):
     # On SQLite every transaction but the report's is BEGIN IMMEDIATE: a writer started while
     # the worker computes must go through at once, not wait for the report (busy_timeout 30 s).
     harness.clock.set(at(4))
@@ -350,7 +350,7 @@ async def test_computing_holds_up_no_writer(harness, world, monkeypatch):  # noq
     assert done["refresh_analytics"] == 1 and wrote == [True]
 
 
-async def test_a_stopping_worker_finishes_the_report_in_hand_only(harness, world, monkeypatch):  # noqa: F811
+async def test_a_stopping_worker_finishes_the_report_in_hand_only(harness, world, monkeypatch):
     harness.clock.set(at(4))
     for days in (7, 30):
         await store(harness, days)
@@ -371,7 +371,7 @@ async def test_a_stopping_worker_finishes_the_report_in_hand_only(harness, world
     assert len(fresh) == 1  # of the two due
 
 
-async def test_a_view_that_stores_a_fresher_report_meanwhile_is_kept(harness, world, monkeypatch):  # noqa: F811
+async def test_a_view_that_stores_a_fresher_report_meanwhile_is_kept(harness, world, monkeypatch):
     harness.clock.set(at(4))
     await store(harness, 7)
     harness.clock.advance(minutes=1)
@@ -414,7 +414,7 @@ async def test_wakes_do_not_drive_the_analytics_loop(harness, monkeypatch):
     assert calls == [True]
 
 
-async def test_the_running_worker_refreshes_reports(harness, database_url, world):  # noqa: F811
+async def test_the_running_worker_refreshes_reports(harness, database_url, world):
     clock = harness.clock
     clock.set(at(4))
     await store(harness, 7)

@@ -22,9 +22,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import free_port, postgres_database
-from tests.test_processes import CLI, serve, stop
-from tests.ui.conftest import sign_in_over_http
+from tests.support.console import sign_in_over_http
+from tests.support.databases import postgres_database
+from tests.support.ports import free_port
+from tests.support.processes import CLI, serve, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -12,7 +12,7 @@ from app.incidents.models import Incident
 from app.ui import auth
 from app.ui.models import UiSession
 from tests.factories import DEFAULT_PASSWORD
-from tests.ui.conftest import csrf_of, sign_in
+from tests.support.console import csrf_of, sign_in
 
 
 async def session_rows(harness) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_processes import CLI, serve, stop
-from tests.ui.conftest import sign_in_over_http
+from tests.support.console import sign_in_over_http
+from tests.support.processes import CLI, serve, stop
 
 PASSWORD = "a long passphrase"
 

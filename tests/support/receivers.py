@@ -1,0 +1,138 @@
+"""A real HTTP server on loopback that records every request: the webhook, Slack and Twilio
+peers of the service, and what a receiver does with a signed delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypedDict
+
+from tests.support.ports import free_port
+from tests.support.waiting import poll
+
+
+class Received(TypedDict):
+    """One request as it arrived (header names lower-case)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() on arrival
+
+
+class HTTPReceiver:
+    """A ThreadingHTTPServer on 127.0.0.1 that records every GET, POST and PUT in `requests`.
+
+    Its port is chosen when it is made, so that the service can be pointed at it before it
+    listens (`start`). It answers `status` with body `b"ok"` after `delay` seconds, or, while
+    `script` holds answers, the next of them: `(status, body, delay_seconds)`.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[Received] = []
+        self.status = 200
+        self.delay = 0.0  # seconds: a slow receiver keeps deliveries in flight
+        self.script: list[tuple[int, bytes, float]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def _answer(self, request: Received) -> tuple[int, bytes, float]:
+        with self._lock:
+            self.requests.append(request)
+            return self.script.pop(0) if self.script else (self.status, b"ok", self.delay)
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                request = Received(
+                    method=self.command, path=self.path, headers=headers, body=body, at=time.time()
+                )
+                status, content, delay = receiver._answer(request)
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                except OSError:
+                    pass  # the client gave up waiting
+
+            do_GET = do_POST = do_PUT = _record
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 256  # the default (5) resets bursts of concurrent deliveries
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def find(self, predicate: Callable[[Received], bool]) -> Received | None:
+        """The first request so far for which `predicate` holds."""
+        with self._lock:
+            received = list(self.requests)
+        for request in received:
+            if predicate(request):
+                return request
+        return None
+
+    def wait_for(
+        self, what: str, predicate: Callable[[Received], bool], *, timeout: float = 20.0
+    ) -> Received:
+        return poll(f"a webhook delivery: {what}", lambda: self.find(predicate), timeout=timeout)
+
+
+# ---- signed deliveries ---------------------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """As `sign()` in app/notifications/channels.py: sha256=<hex HMAC-SHA256(secret, ts.body)>."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def signed_with(request: Mapping[str, Any], secret: str) -> bool:
+    """Does the request's X-Signature verify with `secret`, as a receiver checks it?"""
+    headers = {name.lower(): value for name, value in request["headers"].items()}
+    expected = signature(secret, headers.get("x-timestamp", ""), request["body"])
+    return hmac.compare_digest(headers.get("x-signature", ""), expected)
+
+
+def verify(secret: str, request: Mapping[str, Any]) -> Any:
+    """What a receiver does: check the signature over timestamp + "." + body, then parse."""
+    assert signed_with(request, secret), "X-Signature does not verify with the secret"
+    return json.loads(request["body"])
