@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +187,18 @@ def test_a_planted_back_edge_is_found(into, statement, expected):
     assert problems(tree) == []
     found = problems(plant(tree, into, statement))
     assert any(problem.startswith(expected) for problem in found), found
+
+
+def test_the_architecture_page_names_only_what_exists():
+    """docs/architecture.md stays true to the tree: every path and module it names exists."""
+    page = (APP.parent / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`((?:app|tests)/[\w/]+(?:\.py)?)`", page))
+    modules = set(re.findall(r"`(app(?:\.\w+)+)`", page))
+    assert len(paths) > 20 and len(modules) >= 3
+    missing = [p for p in sorted(paths) if not (APP.parent / p).exists()]
+    missing += [
+        m for m in sorted(modules)
+        if not (APP.parent / (m.replace(".", "/") + ".py")).exists()
+        and not (APP.parent / m.replace(".", "/")).is_dir()
+    ]  # fmt: skip
+    assert missing == []
