@@ -16,12 +16,13 @@ from app.services.router import router as services_router
 from app.users.router import router as users_router
 
 api_router = APIRouter(prefix="/v1")
+# Routes are matched in order, one after another: the busiest (incidents) first.
+api_router.include_router(incidents_router)
+api_router.include_router(incident_escalation_router)
 api_router.include_router(auth_router)
 api_router.include_router(users_router)
 api_router.include_router(services_router)
 api_router.include_router(integrations_router)
-api_router.include_router(incidents_router)
-api_router.include_router(incident_escalation_router)
 api_router.include_router(policies_router)
 api_router.include_router(notifications.incident_notifications)
 api_router.include_router(notifications.preferences)
