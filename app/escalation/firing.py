@@ -24,7 +24,7 @@ from app.core.db import WAKE_WORKER, is_lock_conflict
 from app.core.logging import acting_for, current_request_id
 from app.escalation.enums import ActionType, EscalationStatus, EventStatus, TargetType
 from app.escalation.models import EscalationEvent
-from app.escalation.policy import Target, actions_of, targets_of
+from app.escalation.policy import Action, Target, actions_of, targets_of
 from app.escalation.runs import EventLike, Row, RunLike, next_event_row
 from app.incidents import timeline
 from app.incidents.models import Assignment, Incident, Status, TimelineEntry
@@ -84,6 +84,14 @@ class Plan:
     next_event: Row | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StepWork:
+    """What a claimed step does, read once from its row."""
+
+    targets: tuple[Target, ...]
+    actions: tuple[Action, ...]
+
+
 @dataclass(frozen=True)
 class Claimed:
     """Due steps claimed by this transaction, with their incidents (locked)."""
@@ -91,9 +99,16 @@ class Claimed:
     events: list[EventLike]  # those whose incident could be locked too
     incidents: dict[int, RunLike]
     count: int  # every row claimed
+    work: dict[int, StepWork] = field(default_factory=dict)  # by event id
+
+    def __post_init__(self) -> None:
+        for event in self.events:
+            self.work[event["id"]] = StepWork(
+                targets_of(event["targets"]), actions_of(event["actions"])
+            )
 
     def targets(self) -> list[Target]:
-        return [t for e in self.events for t in targets_of(e["targets"])]
+        return [t for e in self.events for t in self.work[e["id"]].targets]
 
 
 async def _rows(session: AsyncSession, query: Select[Any]) -> list[dict[str, Any]]:
@@ -147,7 +162,7 @@ async def assigned(session: AsyncSession, claimed: Claimed) -> dict[int, set[int
     assigning = {
         e["incident_id"]
         for e in claimed.events
-        if any(a.type is ActionType.assign for a in actions_of(e["actions"]))
+        if any(a.type is ActionType.assign for a in claimed.work[e["id"]].actions)
     }
     found: dict[int, set[int]] = {incident_id: set() for incident_id in assigning}
     if assigning:
@@ -180,7 +195,7 @@ def plan_all(
         with acting_for(request_id):
             try:
                 plan = _plan(
-                    event, incident, audience=audience,
+                    event, claimed.work[event["id"]], incident, audience=audience,
                     assigned=assignees.get(incident["id"], set()), now=now, actor=actor,
                 )  # fmt: skip
             except Exception as exc:
@@ -197,6 +212,7 @@ def plan_all(
 
 def _plan(
     event: EventLike,
+    work: StepWork,
     incident: RunLike,
     *,
     audience: Audience,
@@ -213,8 +229,7 @@ def _plan(
     incident_id = incident["id"]
     plan = Plan(incident_id=incident_id, event={})
     late = (now - event["due_at"]).total_seconds()
-    targets = targets_of(event["targets"])
-    actions = actions_of(event["actions"])
+    targets, actions = work.targets, work.actions
     # Each target in order: a user, or whoever its schedule names now.
     wanted = [uid for t in targets for uid in _target_users(t, audience)]
     nobody = [f"schedule {t.id}: nobody on call" for t in targets

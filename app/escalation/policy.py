@@ -33,9 +33,6 @@ class Target:
     def of(cls, data: Mapping[str, Any]) -> Target:
         return cls(TargetType(data["type"]), int(data["id"]))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type.value, "id": self.id}
-
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -46,14 +43,6 @@ class Action:
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Action:
         return cls(ActionType(data["type"]), data.get("url"), data.get("severity"))
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": self.type.value}
-        if self.type is ActionType.webhook:
-            data["url"] = self.url
-        elif self.type is ActionType.set_severity:
-            data["severity"] = self.severity
-        return data
 
 
 def targets_of(data: Sequence[Mapping[str, Any]]) -> tuple[Target, ...]:
@@ -75,17 +64,6 @@ class Step:
         return cls(
             float(data["delay_minutes"]), targets_of(data["targets"]), actions_of(data["actions"])
         )
-
-    @property
-    def delay(self) -> timedelta:
-        return timedelta(minutes=self.delay_minutes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "delay_minutes": self.delay_minutes,
-            "targets": [t.to_json() for t in self.targets],
-            "actions": [a.to_json() for a in self.actions],
-        }
 
 
 def steps_of(data: Sequence[Mapping[str, Any]]) -> tuple[Step, ...]:
@@ -126,13 +104,14 @@ DEFAULT_REPEAT_DELAY_MINUTES = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The policy a run escalates by, as it was when the run started."""
+    """The policy a run escalates by, as it was when the run started. Its steps stay as stored
+    until one is scheduled (`step`): firing reads one step of each run, not the whole policy."""
 
     policy_id: int
     name: str
     repeat_count: int
     repeat_delay_minutes: float
-    steps: tuple[Step, ...]
+    stored_steps: Sequence[Mapping[str, Any]]
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Snapshot:
@@ -141,21 +120,19 @@ class Snapshot:
             data["name"],
             data["repeat_count"],
             float(data.get("repeat_delay_minutes", DEFAULT_REPEAT_DELAY_MINUTES)),
-            steps_of(data["steps"]),
+            data["steps"],
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "policy_id": self.policy_id,
-            "name": self.name,
-            "repeat_count": self.repeat_count,
-            "repeat_delay_minutes": self.repeat_delay_minutes,
-            "steps": [step.to_json() for step in self.steps],
-        }
+    @property
+    def step_count(self) -> int:
+        return len(self.stored_steps)
 
-    def step(self, number: int) -> Step:
-        """Step `number`, counted from 1."""
-        return self.steps[number - 1]
+    def stored_step(self, number: int) -> Mapping[str, Any]:
+        """Step `number` (counted from 1) as stored: read as a `Step` where it is acted on."""
+        return self.stored_steps[number - 1]
+
+    def delay_of(self, number: int) -> timedelta:
+        return timedelta(minutes=float(self.stored_steps[number - 1]["delay_minutes"]))
 
     @property
     def repeat_delay(self) -> timedelta:

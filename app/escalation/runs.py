@@ -148,12 +148,13 @@ def event_row(
     now: datetime,
     delay: timedelta | None = None,
 ) -> Row:
-    """A scheduled step, with what it will do copied from the run's snapshot.
+    """A scheduled step, with what it will do copied from the run's snapshot (its targets and
+    actions as stored: the worker reads them back as `Target`s and `Action`s).
 
     Due `delay` after `after`: by default the step's own delay.
     """
-    definition = snapshot.step(step)
-    delay = definition.delay if delay is None else delay
+    stored = snapshot.stored_step(step)
+    delay = snapshot.delay_of(step) if delay is None else delay
     return {
         "incident_id": incident_id,
         "policy_id": snapshot.policy_id,
@@ -164,8 +165,8 @@ def event_row(
         "due_at": after + delay,
         "executed_at": None,
         "delay_minutes": delay.total_seconds() / 60,
-        "targets": [target.to_json() for target in definition.targets],
-        "actions": [action.to_json() for action in definition.actions],
+        "targets": stored["targets"],
+        "actions": stored["actions"],
         "notified_user_ids": [],
         "detail": "",
         "request_id": current_request_id(),
@@ -180,7 +181,7 @@ def next_event_row(
     next step of the same cycle is due at `after`; a repeat still waits its delay)."""
     snapshot = Snapshot.of(incident["escalation_snapshot"])
     position = engine.next_position(
-        event["step"], event["cycle"], steps=len(snapshot.steps),
+        event["step"], event["cycle"], steps=snapshot.step_count,
         repeat_count=snapshot.repeat_count,
     )  # fmt: skip
     if position is None:
