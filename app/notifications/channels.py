@@ -7,10 +7,8 @@ Every adapter raises `DeliveryError` on failure, saying whether trying again cou
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 from dataclasses import dataclass
@@ -18,14 +16,20 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiosmtplib
 import httpx
 
 from app import __version__
 from app.core.config import Settings, SmtpSecurity
-from app.core.outbound import check_url_syntax, is_public
+from app.core.outbound import (
+    PRIVATE,
+    REFUSED,
+    GuardedBackend,
+    GuardedTransport,
+    RefusedDestination,
+    check_url_syntax,
+)
 from app.notifications.render import Message, slack_escape
 
 logger = logging.getLogger(__name__)
@@ -60,26 +64,12 @@ class Outgoing:
 # ---- outbound safety -----------------------------------------------------------------------------
 
 
-async def check_destination(url: str, *, allow_private: bool) -> None:
-    """Refuse a URL whose host resolves to a non-public address, unless private ones are allowed."""
+def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL that may not be called whatever it resolves to (its scheme, credentials, a
+    private address literal). Its addresses are checked when it is called (GuardedTransport)."""
     problem = check_url_syntax(url, allow_private=allow_private)
     if problem:
-        raise DeliveryError(problem, permanent=True)
-    if allow_private:
-        return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
-    except OSError as exc:
-        raise DeliveryError(f"cannot resolve {host}: {exc}", permanent=False) from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not is_public(address):
-            raise DeliveryError(
-                f"{host} resolves to {address}, a private, loopback or link-local address",
-                permanent=True,
-            )
+        raise DeliveryError(REFUSED if problem == PRIVATE else problem, permanent=True)
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------
@@ -111,6 +101,8 @@ async def post(
                 if len(body) >= MAX_RESPONSE_BYTES:
                     body = body[:MAX_RESPONSE_BYTES]
                     break
+    except RefusedDestination as exc:
+        raise DeliveryError(REFUSED, permanent=True) from exc
     except httpx.TimeoutException as exc:
         raise DeliveryError(f"timed out: {type(exc).__name__}", permanent=False) from exc
     except httpx.HTTPError as exc:
@@ -135,17 +127,29 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def http_client(settings: Settings) -> httpx.AsyncClient:
-    """The client every HTTP channel shares: bounded waits, no redirects, no proxies from env."""
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+def http_client(settings: Settings, *, aimed: bool = False) -> httpx.AsyncClient:
+    """A client for the HTTP channels: bounded waits, no redirects, no proxies from env.
+
+    `aimed=True` is the client for URLs a user chose (webhooks, Slack): each host is resolved
+    once, all its addresses are checked (unless private networks are allowed), and the connection
+    goes to a checked address. The other client calls the providers the operator configured."""
     timeout = httpx.Timeout(
         settings.notify_read_timeout_seconds, connect=settings.notify_connect_timeout_seconds
     )
-    return httpx.AsyncClient(
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    transport = (
+        GuardedTransport(
+            limits=LIMITS, backend=GuardedBackend(allow_private=settings.allow_private_outbound)
+        )
+        if aimed
+        else None
     )
+    return httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False, limits=LIMITS,
+        transport=transport,
+    )  # fmt: skip
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -158,11 +162,15 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class Channels:
-    """Every adapter, sharing one HTTP client and the settings."""
+    """Every adapter, sharing the settings and two HTTP clients: `http` for the providers the
+    operator configured, `aimed` (guarded) for the URLs users chose."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: Settings, http: httpx.AsyncClient, aimed: httpx.AsyncClient
+    ) -> None:
         self.settings = settings
         self.http = http
+        self.aimed = aimed
 
     async def send(self, outgoing: Outgoing) -> str | None:
         """Deliver; answers the provider's message id (None when the provider gives none)."""
@@ -252,9 +260,7 @@ class Channels:
         return str(sid) if sid else None
 
     async def _send_slack(self, outgoing: Outgoing) -> str | None:
-        await check_destination(
-            outgoing.address, allow_private=self.settings.allow_private_outbound
-        )
+        check_destination(outgoing.address, allow_private=self.settings.allow_private_outbound)
         text = outgoing.message.text
         incident = outgoing.payload["incident"]
         blocks = [
@@ -271,15 +277,13 @@ class Channels:
         ]  # fmt: skip
         content = json.dumps({"text": text, "blocks": blocks}).encode()
         await post(
-            self.http, outgoing.address, content=content,
+            self.aimed, outgoing.address, content=content,
             headers={"Content-Type": "application/json"}, quote_answer=not outgoing.personal,
         )  # fmt: skip
         return None
 
     async def _send_webhook(self, outgoing: Outgoing) -> str | None:
-        await check_destination(
-            outgoing.address, allow_private=self.settings.allow_private_outbound
-        )
+        check_destination(outgoing.address, allow_private=self.settings.allow_private_outbound)
         content = json.dumps(outgoing.payload, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -292,7 +296,7 @@ class Channels:
                 "X-Signature": sign(outgoing.secret, timestamp, content),
             }
         await post(
-            self.http, outgoing.address, content=content, headers=headers,
+            self.aimed, outgoing.address, content=content, headers=headers,
             quote_answer=not outgoing.personal,
         )  # fmt: skip
         return None

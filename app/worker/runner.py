@@ -127,6 +127,7 @@ class Worker:
         self.jobs = tuple(jobs)
         self.batch = batch
         self._http = http
+        self._aimed: httpx.AsyncClient | None = None
         self.last_tick_at: datetime | None = None
         self._stop = asyncio.Event()
         self._wakes: list[asyncio.Event] = []
@@ -134,10 +135,12 @@ class Worker:
     def _context(self) -> Context:
         if self._http is None:
             self._http = http_client(self.settings)
+        if self._aimed is None:
+            self._aimed = http_client(self.settings, aimed=True)
         return Context(
             self.sessionmaker,
             self.clock,
-            Channels(self.settings, self._http),
+            Channels(self.settings, self._http, self._aimed),
             self.batch,
             stopping=self._stop.is_set,
         )
@@ -257,6 +260,9 @@ class Worker:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._aimed is not None:
+            await self._aimed.aclose()
+            self._aimed = None
 
     def wake(self) -> None:
         """Run the jobs now rather than at the next poll (something became due)."""

@@ -3,21 +3,29 @@ Twilio, Slack and webhook receivers. Time moves on the injected clock; nothing s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import socket
 from urllib.parse import parse_qs
 
+import anyio
 import pytest
 from sqlalchemy import select
 
 from app.core.db import session_scope
+from app.core.outbound import REFUSED
 from app.incidents.models import TimelineEntry
 from app.notifications import outbox
 from app.notifications.models import Notification
-from tests.support.receivers import verify
+from tests.support.ports import free_port
+from tests.support.receivers import TLSListener, verify
 from tests.support.settings import make_settings
 
 POLICIES = "/v1/escalation/policies/"
+
+
+PUBLIC = "93.184.216.34"  # a global address; every connection to it is routed to loopback
 
 
 async def page_policy(client, *user_ids, **fields):
@@ -367,7 +375,6 @@ class TestHttpChannels:
         assert (row.status, row.attempts) == ("sent", 2)
 
     async def test_connection_refused_is_retried_then_failed(self, admin_client, harness, factory):
-        from tests.support.ports import free_port
 
         hook = await factory.webhook(url=f"http://127.0.0.1:{free_port()}/in", events=["triggered"])
         await open_incident(admin_client)
@@ -394,8 +401,72 @@ class TestOutboundSafety:
         await harness.run_jobs()
         [row] = await rows(harness, channel="webhook")
         assert (row.status, row.attempts) == ("failed", 1)
-        assert "private" in row.last_error
+        assert row.last_error == REFUSED
         assert http_receiver.requests == []
+
+    async def test_a_name_that_rebinds_to_loopback_is_connected_at_the_address_checked(
+        self, admin_client, harness, factory, monkeypatch
+    ):
+        """DNS rebinding: the name answers a public address first and 127.0.0.1 after. The
+        connection must go to the address that was checked (here routed to a stand-in for the
+        public server), with the name kept for TLS; the loopback port must never be reached."""
+        loop = asyncio.get_running_loop()
+        real_getaddrinfo = loop.getaddrinfo
+        lookups: list[str] = []
+
+        async def rebinding(host, port, *args, **kwargs):
+            if host not in ("hooks.rebind.test", b"hooks.rebind.test"):  # anyio asks in bytes
+                return await real_getaddrinfo(host, port, *args, **kwargs)
+            lookups.append(host)
+            address = PUBLIC if len(lookups) == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+        real_connect = anyio.connect_tcp
+
+        async def connect(remote_host, remote_port, **kwargs):
+            if remote_host == PUBLIC:  # the public server, played by a listener on loopback
+                remote_host, remote_port = "127.0.0.1", public.port
+            return await real_connect(remote_host, remote_port, **kwargs)
+
+        monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+        monkeypatch.setattr(anyio, "connect_tcp", connect)
+        async with TLSListener() as public, TLSListener() as internal:
+            await factory.webhook(
+                url=f"https://hooks.rebind.test:{internal.port}/in", events=["triggered"]
+            )
+            await open_incident(admin_client)
+            await harness.run_jobs()
+            [row] = await rows(harness, channel="webhook")
+        assert internal.connections == 0
+        assert public.server_names == ["hooks.rebind.test"]  # SNI: the name, not the address
+        assert lookups == ["hooks.rebind.test"]  # resolved once
+        assert row.status == "pending" and row.attempts == 1  # the stand-in hung up: retried
+
+    async def test_a_name_with_any_private_address_is_refused_in_one_phrase(
+        self, admin_client, harness, factory, monkeypatch
+    ):
+        loop = asyncio.get_running_loop()
+        real_getaddrinfo = loop.getaddrinfo
+
+        async def mixed(host, port, *args, **kwargs):
+            if host not in ("mixed.rebind.test", b"mixed.rebind.test"):
+                return await real_getaddrinfo(host, port, *args, **kwargs)
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+
+        monkeypatch.setattr(loop, "getaddrinfo", mixed)
+        async with TLSListener() as internal:
+            for port in (internal.port, free_port()):  # an open port and a closed one
+                await factory.webhook(
+                    url=f"https://mixed.rebind.test:{port}/in", events=["triggered"]
+                )
+            await open_incident(admin_client)
+            await harness.run_jobs()
+            errors = [row.last_error for row in await rows(harness, channel="webhook")]
+        assert internal.connections == 0
+        assert errors == [REFUSED, REFUSED]
 
     async def test_subscriptions_to_private_addresses_are_refused(self, admin_client):
         response = await admin_client.post(

@@ -3,6 +3,7 @@ peers of the service, and what a receiver does with a signed delivery."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -136,3 +137,58 @@ def verify(secret: str, request: Mapping[str, Any]) -> Any:
     """What a receiver does: check the signature over timestamp + "." + body, then parse."""
     assert signed_with(request, secret), "X-Signature does not verify with the secret"
     return json.loads(request["body"])
+
+
+# ---- a TLS peer that only listens ---------------------------------------------------------------
+
+
+class TLSListener:
+    """A TCP listener on 127.0.0.1 that records, for each connection, the server name a TLS client
+    asked for (SNI, read from its ClientHello, RFC 8446 4.1.2 and RFC 6066 3), then hangs up.
+    `connections` counts every connection, TLS or not: a port that must never be reached."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.connections = 0
+        self.server_names: list[str | None] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> TLSListener:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            header = await asyncio.wait_for(reader.readexactly(5), 5)
+            record = await asyncio.wait_for(reader.readexactly(int.from_bytes(header[3:5])), 5)
+            self.server_names.append(server_name(record) if header[0] == 22 else None)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            self.server_names.append(None)
+        finally:
+            writer.close()
+
+
+def server_name(handshake: bytes) -> str | None:
+    """The host_name of the server_name extension of a ClientHello handshake message, or None."""
+    if not handshake or handshake[0] != 1:  # not a ClientHello
+        return None
+    at = 4 + 2 + 32  # handshake header, legacy_version, random
+    at += 1 + handshake[at]  # legacy_session_id
+    at += 2 + int.from_bytes(handshake[at : at + 2])  # cipher_suites
+    at += 1 + handshake[at]  # legacy_compression_methods
+    end = at + 2 + int.from_bytes(handshake[at : at + 2])
+    at += 2
+    while at + 4 <= end:
+        kind = int.from_bytes(handshake[at : at + 2])
+        length = int.from_bytes(handshake[at + 2 : at + 4])
+        data = handshake[at + 4 : at + 4 + length]
+        if kind == 0:  # server_name: list length, name_type (0: host_name), name length, name
+            return data[5 : 5 + int.from_bytes(data[3:5])].decode("ascii")
+        at += 4 + length
+    return None
