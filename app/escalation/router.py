@@ -103,13 +103,21 @@ async def delete_policy(policy: ValidPolicy, session: SessionDep) -> object:
     responses={404: {"description": "No such incident"}},
 )
 async def list_escalation_events(
-    incident: ValidIncident, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
+    incident: ValidIncident,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> object:
-    """Every step scheduled for the incident, oldest first: due, fired, cancelled, failed."""
+    """Every step scheduled for the incident, oldest first: due, fired, cancelled, failed.
+    Webhook actions show their URL to admins only."""
     items, next_cursor = await runs.list_events(
         session, incident=incident, limit=limit, cursor=cursor
     )
-    return {"items": items, "next_cursor": next_cursor}
+    shown = [
+        EscalationEventRead.model_validate(item).shown_to(admin=user.is_admin) for item in items
+    ]
+    return {"items": shown, "next_cursor": next_cursor}
 
 
 @incidents.post(

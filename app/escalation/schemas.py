@@ -149,10 +149,41 @@ class PolicyUpdate(PartialUpdate):
     model_config = {"json_schema_extra": {"examples": [{"priority": 5, "is_active": False}]}}
 
 
+class TargetRead(BaseModel):
+    type: Literal["user", "schedule"]
+    id: int
+
+
+class NotifyActionRead(BaseModel):
+    type: Literal["notify"]
+
+
+class AssignActionRead(BaseModel):
+    type: Literal["assign"]
+
+
+class WebhookActionRead(BaseModel):
+    type: Literal["webhook"]
+    url: str | None = Field(
+        description="Where the step posts; null for anyone but an admin (policies are admins')"
+    )
+
+
+class SetSeverityActionRead(BaseModel):
+    type: Literal["set_severity"]
+    severity: Severity
+
+
+ActionRead = Annotated[
+    NotifyActionRead | AssignActionRead | WebhookActionRead | SetSeverityActionRead,
+    Field(discriminator="type"),
+]
+
+
 class StepRead(BaseModel):
     delay_minutes: float
-    targets: list[dict[str, Any]]
-    actions: list[dict[str, Any]]
+    targets: list[TargetRead]
+    actions: list[ActionRead]
 
 
 class PolicyRead(ResponseModel):
@@ -179,7 +210,18 @@ class EscalationEventRead(ResponseModel):
     due_at: datetime
     executed_at: datetime | None
     delay_minutes: float
-    targets: list[dict[str, Any]]
-    actions: list[dict[str, Any]]
+    targets: list[TargetRead]
+    actions: list[ActionRead]
     notified_user_ids: list[int]
     detail: str
+
+    def shown_to(self, *, admin: bool) -> EscalationEventRead:
+        """As `GET /v1/incidents/{id}/escalation-events` shows it: a policy's webhook URLs are
+        for admins, who alone may read policies."""
+        if admin:
+            return self
+        actions = [
+            a.model_copy(update={"url": None}) if isinstance(a, WebhookActionRead) else a
+            for a in self.actions
+        ]
+        return self.model_copy(update={"actions": actions})

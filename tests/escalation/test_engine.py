@@ -541,3 +541,15 @@ async def test_acknowledging_while_the_worker_fires_leaves_nothing_scheduled(
         assert {p.status for p in await notifications(harness, incident["id"])} <= {
             "sent", "cancelled"
         }  # fmt: skip
+
+
+async def test_a_policy_webhook_url_is_shown_to_admins_only(admin_client, user_client, user):
+    hook = {"type": "webhook", "url": "https://hooks.example.com/secret-path?token=s3cr3t"}
+    await make_policy(admin_client, step(0, user.id, actions=[{"type": "notify"}, hook]))
+    incident = await open_incident(admin_client)
+    [shown_to_admin] = await events(admin_client, incident["id"])
+    [shown_to_user] = await events(user_client, incident["id"])
+    assert shown_to_admin["actions"] == [{"type": "notify"}, hook]
+    assert shown_to_user["actions"] == [{"type": "notify"}, {"type": "webhook", "url": None}]
+    assert shown_to_user["targets"] == [{"type": "user", "id": user.id}]
+    assert "s3cr3t" not in (await user_client.get(f"/v1/incidents/{incident['id']}")).text
