@@ -154,6 +154,38 @@ async def test_two_api_instances_share_the_lockout(client, factory, harness):
         assert (await login(client, "ops@example.com")).status_code == 429
 
 
+async def test_guessing_the_current_password_with_a_token_counts_as_failed_logins(
+    client, factory, harness
+):
+    await factory.user(email="ops@example.com", password=PASSWORD)
+    token = (await login(client, "ops@example.com")).json()["access_token"]
+    me = {"Authorization": f"Bearer {token}"}
+    wrong_email_change = {"email": "thief@example.com", "current_password": "guess"}
+    statuses = [
+        (await client.put("/v1/users/me", json=wrong_email_change, headers=me)).status_code,
+        *[
+            (
+                await client.post(
+                    "/v1/users/me/password",
+                    json={"current_password": f"guess {n}", "new_password": "a new passphrase"},
+                    headers=me,
+                )
+            ).status_code
+            for n in range(2)
+        ],
+    ]
+    assert statuses == [403, 401, 401]
+    harness.clock.advance(minutes=1)  # the per-address bucket has room again
+    right = {"current_password": PASSWORD, "new_password": "a new passphrase"}
+    refused = await client.post("/v1/users/me/password", json=right, headers=me)
+    assert refused.status_code == 429  # the right password, refused while the account is locked
+    email_change = {"email": "new@example.com", "current_password": PASSWORD}
+    assert (await client.put("/v1/users/me", json=email_change, headers=me)).status_code == 429
+    assert (await login(client, "ops@example.com")).status_code == 429
+    harness.clock.advance(minutes=15)
+    assert (await client.post("/v1/users/me/password", json=right, headers=me)).status_code == 200
+
+
 # --- password recovery ------------------------------------------------------------------------
 
 

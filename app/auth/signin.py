@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ratelimit
 from app.core.config import Settings
+from app.users import passwords
 from app.users import service as user_service
 from app.users.models import User
 
@@ -74,3 +75,30 @@ async def authenticate_limited(
     if user is not None:
         await ratelimit.refill(session, f"login:account:{account_bucket(settings, email)}", now=now)
     return user
+
+
+async def password_confirmed(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    user: User,
+    password: str,
+    now: datetime,
+) -> bool:
+    """Is `password` the signed-in user's own (to change their password or email)? Counted in
+    the same limits as signing in, so that a stolen token cannot guess the password past the
+    account's lock-out, nor confirm one while the account is locked. Call it before writing
+    anything in `session`: it commits."""
+    # The attempt is counted in a transaction of its own, which must stay when the request fails;
+    # the request's has only read the user so far: end it, as SQLite has one writer at a time.
+    await session.commit()
+    buckets = _login_buckets(request, settings, user.email)
+    await ratelimit.check(
+        request.app.state.sessionmaker, buckets, now=now, detail="Too many password attempts"
+    )
+    if not passwords.verify_password(password, user.hashed_password):
+        return False
+    account = f"login:account:{account_bucket(settings, user.email)}"
+    await ratelimit.refill(session, account, now=now)
+    return True

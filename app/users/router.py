@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
+from app.auth import signin
 from app.auth.dependencies import AdminUser, CurrentUser
 from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import Forbidden, NotFound
+from app.core.errors import Forbidden, NotFound, Unauthorized
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.flows import users as user_flow
-from app.users import passwords
 from app.users import service as user_service
 from app.users.models import Role, User
 from app.users.schemas import PasswordChange, UserCreate, UserRead, UserUpdate, UserUpdateMe
@@ -40,16 +40,25 @@ async def read_me(user: CurrentUser) -> object:
     responses={
         403: {"description": "Email change without the right current_password"},
         409: {"description": "Email taken"},
+        429: {"description": "Too many wrong passwords: the account's sign-in limit"},
     },
 )
 async def update_me(
-    body: UserUpdateMe, user: CurrentUser, session: SessionDep, clock: ClockDep
+    body: UserUpdateMe,
+    user: CurrentUser,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> object:
-    """Change your own name, email (with `current_password`), phone or time zone."""
+    """Change your own name, email (with `current_password`), phone or time zone. Wrong
+    passwords count against the account's sign-in limit (429 past it)."""
     changes = body.model_dump(exclude_unset=True, exclude={"current_password"})
     if changes.get("email", user.email) != user.email and not (
         body.current_password
-        and passwords.verify_password(body.current_password, user.hashed_password)
+        and await signin.password_confirmed(
+            request, session, settings, user=user, password=body.current_password, now=clock.now()
+        )
     ):
         raise Forbidden("Changing your email needs your current_password")
     return await user_service.update(session, user=user, changes=changes, now=clock.now())
@@ -58,18 +67,27 @@ async def update_me(
 @router.post(
     "/me/password",
     response_model=UserRead,
-    responses={401: {"description": "Current password is wrong"}},
+    responses={
+        401: {"description": "Current password is wrong"},
+        429: {"description": "Too many wrong passwords: the account's sign-in limit"},
+    },
 )
 async def change_my_password(
-    body: PasswordChange, user: CurrentUser, session: SessionDep, clock: ClockDep
+    body: PasswordChange,
+    user: CurrentUser,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> object:
-    """Change your password; every token issued before stops working."""
-    return await user_service.change_password(
-        session,
-        user=user,
-        current_password=body.current_password,
-        new_password=body.new_password,
-        now=clock.now(),
+    """Change your password; every token issued before stops working. Wrong passwords count
+    against the account's sign-in limit (429 past it)."""
+    if not await signin.password_confirmed(
+        request, session, settings, user=user, password=body.current_password, now=clock.now()
+    ):
+        raise Unauthorized("Current password is wrong")
+    return await user_service.update(
+        session, user=user, changes={"password": body.new_password}, now=clock.now()
     )
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import lock_named
-from app.core.errors import Conflict, Unauthorized
+from app.core.errors import Conflict
 from app.core.pagination import page_by_id
 from app.users import passwords
 from app.users.models import Role, User
@@ -116,14 +116,6 @@ async def update(
     user.updated_at = now
     await _flush_unique_email(session, user.email)
     return user
-
-
-async def change_password(
-    session: AsyncSession, *, user: User, current_password: str, new_password: str, now: datetime
-) -> User:
-    if not passwords.verify_password(current_password, user.hashed_password):
-        raise Unauthorized("Current password is wrong")
-    return await update(session, user=user, changes={"password": new_password}, now=now)
 
 
 async def lock(session: AsyncSession, user: User) -> None:
