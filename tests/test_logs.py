@@ -64,6 +64,36 @@ def test_text_lines_end_with_the_extras_and_keep_a_traceback_below():
     assert rest[0].startswith("Traceback") and rest[-1] == "RuntimeError: boom"
 
 
+async def test_a_line_break_in_a_request_cannot_forge_a_text_line(client, caplog):
+    """A percent-encoded CR/LF in the path reaches the access line decoded; written raw, the
+    text after it would stand as a line of its own."""
+    forged = "/v1/x%0d%0a2026-12-07 09:00:00,000 [1] INFO app.access: GET /admin 200%E2%80%A8"
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        await client.get(forged)
+    [access] = [r for r in caplog.records if r.name == "app.access"]
+    assert "\r\n" in access.getMessage()  # the request's own words, decoded
+    written = Text().format(access)
+    assert len(written.splitlines()) == 1, written
+    assert (
+        "/v1/x\\r\\n2026-12-07 09:00:00,000 [1] INFO app.access: GET /admin 200\\u2028" in written
+    )
+    assert "path=/v1/x\\r\\n2026" in written  # the extras too
+
+
+def test_control_characters_in_a_message_or_extra_are_escaped_and_a_traceback_stays_below():
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        line = record("title %s", title="a\x1b[31mred\x00")
+        line.args = ("one\ntwo",)
+        line.exc_info = sys.exc_info()
+    first, *rest = Text().format(line).splitlines()
+    assert first.endswith("app.test: title one\\ntwo [title=a\\x1b[31mred\\x00]")
+    assert rest[0].startswith("Traceback") and rest[-1] == "RuntimeError: boom"
+
+
 @pytest.fixture
 def server(tmp_path, smtp_server):
     """`incident-management serve` with JSON logs, mail to a real SMTP server, stderr to a file."""

@@ -103,22 +103,39 @@ class Json(JsonFormatter):
         return {key: value for key, value in log_data.items() if value is not None}
 
 
+# Line breaks and other control characters (C0, DEL, C1, the Unicode line separators): in a text
+# line, a CR/LF from a request (a percent-encoded path, a title) would start a forged line.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: control characters as Python escapes (`\\n`, `\\x1b`, `\\u2028`)."""
+    if not CONTROL.search(text):
+        return text
+    return CONTROL.sub(
+        lambda m: _ESCAPES.get(m[0]) or (
+            f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}"
+        ),
+        text,
+    )  # fmt: skip
+
+
 class Text(logging.Formatter):
-    """`time [pid] LEVEL logger: message [key=value …]`, the extras sorted."""
+    """`time [pid] LEVEL logger: message [key=value …]`, the extras sorted: one line a record,
+    whatever the message and extras hold (control characters escaped), then the traceback."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        head = escape_controls(super().formatMessage(record))
         extras = sorted(
             (k, v) for k, v in vars(record).items() if k not in _STANDARD and v is not None
         )
         if not extras:
-            return line
-        head, newline, rest = line.partition("\n")  # a traceback stays below
-        fields = " ".join(f"{k}={v}" for k, v in extras)
-        return f"{head} [{fields}]{newline}{rest}"
+            return head
+        return head + " [" + " ".join(f"{k}={escape_controls(str(v))}" for k, v in extras) + "]"
 
 
 def redact_access_log() -> None:
