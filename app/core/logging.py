@@ -21,6 +21,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from app.core.config import Settings
+from app.core.text import escape_controls
 
 # Integration keys may come in the query string (`?key=…`, for senders that cannot set a header);
 # the access log prints request lines, so they are masked there.
@@ -101,24 +102,6 @@ class Json(JsonFormatter):
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in log_data.items() if value is not None}
-
-
-# Line breaks and other control characters (C0, DEL, C1, the Unicode line separators): in a text
-# line, a CR/LF from a request (a percent-encoded path, a title) would start a forged line.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape_controls(text: str) -> str:
-    """`text` on one line: control characters as Python escapes (`\\n`, `\\x1b`, `\\u2028`)."""
-    if not CONTROL.search(text):
-        return text
-    return CONTROL.sub(
-        lambda m: _ESCAPES.get(m[0]) or (
-            f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}"
-        ),
-        text,
-    )  # fmt: skip
 
 
 class Text(logging.Formatter):

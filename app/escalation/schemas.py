@@ -3,13 +3,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 
 from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
+from app.core.text import single_line
 from app.incidents.models import Severity
 from app.incidents.schemas import EntityId, LabelKey, LabelValue, labels_schema
 
-PolicyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+PolicyName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(single_line),
+]
 
 
 class Target(RequestModel):

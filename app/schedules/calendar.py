@@ -9,6 +9,8 @@ from datetime import datetime
 from icalendar import Calendar
 from icalendar import Event as VEvent
 
+from app.core.text import flattened
+
 PRODUCT = "-//Incident Management System//On-call schedules//EN"
 
 
@@ -25,11 +27,13 @@ def feed(*, name: str, events: Sequence[Event], now: datetime) -> bytes:
     calendar.add("prodid", PRODUCT)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", name)
+    # Names are one line on input; rows written before that rule may not be: a property value
+    # with a bare CR or LF would end the property early (or fail to serialise at all).
+    calendar.add("x-wr-calname", flattened(name))
     for event in events:
         entry = VEvent()
         entry.add("uid", f"{event.uid}@incident-management")
-        entry.add("summary", event.summary)
+        entry.add("summary", flattened(event.summary))
         entry.add("dtstart", event.start)
         entry.add("dtend", event.end)
         entry.add("dtstamp", now)

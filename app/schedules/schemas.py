@@ -8,11 +8,16 @@ from zoneinfo import available_timezones
 from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
 from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
+from app.core.text import single_line
 from app.users.schemas import UserRead
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 Day = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(single_line),
+]
 Description = Annotated[str, StringConstraints(max_length=20_000)]
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 

@@ -3,11 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, StrictBool, StringConstraints
+from pydantic import AfterValidator, Field, StrictBool, StringConstraints
 
 from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel
+from app.core.text import single_line
 
-ServiceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ServiceName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(single_line),
+]
 Description = Annotated[str, StringConstraints(max_length=20_000)]
 
 

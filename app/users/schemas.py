@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StrictBool, StringConstraints
 
 from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
+from app.core.text import single_line
 from app.users.models import Role
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -37,7 +38,11 @@ def _timezone(value: str) -> str:
 
 Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower_email)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+FullName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(single_line),
+]
 Phone = Annotated[str | None, Field(default=None, max_length=32), AfterValidator(_e164)]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_timezone)]
 

@@ -253,6 +253,28 @@ class TestCalendars:
         other = url.replace(f"/users/{user.id}/", f"/users/{admin.id}/")
         assert (await client.get(other)).status_code == 401
 
+    async def test_names_with_line_breaks_are_refused_and_old_ones_still_make_a_feed(
+        self, admin_client, client, harness, user
+    ):
+        for name in ("On call\nX-INJECTED:1", "bare\rCR", "tab\there", "n\x85el", "esc\x1b[2J"):
+            answer = await admin_client.post(SCHEDULES, json={**BERLIN_DAILY, "name": name})
+            assert answer.status_code == 422, name
+            assert "control characters" in answer.text
+        renamed = await admin_client.put(f"/v1/users/{user.id}", json={"full_name": "A\nB"})
+        assert renamed.status_code == 422
+        sid = (await make_schedule(admin_client, layers=[dict(JANUARY, user_ids=[user.id])]))["id"]
+        async with session_scope(harness.app.state.sessionmaker) as session:  # as stored before
+            schedule = await schedule_service.get(session, sid)
+            schedule.name = "Primary\r\nX-INJECTED:1\rmore"
+        url = (await admin_client.post(f"{SCHEDULES}{sid}/calendar-url")).json()["url"]
+        feed = await client.get(url)
+        assert feed.status_code == 200
+        assert b"X-INJECTED" not in feed.content.replace(b"\r\n ", b"").split(b"X-WR-CALNAME")[0]
+        calendar = Calendar.from_ical(feed.content)
+        assert str(calendar["X-WR-CALNAME"]) == "Primary  X-INJECTED:1 more"
+        assert "X-INJECTED" not in calendar
+        assert all(b"\r" not in line for line in feed.content.split(b"\r\n"))
+
 
 class TestLeaving:
     async def test_deleting_someone_on_a_schedule_or_policy_needs_force(
