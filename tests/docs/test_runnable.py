@@ -23,6 +23,7 @@ WALKTHROUGH = re.compile(
     r"<!-- walkthrough:start -->\n```sh\n(.*?)```\n<!-- walkthrough:end -->", re.DOTALL
 )
 RUNNABLE = re.compile(r"<!-- runnable -->\n```sh\n(.*?)```", re.DOTALL)
+PROMISE = re.compile(r"^# → (.*)$", re.MULTILINE)  # what the line above it prints
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,17 @@ def run(code: str, base: str, tmp_path: Path, where: str, after: str = "") -> st
     assert done.returncode == 0, (
         f"{where} exited {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     )
+    assert_promised_output(code, done.stdout, where)
     return done.stdout
+
+
+def assert_promised_output(code: str, out: str, where: str) -> None:
+    """Each `# → text` comment of the block is a line of its output, in the block's order."""
+    lines = iter(out.splitlines())
+    for promised in PROMISE.findall(code):
+        assert any(line.strip() == promised.strip() for line in lines), (
+            f"{where} promises the output {promised!r}, not printed in that order:\n{out}"
+        )
 
 
 def test_the_readme_walkthrough_runs_as_pasted(server, tmp_path):
