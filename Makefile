@@ -48,7 +48,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy run_e2e_tests.py scripts bench tests/e2e tests/support
 	$(BIN)/hadolint Dockerfile
 
-bench: $(VENV)/.installed-dev  ## every performance scenario on PostgreSQL (BENCH_POSTGRES_URL): report in bench/results/, README table rewritten
+bench: $(VENV)/.installed-dev  ## every performance scenario on PostgreSQL (BENCH_POSTGRES_URL): report in bench/results/, docs/performance.md's table rewritten
 	$(BIN)/python -m bench
 
 bench-compare: $(VENV)/.installed-dev  ## ratios per figure between two reports: make bench-compare A=… B=…

@@ -8,7 +8,8 @@ Each scenario runs one of the scripts in scripts/ (they can be run alone too) ag
 made for it and dropped afterwards (a temporary file for SQLite): the service under the production
 server (gunicorn with uvicorn workers) or its worker processes, driven from a separate process
 over loopback, bounded in count and time. The report goes to bench/results/<date>-<commit>-<db>.json
-with a Markdown table beside it, and the README's performance summary (between its bench markers)
+with a Markdown table beside it, and the latest-benchmark table of docs/performance.md (between its
+bench markers)
 is rewritten from it, targets beside figures. About four minutes on the 2-core machine.
 """
 
@@ -34,7 +35,7 @@ from tests.support.databases import PostgresDatabase, fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-README = ROOT / "README.md"
+SUMMARY = ROOT / "docs" / "performance.md"  # its table between BEGIN and END
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -106,7 +107,7 @@ def machine(server: str | None) -> dict[str, Any]:
 
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(what, measured, target) for the README and the Markdown file."""
+    """(what, measured, target) for docs/performance.md and the Markdown file."""
     out: list[tuple[str, str, str]] = []
     figures = report["scenarios"]
     ingestion = figures.get("ingestion")
@@ -179,13 +180,13 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(report: dict[str, Any]) -> None:
-    text = README.read_text()
+def update_summary(report: dict[str, Any]) -> None:
+    text = SUMMARY.read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN} … {END} section to rewrite")
+        raise SystemExit(f"{SUMMARY.name} has no {BEGIN} … {END} section to rewrite")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{markdown(report)}{END}{tail}")
+    SUMMARY.write_text(f"{head}{BEGIN}\n{markdown(report)}{END}{tail}")
 
 
 # ---- comparing two reports ----------------------------------------------------------------------
@@ -224,7 +225,7 @@ def compare(first: Path, second: Path, show: Callable[[str], None] = print) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "compare", "readme"))
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "compare", "summary"))
     parser.add_argument("files", nargs="*", type=Path, help="compare: two reports")
     parser.add_argument(
         "--postgres-url",
@@ -241,9 +242,9 @@ def main() -> None:
             parser.error("compare takes two report files")
         compare(*args.files)
         return
-    if args.command == "readme":  # from the latest full PostgreSQL report
+    if args.command == "summary":  # from the latest full PostgreSQL report
         full = [p for p in RESULTS.glob("*-postgresql.json")]
-        update_readme(json.loads(max(full, key=lambda p: p.stat().st_mtime).read_text()))
+        update_summary(json.loads(max(full, key=lambda p: p.stat().st_mtime).read_text()))
         return
     server = None if args.sqlite else args.postgres_url.rstrip("/")
     wanted = args.only.split(",")
@@ -269,7 +270,7 @@ def main() -> None:
     (RESULTS / f"{report['name']}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{report['name']}.md").write_text(markdown(report))
     if server is not None and complete:
-        update_readme(report)
+        update_summary(report)
     print(markdown(report))
 
 

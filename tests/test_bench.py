@@ -1,4 +1,5 @@
-"""The benchmark report: its table, the README section it rewrites, and comparing two reports."""
+"""The benchmark report: its table, the section of docs/performance.md it rewrites, and comparing
+two reports."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ def test_the_table_puts_targets_beside_figures():
     assert "commit `abc1234`" in table and "2 cores" in table
 
 
-def test_the_readme_section_is_rewritten_and_nothing_else(tmp_path, monkeypatch):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nbefore\n{bench.BEGIN}\nold table\n{bench.END}\nafter\n")
-    monkeypatch.setattr(bench, "README", readme)
-    bench.update_readme(REPORT)
-    text = readme.read_text()
+def test_the_summary_section_is_rewritten_and_nothing_else(tmp_path, monkeypatch):
+    summary = tmp_path / "performance.md"
+    summary.write_text(f"# Title\n\nbefore\n{bench.BEGIN}\nold table\n{bench.END}\nafter\n")
+    monkeypatch.setattr(bench, "SUMMARY", summary)
+    bench.update_summary(REPORT)
+    text = summary.read_text()
     assert "old table" not in text and "| alerts (generic), new |" in text
     assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{bench.END}\nafter\n")
 
@@ -52,3 +53,9 @@ def test_compare_prints_the_ratio_of_every_shared_figure(tmp_path):
     by_name = {line.split()[0]: line.split() for line in lines[1:]}
     assert by_name["ingestion.scenarios.generic.new.per_s"][1:] == ["1500.000", "3000.000", "2.00"]
     assert by_name["escalation.steps_per_s"][-1] == "1.00"
+
+
+def test_the_summary_is_in_docs_performance():
+    text = bench.SUMMARY.read_text()
+    assert bench.SUMMARY.name == "performance.md"
+    assert text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1

@@ -107,7 +107,7 @@ def test_env_file_and_environment_are_read(tmp_path, monkeypatch):
 
 
 def test_the_example_env_file_starts_as_it_is(monkeypatch):
-    """The README says: copy .env.example to .env. Every value in it must load."""
+    """docs/configuration.md says: copy .env.example to .env. Every value in it must load."""
     from pathlib import Path
 
     for name in list(__import__("os").environ):

@@ -59,7 +59,7 @@ def webhook_payload(
     data: dict[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
-    """The JSON body of every outgoing webhook (documented in the README and OpenAPI)."""
+    """The JSON body of every outgoing webhook (documented in docs/api.md and OpenAPI)."""
     return {
         "id": cause,
         "event": f"incident.{event}",

@@ -88,7 +88,7 @@ class Incidents(WalkBase):
             expect_eq(same["version"], 2, "version after an update to the same values")
 
     def lifecycle(self) -> None:
-        """Incident A through every transition of the README's table, and its records."""
+        """Incident A through every transition of docs/api.md's lifecycle table, and its records."""
         ada, bob, carol = self.ada, self.bob, self.carol
 
         def a() -> int:

@@ -449,7 +449,7 @@ def test_on_call_boundaries() -> None:
 
 
 def test_ninety_days_of_busy_layers() -> None:
-    """The shape the API allows at its limit (speed: see the README's performance section)."""
+    """The shape the API allows at its limit (speed: docs/performance.md, On-call shifts)."""
     office = (
         Restriction(WEEKDAYS, time(8), time(18)),
         Restriction(frozenset({5}), time(22), time(6)),

@@ -5,7 +5,7 @@ Chromium is required, not optional: without /usr/bin/chromium these tests fail a
 install it (`make browser`, or `apt-get install chromium`); CI installs it first.
 
 Screenshots of the main pages are written to `artifacts/screenshots/<backend>/` on every run; the
-README shows two of them (docs/screenshots/, copied from a run).
+README and docs/console.md show two of them (docs/screenshots/, copied from a run).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ async def _entries(sessionmaker, incident_id: int, now, count: int) -> None:
 
 async def test_concurrent_first_listeners_start_one_poller(harness):
     """Pages reconnecting together (a restart: EventSource retries after 1 s) must not each
-    start a polling task: the README promises one query per process."""
+    start a polling task: docs/console.md promises one query per process."""
     feed = ChangeFeed(harness.app.state.sessionmaker, interval=0.05)  # type: ignore[attr-defined]
     entered = asyncio.Event()
     release = asyncio.Event()
