@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import jwt
 
 from app.core.config import Settings
+from app.core.schemas import MAX_ID
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ def decode_access_token(settings: Settings, token: str, *, now: datetime) -> Tok
     if claims.get("type") != "access":
         return None
     try:
-        return TokenClaims(user_id=int(claims["sub"]), token_version=int(claims["ver"]))
+        user_id, version = int(claims["sub"]), int(claims["ver"])
     except (TypeError, ValueError):
         return None
+    if not (1 <= user_id <= MAX_ID and 0 <= version <= MAX_ID):  # a database integer
+        return None
+    return TokenClaims(user_id=user_id, token_version=version)

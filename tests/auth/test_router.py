@@ -168,8 +168,13 @@ class TestTokens:
             lambda claims: jwt.encode({**claims, "ver": 1}, TEST_SECRET, "HS256"),
             lambda claims: jwt.encode({k: v for k, v in claims.items() if k != "exp"}, TEST_SECRET),
             lambda claims: "not.a.jwt",
+            lambda claims: jwt.encode({**claims, "sub": str(2**63)}, TEST_SECRET, "HS256"),
+            lambda claims: jwt.encode({**claims, "sub": str(2**70)}, TEST_SECRET, "HS256"),
+            lambda claims: jwt.encode({**claims, "sub": "-1"}, TEST_SECRET, "HS256"),
+            lambda claims: jwt.encode({**claims, "ver": 2**64}, TEST_SECRET, "HS256"),
         ],
-        ids=["alg-none", "other-alg", "other-key", "wrong-type", "old-version", "no-exp", "junk"],
+        ids=["alg-none", "other-alg", "other-key", "wrong-type", "old-version", "no-exp", "junk",
+             "sub-2^63", "sub-2^70", "sub-negative", "ver-2^64"],  # fmt: skip
     )
     async def test_forged_or_malformed_tokens_are_refused(self, harness, user, forge):
         now = harness.clock.now()
