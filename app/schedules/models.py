@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdType, JsonType, UTCDateTime
@@ -76,3 +76,6 @@ class UserCalendar(Base):
     )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The user's token_version when the secret was made: a password change or a deactivation
+    # moves the user's, and the feed's secret ends with their sign-in tokens.
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -91,8 +91,11 @@ async def _shifts_answer(session: SessionDep, shifts: Sequence[Shift]) -> dict[s
 
 
 def _calendar_link(request: Request, route: str, token: str, **params: str) -> dict[str, str]:
+    """The feed's address under PUBLIC_BASE_URL: never built from the request's Host header,
+    which a client chooses (a link with a secret in it must not point at someone else's host)."""
     path = request.app.url_path_for(route, **params)
-    return {"url": f"{str(request.base_url).rstrip('/')}{path}?token={token}"}
+    base = request.app.state.settings.public_base_url
+    return {"url": f"{base}{path}?token={token}"}
 
 
 def _feed(name: str, events: list[calendar.Event], now: datetime) -> Response:

@@ -21,6 +21,7 @@ from app.core.tokens import hash_token, new_token
 from app.schedules import oncall
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.schedules.schemas import DAYS
+from app.users.models import User
 from app.users.queries import not_active
 
 logger = logging.getLogger(__name__)
@@ -406,11 +407,17 @@ def calendar_token_matches(schedule: Schedule, token: str | None) -> bool:
 async def new_user_calendar_token(session: AsyncSession, *, user_id: int, now: datetime) -> str:
     """A new secret for the user's own feed; the old one stops working."""
     token = new_token()
+    version = await session.scalar(select(User.token_version).where(User.id == user_id)) or 0
     existing = await session.get(UserCalendar, user_id)
     if existing is None:
-        session.add(UserCalendar(user_id=user_id, token_hash=hash_token(token), created_at=now))
+        session.add(
+            UserCalendar(
+                user_id=user_id, token_hash=hash_token(token), created_at=now, token_version=version
+            )
+        )
     else:
         existing.token_hash, existing.created_at = hash_token(token), now
+        existing.token_version = version
     await session.flush()
     return token
 
@@ -418,7 +425,12 @@ async def new_user_calendar_token(session: AsyncSession, *, user_id: int, now: d
 async def user_calendar_token_matches(
     session: AsyncSession, *, user_id: int, token: str | None
 ) -> bool:
+    """Does `token` open the user's feed? Not once they changed their password or left (their
+    token_version moved past the feed's), as their sign-in tokens end then too."""
     found = await session.get(UserCalendar, user_id) if token else None
     if found is None or not hmac.compare_digest(found.token_hash, hash_token(token or "")):
         return False
-    return not await not_active(session, [user_id])  # a departed user's feed ends
+    current = await session.scalar(
+        select(User.token_version).where(User.id == user_id, User.is_active.is_(True))
+    )
+    return current is not None and current == found.token_version

@@ -173,8 +173,19 @@ class TestTokens:
             lambda claims: jwt.encode({**claims, "sub": "-1"}, TEST_SECRET, "HS256"),
             lambda claims: jwt.encode({**claims, "ver": 2**64}, TEST_SECRET, "HS256"),
         ],
-        ids=["alg-none", "other-alg", "other-key", "wrong-type", "old-version", "no-exp", "junk",
-             "sub-2^63", "sub-2^70", "sub-negative", "ver-2^64"],  # fmt: skip
+        ids=[
+            "alg-none",
+            "other-alg",
+            "other-key",
+            "wrong-type",
+            "old-version",
+            "no-exp",
+            "junk",
+            "sub-2^63",
+            "sub-2^70",
+            "sub-negative",
+            "ver-2^64",
+        ],
     )
     async def test_forged_or_malformed_tokens_are_refused(self, harness, user, forge):
         now = harness.clock.now()

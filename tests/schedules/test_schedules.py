@@ -15,6 +15,7 @@ from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.escalation.policy import Conditions, steps_of
 from app.notifications.models import Notification
 from app.schedules import service as schedule_service
+from tests.factories import DEFAULT_PASSWORD
 
 SCHEDULES = "/v1/schedules/"
 BERLIN_DAILY = {
@@ -219,12 +220,19 @@ class TestWhoIsOnCall:
 
 class TestCalendars:
     async def test_the_schedule_feed_needs_its_secret_and_lists_the_shifts(
-        self, admin_client, client, admin, user
+        self, admin_client, client, admin, user, harness
     ):
         sid = (await make_schedule(admin_client, layers=[
             dict(JANUARY, user_ids=[admin.id, user.id])]))["id"]  # fmt: skip
-        url = (await admin_client.post(f"{SCHEDULES}{sid}/calendar-url")).json()["url"]
-        path, _, query = url.removeprefix("http://test").partition("?")
+        # The link is under PUBLIC_BASE_URL, whatever Host the request named.
+        url = (
+            await admin_client.post(
+                f"{SCHEDULES}{sid}/calendar-url", headers={"Host": "attacker.example"}
+            )
+        ).json()["url"]
+        public = harness.settings.public_base_url
+        assert url.startswith(f"{public}/v1/") and "attacker" not in url
+        path, _, query = url.removeprefix(public).partition("?")
         assert path == f"/v1/schedules/{sid}/calendar.ics" and query.startswith("token=")
         feed = await client.get(url)  # no bearer token: the URL's secret is enough
         assert feed.status_code == 200
@@ -252,6 +260,29 @@ class TestCalendars:
         assert str(event["SUMMARY"]) == "On call: Mine"
         other = url.replace(f"/users/{user.id}/", f"/users/{admin.id}/")
         assert (await client.get(other)).status_code == 401
+
+    async def test_a_users_own_feed_ends_with_a_password_change_and_a_new_one_works(
+        self, admin_client, user_client, client, harness, user
+    ):
+        await make_schedule(admin_client, name="Mine", layers=[dict(JANUARY, user_ids=[user.id])])
+        url = (await user_client.post("/v1/users/me/calendar-url")).json()["url"]
+        assert (await client.get(url)).status_code == 200
+        changed = await user_client.post(
+            "/v1/users/me/password",
+            json={"current_password": DEFAULT_PASSWORD, "new_password": "a brand new one"},
+        )
+        assert changed.status_code == 200
+        assert (await client.get(url)).status_code == 401
+        token = (
+            await client.post(
+                "/v1/auth/login/access-token",
+                data={"username": user.email, "password": "a brand new one"},
+            )
+        ).json()["access_token"]
+        async with harness.make_client(token) as signed_in:
+            fresh = (await signed_in.post("/v1/users/me/calendar-url")).json()["url"]
+        assert (await client.get(fresh)).status_code == 200
+        assert (await client.get(url)).status_code == 401
 
     async def test_names_with_line_breaks_are_refused_and_old_ones_still_make_a_feed(
         self, admin_client, client, harness, user
