@@ -4,7 +4,7 @@ import logging
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import security
@@ -12,6 +12,7 @@ from app.auth.dependencies import CurrentUser
 from app.auth.signin import account_bucket, authenticate_limited, client_bucket
 from app.core import ratelimit
 from app.core.config import Settings
+from app.core.db import WAKE_WORKER, session_scope
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, Unauthorized
 from app.core.schemas import Message
@@ -89,7 +90,7 @@ async def test_token(user: CurrentUser) -> object:
 async def password_recovery(
     email: Annotated[str, Path(max_length=320)],
     request: Request,
-    session: SessionDep,
+    background: BackgroundTasks,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> Message:
@@ -110,11 +111,27 @@ async def password_recovery(
         now=clock.now(),
         detail="Too many recovery requests",
     )
+    # The account is looked up, and the token and mail stored, after the answer is sent: the
+    # answer takes the same time whether the account exists or not (otherwise measurable).
     lifetime = timedelta(minutes=settings.password_reset_token_expire_minutes)
-    await recovery_flow.start(
-        session, email=email, now=clock.now(), lifetime=lifetime, secret_key=settings.secret_key
-    )
+    background.add_task(
+        _start_recovery, request, email=email, now=clock.now(), lifetime=lifetime,
+        secret_key=settings.secret_key,
+    )  # fmt: skip
     return Message(message=RECOVERY_MESSAGE)
+
+
+async def _start_recovery(request: Request, **what: Any) -> None:
+    sessionmaker = request.app.state.sessionmaker
+    try:
+        async with session_scope(sessionmaker) as session:
+            await recovery_flow.start(session, **what)
+            wake = bool(session.info.get(WAKE_WORKER))
+    except Exception:
+        logger.exception("password recovery could not be started")
+        return
+    if wake:
+        request.app.state.worker.wake()
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -162,3 +163,40 @@ class TestWithoutSmtp:
         match = re.search(r"^ {4}([A-Za-z0-9_-]{43})$", caplog.text, re.MULTILINE)
         assert match, caplog.text
         assert (await reset(client, match.group(1))).status_code == 200
+
+
+async def test_the_answer_is_sent_before_the_account_is_looked_up(harness, user):
+    """Answering after the lookup made existing accounts measurably slower to answer (18.6 ms
+    against 13.5 ms): the answer must leave before any work that depends on the account."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    before_answer: list[list[str]] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    async def app(scope, receive, send):
+        began = len(statements)
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                before_answer.append(statements[began:])
+            await send(message)
+
+        await harness.app(scope, receive, sending)
+
+    engine = harness.app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for email in (user.email, "nobody@example.com"):
+                answer = await client.post(f"/v1/auth/password-recovery/{email}")
+                assert answer.json() == {"message": SAME_MESSAGE}
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(before_answer) == 2
+    for seen in before_answer:
+        assert not [s for s in seen if "FROM users" in s or "INSERT INTO notifications" in s]
+    assert any("INSERT INTO notifications" in s for s in statements)  # the mail, queued after
