@@ -107,8 +107,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/v1/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        # /docs and /redoc are installed by openapi.install, with their files served from here.
+        docs_url=None,
+        redoc_url=None,
         lifespan=lifespan,
         redirect_slashes=False,
         swagger_ui_parameters={"persistAuthorization": True},

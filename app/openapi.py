@@ -1,4 +1,5 @@
-"""The published OpenAPI document: every field described.
+"""The published OpenAPI document, every field described, and its two readers: Swagger UI at
+/docs and ReDoc at /redoc, served with their files from the app itself (no CDN).
 
 Field meanings are written once here, by field name (with a few per-schema overrides), and filled
 into any schema property that has no description of its own. FastAPI's own schemas (validation
@@ -7,15 +8,28 @@ errors, the OAuth2 form) keep theirs.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.dependencies.models import Dependant
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.responses import FileResponse, HTMLResponse, Response
+from swagger_ui_bundle import swagger_ui_path
 
 from app.alerts.sources import KINDS, SOURCES
 from app.auth.dependencies import get_admin_user
+from app.core.security_headers import docs_policy
 from app.escalation.enums import EscalationStatus
 from app.incidents.timeline import EntryType
 
@@ -344,7 +358,108 @@ def document_errors(schema: dict[str, Any], *, admin: set[tuple[str, str]]) -> d
     return schema
 
 
+# The readers' files, each under a name that carries its version (so it can be cached for good):
+# Swagger UI from the pinned PyPI package swagger-ui-bundle-v2, ReDoc's one file vendored from
+# npm (app/vendor/redoc-<version>/README.md says where from and how to update it).
+SWAGGER_UI = Path(str(swagger_ui_path))  # …/vendor/swagger-ui-<version>
+REDOC = Path(__file__).parent / "vendor" / "redoc-2.5.4"
+DOCS_ASSETS = "/docs/assets"
+JS = "text/javascript; charset=utf-8"
+ASSETS: dict[str, tuple[Path, str]] = {
+    f"{SWAGGER_UI.name}/swagger-ui-bundle.js": (SWAGGER_UI / "swagger-ui-bundle.js", JS),
+    f"{SWAGGER_UI.name}/swagger-ui.css": (SWAGGER_UI / "swagger-ui.css", "text/css; charset=utf-8"),
+    f"{SWAGGER_UI.name}/favicon-32x32.png": (SWAGGER_UI / "favicon-32x32.png", "image/png"),
+    f"{REDOC.name}/redoc.standalone.js": (REDOC / "redoc.standalone.js", JS),
+}
+SWAGGER_JS, SWAGGER_CSS, FAVICON, REDOC_JS = (f"{DOCS_ASSETS}/{name}" for name in ASSETS)
+# Swagger UI's default sends the document's URL to validator.swagger.io for a badge: not here.
+SWAGGER_DEFAULTS: dict[str, Any] = {"validatorUrl": None}
+
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+_INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
+
+
+def _digest(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+@dataclass(frozen=True)
+class DocsPage:
+    """A docs page, made once, and the Content-Security-Policy it is served with."""
+
+    body: bytes
+    policy: str
+
+    @classmethod
+    def of(cls, page: HTMLResponse, *, redoc: bool = False) -> DocsPage:
+        """The page's own inline scripts and styles may run (named by digest), nothing else
+        inline, and it loads from this origin only."""
+        body = bytes(page.body)
+        html = body.decode()
+        policy = docs_policy(
+            scripts=[_digest(s) for s in _INLINE_SCRIPT.findall(html)],
+            styles=[_digest(s) for s in _INLINE_STYLE.findall(html)],
+            redoc=redoc,
+        )
+        return cls(body, policy)
+
+    def response(self) -> HTMLResponse:
+        return HTMLResponse(self.body, headers={"Content-Security-Policy": self.policy})
+
+
+def install_docs(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """/docs (Swagger UI), its OAuth2 redirect page, /redoc, and their files under /docs/assets/."""
+    openapi_url = app.openapi_url or ""
+    redirect_url = f"{docs_url}/oauth2-redirect"
+    swagger = DocsPage.of(
+        get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=redirect_url,
+            swagger_js_url=SWAGGER_JS,
+            swagger_css_url=SWAGGER_CSS,
+            swagger_favicon_url=FAVICON,
+            swagger_ui_parameters=SWAGGER_DEFAULTS | (app.swagger_ui_parameters or {}),
+        )
+    )
+    redirect = DocsPage.of(get_swagger_ui_oauth2_redirect_html())
+    redoc = DocsPage.of(
+        get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=REDOC_JS,
+            redoc_favicon_url=FAVICON,
+            with_google_fonts=False,
+        ),
+        redoc=True,
+    )
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui() -> Response:
+        return swagger.response()
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> Response:
+        return redirect.response()
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc_page() -> Response:
+        return redoc.response()
+
+    @app.get(DOCS_ASSETS + "/{name:path}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        found = ASSETS.get(name)
+        if found is None:
+            raise HTTPException(status_code=404)
+        path, media_type = found
+        # The name carries the version: a new version is a new URL.
+        cache = "public, max-age=31536000, immutable"
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": cache})
+
+
 def install(app: FastAPI) -> None:
+    install_docs(app)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(

@@ -10,18 +10,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
 from app.auth.signin import authenticate_limited
 from app.core import ratelimit, serving
+from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import DomainError
 from app.ui import admin, analytics, auth, directory, incidents, live
 from app.ui.auth import ViewerDep
 from app.ui.live import ChangeFeed
 from app.ui.render import STATIC, page
+from app.users import service as user_service
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 router.include_router(incidents.router)
@@ -42,10 +45,22 @@ async def home() -> Response:
     return RedirectResponse("/ui/incidents", status_code=303)
 
 
-def _login_page(
-    request: Request, *, error: str | None = None, email: str = "", next_path: str, status: int
+async def _login_page(
+    request: Request,
+    session: AsyncSession,
+    *,
+    error: str | None = None,
+    email: str = "",
+    next_path: str,
+    status: int,
 ) -> Response:
     token = secrets.token_urlsafe(32)
+    settings: Settings = request.app.state.settings
+    # On an empty database, how the first account (the admin) is made: there is none to sign in.
+    first_account = None
+    if await user_service.none_yet(session):
+        base = str(request.base_url).rstrip("/")
+        first_account = {"signup": settings.allow_signup, "signup_url": f"{base}/v1/auth/signup"}
     response = page(
         request,
         "login.html",
@@ -55,10 +70,11 @@ def _login_page(
         error=error,
         email=email,
         next_path=auth.safe_next(next_path),
+        first_account=first_account,
     )
     auth.set_cookie(
         response,
-        request.app.state.settings,
+        settings,
         auth.LOGIN_CSRF_COOKIE,
         token,
         max_age=auth.LOGIN_CSRF_SECONDS,
@@ -68,9 +84,11 @@ def _login_page(
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(
-    request: Request, next: Annotated[str, Query(max_length=2000)] = "/ui/incidents"
+    request: Request,
+    session: SessionDep,
+    next: Annotated[str, Query(max_length=2000)] = "/ui/incidents",
 ) -> Response:
-    return _login_page(request, next_path=next, status=200)
+    return await _login_page(request, session, next_path=next, status=200)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -86,8 +104,9 @@ async def login(
 ) -> Response:
     """Sign in: the API's checks (the same rate limits and lockout), then a session cookie."""
     if not auth.login_csrf_valid(request, csrf_token):
-        return _login_page(
+        return await _login_page(
             request,
+            session,
             error="The form expired; please sign in again.",
             email=email,
             next_path=next,
@@ -100,10 +119,13 @@ async def login(
             detail="Too many sign-in attempts; wait a few minutes",
         )  # fmt: skip
     except ratelimit.TooManyRequests as exc:
-        return _login_page(request, error=exc.detail, email=email, next_path=next, status=429)
+        return await _login_page(
+            request, session, error=exc.detail, email=email, next_path=next, status=429
+        )
     if user is None:
-        return _login_page(
+        return await _login_page(
             request,
+            session,
             error="Incorrect email or password, or the account is inactive.",
             email=email,
             next_path=next,

@@ -59,6 +59,11 @@ async def create(
     return user
 
 
+async def none_yet(session: AsyncSession) -> bool:
+    """No account at all: the next signup becomes the admin (see `signup`)."""
+    return (await session.scalar(select(User.id).limit(1))) is None
+
+
 async def signup(
     session: AsyncSession,
     *,

@@ -432,3 +432,50 @@ def test_the_event_stream_names_incidents_changed_by_another_process(world: Worl
     # Without a session the stream is refused (a redirect to the login page, not a stream).
     refused = httpx.get(f"{base}/ui/events", timeout=10)
     assert refused.status_code == 303 and refused.headers["location"].startswith("/ui/login")
+
+
+# ReDoc 2.x shows a Redocly logo it fetches from cdn.redoc.ly in its sidebar (no option turns it
+# off); the docs pages' policy refuses it, as it should: the text link stays, the image does not.
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+# What each page draws for an operation: Swagger UI's block, ReDoc's heading (ReDoc draws the
+# first operations at once and the rest as the reader scrolls).
+DOCS_PAGES = [
+    ("/docs", ".opblock", "#operations-incidents-create_incident_v1_incidents__post", 20),
+    ("/redoc", "h2", 'h2:has-text("Generic JSON")', 5),
+]
+
+
+@pytest.mark.parametrize(("path", "operations", "one", "at_least"), DOCS_PAGES)
+def test_the_api_docs_render_with_every_other_host_unreachable(
+    world: World, chromium: Browser, path: str, operations: str, one: str, at_least: int
+) -> None:
+    """Swagger UI and ReDoc from the app's own files: with requests to any other host aborted,
+    the operations are drawn and the page's policy refuses nothing it needs."""
+    base = world.bases[0]
+    context = chromium.new_context()
+    elsewhere: list[str] = []
+
+    def local_only(route: Any) -> None:
+        if route.request.url.startswith(base + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", local_only)
+    page = context.new_page()
+    page.set_default_timeout(LIVE_WAIT_MS)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    answer = page.goto(base + path)
+    assert answer is not None and answer.status == 200
+    expect(page.locator(one)).to_be_visible()
+    assert page.locator(operations).count() >= at_least
+    page.wait_for_load_state("networkidle")
+    unexpected = [e for e in errors if REDOC_LOGO not in e]
+    assert unexpected == [], unexpected
+    assert elsewhere == []  # the page asked for nothing elsewhere (a refused logo is not asked)
+    context.close()
