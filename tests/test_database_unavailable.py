@@ -186,3 +186,31 @@ class TestIsUnavailable:
 
         assert not is_unavailable(IntegrityError("INSERT", {}, Duplicate()))
         assert not is_unavailable(ValueError("a bug"))
+
+
+async def test_readiness_says_the_in_process_worker_fails_while_the_database_is_away(
+    fresh_database_url,
+):
+    engine = create_engine(make_settings(fresh_database_url))
+    async with engine.begin() as connection:
+        await upgrade_connection(connection)
+    await engine.dispose()
+    app = create_app(make_settings(fresh_database_url, worker_in_process=True))
+    outage = Outage(fresh_database_url, app)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await app.state.worker.run_once()  # a pass that works
+            ready = await client.get("/health/ready")
+            await outage.begin()
+            try:
+                await app.state.worker.run_once()  # a pass that cannot reach the database
+                away = await client.get("/health/ready")
+            finally:
+                await outage.end()
+            await app.state.worker.run_once()
+            back = await client.get("/health/ready")
+    assert (ready.status_code, ready.json()["worker"]) == (200, "ok")
+    assert away.status_code == 503
+    assert (away.json()["database"], away.json()["worker"]) == ("error", "error")
+    assert (back.status_code, back.json()["worker"]) == (200, "ok")

@@ -9,7 +9,7 @@ from typing import Literal
 from alembic.script import ScriptDirectory
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,7 +32,10 @@ class Readiness(BaseModel):
     status: Literal["ok", "error"]
     database: Literal["ok", "error"]
     migrations: Literal["ok", "behind", "unknown"]
-    worker: Literal["ok", "stalled", "off"]
+    worker: Literal["ok", "error", "stalled", "off"] = Field(
+        description="`error`: its last pass failed (e.g. the database is unreachable); "
+        "`stalled`: no pass finished in 30 s; `off`: it runs as `incident-management worker`"
+    )
     version: str
 
 
@@ -100,7 +103,8 @@ async def ready(request: Request) -> object:
     """Readiness, for orchestrators: the database answers, its schema is this code's newest
     migration (`behind`: run `incident-management migrate`; `unknown`: a revision this code does
     not know, e.g. after a rollback), and the in-process worker (when on) has finished a pass in
-    the last 30 s (`off`: it runs as `incident-management worker`, not checked here)."""
+    the last 30 s and its last pass worked (`off`: it runs as `incident-management worker`, not
+    checked here)."""
     state = request.app.state
     database, migrations = "ok", "unknown"
     try:
@@ -116,7 +120,12 @@ async def ready(request: Request) -> object:
             seconds=max(WORKER_STALE_SECONDS, 3 * state.settings.worker_poll_interval_seconds)
         )
         last = state.worker.last_tick_at
-        worker = "ok" if last is not None and state.clock.now() - last <= stale else "stalled"
+        if state.worker.failing_since is not None:
+            worker = "error"
+        elif last is not None and state.clock.now() - last <= stale:
+            worker = "ok"
+        else:
+            worker = "stalled"
     ok = (database, migrations, worker) in {("ok", "ok", "ok"), ("ok", "ok", "off")}
     body = Readiness(
         status="ok" if ok else "error", database=database, migrations=migrations, worker=worker,

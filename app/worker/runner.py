@@ -128,7 +128,8 @@ class Worker:
         self.batch = batch
         self._http = http
         self._aimed: httpx.AsyncClient | None = None
-        self.last_tick_at: datetime | None = None
+        self.last_tick_at: datetime | None = None  # the end of the last pass that worked
+        self.failing_since: datetime | None = None  # passes have failed since (None: they work)
         self._stop = asyncio.Event()
         self._wakes: list[asyncio.Event] = []
 
@@ -149,12 +150,14 @@ class Worker:
         """Run each job until it has nothing due; a failing job is logged and the rest go on."""
         ctx = self._context()
         done: dict[str, int] = {}
+        failed = False
         for job in self.jobs if jobs is None else jobs:
             done[job.name] = 0
             while not self._stop.is_set():
                 try:
                     count = await job.run(ctx)
                 except Exception as exc:
+                    failed = True
                     if is_unavailable(exc):
                         # Expected while the database restarts: one line, not a traceback a tick.
                         logger.warning(
@@ -174,8 +177,12 @@ class Worker:
                     break  # analytics: a budget per tick, whatever the batch size
         ran = self.jobs if jobs is None else jobs
         if any(_in_firing_loop(job) for job in ran):
-            # Readiness reads this: the loop that fires escalations is the one that must live.
-            self.last_tick_at = self.clock.now()
+            # Readiness reads these: the loop that fires escalations is the one that must live,
+            # and a pass that failed (the database unreachable, say) fired nothing.
+            if failed:
+                self.failing_since = self.failing_since or self.clock.now()
+            else:
+                self.last_tick_at, self.failing_since = self.clock.now(), None
         return done
 
     async def seconds_until_due(self, lookups: Sequence[DueLookup]) -> float:
