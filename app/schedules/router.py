@@ -28,6 +28,7 @@ from app.schedules.schemas import (
     OnCall,
     OverrideCreate,
     OverrideRead,
+    PersonRead,
     ScheduleChangeRead,
     ScheduleCreate,
     ScheduleRead,
@@ -79,11 +80,22 @@ def _window(
     return start, end
 
 
-async def _shifts_answer(session: SessionDep, shifts: Sequence[Shift]) -> dict[str, Any]:
+def _person(user: User, viewer: User) -> PersonRead:
+    """Someone on a schedule as `viewer` may see them: contact details for admins and the
+    person themself only (a schedule is read by every user)."""
+    person = PersonRead.model_validate(user)
+    if viewer.is_admin or viewer.id == user.id:
+        return person
+    return person.model_copy(update={"email": None, "phone": None})
+
+
+async def _shifts_answer(
+    session: SessionDep, shifts: Sequence[Shift], viewer: User
+) -> dict[str, Any]:
     users = await _users(session, {s.user_id for s in shifts})
     return {
         "items": [
-            {"user": users[s.user_id], "start": s.start, "end": s.end}
+            {"user": _person(users[s.user_id], viewer), "start": s.start, "end": s.end}
             for s in shifts
             if s.user_id in users
         ]
@@ -103,9 +115,9 @@ def _feed(name: str, events: list[calendar.Event], now: datetime) -> Response:
     return Response(body, media_type="text/calendar; charset=utf-8")
 
 
-def _override_answer(override: ScheduleOverride, user: User) -> dict[str, Any]:
+def _override_answer(override: ScheduleOverride, user: User, viewer: User) -> dict[str, Any]:
     return {
-        "id": override.id, "schedule_id": override.schedule_id, "user": user,
+        "id": override.id, "schedule_id": override.schedule_id, "user": _person(user, viewer),
         "start": override.start_at, "end": override.end_at, "created_at": override.created_at,
     }  # fmt: skip
 
@@ -180,14 +192,14 @@ async def schedule_history(schedule: ValidSchedule, session: SessionDep) -> obje
 
 @router.get("/{schedule_id}/overrides", response_model=list[OverrideRead])
 async def list_overrides(
-    schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, viewer: CurrentUser,
     start: StartQuery = None, end: EndQuery = None,
 ) -> object:  # fmt: skip
     """The overrides overlapping [start, end) (default: the next 7 days), oldest first."""
     start, end = _window(start, end, clock.now())
     found = await schedule_service.overrides(session, [schedule.id], start, end)
     users = await _users(session, {o.user_id for o in found})
-    return [_override_answer(o, users[o.user_id]) for o in found]
+    return [_override_answer(o, users[o.user_id], viewer) for o in found]
 
 
 @router.post(
@@ -208,7 +220,7 @@ async def create_override(
     )  # fmt: skip
     user = await session.get(User, override.user_id)
     assert user is not None
-    return _override_answer(override, user)
+    return _override_answer(override, user, admin)
 
 
 @router.delete("/{schedule_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -230,26 +242,30 @@ async def delete_override(
 
 @router.get("/{schedule_id}/on-call", response_model=OnCall)
 async def on_call(
-    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, at: AtQuery = None
+    schedule: ValidSchedule,
+    session: SessionDep,
+    clock: ClockDep,
+    viewer: CurrentUser,
+    at: AtQuery = None,
 ) -> object:
     """Who is on call at `at` (default: now): an empty list when nobody is."""
     at = at or clock.now()
     found = (await schedule_service.on_call(session, [schedule], at))[schedule.id]
     named = schedule_service.computed(schedule, found)
     users = await _users(session, set(named))
-    return {"at": at, "users": [users[uid] for uid in named if uid in users]}
+    return {"at": at, "users": [_person(users[uid], viewer) for uid in named if uid in users]}
 
 
 @router.get("/{schedule_id}/shifts", response_model=Shifts)
 async def shifts(
-    schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, viewer: CurrentUser,
     start: StartQuery = None, end: EndQuery = None,
 ) -> object:  # fmt: skip
     """The final shifts in [start, end): layers merged, overrides applied, one person's
     adjacent shifts joined; gaps where nobody is on call. At most 90 days per call."""
     start, end = _window(start, end, clock.now())
     found = (await schedule_service.shifts(session, [schedule], start, end))[schedule.id]
-    return await _shifts_answer(session, schedule_service.computed(schedule, found))
+    return await _shifts_answer(session, schedule_service.computed(schedule, found), viewer)
 
 
 @router.post("/{schedule_id}/calendar-url", response_model=CalendarLink)
@@ -294,7 +310,7 @@ async def schedule_calendar(
 
 @oncall_router.get("/oncall", response_model=EveryOnCall)
 async def every_on_call(
-    session: SessionDep, clock: ClockDep, _: CurrentUser, at: AtQuery = None
+    session: SessionDep, clock: ClockDep, viewer: CurrentUser, at: AtQuery = None
 ) -> object:
     """Who is on call in every schedule at `at` (default: now)."""
     at = at or clock.now()
@@ -304,7 +320,8 @@ async def every_on_call(
     return {
         "at": at,
         "items": [
-            {"schedule": s, "users": [users[uid] for uid in named[s.id] or [] if uid in users],
+            {"schedule": s,
+             "users": [_person(users[uid], viewer) for uid in named[s.id] or [] if uid in users],
              "error": None if named[s.id] is not None else CANNOT_COMPUTE}
             for s in schedules
         ],

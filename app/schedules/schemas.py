@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, m
 
 from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.core.text import single_line
-from app.users.schemas import UserRead
+from app.users.models import Role
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 Day = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -163,10 +163,23 @@ class OverrideCreate(RequestModel):
         return self
 
 
+class PersonRead(ResponseModel):
+    """Someone on a schedule. Their contact details (email, phone) are shown to admins and to
+    the person themself; to other users they are null."""
+
+    id: int
+    full_name: str
+    role: Role
+    is_active: bool
+    timezone: str
+    email: str | None
+    phone: str | None
+
+
 class OverrideRead(ResponseModel):
     id: int
     schedule_id: int
-    user: UserRead
+    user: PersonRead
     start: datetime
     end: datetime
     created_at: datetime
@@ -174,11 +187,11 @@ class OverrideRead(ResponseModel):
 
 class OnCall(ResponseModel):
     at: datetime
-    users: list[UserRead]
+    users: list[PersonRead]
 
 
 class Shift(ResponseModel):
-    user: UserRead
+    user: PersonRead
     start: datetime
     end: datetime
 
@@ -194,7 +207,7 @@ class ScheduleRef(ResponseModel):
 
 class ScheduleOnCall(ResponseModel):
     schedule: ScheduleRef
-    users: list[UserRead]
+    users: list[PersonRead]
     error: str | None = Field(
         default=None, description="Why nobody can be named for this schedule, or null"
     )

@@ -218,6 +218,49 @@ class TestWhoIsOnCall:
         assert (await admin_client.get("/v1/users/me/shifts")).json()["items"] == []
 
 
+async def test_contact_details_of_people_on_call_are_for_admins_and_themselves(
+    admin_client, user_client, admin, user, factory, harness
+):
+    other = await factory.user(email="other@example.com", phone="+14155550100")
+    sid = (await make_schedule(admin_client, layers=[dict(JANUARY, user_ids=[other.id])]))["id"]
+    override = await admin_client.post(
+        f"{SCHEDULES}{sid}/overrides",
+        json={"user_id": user.id, "start": "2026-01-06T09:00:00Z", "end": "2026-01-06T10:00:00Z"},
+    )
+    assert override.status_code == 201
+    window = {"start": "2026-01-05T09:00:00Z", "end": "2026-01-07T09:00:00Z"}
+    reads = {
+        "oncall": lambda c: c.get("/v1/oncall"),
+        "on-call": lambda c: c.get(f"{SCHEDULES}{sid}/on-call"),
+        "shifts": lambda c: c.get(f"{SCHEDULES}{sid}/shifts", params=window),
+        "overrides": lambda c: c.get(f"{SCHEDULES}{sid}/overrides", params=window),
+    }
+    for name, read in reads.items():
+        for viewer, client in (("admin", admin_client), ("user", user_client)):
+            answer = await read(client)
+            assert answer.status_code == 200, (name, viewer)
+            people = [p for p in people_in(answer.json()) if p["id"] in (other.id, user.id)]
+            assert people, name
+            for person in people:
+                shown = viewer == "admin" or person["id"] == user.id
+                assert (person["email"] is not None) == shown, (name, viewer, person)
+                if person["id"] == other.id:
+                    assert person["phone"] == ("+14155550100" if shown else None)
+                    assert person["full_name"] == other.full_name  # the name stays
+
+
+def people_in(answer):
+    """Every person object anywhere in an answer."""
+    if isinstance(answer, dict):
+        if {"id", "full_name", "email"} <= answer.keys():
+            yield answer
+        for value in answer.values():
+            yield from people_in(value)
+    elif isinstance(answer, list):
+        for value in answer:
+            yield from people_in(value)
+
+
 class TestCalendars:
     async def test_the_schedule_feed_needs_its_secret_and_lists_the_shifts(
         self, admin_client, client, admin, user, harness
