@@ -6,12 +6,13 @@ cookie never authorises an API call (and a stolen API token never opens the cons
 CSRF: every state-changing `/ui` request must carry the session's synchronizer token, as the
 `csrf_token` form field (plain forms, no JavaScript) or the `X-CSRF-Token` header (htmx sends it
 from the page's `hx-headers`). The login form, before there is a session, is protected the same
-way by a short-lived token in a cookie of its own (double submit), so a third-party page cannot
-sign a browser in as someone else.
+way by a short-lived token in a cookie of its own (signed double submit: the token carries this
+server's signature and time), so a third-party page cannot sign a browser in as someone else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -185,11 +186,31 @@ async def admin_csrf_checked(browser: Annotated[Browser, Depends(csrf_checked)])
     return browser
 
 
-def login_csrf_valid(request: Request, sent: str | None) -> bool:
+def _login_csrf_signature(settings: Settings, nonce: str, issued: int) -> str:
+    key = hashlib.sha256(f"login-csrf:{settings.secret_key}".encode()).digest()
+    return hmac.new(key, f"{nonce}.{issued}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_login_csrf(settings: Settings, now: datetime) -> str:
+    """The sign-in form's token, `nonce.issued.signature` (signed double submit): the same value
+    goes in a cookie and in the form. The signature ties it to this server's SECRET_KEY and its
+    time, so a cookie planted by someone else (a sibling subdomain can set one) is refused."""
+    nonce, issued = secrets.token_urlsafe(24), int(now.timestamp())
+    return f"{nonce}.{issued}.{_login_csrf_signature(settings, nonce, issued)}"
+
+
+def login_csrf_valid(request: Request, sent: str | None, *, now: datetime) -> bool:
+    """The form's token equals the cookie's, and is one this server signed in the last hour."""
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not expected or not sent:
+    if not expected or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
         return False
-    return hmac.compare_digest(expected.encode(), sent.encode())
+    nonce, _, rest = sent.partition(".")
+    issued, _, signature = rest.partition(".")
+    if not issued.isdigit() or not 0 <= now.timestamp() - int(issued) <= LOGIN_CSRF_SECONDS:
+        return False
+    settings: Settings = request.app.state.settings
+    wanted = _login_csrf_signature(settings, nonce, int(issued))
+    return hmac.compare_digest(signature.encode(), wanted.encode())
 
 
 # A console path and query: `/ui` or `/ui/…`, printable ASCII, no backslash, no `..` segment.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -54,13 +53,15 @@ async def _login_page(
     next_path: str,
     status: int,
 ) -> Response:
-    token = secrets.token_urlsafe(32)
     settings: Settings = request.app.state.settings
+    token = auth.new_login_csrf(settings, request.app.state.clock.now())
     # On an empty database, how the first account (the admin) is made: there is none to sign in.
     first_account = None
     if await user_service.none_yet(session):
-        base = str(request.base_url).rstrip("/")
-        first_account = {"signup": settings.allow_signup, "signup_url": f"{base}/v1/auth/signup"}
+        first_account = {
+            "signup": settings.allow_signup,
+            "signup_url": f"{settings.public_base_url}/v1/auth/signup",
+        }
     response = page(
         request,
         "login.html",
@@ -103,7 +104,7 @@ async def login(
     next: Annotated[str, Form(max_length=2000)] = "/ui/incidents",
 ) -> Response:
     """Sign in: the API's checks (the same rate limits and lockout), then a session cookie."""
-    if not auth.login_csrf_valid(request, csrf_token):
+    if not auth.login_csrf_valid(request, csrf_token, now=clock.now()):
         return await _login_page(
             request,
             session,

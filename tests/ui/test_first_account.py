@@ -20,7 +20,8 @@ async def test_an_empty_database_shows_how_to_sign_up_the_admin(harness, browser
     page = await login_page_text(browser_factory())
     assert NOTE in page and "No account exists yet" in page
     assert "The first account to sign up becomes the administrator" in page
-    assert "curl -X POST http://test/v1/auth/signup" in page
+    # On PUBLIC_BASE_URL, where users reach the service (never the request's Host header).
+    assert f"curl -X POST {harness.settings.public_base_url}/v1/auth/signup" in page
     assert "incident-management create-admin --email you@example.com" in page
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import insert
 
 from app.incidents.models import TimelineEntry
 from app.ui.live import BATCH, ChangeFeed
+from tests.support.console import csrf_of
 
 
 async def _entries(sessionmaker, incident_id: int, now, count: int) -> None:
@@ -195,3 +196,31 @@ async def test_a_stop_signal_ends_every_stream_of_the_process(harness):
         assert listener.closed
     async with feed.listen() as late:
         assert late.closed
+
+
+async def test_the_sign_in_forms_token_must_be_one_this_server_signed(
+    harness, browser_factory, user
+):
+    """Login CSRF by double submit alone trusts any cookie: one planted by another site (a
+    sibling subdomain can set cookies) with the same value in a forged form signed the browser
+    in as the attacker. The token must carry this server's signature and be fresh."""
+    from tests.factories import DEFAULT_PASSWORD
+
+    form = {"email": user.email, "password": DEFAULT_PASSWORD}
+    planted = [
+        "attacker-chosen-value",
+        "nonce.1767603600.00000000000000000000000000000000",  # the shape, not the signature
+    ]
+    for token in planted:
+        browser = browser_factory()
+        browser.cookies.set("ims_login_csrf", token)
+        answer = await browser.post("/ui/login", data=form | {"csrf_token": token})
+        assert answer.status_code != 303 and "ims_session" not in answer.cookies, token
+        assert "The form expired" in answer.text
+    browser = browser_factory()
+    issued = csrf_of((await browser.get("/ui/login")).text)
+    harness.clock.advance(hours=1, seconds=1)  # a signed token, an hour old
+    stale = await browser.post("/ui/login", data=form | {"csrf_token": issued})
+    assert stale.status_code != 303 and "The form expired" in stale.text
+    fresh = csrf_of(stale.text)  # the page it answers with carries a new one
+    assert (await browser.post("/ui/login", data=form | {"csrf_token": fresh})).status_code == 303
