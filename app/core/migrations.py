@@ -3,6 +3,7 @@ connection. The data steps that follow a schema upgrade live in `app.migrations`
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -39,8 +40,9 @@ async def downgrade_connection(connection: AsyncConnection, revision: str = "bas
     await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
 
 
+@cache
 def head_revision() -> str | None:
-    """The newest revision this version of the code has."""
+    """The newest revision this code's migrations know (read once: it changes with the code)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
