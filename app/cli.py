@@ -164,7 +164,16 @@ def worker(
     if port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(port, addr=metrics_host or settings.worker_metrics_host)
+        address = metrics_host or settings.worker_metrics_host
+        try:
+            start_http_server(port, addr=address)
+        except OSError as exc:
+            print(
+                f"Cannot serve the worker's metrics on {address}:{port}: {exc.strerror or exc}.\n"
+                "Choose another --metrics-port (or WORKER_METRICS_PORT), or stop what uses it.",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
     asyncio.run(_run_worker(settings))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 from importlib.metadata import version
@@ -137,6 +138,15 @@ class TestPorts:
             said = refused(done)
             assert len(said.strip().splitlines()) == 1
             assert f"{port} is not a port: give one from 1 to 65535" in said
+
+    def test_a_metrics_port_in_use_is_said(self, env, tmp_path):
+        assert run(["migrate"], env, tmp_path).returncode == 0
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            said = refused(run(["worker", "--metrics-port", str(port)], env, tmp_path))
+        assert f"Cannot serve the worker's metrics on 127.0.0.1:{port}" in said
 
     def test_a_port_in_range_is_taken(self, env, tmp_path):
         # Parsed, then the (broken) settings are what stops it, before anything listens.
