@@ -3,25 +3,81 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
-from app.core.config import Settings
-from app.main import settings_or_exit
+from app import __version__
+from app.core.config import Settings, settings_or_exit
+
+PROG = "incident-management"
 
 cli = typer.Typer(
     help="Incident Management System: the API server, its worker and maintenance commands.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help and errors: no boxes, no colour codes, no type labels on flags (`<bool>`), and
+    # a plain traceback for a bug, which pastes well into an issue.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def _port(value: int | None) -> int | None:
+    # Checked here: uvicorn would take 99999 modulo 65536 and listen on 34463.
+    if value is not None and not 1 <= value <= 65535:
+        raise typer.BadParameter(f"{value} is not a port: give one from 1 to 65535")
+    return value
+
+
+@contextmanager
+def _explained(settings: Settings, *, revision: str | None = None) -> Iterator[None]:
+    """A database that cannot be reached, or a migration that cannot be done: said in one or
+    two lines on stderr, exit status 2, no traceback (anything else keeps its traceback)."""
+    from app.core.problems import explain
+
+    try:
+        yield
+    except Exception as exc:
+        message = explain(exc, settings, revision=revision)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @cli.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on", metavar="ADDRESS")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (1-65535)", callback=_port, metavar="PORT")
+    ] = 8000,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
     migrate_first: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Upgrade the database first")
@@ -31,10 +87,15 @@ def serve(
     import uvicorn
 
     from app import migrations
+    from app.core.logging import configure_logging
 
     settings = settings_or_exit()
+    configure_logging(settings)
     if migrate_first:
-        migrations.upgrade()
+        with _explained(settings):
+            migrations.upgrade()
+            revision = asyncio.run(migrations.revision_of(settings))
+        logging.getLogger("app.migrations").info("database at revision %s (head)", revision)
     base = f"http://{host}:{port}"
     typer.echo(
         f"\n  {settings.project_name} on {base}  (database: {_describe(settings.database_url)})\n"
@@ -49,6 +110,9 @@ def serve(
         "host": host,
         "port": port,
         "log_level": settings.log_level.lower(),
+        # uvicorn's lines go through the application's handler and format (configured above),
+        # not uvicorn's own coloured one.
+        "log_config": None,
         # Requests in flight get this long to finish at shutdown.
         "timeout_graceful_shutdown": 10,
     }
@@ -71,6 +135,8 @@ def worker(
             help="Serve this process's metrics (Prometheus text) on this port "
             "[default: WORKER_METRICS_PORT, else none]",
             show_default=False,
+            callback=_port,
+            metavar="PORT",
         ),
     ] = None,
     metrics_host: Annotated[
@@ -79,6 +145,7 @@ def worker(
             help="Address for the metrics port, unauthenticated: keep it private "
             "[default: WORKER_METRICS_HOST, else 127.0.0.1]",
             show_default=False,
+            metavar="ADDRESS",
         ),
     ] = None,
 ) -> None:
@@ -91,12 +158,37 @@ def worker(
 
     settings = settings_or_exit()
     configure_logging(settings)
+    with _explained(settings):
+        asyncio.run(_check_database(settings))
     port = metrics_port if metrics_port is not None else settings.worker_metrics_port
     if port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(port, addr=metrics_host or settings.worker_metrics_host)
+        address = metrics_host or settings.worker_metrics_host
+        try:
+            start_http_server(port, addr=address)
+        except OSError as exc:
+            print(
+                f"Cannot serve the worker's metrics on {address}:{port}: {exc.strerror or exc}.\n"
+                "Choose another --metrics-port (or WORKER_METRICS_PORT), or stop what uses it.",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
     asyncio.run(_run_worker(settings))
+
+
+async def _check_database(settings: Settings) -> None:
+    """The worker retries a database that goes away while it runs; one that cannot be reached
+    at start, or has no schema, is a mistake to say at once."""
+    from app.migrations import revision_of
+
+    if await revision_of(settings) is None:
+        print(
+            "The database has no schema yet.\n"
+            f"Run `{PROG} migrate` (or `{PROG} serve`, which migrates) first.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 async def _run_worker(settings: Settings) -> None:
@@ -127,14 +219,25 @@ async def _run_worker(settings: Settings) -> None:
 
 @cli.command()
 def migrate(
-    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+    revision: Annotated[
+        str, typer.Argument(help="Revision to upgrade to", metavar="[REVISION]")
+    ] = "head",
 ) -> None:
-    """Upgrade the database schema (same as `alembic upgrade head`)."""
+    """Upgrade the database schema (same as `alembic upgrade head`), then say its revision."""
     from app import migrations
+    from app.core.migrations import head_revision
 
-    settings_or_exit()
-    migrations.upgrade(revision)
-    typer.echo(f"Database at revision {revision}.")
+    settings = settings_or_exit()
+    with _explained(settings, revision=revision):
+        before = asyncio.run(migrations.revision_of(settings))
+        migrations.upgrade(revision)
+        after = asyncio.run(migrations.revision_of(settings))
+    head = head_revision()
+    where = "(head)" if after == head else f"(head is {head})"
+    if after == before:
+        typer.echo(f"Database already at revision {after or 'base'} {where}.")
+    else:
+        typer.echo(f"Database upgraded from {before or 'an empty database'} to {after} {where}.")
 
 
 @cli.command("create-admin")
@@ -157,11 +260,13 @@ def create_admin(
     from app import migrations
 
     settings = settings_or_exit()
+    with _explained(settings):  # before the password is asked for
+        migrations.upgrade()
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    migrations.upgrade()
     try:
-        outcome = asyncio.run(_create_admin(settings, email, full_name, password, force))
+        with _explained(settings):
+            outcome = asyncio.run(_create_admin(settings, email, full_name, password, force))
     except ValueError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(code=1) from None
@@ -220,9 +325,39 @@ def _describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _click_errors() -> Any:
+    """Click's exception classes, as this typer raises them (typer 0.26 and later carry their
+    (recent typers carry their own copy of click; older ones use click itself)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        import click.exceptions as exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cli()
+    errors = _click_errors()
+    try:
+        code = cli(prog_name=PROG, standalone_mode=False)
+    except errors.NoArgsIsHelpError as exc:
+        exc.show()  # the help, as typer does
+        raise SystemExit(exc.exit_code) from None
+    except errors.UsageError as exc:
+        # One line, where click prints the usage, a hint and the error over four.
+        command = exc.ctx.command_path if exc.ctx is not None else PROG
+        message = exc.format_message().rstrip(".")
+        print(f"{command}: {message}. See '{command} -h'.", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except errors.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        raise SystemExit(1) from None
+    # Without standalone mode a command's return value comes back; an exit (--help, --version,
+    # typer.Exit) comes back as its status.
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

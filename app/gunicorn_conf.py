@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger as _Logger  # type: ignore[import-untyped]
 from uvicorn.workers import UvicornWorker as _UvicornWorker
 
 # Metrics from every worker, added up by whichever answers /metrics (prometheus-client's
@@ -122,28 +123,32 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 control_socket_disable = True
 
 
-def on_starting(server: Any) -> None:
-    """Check the application's settings once, in the master, before any worker starts.
+class Logger(_Logger):
+    """gunicorn's logger, its lines written through the application's handler, in its format,
+    from the first ("Starting gunicorn"), and again after SIGHUP, which re-runs this set-up.
 
+    The application's settings are checked here, once, in the master, before any worker starts.
     A refused configuration (production with the default SECRET_KEY, say) then stops gunicorn
     with the message and exit status 2. Left to the workers, each would print it and exit, and
     the master would start new ones for ever.
     """
-    # The settings are checked here; the master's own lines (workers booted, exited, …) are
-    # written in the application's format too.
-    on_reload(server)
-    # Values left by an earlier run in a directory that was given would be added to this one's.
+
+    def setup(self, cfg: Any) -> None:
+        from app.core.config import settings_or_exit
+        from app.core.logging import configure_logging
+
+        super().setup(cfg)
+        configure_logging(settings_or_exit())
+
+
+logger_class = f"{__name__}.Logger"
+
+
+def on_starting(server: Any) -> None:
+    """Values left by an earlier run in a metrics directory that was given would be added to
+    this one's."""
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
-
-
-def on_reload(server: Any) -> None:
-    """Check the settings and write the master's lines in the application's format: at start
-    (from on_starting) and after SIGHUP, which re-runs gunicorn's own log set-up."""
-    from app.core.config import settings_or_exit
-    from app.core.logging import configure_logging
-
-    configure_logging(settings_or_exit())
 
 
 def on_exit(server: Any) -> None:

@@ -9,7 +9,7 @@ import logging
 from app.core.config import Settings
 from app.core.crypto import Sealer
 from app.core.db import create_engine, create_sessionmaker, session_scope
-from app.core.migrations import upgrade_schema
+from app.core.migrations import current_revision, upgrade_schema
 from app.notifications.webhooks import seal_stored_secrets as seal
 
 logger = logging.getLogger(__name__)
@@ -33,3 +33,12 @@ async def seal_stored_secrets(settings: Settings) -> int:
     if sealed:
         logger.info("encrypted %d webhook secret(s) stored in plain text", sealed)
     return sealed
+
+
+async def revision_of(settings: Settings) -> str | None:
+    """The revision the settings' database is at (None: no schema yet)."""
+    engine = create_engine(settings)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()

@@ -94,6 +94,16 @@ def test_bad_values_are_refused(field, value):
         Settings(_env_file=None, **{field: value})
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("mysql://u:p@db/ims", "DATABASE_URL names 'mysql', which is not supported"),
+     ("notaurl", "DATABASE_URL is not a URL"), ("", "DATABASE_URL is not a URL")],
+)  # fmt: skip
+def test_only_postgresql_and_sqlite_urls_are_taken(url, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(_env_file=None, database_url=url)
+
+
 def test_env_file_and_environment_are_read(tmp_path, monkeypatch):
     env_file = tmp_path / ".env"
     env_file.write_text(

@@ -94,6 +94,19 @@ def test_control_characters_in_a_message_or_extra_are_escaped_and_a_traceback_st
     assert rest[0].startswith("Traceback") and rest[-1] == "RuntimeError: boom"
 
 
+def test_the_servers_lines_are_named_for_the_server_and_carry_no_colour_codes():
+    line = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, "Started server process [%d]", (7,), None
+    )
+    line.color_message = "Started server process [\x1b[36m%d\x1b[0m]"
+    text = Text().format(line)
+    assert text.endswith(" INFO uvicorn: Started server process [7]")
+    out = json.loads(Json().format(line))
+    assert (out["logger"], out["message"]) == ("uvicorn", "Started server process [7]")
+    assert "color_message" not in out
+    assert line.name == "uvicorn.error"  # other handlers (pytest's) see the record unchanged
+
+
 @pytest.fixture
 def server(tmp_path, smtp_server):
     """`incident-management serve` with JSON logs, mail to a real SMTP server, stderr to a file."""

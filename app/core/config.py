@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import zoneinfo
 from enum import StrEnum
@@ -14,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-0000000000"  # noqa: S105
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/incidents.db"
 SUPPORTED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+DATABASE_URL_FORMS = (
+    "use postgresql://user:password@host:5432/database or sqlite:///path/to/file.db"
+)
 
 
 class Environment(StrEnum):
@@ -155,6 +159,24 @@ class Settings(BaseSettings):
     def _empty_means_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        url = to_async_url(value.strip())
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(f"DATABASE_URL is not a URL; {DATABASE_URL_FORMS}") from None
+        if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError(
+                f"DATABASE_URL names {parsed.get_backend_name()!r}, which is not supported; "
+                f"{DATABASE_URL_FORMS}"
+            )
+        return value.strip()
+
     @field_validator("rate_limit_ingest_per_second")
     @classmethod
     def _off_or_measurable(cls, value: float) -> float:
@@ -272,14 +294,40 @@ def to_async_url(url: str) -> str:
 
 
 def settings_or_exit() -> Settings:
-    """Settings from the environment; a refused configuration exits with a clear message."""
+    """Settings from the environment; a refused configuration exits with status 2 and two lines:
+    what is wrong (every refused setting, named as its environment variable), and where to fix it.
+    """
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        ]
         print(
-            "Refusing to start: the configuration is not valid.", *lines, sep="\n", file=sys.stderr
+            f"Refusing to start: {describe_invalid(exc)}.",
+            "Correct it in the environment or in .env, then run the command again.",
+            sep="\n",
+            file=sys.stderr,
         )
         raise SystemExit(2) from None
+
+
+# Settings whose values are never printed back: secrets, and URLs that may carry a password.
+_SECRET_NAME = re.compile(r"secret|password|token|key|_url$|_sid$", re.IGNORECASE)
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """`ENVIRONMENT='prod': Input should be …; DATABASE_POOL_SIZE=…: …` on one line."""
+    parts = []
+    for e in error.errors():
+        message = str(e["msg"]).removeprefix("Value error, ").rstrip(".")
+        if not e["loc"]:  # a check across settings: its message names them
+            parts.append(message)
+            continue
+        name = "_".join(map(str, e["loc"])).upper()
+        given = e.get("input")
+        if isinstance(given, str) and not _SECRET_NAME.search(name):
+            shown = given if len(given) <= 40 else given[:37] + "..."
+            parts.append(f"{name}={shown!r}: {message}")
+        elif message.startswith(name):
+            parts.append(message)
+        else:
+            parts.append(f"{name}: {message}")
+    return "; ".join(parts)

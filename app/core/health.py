@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import __version__
 from app.core.db import ping
 from app.core.errors import RETRY_AFTER_SECONDS
-from app.core.migrations import alembic_config
+from app.core.migrations import alembic_config, head_revision
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -42,12 +42,6 @@ class Readiness(BaseModel):
 # The in-process worker must have finished a pass this recently (or three poll intervals, if
 # longer) for the process to be ready: a worker stuck for longer pages nobody.
 WORKER_STALE_SECONDS = 30.0
-
-
-@cache
-def migration_head() -> str | None:
-    """The newest revision this code's migrations know (read once: it changes with the code)."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 class Root(BaseModel):
@@ -109,7 +103,7 @@ async def ready(request: Request) -> object:
     database, migrations = "ok", "unknown"
     try:
         version = await asyncio.wait_for(_schema_version(state.engine), timeout=5)
-        head = migration_head()
+        head = head_revision()
         migrations = "ok" if version == head else "behind" if version in _known() else "unknown"
     except Exception as exc:
         logger.warning("readiness: database unreachable: %s", exc.__class__.__name__)

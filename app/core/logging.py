@@ -81,12 +81,29 @@ class RedactQuerySecrets(logging.Filter):
         return True
 
 
-# Record attributes every LogRecord has: anything else was given with `extra=`.
+# Record attributes every LogRecord has: anything else was given with `extra=`. uvicorn gives
+# each of its lines a copy of the message with terminal colour codes (`color_message`), for its
+# own formatter: never written here.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
+# The servers log their start, stop and failures under `uvicorn.error` and `gunicorn.error`
+# (their error logs, in their words): written under the server's name, so that
+# "Application startup complete" does not read as an error.
+SERVER_NAMES = {"uvicorn.error": "uvicorn", "gunicorn.error": "gunicorn"}
+
+
+def _renamed(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its server's name, as a copy: other handlers see it unchanged."""
+    name = SERVER_NAMES.get(record.name)
+    if name is None:
+        return record
+    copy = logging.makeLogRecord(vars(record))
+    copy.name = name
+    return copy
 
 
 class Json(JsonFormatter):
@@ -100,6 +117,9 @@ class Json(JsonFormatter):
             reserved_attrs=sorted(_STANDARD),
         )
 
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(_renamed(record))
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in log_data.items() if value is not None}
 
@@ -110,6 +130,9 @@ class Text(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(_renamed(record))
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         head = escape_controls(super().formatMessage(record))
@@ -131,7 +154,9 @@ def redact_access_log() -> None:
 
 # httpx logs every request's full URL at INFO: a Slack webhook's URL is its secret, and other
 # receivers' URLs may carry tokens. Deliveries log their own outcome, without the URL.
-QUIET_LOGGERS = ("httpx", "httpcore")
+# alembic says which dialect it found and each step it runs, dozens of lines on a first start:
+# `serve` and `migrate` say the revision reached instead.
+QUIET_LOGGERS = ("httpx", "httpcore", "alembic")
 # The servers' own loggers: their lines go through the same handler (and format) as ours.
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "gunicorn.error")
 # The app writes its own access line (`app.access`: route, status, duration, user, request id).

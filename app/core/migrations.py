@@ -3,12 +3,15 @@ connection. The data steps that follow a schema upgrade live in `app.migrations`
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # The checkout (or the image's /app): alembic.ini and alembic/ lie beside the `app` package.
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -35,3 +38,17 @@ async def upgrade_connection(connection: AsyncConnection, revision: str = "head"
 
 async def downgrade_connection(connection: AsyncConnection, revision: str = "base") -> None:
     await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest revision this code's migrations know (read once: it changes with the code)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at (None: no schema yet)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
