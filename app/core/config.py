@@ -137,9 +137,13 @@ class Settings(BaseSettings):
     # Password recovery emails per account, and recovery requests and resets per client address.
     rate_limit_recovery_per_account_per_hour: int = Field(default=3, ge=0, le=1000)
     rate_limit_recovery_per_ip_per_hour: int = Field(default=20, ge=0, le=100_000)
-    # Alert requests per integration key: a sustained rate, and a burst taken at once.
+    # Alerts per integration key (each alert of a request counts): a sustained rate, and a
+    # burst taken at once (also the most alerts one request may carry).
     rate_limit_ingest_per_second: float = Field(default=50.0, ge=0, le=1_000_000)  # or ≥ 0.001
     rate_limit_ingest_burst: int = Field(default=1000, ge=1, le=1_000_000)
+    # New incidents an integration may open per minute; past it, new alerts are kept on one
+    # "alert storm" incident of its service instead of each opening (and paging) its own. 0: off.
+    ingest_new_incidents_per_minute: int = Field(default=100, ge=0, le=1_000_000)
 
     # Browsers may call the API from these origins (comma-separated, e.g. https://ops.example.com;
     # `*` for any). Empty: no cross-origin access (the default).

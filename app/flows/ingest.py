@@ -16,6 +16,7 @@ answer alone.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from app.core import bulk, metrics, ratelimit
 from app.core.actors import Actor
 from app.core.batching import Batcher, Job
 from app.core.clock import Clock
-from app.core.errors import DomainError, Forbidden, Unauthorized
+from app.core.errors import DomainError, Forbidden, Unauthorized, Unprocessable
 from app.core.logging import acting_for
 from app.flows import incidents as incident_flow
 from app.incidents import service as incident_service
@@ -39,6 +40,8 @@ from app.incidents.models import Incident, Status, TimelineEntry
 from app.incidents.timeline import Row
 from app.integrations import service as integration_service
 from app.integrations.models import Integration
+
+logger = logging.getLogger(__name__)
 
 INCIDENTS = cast(Table, Incident.__table__)
 ENTRIES = cast(Table, TimelineEntry.__table__)
@@ -181,7 +184,10 @@ class _Plan:
         self.targets: list[_Target] = []
 
     def open(self, integration: Integration, alert: Alert, now: datetime) -> _Target:
-        target = _Target(None, opening=_opening(integration, alert, now))
+        return self.open_with(_opening(integration, alert, now))
+
+    def open_with(self, opening: incident_flow.Opening) -> _Target:
+        target = _Target(None, opening=opening)
         self.targets.append(target)
         return target
 
@@ -235,23 +241,35 @@ async def ingest_many(
     *,
     now: datetime,
     reopen_window: timedelta,
+    storm: ratelimit.Limit | None = None,
 ) -> list[Result]:
     """`ingest` for many alerts in one transaction, with the same outcome as one at a time in
     order, in a handful of statements: one lock statement for every key, one read of the open
     incidents, then the new incidents, timeline entries, first escalation steps, counts and
     notifications each written for all alerts at once. The rarer alerts (acknowledge, resolve,
-    a trigger that may reopen) go through `ingest`, after what comes before them is written."""
+    a trigger that may reopen) go through `ingest`, after what comes before them is written.
+
+    With `storm` (INGEST_NEW_INCIDENTS_PER_MINUTE), an integration past its budget of new
+    incidents has its further new alerts kept on one "alert storm" incident of its service."""
     pairs = {(integration.service_id, alert.dedup_key) for integration, alert in items}
+    if storm is not None:
+        pairs |= {(i.service_id, storm_key(i)) for i, _ in items}
     await incident_service.lock_dedup_keys(session, pairs)
     open_now: dict[tuple[int | None, str], _Target | None] = {
         pair: _Target(incident_id)
         for pair, incident_id in (await incident_service.find_open(session, pairs)).items()
     }
+    budgets = await _storm_budgets(session, items, open_now, storm, now)
     plan = _Plan()
     answers: list[tuple[_Target | None, Outcome, str]] = []
     for integration, alert in items:
         pair = (integration.service_id, alert.dedup_key)
         target = open_now.get(pair)
+        if alert.action == "trigger" and target is None and budgets is not None:
+            if budgets[integration.id] <= 0:
+                answers.append(_to_storm(plan, open_now, integration, alert, storm, now))
+                continue
+            budgets[integration.id] -= 1
         if alert.action == "trigger" and target is not None:
             plan.add(target, integration, alert, now)
             answers.append((target, "incident_updated", alert.dedup_key))
@@ -275,6 +293,82 @@ async def ingest_many(
     return [Result(target.id if target else None, outcome, key) for target, outcome, key in answers]
 
 
+# ---- alert storms: past an integration's budget of new incidents, one incident for the rest -----
+
+
+def storm_key(integration: Integration) -> str:
+    """The dedup key of an integration's alert-storm incident (on its service)."""
+    return f"alert-storm:{integration.id}"
+
+
+async def _storm_budgets(
+    session: AsyncSession,
+    items: Sequence[tuple[Integration, Alert]],
+    open_now: dict[tuple[int | None, str], _Target | None],
+    storm: ratelimit.Limit | None,
+    now: datetime,
+) -> Counter[int] | None:
+    """How many incidents each integration may still open in this batch: its `storm:<id>`
+    bucket is taken from for the keys of the batch that have no open incident."""
+    if storm is None:
+        return None
+    wanted: Counter[int] = Counter()
+    seen: set[tuple[int | None, str]] = set()
+    for integration, alert in items:
+        pair = (integration.service_id, alert.dedup_key)
+        if alert.action == "trigger" and open_now.get(pair) is None and pair not in seen:
+            wanted[integration.id] += 1
+        seen.add(pair)
+    if not wanted:
+        return Counter()
+    grants = await ratelimit.take_soon(
+        session, {f"storm:{i}": n for i, n in wanted.items()}, storm, now=now
+    )
+    return Counter({i: grants[f"storm:{i}"].admitted for i in wanted})
+
+
+def _to_storm(
+    plan: _Plan,
+    open_now: dict[tuple[int | None, str], _Target | None],
+    integration: Integration,
+    alert: Alert,
+    storm: ratelimit.Limit | None,
+    now: datetime,
+) -> tuple[_Target, Outcome, str]:
+    """Keep `alert` on its integration's alert-storm incident, opening it if none is open."""
+    pair = (integration.service_id, storm_key(integration))
+    target = open_now.get(pair)
+    if target is not None:
+        plan.add(target, integration, alert, now)
+        return target, "incident_updated", alert.dedup_key
+    per_minute = storm.capacity if storm is not None else 0
+    name = integration.name
+    opening = _opening(
+        integration,
+        Alert(
+            action="trigger", dedup_key=storm_key(integration), severity=alert.severity,
+            title=f"Alert storm: {name} opened more than {per_minute} incidents in a minute",
+            description=(
+                f"Integration {name} (id {integration.id}) opened {per_minute} incidents within a "
+                "minute (INGEST_NEW_INCIDENTS_PER_MINUTE). Its further new alerts are kept on this "
+                "incident, each in its timeline, instead of opening and paging one incident each, "
+                "until its rate falls back under the limit. Resolve this incident once the storm "
+                "is handled."
+            ),
+            request_id=alert.request_id,
+        ),
+        now,
+    )  # fmt: skip
+    opening.followers[:] = [lambda incident_id: _received(incident_id, alert, integration, now)]
+    target = open_now[pair] = plan.open_with(opening)
+    logger.warning(
+        "alert storm: integration %s opened more than %d incidents in a minute; its new alerts "
+        "go to one incident", integration.id, per_minute,
+        extra={"integration_id": integration.id, "service_id": integration.service_id},
+    )  # fmt: skip
+    return target, "incident_created", alert.dedup_key
+
+
 # ---- alerts as they arrive: a batch of requests in one transaction -------------------------------
 
 # `session.info` key: the jobs whose buckets were taken from inside the session's transaction.
@@ -289,6 +383,7 @@ class AlertJob(Job[list[Result]]):
     kind: str
     parse: Callable[[], list[Alert]]  # raises a DomainError for a body that does not fit
     taken: bool = False  # its integration's bucket has been taken from (see `_admit`)
+    alerts: list[Alert] | None = None  # parsed once its key is known good (see `_admit`)
     integration: Integration | None = None  # of the transaction at hand
     refusal: DomainError | None = None  # 401, 403 or 429: its answer, through retries
 
@@ -306,11 +401,11 @@ class AlertBatcher(Batcher[AlertJob]):
         *,
         reopen_window: timedelta,
         limit: ratelimit.Limit | None = None,
+        storm: ratelimit.Limit | None = None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(
-            sessionmaker, clock, Ingestion(reopen_window=reopen_window, limit=limit), wake=wake
-        )
+        work = Ingestion(reopen_window=reopen_window, limit=limit, storm=storm)
+        super().__init__(sessionmaker, clock, work, wake=wake)
 
     async def alerts(self, key: str, kind: str, parse: Callable[[], list[Alert]]) -> list[Result]:
         """Authenticate `key` for endpoints of `kind`, parse, and ingest: the alerts' results."""
@@ -321,9 +416,16 @@ class AlertBatcher(Batcher[AlertJob]):
 class Ingestion:
     """The work of a batch of alert requests (`app.core.batching.Work`)."""
 
-    def __init__(self, *, reopen_window: timedelta, limit: ratelimit.Limit | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reopen_window: timedelta,
+        limit: ratelimit.Limit | None = None,
+        storm: ratelimit.Limit | None = None,
+    ) -> None:
         self.reopen_window = reopen_window
         self.limit = limit
+        self.storm = storm
 
     async def __call__(
         self, session: AsyncSession, jobs: Sequence[AlertJob], now: datetime
@@ -333,14 +435,9 @@ class Ingestion:
         items: list[tuple[Integration, Alert]] = []
         owners: list[list[Result]] = []
         for job in jobs:
-            integration = job.integration
-            if job.refusal is not None or integration is None:
+            integration, alerts = job.integration, job.alerts
+            if job.refusal is not None or integration is None or alerts is None:
                 outcomes.append(job.refusal or Unauthorized("A valid integration key is required"))
-                continue
-            try:
-                alerts = job.parse()
-            except DomainError as exc:
-                outcomes.append(exc)
                 continue
             for alert in alerts:
                 alert.request_id = job.request_id
@@ -349,7 +446,9 @@ class Ingestion:
             items += [(integration, alert) for alert in alerts]
             owners += [mine] * len(alerts)
         if items:
-            results = await ingest_many(session, items, now=now, reopen_window=self.reopen_window)
+            results = await ingest_many(
+                session, items, now=now, reopen_window=self.reopen_window, storm=self.storm
+            )
             for owner, result in zip(owners, results, strict=True):
                 owner.append(result)
         return outcomes
@@ -375,14 +474,35 @@ class Ingestion:
                 integrations[n] = _check(known, job)
             except DomainError as exc:
                 refusals[n] = exc
+        # Parsed once the key is good (a body is never parsed for a stranger), and only once.
+        for n in list(integrations):
+            job = jobs[n]
+            if job.alerts is None:
+                try:
+                    job.alerts = job.parse()
+                except DomainError as exc:
+                    refusals[n] = exc
+                    del integrations[n]
+                    continue
+            if self.limit is not None and len(job.alerts) > self.limit.capacity:
+                refusals[n] = Unprocessable(
+                    f"{len(job.alerts)} alerts in one request, more than this integration may "
+                    f"send at once ({self.limit.capacity}, RATE_LIMIT_INGEST_BURST): send them "
+                    "in smaller requests"
+                )
+                del integrations[n]
         untaken = {n: i for n, i in integrations.items() if not jobs[n].taken}
         if self.limit is not None and untaken:
-            wanted = Counter(_bucket(integration) for integration in untaken.values())
+            # Each alert counts: one request of a thousand alerts is a thousand, not one.
+            units = {n: max(1, len(jobs[n].alerts or ())) for n in untaken}
+            wanted: Counter[str] = Counter()
+            for n, integration in untaken.items():
+                wanted[_bucket(integration)] += units[n]
             grants = await ratelimit.take_soon(session, wanted, self.limit, now=now)
             seen: Counter[str] = Counter()
             for n, integration in untaken.items():  # a bucket's first ones, in arrival order
                 bucket = _bucket(integration)
-                seen[bucket] += 1
+                seen[bucket] += units[n]
                 if seen[bucket] > grants[bucket].admitted:
                     refusals[n] = self._too_many(grants[bucket].retry_after)
         if self.limit is not None and untaken and session.get_bind().dialect.name != "postgresql":
