@@ -93,6 +93,7 @@ def count_once(tree: Path, server: str, kind: str, requests: int) -> int:
             "SECRET_KEY": "count-instructions-0123456789abcdef",
             "WORKER_IN_PROCESS": "false",
             "RATE_LIMIT_INGEST_PER_SECOND": "0",
+            "INGEST_NEW_INCIDENTS_PER_MINUTE": "0",
             "SIGNUP_ENABLED": "true",
             "SMTP_HOST": "",
             "LOG_LEVEL": "WARNING",
