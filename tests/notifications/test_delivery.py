@@ -38,6 +38,14 @@ async def page_policy(client, *user_ids, **fields):
     assert response.status_code == 201, response.text
 
 
+async def vouch(client, user_id, channel, address=None):
+    """An admin marks the address verified (nothing else is sent to an unverified one)."""
+    response = await client.post(
+        f"/v1/notification-preferences/{user_id}/{channel}/verified", json={"address": address}
+    )
+    assert response.status_code == 200, response.text
+
+
 async def open_incident(client, **fields):
     body = {"title": "Checkout down", "severity": "critical"} | fields
     response = await client.post("/v1/incidents/", json=body)
@@ -207,6 +215,7 @@ class TestSms:
             f"/v1/notification-preferences/{user.id}/sms",
             json={"enabled": True, "address": "+15552223333"},
         )
+        await vouch(admin_client, user.id, "sms")
         await page_policy(admin_client, user.id)
         incident = await open_incident(admin_client, title="x" * 400, service="checkout-api")
         await harness.run_jobs()
@@ -233,6 +242,7 @@ class TestSms:
             f"/v1/notification-preferences/{user.id}/sms",
             json={"enabled": True, "address": "+15552223333", "events": ["escalated"]},
         )
+        await vouch(admin_client, user.id, "sms")
         await admin_client.put(
             f"/v1/notification-preferences/{user.id}/email", json={"enabled": False}
         )
