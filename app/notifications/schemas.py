@@ -95,7 +95,7 @@ class AddressVerification(ResponseModel):
     user_id: int
     channel: VerifiableChannel
     address: str
-    verified_at: datetime | None
+    verified_at: datetime | None = Field(description="When it was verified (null: not yet).")
     verified_via: Literal["code", "admin", "migration"] | None = Field(
         description="code: its owner entered the code; admin: an admin vouched; migration: in use "
         "before verification existed."

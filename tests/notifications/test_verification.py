@@ -14,13 +14,20 @@ from sqlalchemy import select
 from app.core.db import session_scope
 from app.notifications.models import ContactVerification, Notification
 from app.notifications.verification import NOT_VERIFIED
-from tests.notifications.test_delivery import open_incident, page_policy, rows, vouch
+from tests.support.delivery import delivery_log, page_policy, vouch
 from tests.support.settings import make_settings
 
 ME = "/v1/notification-preferences/me"
 STRANGER = "stranger@elsewhere.example"
 PASSWORD = "correct horse battery staple"
 TWILIO_OK = (201, b'{"sid": "SM1", "status": "queued"}', 0.0)
+
+
+async def open_incident(client, **fields):
+    body = {"title": "Checkout down", "severity": "critical"} | fields
+    response = await client.post("/v1/incidents/", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 def mail_code(message) -> str:
@@ -65,7 +72,7 @@ class TestEmail:
         first = await open_incident(user_client, title="Buy cheap watches at spam.example")
         await harness.run_jobs()
         assert inbox.messages == []
-        [row] = await rows(harness, incident_id=first["id"])
+        [row] = await delivery_log(harness, incident_id=first["id"])
         assert (row.address, row.status, row.last_error) == (STRANGER, "failed", NOT_VERIFIED)
         [event] = (await admin_client.get(f"/v1/incidents/{first['id']}/escalation-events")).json()[
             "items"
@@ -80,7 +87,7 @@ class TestEmail:
         assert inbox.recipients == [[STRANGER]]
         assert "spam.example" not in message.as_string()
         code = mail_code(message)
-        [mail] = await rows(harness, event="address_verification")
+        [mail] = await delivery_log(harness, event="address_verification")
         assert (mail.status, mail.body) == ("sent", "")  # the text (the code) is never stored
         async with session_scope(harness.app.state.sessionmaker) as session:
             stored = await session.scalar(select(ContactVerification))
@@ -96,7 +103,7 @@ class TestEmail:
         second = await open_incident(user_client, title="Checkout down")
         await harness.run_jobs()
         assert inbox.recipients == [[STRANGER]]
-        [row] = await rows(harness, incident_id=second["id"])
+        [row] = await delivery_log(harness, incident_id=second["id"])
         assert row.status == "sent"
 
     async def test_wrong_codes_expiry_and_a_new_code(self, user_client, harness, smtp_server):
@@ -223,7 +230,7 @@ class TestSms:
         first = await open_incident(user_client)
         await harness.run_jobs()
         assert http_receiver.requests == []
-        [row] = await rows(harness, incident_id=first["id"])
+        [row] = await delivery_log(harness, incident_id=first["id"])
         assert (row.channel, row.status, row.last_error) == ("sms", "failed", NOT_VERIFIED)
 
         http_receiver.script = [TWILIO_OK, TWILIO_OK]
@@ -237,7 +244,7 @@ class TestSms:
         second = await open_incident(user_client, title="second")
         await harness.run_jobs()
         assert len(http_receiver.requests) == 2
-        [row] = await rows(harness, incident_id=second["id"])
+        [row] = await delivery_log(harness, incident_id=second["id"])
         assert (row.status, row.address) == ("sent", "+15552223333")
 
     async def test_the_profile_phone_needs_proof_too(self, user_client, factory, harness):
