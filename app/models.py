@@ -7,7 +7,12 @@ from app.core.ratelimit import RateLimitState
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Assignment, Comment, Incident, TimelineEntry
 from app.integrations.models import Integration
-from app.notifications.models import Notification, NotificationPreference, WebhookSubscription
+from app.notifications.models import (
+    ContactVerification,
+    Notification,
+    NotificationPreference,
+    WebhookSubscription,
+)
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.services.models import Service
 from app.ui.models import UiSession
@@ -18,6 +23,7 @@ __all__ = [
     "Assignment",
     "Base",
     "Comment",
+    "ContactVerification",
     "EscalationEvent",
     "EscalationPolicy",
     "Incident",

@@ -77,9 +77,12 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/services/{service_id}/integrations/{integration_id}/rotate"): ADMIN,
     ("GET", "/v1/notification-preferences/me"): SIGNED_IN,
     ("PUT", "/v1/notification-preferences/me/{channel}"): SIGNED_IN,
+    ("POST", "/v1/notification-preferences/me/{channel}/verify"): SIGNED_IN,
+    ("POST", "/v1/notification-preferences/me/{channel}/confirm"): SIGNED_IN,
     # Another user's: the target is never the caller, so only admins get through.
     ("GET", "/v1/notification-preferences/{user_id}"): ADMIN,
     ("PUT", "/v1/notification-preferences/{user_id}/{channel}"): ADMIN,
+    ("POST", "/v1/notification-preferences/{user_id}/{channel}/verified"): ADMIN,
     ("GET", "/v1/notifications/"): SIGNED_IN,
     ("GET", "/v1/notifications/{notification_id}"): OWNER,
     ("GET", "/v1/webhooks/"): ADMIN,
@@ -138,6 +141,8 @@ BODIES = {
     ("PUT", "/v1/escalation/policies/{policy_id}"): {"priority": 5},
     ("PUT", "/v1/notification-preferences/me/{channel}"): {"enabled": True},
     ("PUT", "/v1/notification-preferences/{user_id}/{channel}"): {"enabled": False},
+    ("POST", "/v1/notification-preferences/me/{channel}/confirm"): {"code": "123456"},
+    ("POST", "/v1/notification-preferences/{user_id}/{channel}/verified"): {},
     ("POST", "/v1/webhooks/"): {
         "name": "w",
         "url": "http://127.0.0.1:9/hook",
@@ -172,6 +177,8 @@ ALLOWED_ANSWER = {
     "/v1/webhooks/{webhook_id}/test": (202,),
     "/v1/schedules/{schedule_id}/overrides/{override_id}": (204,),
     "/v1/alerts/generic": (202,),
+    # The caller's own account email needs no code.
+    "/v1/notification-preferences/me/{channel}/verify": (409,),
 }
 
 

@@ -141,3 +141,71 @@ def test_upgrading_keeps_deliveries_linked_and_encrypts_older_secrets(
     assert webhook_id == 1
     assert secret.startswith("fernet:") and Sealer(TEST_SECRET).open(secret) == "whsec_plain_old"
     assert prefix == "whsec_plai"
+
+
+def test_upgrading_grandfathers_the_addresses_in_use(fresh_database_url, monkeypatch):
+    """Verified addresses arrive with a migration that must not stop anyone's pages: every
+    explicit email or SMS address of a preference, and every profile phone, in use before it ran
+    is verified by it (`verified_via = 'migration'`, nobody's `verified_by`); slack, webhook and
+    addresses left empty are not."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from app import migrations
+    from tests.support.settings import TEST_SECRET
+
+    monkeypatch.setenv("DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("ENVIRONMENT", "test")
+    migrations.upgrade("b3d9e1f47a20")  # the revision before verified addresses
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+
+    async def seed() -> None:
+        engine = create_engine(make_settings(fresh_database_url))
+        async with engine.begin() as connection:
+            for uid, phone in ((1, "+15550000001"), (2, None)):
+                await connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, full_name, role, is_active, phone, "
+                        "timezone, hashed_password, token_version, created_at, updated_at) "
+                        "VALUES (:id, :email, 'x', 'user', true, :phone, 'UTC', 'x', 0, :now, :now)"
+                    ),
+                    {"id": uid, "email": f"u{uid}@example.com", "phone": phone, "now": now},
+                )
+            for uid, channel, address in (
+                (1, "email", "pager@elsewhere.example"), (1, "sms", "+15550000001"),
+                (2, "sms", "+15550000002"), (2, "email", None),
+                (2, "slack", "https://hooks.slack.example/x"),
+            ):  # fmt: skip
+                await connection.execute(
+                    text(
+                        "INSERT INTO notification_preferences (user_id, channel, enabled, address, "
+                        "min_severity, events, created_at, updated_at) VALUES (:uid, :channel, "
+                        "true, :address, 'info', '[]', :now, :now)"
+                    ),
+                    {"uid": uid, "channel": channel, "address": address, "now": now},
+                )
+        await engine.dispose()
+
+    async def verified() -> list[tuple[int, str, str, str, object, bool]]:
+        engine = create_engine(make_settings(fresh_database_url))
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text(
+                    "SELECT user_id, channel, address, verified_via, verified_by, "
+                    "verified_at IS NOT NULL FROM contact_verifications "
+                    "ORDER BY user_id, channel, address"
+                )
+            )
+            result = [tuple(row) for row in found]
+        await engine.dispose()
+        return result
+
+    asyncio.run(seed())
+    migrations.upgrade()
+    assert asyncio.run(verified()) == [
+        (1, "email", "pager@elsewhere.example", "migration", None, True),
+        (1, "sms", "+15550000001", "migration", None, True),  # the profile's and the preference's
+        (2, "sms", "+15550000002", "migration", None, True),
+    ]

@@ -17,7 +17,7 @@ from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, Unauthorized
 from app.core.schemas import Message
 from app.flows import recovery as recovery_flow
-from app.users import service as user_service
+from app.flows import users as user_flow
 from app.users.schemas import PasswordReset, Token, UserRead, UserSignup
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,13 @@ LIMITED: dict[int | str, dict[str, Any]] = {
 async def signup(
     body: UserSignup, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> object:
-    """Create an account; the first account of an empty database becomes an admin."""
+    """Create an account; the first account of an empty database becomes an admin.
+
+    A later account's email is sent notifications once verified
+    (`POST /v1/notification-preferences/me/email/verify`, then `…/confirm`)."""
     if not settings.allow_signup:
         raise Forbidden("Signup is turned off; ask an admin to create your account")
-    return await user_service.signup(
+    return await user_flow.signup(
         session,
         email=body.email,
         password=body.password,

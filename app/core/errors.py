@@ -52,6 +52,10 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class Gone(DomainError):
+    status_code = 410
+
+
 class Unprocessable(DomainError):
     """A well-formed body that names something that does not exist or cannot be used."""
 

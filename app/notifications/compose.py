@@ -23,7 +23,7 @@ from app.core.db import WAKE_WORKER
 from app.core.logging import acting_for, current_request_id
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, TimelineEntry
-from app.notifications import preferences
+from app.notifications import preferences, verification
 from app.notifications.models import (
     ACTION_KEY,
     Notification,
@@ -92,7 +92,9 @@ def rows_for(
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """One row per user and channel that wants this event, and per subscription that wants it.
 
-    Answers the rows and the users reached (those with at least one row). `incident` is a summary.
+    A row to an email address or number that is not verified is written as failed (`last_error`
+    says why) and sends nothing. Answers the rows and the users reached (those with at least one
+    row that will be sent). `incident` is a summary.
     """
     rows: list[dict[str, Any]] = []
     reached: list[int] = []
@@ -102,7 +104,7 @@ def rows_for(
             continue
         person, preferences = people[user_id]
         chosen = [p for p in preferences if p.wants(event, incident["severity"])]
-        if chosen:
+        if any(p.verified for p in chosen):
             reached.append(user_id)
         for preference in chosen:
             if preference.channel == "webhook":  # the documented webhook body, for people too
@@ -115,14 +117,14 @@ def rows_for(
                     "event": event, "incident": incident, "actor": actor.name if actor else None,
                     "recipient": person.full_name, **(extra or {}),
                 }  # fmt: skip
-            rows.append(
-                notification_row(
-                    key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
-                    event=event, channel=preference.channel,
-                    address=preference.effective_address or "", subject=subject, payload=payload,
-                    now=now, user_id=user_id, escalation_event_id=escalation_event_id,
-                )
+            row = notification_row(
+                key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
+                event=event, channel=preference.channel,
+                address=preference.effective_address or "", subject=subject, payload=payload,
+                now=now, user_id=user_id, escalation_event_id=escalation_event_id,
             )  # fmt: skip
+            # Not sent to an address nobody proved is theirs: recorded as failed, saying why.
+            rows.append(row if preference.verified else verification.unverified_row(row))
     for subscription in subscriptions:
         if event not in subscription.events:
             continue

@@ -100,6 +100,47 @@ class NotificationPreference(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class VerifiedVia(StrEnum):
+    """How an address came to be verified."""
+
+    code = "code"  # its owner entered the code sent to it
+    admin = "admin"  # an admin vouched for it (`verified_by` names them)
+    migration = "migration"  # in use before verification existed (grandfathered)
+
+
+class ContactVerification(Base):
+    """Whether one of a user's email addresses or phone numbers is proven to be theirs.
+
+    One row per (user, channel, normalised address): a code sent and not yet entered (its hash
+    only, with its expiry and the wrong attempts so far), or the proof (`verified_at`, how, by
+    whom). Nothing but the verification message itself is sent to an email address or number
+    that is not verified (see `app.notifications.verification`).
+    """
+
+    __tablename__ = "contact_verifications"
+    __table_args__ = (
+        UniqueConstraint("user_id", "channel", "address"),
+        CheckConstraint("channel IN ('email', 'sms')", name="channel"),
+        CheckConstraint("verified_via IN ('code', 'admin', 'migration')", name="verified_via"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    verified_via: Mapped[str | None] = mapped_column(String(16))
+    verified_by: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class WebhookSubscription(Base):
     """An outgoing webhook: incident events POSTed to a URL, signed with the subscription's secret.
 

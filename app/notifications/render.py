@@ -126,3 +126,18 @@ def render_recovery(*, token: str, minutes: int, project: str, base_url: str) ->
         text=_template("email", "password_recovery", "text.txt").render(values),
         html=_template("email", "password_recovery", "html.html").render(values),
     )
+
+
+def render_verification(
+    channel: str, *, code: str, minutes: int, project: str, base_url: str
+) -> Message:
+    """The message that carries an address's verification code (nothing a user wrote is in it)."""
+    values = {"code": code, "minutes": minutes, "project": project, "base_url": base_url}
+    if channel == "sms":
+        text = _template("sms", "address_verification", "text.txt").render(values)
+        return Message(subject="", text=" ".join(text.split()))
+    return Message(
+        subject=_line(_template("email", "address_verification", "subject.txt").render(values)),
+        text=_template("email", "address_verification", "text.txt").render(values),
+        html=_template("email", "address_verification", "html.html").render(values),
+    )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, status
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
+from app.core import ratelimit
 from app.core.actors import Actor
 from app.core.crypto import Sealer
 from app.core.deps import ClockDep, SessionDep, SettingsDep
@@ -16,15 +17,21 @@ from app.core.pagination import page_by_id
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.incidents.dependencies import ValidIncident
 from app.notifications import preferences as preference_service
+from app.notifications import verification
 from app.notifications import webhooks as webhook_service
 from app.notifications.models import Notification, WebhookSubscription
 from app.notifications.schemas import (
+    AddressVerification,
+    AddressVouch,
     ChannelName,
     DeliveryChannel,
     DeliveryStatus,
     NotificationRead,
     PreferenceRead,
     PreferenceUpdate,
+    VerifiableChannel,
+    VerificationCode,
+    VerificationSent,
     WebhookCreate,
     WebhookCreated,
     WebhookPayload,
@@ -124,6 +131,94 @@ async def set_user_preference(
 ) -> object:
     """Set a user's preference on one channel (admins; users may set their own)."""
     return await _put(session, settings, clock, user=person, channel=channel, body=body)
+
+
+# ---- verified addresses --------------------------------------------------------------------------
+
+SEND_CODE: Responses = {
+    409: {"description": "The address is verified already"},
+    422: {"description": "No address to verify (sms without a number)"},
+    429: {"description": "Too many codes asked for: wait the `Retry-After` seconds"},
+}
+CONFIRM: Responses = {
+    400: {"description": "Wrong code (the detail says how many tries are left), or none sent"},
+    410: {"description": "The code has expired: ask for a new one"},
+    429: {"description": "Too many wrong codes: ask for a new one"},
+}
+
+
+@preferences.post(
+    "/me/{channel}/verify",
+    response_model=VerificationSent,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SEND_CODE,
+)
+async def send_my_verification_code(
+    channel: VerifiableChannel,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> object:
+    """Send a 6-digit code to where this channel's messages go; enter it with `…/confirm`."""
+    # The limit is taken in a transaction of its own; the request's has only read the user so
+    # far: end it, as SQLite has one writer at a time.
+    await session.commit()
+    await ratelimit.check(
+        request.app.state.sessionmaker,
+        {f"verify:user:{user.id}": ratelimit.Limit.per(
+            settings.rate_limit_verification_per_user_per_hour, 3600
+        )},
+        now=clock.now(),
+        detail="Too many verification codes asked for",
+    )  # fmt: skip
+    row = await preference_service.send_code(
+        session, user=user, channel=channel, secret_key=settings.secret_key, now=clock.now()
+    )
+    return VerificationSent(
+        channel=channel, address=row.address, expires_at=row.expires_at,
+        attempts_allowed=verification.MAX_ATTEMPTS,
+    )  # fmt: skip
+
+
+@preferences.post("/me/{channel}/confirm", response_model=PreferenceRead, responses=CONFIRM)
+async def confirm_my_address(
+    channel: VerifiableChannel,
+    body: VerificationCode,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> object:
+    """Enter the code sent to this channel's address: it is verified, and messages go there."""
+    check, preference = await preference_service.confirm(
+        session, user=user, channel=channel, code=body.code, secret_key=settings.secret_key,
+        now=clock.now(),
+    )  # fmt: skip
+    if check.outcome is not verification.Checked.verified:
+        await session.commit()  # a wrong code counts, though the answer is an error
+        raise verification.refusal(check)
+    return preference
+
+
+@preferences.post(
+    "/{user_id}/{channel}/verified",
+    response_model=AddressVerification,
+    responses=SOMEONE_ELSE | INVALID_ADDRESS,
+)
+async def vouch_for_address(
+    channel: VerifiableChannel,
+    body: AddressVouch,
+    person: Person,
+    admin: AdminUser,
+    session: SessionDep,
+    clock: ClockDep,
+) -> object:
+    """Mark a user's email address or number verified (admins): messages go there at once."""
+    return await preference_service.vouch(
+        session, user=person, channel=channel, address=body.address, admin=admin, now=clock.now()
+    )
 
 
 # ---- the delivery log ----------------------------------------------------------------------------

@@ -37,6 +37,12 @@ class PreferenceRead(ResponseModel):
     events: list[EventName] = Field(description="The incident events to be told about.")
     is_default: bool = Field(description="True while the user has never set this channel.")
     updated_at: datetime | None
+    verified: bool = Field(
+        description="email and sms: whether effective_address is verified (a code entered, an "
+        "admin's word, or the account's own email); nothing but a verification code is sent to "
+        "an address that is not. slack and webhook: always true (their URLs are checked by the "
+        "outbound address rules instead)."
+    )
 
 
 class PreferenceUpdate(RequestModel):
@@ -58,6 +64,43 @@ class PreferenceUpdate(RequestModel):
             ]
         }
     }  # fmt: skip
+
+
+VerifiableChannel = Literal["email", "sms"]
+
+
+class VerificationSent(ResponseModel):
+    channel: VerifiableChannel
+    address: str = Field(description="Where the code went (the preference's effective address).")
+    expires_at: datetime = Field(description="The code works until then (15 minutes).")
+    attempts_allowed: int = Field(description="Wrong codes accepted before a new one is needed.")
+
+
+class VerificationCode(RequestModel):
+    code: str = Field(pattern=r"^[0-9]{6}$", description="The 6 digits sent to the address.")
+
+    model_config = {"json_schema_extra": {"examples": [{"code": "123456"}]}}
+
+
+class AddressVouch(RequestModel):
+    address: str | None = Field(
+        default=None,
+        max_length=320,
+        description="The email address or E.164 number to mark verified; null: the preference's "
+        "effective address.",
+    )
+
+
+class AddressVerification(ResponseModel):
+    user_id: int
+    channel: VerifiableChannel
+    address: str
+    verified_at: datetime | None = Field(description="When it was verified (null: not yet).")
+    verified_via: Literal["code", "admin", "migration"] | None = Field(
+        description="code: its owner entered the code; admin: an admin vouched; migration: in use "
+        "before verification existed."
+    )
+    verified_by: int | None = Field(description="Who verified it (the user, or the admin).")
 
 
 class NotificationRead(ResponseModel):

@@ -61,7 +61,7 @@ async def update_me(
         )
     ):
         raise Forbidden("Changing your email needs your current_password")
-    return await user_service.update(session, user=user, changes=changes, now=clock.now())
+    return await user_flow.update_own(session, user=user, changes=changes, now=clock.now())
 
 
 @router.post(

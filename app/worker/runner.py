@@ -26,14 +26,14 @@ from app.escalation import runs
 from app.flows import incidents as incident_flow
 from app.flows import paging, recovery
 from app.incidents import service as incident_service
-from app.notifications import outbox
+from app.notifications import outbox, verification
 from app.notifications.channels import Channels, http_client
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
 # Mails that are not about an incident, and how to render them (see app.notifications.outbox).
-RENDERERS = {**recovery.RENDERERS}
+RENDERERS = {**recovery.RENDERERS, **verification.RENDERERS}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from app.core.db import session_scope
 from app.core.outbound import REFUSED
 from app.incidents.models import TimelineEntry
 from app.notifications import outbox
-from app.notifications.models import Notification
+from tests.support.delivery import delivery_log, page_policy, vouch
 from tests.support.ports import free_port
 from tests.support.receivers import TLSListener, verify
 from tests.support.settings import make_settings
@@ -28,29 +28,11 @@ POLICIES = "/v1/escalation/policies/"
 PUBLIC = "93.184.216.34"  # a global address; every connection to it is routed to loopback
 
 
-async def page_policy(client, *user_ids, **fields):
-    step = {
-        "delay_minutes": 0,
-        "targets": [{"type": "user", "id": uid} for uid in user_ids],
-        "actions": [{"type": "notify"}],
-    }
-    response = await client.post(POLICIES, json={"name": "page", "steps": [step]} | fields)
-    assert response.status_code == 201, response.text
-
-
 async def open_incident(client, **fields):
     body = {"title": "Checkout down", "severity": "critical"} | fields
     response = await client.post("/v1/incidents/", json=body)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-async def rows(harness, **where):
-    async with session_scope(harness.app.state.sessionmaker) as session:
-        query = select(Notification).order_by(Notification.id)
-        for name, value in where.items():
-            query = query.where(getattr(Notification, name) == value)
-        return list(await session.scalars(query))
 
 
 async def timeline_types(harness, incident_id):
@@ -91,7 +73,7 @@ class TestEmail:
         for part in (text, html):
             assert "Checkout down" in part and "critical" in part and "checkout-api" in part
             assert page in part and f"{api}/acknowledge" in part
-        [row] = await rows(harness, incident_id=incident["id"])
+        [row] = await delivery_log(harness, incident_id=incident["id"])
         assert (row.channel, row.status, row.attempts, row.address) == (
             "email", "sent", 1, user.email,
         )  # fmt: skip
@@ -107,7 +89,7 @@ class TestEmail:
         await page_policy(admin_client, user.id)
         incident = await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, incident_id=incident["id"])
+        [row] = await delivery_log(harness, incident_id=incident["id"])
         assert (row.status, row.attempts) == ("failed", 1)
         assert "550" in row.last_error
         assert "notification_failed" in await timeline_types(harness, incident["id"])
@@ -186,7 +168,7 @@ class TestEmail:
         )
         await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")
         await harness.run_jobs()
-        [row] = await rows(harness, incident_id=incident["id"])
+        [row] = await delivery_log(harness, incident_id=incident["id"])
         assert row.status == "cancelled"
         assert inbox.messages == []
 
@@ -207,6 +189,7 @@ class TestSms:
             f"/v1/notification-preferences/{user.id}/sms",
             json={"enabled": True, "address": "+15552223333"},
         )
+        await vouch(admin_client, user.id, "sms")
         await page_policy(admin_client, user.id)
         incident = await open_incident(admin_client, title="x" * 400, service="checkout-api")
         await harness.run_jobs()
@@ -222,7 +205,7 @@ class TestSms:
         assert form["Body"].endswith(
             f"Ack: POST http://127.0.0.1:8000/v1/incidents/{incident['id']}/acknowledge"
         )
-        sms = await rows(harness, channel="sms")
+        sms = await delivery_log(harness, channel="sms")
         assert [(r.status, r.provider_message_id) for r in sms] == [("sent", "SM9f8e")]
 
     async def test_a_bad_number_is_a_permanent_failure(
@@ -233,6 +216,7 @@ class TestSms:
             f"/v1/notification-preferences/{user.id}/sms",
             json={"enabled": True, "address": "+15552223333", "events": ["escalated"]},
         )
+        await vouch(admin_client, user.id, "sms")
         await admin_client.put(
             f"/v1/notification-preferences/{user.id}/email", json={"enabled": False}
         )
@@ -241,7 +225,7 @@ class TestSms:
         await harness.run_jobs()
         harness.clock.advance(hours=1)
         await harness.run_jobs()
-        [row] = await rows(harness, channel="sms")
+        [row] = await delivery_log(harness, channel="sms")
         assert (row.status, row.attempts) == ("failed", 1)
         assert "Invalid To" in row.last_error
         assert len(http_receiver.requests) == 1
@@ -269,7 +253,7 @@ class TestHttpChannels:
         assert f"#{incident['id']}" in body["blocks"][0]["text"]["text"]
         fields = [e["text"] for e in body["blocks"][1]["elements"]]
         assert "*Severity:* critical" in fields
-        [row] = await rows(harness, channel="slack")
+        [row] = await delivery_log(harness, channel="slack")
         assert row.status == "sent"
 
     async def test_subscription_deliveries_are_signed(
@@ -322,14 +306,14 @@ class TestHttpChannels:
         http_receiver.script = [(500, b"upstream broke", 0.0)]
         incident = await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert (row.status, row.attempts) == ("pending", 1)
         assert row.last_error == "HTTP 500: upstream broke"
         delay = (row.next_attempt_at - harness.clock.now()).total_seconds()
         assert 24 <= delay <= 36  # about 30 s, with jitter
         harness.clock.advance(seconds=36)
         await harness.run_jobs()
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
         assert len(http_receiver.requests) == 2
         first, second = (json.loads(r["body"]) for r in http_receiver.requests)
@@ -347,7 +331,7 @@ class TestHttpChannels:
         http_receiver.script = [(429, b"slow down", 0.0)]
         await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert row.status == "pending" and row.last_error.startswith("HTTP 429")
 
     async def test_400_fails_at_once(self, admin_client, harness, http_receiver, factory):
@@ -355,7 +339,7 @@ class TestHttpChannels:
         http_receiver.script = [(400, b"bad payload", 0.0)]
         incident = await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert (row.status, row.attempts, row.last_error) == ("failed", 1, "HTTP 400: bad payload")
         assert "notification_failed" in await timeline_types(harness, incident["id"])
 
@@ -366,12 +350,12 @@ class TestHttpChannels:
         http_receiver.script = [(200, b"late", 2.0)]  # the read timeout is 0.5 s
         await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert (row.status, row.attempts) == ("pending", 1)
         assert "timed out" in row.last_error
         harness.clock.advance(minutes=1)
         await harness.run_jobs()
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert (row.status, row.attempts) == ("sent", 2)
 
     async def test_connection_refused_is_retried_then_failed(self, admin_client, harness, factory):
@@ -381,7 +365,7 @@ class TestHttpChannels:
         for _ in range(6):
             await harness.run_jobs()
             harness.clock.advance(hours=2)
-        [row] = await rows(harness, webhook_id=hook.id)
+        [row] = await delivery_log(harness, webhook_id=hook.id)
         assert (row.status, row.attempts) == ("failed", 6)
         assert "ConnectError" in row.last_error
 
@@ -399,7 +383,7 @@ class TestOutboundSafety:
         await factory.webhook(url=f"{https}/in", events=["triggered"])
         await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, channel="webhook")
+        [row] = await delivery_log(harness, channel="webhook")
         assert (row.status, row.attempts) == ("failed", 1)
         assert row.last_error == REFUSED
         assert http_receiver.requests == []
@@ -436,7 +420,7 @@ class TestOutboundSafety:
             )
             await open_incident(admin_client)
             await harness.run_jobs()
-            [row] = await rows(harness, channel="webhook")
+            [row] = await delivery_log(harness, channel="webhook")
         assert internal.connections == 0
         assert public.server_names == ["hooks.rebind.test"]  # SNI: the name, not the address
         assert lookups == ["hooks.rebind.test"]  # resolved once
@@ -464,7 +448,7 @@ class TestOutboundSafety:
                 )
             await open_incident(admin_client)
             await harness.run_jobs()
-            errors = [row.last_error for row in await rows(harness, channel="webhook")]
+            errors = [row.last_error for row in await delivery_log(harness, channel="webhook")]
         assert internal.connections == 0
         assert errors == [REFUSED, REFUSED]
 
@@ -538,12 +522,12 @@ class TestReviewFindings:
         await page_policy(admin_client, user.id)
         await open_incident(admin_client)
         await harness.run_jobs()
-        [row] = await rows(harness, channel="email")
+        [row] = await delivery_log(harness, channel="email")
         assert (row.status, row.attempts) == ("pending", 1) and "450" in row.last_error
         inbox.greylist.clear()
         harness.clock.advance(minutes=1)
         await harness.run_jobs()
-        [row] = await rows(harness, channel="email")
+        [row] = await delivery_log(harness, channel="email")
         assert row.status == "sent" and len(inbox.messages) == 1
 
     async def test_a_page_in_flight_when_acknowledged_is_not_retried(
@@ -565,7 +549,7 @@ class TestReviewFindings:
             )
         harness.clock.advance(minutes=5)
         await harness.run_jobs()
-        [row] = await rows(harness, incident_id=incident["id"])
+        [row] = await delivery_log(harness, incident_id=incident["id"])
         assert row.status == "cancelled" and "left triggered" in row.last_error
         assert inbox.messages == []
 
@@ -579,7 +563,7 @@ class TestReviewFindings:
         await worker.run_once([j for j in worker.jobs if j.name == "fire_escalations"])
         await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")
         await harness.run_jobs()
-        statuses = {(r.channel, r.webhook_id): r.status for r in await rows(harness)}
+        statuses = {(r.channel, r.webhook_id): r.status for r in await delivery_log(harness)}
         assert statuses == {("email", None): "cancelled", ("webhook", hook.id): "sent"}
 
     async def test_deleting_a_subscription_cancels_what_it_has_queued(
@@ -594,7 +578,7 @@ class TestReviewFindings:
         await open_incident(admin_client)
         assert (await admin_client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 200
         await harness.run_jobs()
-        [row] = await rows(harness, channel="webhook")
+        [row] = await delivery_log(harness, channel="webhook")
         assert row.status == "cancelled" and "deleted" in row.last_error
         assert http_receiver.requests == []
 
@@ -615,7 +599,7 @@ class TestReviewFindings:
         body = json.loads(request["body"])
         assert (body["event"], body["incident"]["id"]) == ("incident.escalated", incident["id"])
         assert body["id"].startswith("escalation:") and body["data"]["step"] == 1
-        [row] = await rows(harness, channel="webhook")
+        [row] = await delivery_log(harness, channel="webhook")
         assert (row.status, row.last_error) == ("failed", "HTTP 404")
         assert json.loads(row.body) == body  # the log keeps what was posted
 

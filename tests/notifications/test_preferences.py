@@ -24,6 +24,7 @@ async def test_a_new_user_gets_email_for_escalations_and_assignments(user_client
         "channel": "email", "enabled": True, "address": None,
         "effective_address": user.email, "min_severity": "info",
         "events": ["escalated", "assigned"], "is_default": True, "updated_at": None,
+        "verified": True,  # the account's own email, as its admin created it
     }  # fmt: skip
     assert [prefs[c]["enabled"] for c in ("sms", "slack", "webhook")] == [False, False, False]
 
