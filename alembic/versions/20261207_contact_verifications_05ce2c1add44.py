@@ -9,7 +9,7 @@ addresses set or changed afterwards need a code (or an admin's word). Downgradin
 
 Revision ID: 05ce2c1add44
 Revises: b3d9e1f47a20
-Create Date: 2026-12-08 10:00:00.000000+00:00
+Create Date: 2026-12-07 15:00:00.000000+00:00
 
 """
 from collections.abc import Sequence
