@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             limit=ratelimit.Limit.per(
                 settings.rate_limit_ingest_per_second, 1, burst=settings.rate_limit_ingest_burst
             ),
-            storm=ratelimit.Limit.per(settings.ingest_new_incidents_per_minute, 60),
+            storm=settings.ingest_new_incidents_per_minute or None,
             wake=app.state.worker.wake,
         )
         task = asyncio.create_task(app.state.worker.run()) if settings.worker_in_process else None

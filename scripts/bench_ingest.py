@@ -257,12 +257,13 @@ def main() -> None:
     migrations.upgrade()
     keys = asyncio.run(setup(settings))
     port = free_port()
-    # The per-key limit and the alert-storm budget are on (their statements are part of what is
-    # measured) but far above the load: every new key opens its own incident.
+    # The per-key limit is on (its statement is part of what is measured) but far above the load.
+    # The alert-storm budget is off: at this load (thousands of new keys a second from one
+    # integration) it would, rightly, send all but the first hundred a minute to one incident.
     env = os.environ | {"WORKER_IN_PROCESS": "false", "LOG_LEVEL": "WARNING",
                         "RATE_LIMIT_INGEST_PER_SECOND": "1000000",
                         "RATE_LIMIT_INGEST_BURST": "1000000",
-                        "INGEST_NEW_INCIDENTS_PER_MINUTE": "1000000"}  # fmt: skip
+                        "INGEST_NEW_INCIDENTS_PER_MINUTE": "0"}  # fmt: skip
     server = subprocess.Popen(  # noqa: S603
         [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
          "-w", str(args.gunicorn_workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning",

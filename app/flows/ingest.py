@@ -241,7 +241,7 @@ async def ingest_many(
     *,
     now: datetime,
     reopen_window: timedelta,
-    storm: ratelimit.Limit | None = None,
+    storm: int | None = None,
 ) -> list[Result]:
     """`ingest` for many alerts in one transaction, with the same outcome as one at a time in
     order, in a handful of statements: one lock statement for every key, one read of the open
@@ -265,7 +265,8 @@ async def ingest_many(
     for integration, alert in items:
         pair = (integration.service_id, alert.dedup_key)
         target = open_now.get(pair)
-        if alert.action == "trigger" and target is None and budgets is not None:
+        budgeted = budgets is not None and integration.id in budgets
+        if alert.action == "trigger" and target is None and budgets is not None and budgeted:
             if budgets[integration.id] <= 0:
                 answers.append(_to_storm(plan, open_now, integration, alert, storm, now))
                 continue
@@ -305,26 +306,27 @@ async def _storm_budgets(
     session: AsyncSession,
     items: Sequence[tuple[Integration, Alert]],
     open_now: dict[tuple[int | None, str], _Target | None],
-    storm: ratelimit.Limit | None,
+    storm: int | None,
     now: datetime,
-) -> Counter[int] | None:
-    """How many incidents each integration may still open in this batch: its `storm:<id>`
-    bucket is taken from for the keys of the batch that have no open incident."""
-    if storm is None:
+) -> dict[int, int] | None:
+    """How many incidents each integration with new keys in the batch may still open: `storm`
+    less those its alerts opened on its service in the last minute (counted in this transaction:
+    two processes' batches at the same moment may each open up to the rest, once)."""
+    if not storm:
         return None
-    wanted: Counter[int] = Counter()
-    seen: set[tuple[int | None, str]] = set()
+    new: dict[int, Integration] = {}
     for integration, alert in items:
         pair = (integration.service_id, alert.dedup_key)
-        if alert.action == "trigger" and open_now.get(pair) is None and pair not in seen:
-            wanted[integration.id] += 1
-        seen.add(pair)
-    if not wanted:
-        return Counter()
-    grants = await ratelimit.take_soon(
-        session, {f"storm:{i}": n for i, n in wanted.items()}, storm, now=now
-    )
-    return Counter({i: grants[f"storm:{i}"].admitted for i in wanted})
+        if alert.action == "trigger" and open_now.get(pair) is None:
+            new[integration.id] = integration
+    budgets: dict[int, int] = {}
+    for integration in new.values():
+        opened = await incident_service.opened_since(
+            session, service_id=integration.service_id, source=integration.kind,
+            since=now - timedelta(minutes=1), cap=storm,
+        )  # fmt: skip
+        budgets[integration.id] = storm - opened
+    return budgets
 
 
 def _to_storm(
@@ -332,7 +334,7 @@ def _to_storm(
     open_now: dict[tuple[int | None, str], _Target | None],
     integration: Integration,
     alert: Alert,
-    storm: ratelimit.Limit | None,
+    storm: int | None,
     now: datetime,
 ) -> tuple[_Target, Outcome, str]:
     """Keep `alert` on its integration's alert-storm incident, opening it if none is open."""
@@ -341,7 +343,7 @@ def _to_storm(
     if target is not None:
         plan.add(target, integration, alert, now)
         return target, "incident_updated", alert.dedup_key
-    per_minute = storm.capacity if storm is not None else 0
+    per_minute = storm or 0
     name = integration.name
     opening = _opening(
         integration,
@@ -401,7 +403,7 @@ class AlertBatcher(Batcher[AlertJob]):
         *,
         reopen_window: timedelta,
         limit: ratelimit.Limit | None = None,
-        storm: ratelimit.Limit | None = None,
+        storm: int | None = None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         work = Ingestion(reopen_window=reopen_window, limit=limit, storm=storm)
@@ -421,7 +423,7 @@ class Ingestion:
         *,
         reopen_window: timedelta,
         limit: ratelimit.Limit | None = None,
-        storm: ratelimit.Limit | None = None,
+        storm: int | None = None,
     ) -> None:
         self.reopen_window = reopen_window
         self.limit = limit

@@ -87,6 +87,24 @@ async def lock_dedup_keys(session: AsyncSession, pairs: Collection[DedupPair]) -
     await lock_names(session, [dedup_lock(service_id, key) for service_id, key in pairs])
 
 
+async def opened_since(
+    session: AsyncSession, *, service_id: int, source: str, since: datetime, cap: int
+) -> int:
+    """How many incidents the alerts of `source` opened on the service after `since`, counted up
+    to `cap` (an index range of the service's newest incidents, never more than `cap` rows)."""
+    recent = (
+        select(Incident.id)
+        .where(
+            Incident.service_id == service_id,
+            Incident.created_at > since,
+            Incident.source == source,
+        )
+        .limit(cap)
+        .subquery()
+    )
+    return int(await session.scalar(select(func.count()).select_from(recent)) or 0)
+
+
 async def find_open(session: AsyncSession, pairs: Collection[DedupPair]) -> dict[DedupPair, int]:
     """The open incident of each (service, dedup key) that has one: the one place this is asked.
 
