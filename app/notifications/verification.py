@@ -126,11 +126,11 @@ async def known_for(session: AsyncSession, user_ids: Iterable[int]) -> dict[int,
     }
 
 
-async def _row(
-    session: AsyncSession, *, user_id: int, channel: str, address: str, now: datetime
-) -> ContactVerification:
-    """The row of this address, locked, made when there is none."""
-    row = await session.scalar(
+async def _locked(
+    session: AsyncSession, *, user_id: int, channel: str, address: str
+) -> ContactVerification | None:
+    """The row of this address, locked until the end of the transaction, or None."""
+    row: ContactVerification | None = await session.scalar(
         select(ContactVerification)
         .where(
             ContactVerification.user_id == user_id,
@@ -139,6 +139,14 @@ async def _row(
         )
         .with_for_update()
     )
+    return row
+
+
+async def _row(
+    session: AsyncSession, *, user_id: int, channel: str, address: str, now: datetime
+) -> ContactVerification:
+    """The row of this address, locked, made when there is none."""
+    row = await _locked(session, user_id=user_id, channel=channel, address=address)
     if row is None:
         row = ContactVerification(
             user_id=user_id, channel=channel, address=address, attempts=0, created_at=now,
@@ -211,15 +219,7 @@ async def confirm(
     now: datetime,
 ) -> Check:
     """Check a code for `address`; a wrong one counts (commit even when it is refused)."""
-    row = await session.scalar(
-        select(ContactVerification)
-        .where(
-            ContactVerification.user_id == user_id,
-            ContactVerification.channel == channel,
-            ContactVerification.address == address,
-        )
-        .with_for_update()
-    )
+    row = await _locked(session, user_id=user_id, channel=channel, address=address)
     if row is not None and row.verified_at is not None:
         return Check(Checked.verified)
     if row is None or row.code_hash is None or row.expires_at is None:
