@@ -4,12 +4,14 @@ deliveries are verified with their secret."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.e2e.base import (
     WalkBase,
     delivery_of,
     json_body_matches,
+    plain_text,
     verify_signed,
 )
 from tests.e2e.checks import (
@@ -20,6 +22,7 @@ from tests.e2e.checks import (
     expect_detail,
     expect_eq,
     expect_fields,
+    need,
 )
 from tests.support.receivers import signed_with
 from tests.support.waiting import poll
@@ -78,6 +81,37 @@ class Notifications(WalkBase):
             expected = {**change, "effective_address": carol.email, "is_default": False}
             expect_fields(preference, expected, "carol's email preference")
             self.api.put(path, token=bob.bearer, json={"enabled": False}, expect=403)
+        with self.check(
+            "POST …/me/{channel}/verify and /confirm: an address proven by the code sent there",
+            NOTIFICATIONS,
+        ):
+            local = self.needs_local()
+            address = f"pager-{bob.uid}@example.org"
+            change = {"enabled": True, "address": address}
+            preference = self.api.put(f"{mine}/email", token=bob.bearer, json=change)
+            expect_eq(preference["verified"], False, "a new address, unproven")
+            self.api.post(f"{mine}/email/verify", token=bob.bearer, expect=202)
+            mail = local.inbox.wait_for(
+                f"the verification code for {address}", lambda m, rcpt: address in rcpt
+            )
+            code = need(re.search(r"\b([0-9]{6})\b", plain_text(mail)), "a code in the mail")[1]
+            wrong = "000000" if code != "000000" else "111111"
+            confirm = f"{mine}/email/confirm"
+            self.api.post(confirm, token=bob.bearer, json={"code": wrong}, expect=400)
+            proven = self.api.post(confirm, token=bob.bearer, json={"code": code})
+            expect_fields(proven, {"address": address, "verified": True}, "the proven address")
+            # Back to the account's own address, as the walk after this expects.
+            self.api.put(f"{mine}/email", token=bob.bearer, json={"enabled": True})
+        with self.check(
+            "POST /v1/notification-preferences/{user_id}/{channel}/verified: an admin vouches",
+            NOTIFICATIONS,
+        ):
+            path = f"/v1/notification-preferences/{carol.uid}/sms/verified"
+            self.api.post(path, token=bob.bearer, json={"address": None}, expect=403)
+            vouched = self.api.post(path, token=ada.bearer, json={"address": None})
+            expected = {"channel": "sms", "address": "+15551234567", "verified_via": "admin"}
+            expect_fields(vouched, expected, "carol's number, vouched for")
+            expect_eq(vouched["verified_by"], ada.uid, "vouched by")
 
     def delivery_log(self) -> None:
         ada, carol = self.ada, self.carol
