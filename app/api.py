@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from app.analytics.router import router as analytics_router
 from app.auth.router import router as auth_router
 from app.escalation.router import incidents as incident_escalation_router
+from app.escalation.router import legacy as legacy_escalation_router
 from app.escalation.router import policies as policies_router
 from app.incidents.router import router as incidents_router
 from app.integrations.router import router as integrations_router
@@ -31,3 +32,5 @@ api_router.include_router(notifications.webhooks)
 api_router.include_router(schedules_router)
 api_router.include_router(oncall_router)
 api_router.include_router(analytics_router)
+# The original API's escalation paths, deprecated aliases: last, as the least used.
+api_router.include_router(legacy_escalation_router)

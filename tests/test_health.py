@@ -149,6 +149,8 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("GET", "/v1/incidents/{incident_id}/timeline"),
         ("GET", "/v1/incidents/{incident_id}/escalation-events"),
         ("POST", "/v1/incidents/{incident_id}/escalate"),
+        ("GET", "/v1/escalation/incidents/{incident_id}/escalation-events/"),
+        ("POST", "/v1/escalation/incidents/{incident_id}/escalate/"),
         ("GET", "/v1/escalation/policies/"),
         ("POST", "/v1/escalation/policies/"),
         ("GET", "/v1/escalation/policies/{policy_id}"),

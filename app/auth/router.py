@@ -4,8 +4,9 @@ import logging
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import ValidationError
 
 from app.auth import security
 from app.auth.dependencies import CurrentUser
@@ -14,7 +15,7 @@ from app.core import ratelimit
 from app.core.config import Settings
 from app.core.db import WAKE_WORKER, session_scope
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import Forbidden, Unauthorized, Unprocessable
 from app.core.schemas import Message
 from app.flows import recovery as recovery_flow
 from app.flows import users as user_flow
@@ -143,15 +144,36 @@ async def _start_recovery(request: Request, **what: Any) -> None:
     responses={**LIMITED, 400: {"description": "Bad, used or expired token"}},
 )
 async def reset_password(
-    body: PasswordReset,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
+    body: PasswordReset | None = None,
+    token: Annotated[
+        str | None, Query(max_length=256, description="The original API's form; prefer the body")
+    ] = None,
+    new_password: Annotated[
+        str | None, Query(max_length=1000, description="The original API's form; prefer the body")
+    ] = None,
 ) -> Message:
     """Set a new password with a recovery token; every token issued before stops working.
 
-    Counts against the same per-address limit as recovery requests."""
+    The token and password come in the JSON body, or (as clients of the original API send them)
+    as the query parameters `token` and `new_password`; neither is ever logged. Counts against
+    the same per-address limit as recovery requests."""
+    if body is None:
+        if token is None or new_password is None:
+            raise Unprocessable(
+                "token and new_password are required, in the JSON body (or both in the query)"
+            )
+        try:
+            body = PasswordReset(token=token, new_password=new_password)
+        except ValidationError as exc:
+            raise Unprocessable(
+                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            ) from exc
+    elif token is not None or new_password is not None:
+        raise Unprocessable("give token and new_password in the body or in the query, not both")
     await ratelimit.check(
         request.app.state.sessionmaker,
         {f"recovery:ip:{client_bucket(request)}": _recovery_per_ip(settings)},

@@ -23,9 +23,12 @@ from pythonjsonlogger.json import JsonFormatter
 from app.core.config import Settings
 from app.core.text import escape_controls
 
-# Integration keys may come in the query string (`?key=…`, for senders that cannot set a header);
-# the access log prints request lines, so they are masked there.
-SECRET_IN_QUERY = re.compile(r"([?&](?:key|token|routing_key)=)[^&\s\"]+", re.IGNORECASE)
+# Secrets may come in the query string (integration keys as `?key=…` for senders that cannot set
+# a header; a recovery token and new password in the original API's reset form): the servers'
+# access logs print request lines, so they are masked there.
+SECRET_IN_QUERY = re.compile(
+    r"([?&](?:key|token|routing_key|new_password|password)=)[^&\s\"]+", re.IGNORECASE
+)
 
 
 @dataclass

@@ -135,3 +135,31 @@ async def escalate_incident(
     incident_id = incident.id  # the ORM object is expired by the escalation's direct writes
     await paging.escalate_now(session, incident=incident, actor=Actor.of(user), now=clock.now())
     return await incident_service.get(session, incident_id)
+
+
+# The original API's paths for the same two operations, kept for its clients (deprecated: the
+# OpenAPI document says so and names the current path).
+legacy = APIRouter(prefix="/escalation/incidents", tags=["escalation"], deprecated=True)
+legacy.add_api_route(
+    "/{incident_id}/escalation-events/",
+    list_escalation_events,
+    methods=["GET"],
+    response_model=Page[EscalationEventRead],
+    responses={404: {"description": "No such incident"}},
+    summary="List escalation events (deprecated path)",
+    description="The original API's path of `GET /v1/incidents/{incident_id}/escalation-events`; "
+    "use that one.",
+)
+legacy.add_api_route(
+    "/{incident_id}/escalate/",
+    escalate_incident,
+    methods=["POST"],
+    response_model=IncidentRead,
+    responses={
+        404: {"description": "No such incident"},
+        409: {"description": "Not triggered, no policy, or no step left"},
+    },
+    summary="Escalate an incident now (deprecated path)",
+    description="The original API's path of `POST /v1/incidents/{incident_id}/escalate`; "
+    "use that one.",
+)

@@ -11,6 +11,7 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
@@ -80,6 +81,17 @@ class Step(RequestModel):
 
 class Conditions(RequestModel):
     """Empty or missing conditions match every incident; given ones must all match."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _original_severity(cls, value: Any) -> Any:
+        """The original API's `{"severity": "critical"}`: one severity, as `severities`."""
+        if isinstance(value, dict) and "severity" in value:
+            if "severities" in value:
+                raise ValueError("give severities or severity (the original's form), not both")
+            value = dict(value)
+            value["severities"] = [value.pop("severity")]
+        return value
 
     severities: Annotated[list[Severity], Field(max_length=5)] = Field(default_factory=list)
     service_ids: Annotated[list[EntityId], Field(max_length=200)] = Field(default_factory=list)

@@ -313,6 +313,11 @@ async def add_comment(
     clock: ClockDep,
 ) -> object:
     """Add a comment (Markdown text, up to 10,000 characters)."""
+    if body.incident_id is not None and body.incident_id != incident.id:
+        raise Unprocessable(
+            f"incident_id: the body names incident {body.incident_id} but the path "
+            f"{incident.id}; leave it out or make them the same"
+        )
     return await incident_flow.comment(
         session, incident=incident, author=user, content=body.content, now=clock.now()
     )

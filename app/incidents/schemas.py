@@ -219,6 +219,10 @@ class CommentCreate(RequestModel):
     content: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)
     ]
+    incident_id: EntityId | None = Field(
+        default=None,
+        description="Optional, as clients of the original API send it: must be the path's id",
+    )
 
     model_config = {"json_schema_extra": {"examples": [{"content": "Rolling back 4.2.1 now."}]}}
 

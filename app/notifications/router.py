@@ -12,7 +12,7 @@ from app.core import ratelimit
 from app.core.actors import Actor
 from app.core.crypto import Sealer
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import Forbidden, NotFound
+from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.pagination import page_by_id
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.incidents.dependencies import ValidIncident
@@ -84,6 +84,11 @@ async def _put(
     channel: str,
     body: PreferenceUpdate,
 ) -> preference_service.Preference:
+    if body.channel is not None and body.channel != channel:
+        raise Unprocessable(
+            f"channel: the body names {body.channel!r} but the path {channel!r}; "
+            "leave it out or make them the same"
+        )
     return await preference_service.put(
         session, user=user, channel=channel, enabled=body.enabled, address=body.address,
         min_severity=body.min_severity.value, events=body.events,

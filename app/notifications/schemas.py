@@ -46,6 +46,10 @@ class PreferenceRead(ResponseModel):
 
 
 class PreferenceUpdate(RequestModel):
+    channel: ChannelName | None = Field(
+        default=None,
+        description="Optional, as clients of the original API send it: must be the path's channel",
+    )
     enabled: StrictBool
     address: str | None = Field(
         default=None,

@@ -200,3 +200,57 @@ async def test_the_answer_is_sent_before_the_account_is_looked_up(harness, user)
     for seen in before_answer:
         assert not [s for s in seen if "FROM users" in s or "INSERT INTO notifications" in s]
     assert any("INSERT INTO notifications" in s for s in statements)  # the mail, queued after
+
+
+async def test_the_original_apis_query_form_resets_too_and_nothing_secret_is_logged(
+    client, harness, user, smtp_server, caplog
+):
+    """The original API took `POST /v1/auth/reset-password/?token=…&new_password=…`."""
+    inbox, _ = smtp_server
+    await recover(client, user.email, harness)
+    token = token_from(inbox.messages[-1])
+    with caplog.at_level(logging.DEBUG):
+        wrong = await client.post(
+            "/v1/auth/reset-password/", params={"token": "x" * 43, "new_password": "qwerty uiop 1"}
+        )
+        done = await client.post(
+            "/v1/auth/reset-password/",
+            params={"token": token, "new_password": "the original's form"},
+        )
+    assert wrong.status_code == 400  # the same token checks as the body form
+    assert done.status_code == 200 and done.json() == {"message": "Password updated"}
+    # What the service logged (the test's own HTTP client logs its requests' URLs: not ours).
+    logged = "\n".join(
+        r.getMessage() + str(vars(r)) for r in caplog.records if not r.name.startswith("httpx")
+    )
+    assert "/v1/auth/reset-password/" in logged  # the access lines were there to be read
+    assert token not in logged and "original" not in logged
+    signed_in = await client.post(
+        "/v1/auth/login/access-token",
+        data={"username": user.email, "password": "the original's form"},
+    )
+    assert signed_in.status_code == 200
+    again = await client.post(
+        "/v1/auth/reset-password/", params={"token": token, "new_password": "once more please"}
+    )
+    assert again.status_code == 400  # spent, whichever form spent it
+    neither = await client.post("/v1/auth/reset-password/")
+    half = await client.post("/v1/auth/reset-password/", params={"token": token})
+    both = await client.post(
+        "/v1/auth/reset-password/",
+        params={"token": token},
+        json={"token": token, "new_password": "a new passphrase"},
+    )
+    short = await client.post(
+        "/v1/auth/reset-password/", params={"token": token, "new_password": "short"}
+    )
+    assert [a.status_code for a in (neither, half, both, short)] == [422] * 4
+    assert "new_password" in short.json()["detail"]
+
+
+def test_query_secrets_are_masked_in_server_access_lines():
+    from app.core.logging import SECRET_IN_QUERY
+
+    line = "POST /v1/auth/reset-password/?token=abc123&new_password=hunter22 HTTP/1.1"
+    masked = SECRET_IN_QUERY.sub(r"\1[redacted]", line)
+    assert "abc123" not in masked and "hunter22" not in masked

@@ -181,3 +181,12 @@ class Escalation(WalkBase):
             on_call = self.on_call_now(parse_time(step2["executed_at"]))
             expect_eq(step2["notified_user_ids"], [on_call], "paged on-call user")
             expect_detail(self.act(p(), "escalate", expect=409), "no step left")
+        with self.check(
+            "the original API's escalation paths: deprecated aliases of the same operations",
+            INCIDENTS,
+        ):
+            legacy = f"/v1/escalation/incidents/{p()}"
+            events = self.page(f"{legacy}/escalation-events/", self.ada.bearer)
+            expect_eq(events, self.events(p()), "events through the original's path")
+            answer = self.api.post(f"{legacy}/escalate/", token=bob.bearer, expect=409)
+            expect_detail(answer, "no step left")
