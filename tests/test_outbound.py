@@ -3,10 +3,12 @@ lookup, every address checked, the connection made to a checked address."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import httpcore
 import pytest
 
-from app.core.outbound import GuardedBackend, RefusedDestination
+from app.core.outbound import GuardedBackend, RefusedDestination, is_public
 
 PUBLIC, OTHER_PUBLIC = "93.184.216.34", "2606:2800:220:1::1"
 
@@ -91,3 +93,13 @@ async def test_a_name_that_does_not_resolve_is_a_connection_error_and_unix_socke
         await backend.connect_tcp("nowhere.example", 443)
     with pytest.raises(RefusedDestination):
         await backend.connect_unix_socket("/run/docker.sock")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["fec0::1", "64:ff9b:1::a00:1", "64:ff9b:1::5db8:d822", "ff0e::1", "224.0.0.251", "ff02::fb"],
+)
+def test_site_local_local_use_nat64_and_multicast_are_not_public(address):
+    """Python's is_global takes these for global (3.11): the check must not."""
+    assert not is_public(ipaddress.ip_address(address))
+    assert is_public(ipaddress.ip_address("2606:2800:220:1::1"))

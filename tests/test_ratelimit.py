@@ -244,13 +244,18 @@ async def test_ingestion_counts_alerts_not_requests(client, admin_client, harnes
     assert (await send("a", "b", "c")).status_code == 202  # 3 of the burst of 4
     refused = await send("d", "e")  # 5 > 4: refused whole, nothing stored
     assert refused.status_code == 429 and "integration key" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "1"  # one more unit a second: the second in 1 s
     assert await incident_count(harness) == 3
+    # The refused request used up nothing: the unit left is still there for one alert.
+    assert (await send("d")).status_code == 202
+    assert (await send("e")).status_code == 429
+    assert await incident_count(harness) == 4
     harness.clock.advance(seconds=10)
     too_many = await send("f", "g", "h", "i", "j")  # more than a burst: never possible
     assert too_many.status_code == 422
     assert "5 alerts in one request" in too_many.json()["detail"]
     assert (await send("f", "g", "h", "i")).status_code == 202
-    assert await incident_count(harness) == 7
+    assert await incident_count(harness) == 8
 
 
 async def test_simultaneous_alerts_through_two_instances_share_one_bucket(

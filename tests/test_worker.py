@@ -68,6 +68,9 @@ async def test_a_failing_job_is_logged_and_the_others_still_run(harness, caplog)
     assert result == result_again == {"broken": 0, "healthy": 0}
     assert len(ran) == 2
     assert caplog.text.count("worker job broken failed") == 2
+    # A bug in one job is not the database being away: readiness still says the worker works
+    # (every replica would otherwise be taken out for one bad row).
+    assert worker.failing_since is None and worker.last_tick_at == harness.clock.now()
 
 
 async def test_stop_ends_the_loop(harness):

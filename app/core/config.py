@@ -134,8 +134,9 @@ class Settings(BaseSettings):
     rate_limit_login_per_ip_per_minute: int = Field(default=30, ge=0, le=100_000)
     login_lockout_failures: int = Field(default=10, ge=0, le=1000)
     login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
-    # Verification codes a user may ask to be sent to their addresses (email and SMS).
-    rate_limit_verification_per_user_per_hour: int = Field(default=5, ge=0, le=1000)
+    # Verification codes a user may ask to be sent to their addresses (email and SMS); never off,
+    # as each code allows five guesses.
+    rate_limit_verification_per_user_per_hour: int = Field(default=5, ge=1, le=1000)
     # Password recovery emails per account, and recovery requests and resets per client address.
     rate_limit_recovery_per_account_per_hour: int = Field(default=3, ge=0, le=1000)
     rate_limit_recovery_per_ip_per_hour: int = Field(default=20, ge=0, le=100_000)

@@ -43,13 +43,17 @@ def check_url_syntax(url: str, *, allow_private: bool) -> str:
 
 PRIVATE = "the URL points at a private, loopback or link-local address"
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: local-use translation
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, but routed inside some networks
 
 
 def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Globally routable, including any IPv4 address an IPv6 one carries (mapped, 6to4, NAT64)."""
-    if not address.is_global:
+    if not address.is_global or address.is_multicast:
         return False
     if isinstance(address, ipaddress.IPv6Address):
+        if address in SITE_LOCAL or address in LOCAL_NAT64:
+            return False
         embedded = [address.ipv4_mapped, address.sixtofour]
         if address.teredo:
             embedded.append(address.teredo[1])

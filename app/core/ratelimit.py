@@ -197,6 +197,32 @@ async def take_soon(
         return await take_in(autocommit, wanted, limit, now=now)
 
 
+async def give_back_soon(session: AsyncSession, returned: Mapping[str, int], limit: Limit) -> None:
+    """Return units taken by `take_soon` that nothing used (a request refused whole after part of
+    it was granted), the same way: on PostgreSQL at once on a connection of its own, on SQLite in
+    `session`'s transaction. A bucket never ends up fuller than full (its time floors at now)."""
+    interval = max(1, round(limit.interval * MICROSECONDS))
+    statements = [
+        update(RateLimitState)
+        .where(RateLimitState.key == key)
+        .values(tat=RateLimitState.tat - units * interval)
+        for key, units in sorted(returned.items())
+        if units > 0
+    ]
+    if not statements:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        for statement in statements:
+            await session.execute(statement)
+        return
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        for statement in statements:
+            await autocommit.execute(statement)
+
+
 async def check(
     sessionmaker: async_sessionmaker[AsyncSession],
     buckets: Mapping[str, Limit | None],

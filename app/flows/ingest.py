@@ -17,6 +17,7 @@ answer alone.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,12 +266,13 @@ async def ingest_many(
     for integration, alert in items:
         pair = (integration.service_id, alert.dedup_key)
         target = open_now.get(pair)
-        budgeted = budgets is not None and integration.id in budgets
+        budget = (integration.service_id, integration.kind)
+        budgeted = budgets is not None and budget in budgets
         if alert.action == "trigger" and target is None and budgets is not None and budgeted:
-            if budgets[integration.id] <= 0:
+            if budgets[budget] <= 0:
                 answers.append(_to_storm(plan, open_now, integration, alert, storm, now))
                 continue
-            budgets[integration.id] -= 1
+            budgets[budget] -= 1
         if alert.action == "trigger" and target is not None:
             plan.add(target, integration, alert, now)
             answers.append((target, "incident_updated", alert.dedup_key))
@@ -308,24 +310,26 @@ async def _storm_budgets(
     open_now: dict[tuple[int | None, str], _Target | None],
     storm: int | None,
     now: datetime,
-) -> dict[int, int] | None:
-    """How many incidents each integration with new keys in the batch may still open: `storm`
-    less those its alerts opened on its service in the last minute (counted in this transaction:
-    two processes' batches at the same moment may each open up to the rest, once)."""
+) -> dict[tuple[int, str], int] | None:
+    """How many incidents may still be opened, by (service, kind) with new keys in the batch:
+    `storm` less those alerts of that kind opened on the service in the last minute (incidents
+    do not name their integration, so integrations of one kind on one service share a budget).
+    Counted in this transaction: two processes' batches at the same moment may each open up to
+    the rest, once."""
     if not storm:
         return None
-    new: dict[int, Integration] = {}
+    new: set[tuple[int, str]] = set()
     for integration, alert in items:
         pair = (integration.service_id, alert.dedup_key)
         if alert.action == "trigger" and open_now.get(pair) is None:
-            new[integration.id] = integration
-    budgets: dict[int, int] = {}
-    for integration in new.values():
+            new.add((integration.service_id, integration.kind))
+    budgets: dict[tuple[int, str], int] = {}
+    for service_id, kind in sorted(new):
         opened = await incident_service.opened_since(
-            session, service_id=integration.service_id, source=integration.kind,
-            since=now - timedelta(minutes=1), cap=storm,
+            session, service_id=service_id, source=kind, since=now - timedelta(minutes=1),
+            cap=storm,
         )  # fmt: skip
-        budgets[integration.id] = storm - opened
+        budgets[(service_id, kind)] = storm - opened
     return budgets
 
 
@@ -501,12 +505,19 @@ class Ingestion:
             for n, integration in untaken.items():
                 wanted[_bucket(integration)] += units[n]
             grants = await ratelimit.take_soon(session, wanted, self.limit, now=now)
-            seen: Counter[str] = Counter()
-            for n, integration in untaken.items():  # a bucket's first ones, in arrival order
+            # Whole requests, in arrival order, while what was granted holds them; units granted
+            # to no admitted request go back, so that a refused request uses up nothing.
+            used: Counter[str] = Counter()
+            for n, integration in untaken.items():
                 bucket = _bucket(integration)
-                seen[bucket] += units[n]
-                if seen[bucket] > grants[bucket].admitted:
-                    refusals[n] = self._too_many(grants[bucket].retry_after)
+                if used[bucket] + units[n] <= grants[bucket].admitted:
+                    used[bucket] += units[n]
+                    continue
+                short = units[n] - (grants[bucket].admitted - used[bucket])
+                wait = grants[bucket].retry_after + math.ceil((short - 1) * self.limit.interval)
+                refusals[n] = self._too_many(max(1, wait))
+            unused = {b: grants[b].admitted - used[b] for b in grants}
+            await ratelimit.give_back_soon(session, unused, self.limit)
         if self.limit is not None and untaken and session.get_bind().dialect.name != "postgresql":
             # Taken in this transaction (see `ratelimit.take_soon`): a rollback gives them back.
             session.info.setdefault(TAKEN_HERE, []).extend(jobs[n] for n in untaken)

@@ -157,7 +157,9 @@ class Worker:
                 try:
                     count = await job.run(ctx)
                 except Exception as exc:
-                    failed = True
+                    # Readiness reads this: the database out of reach stops every replica's worker
+                    # alike; a bug in one job is logged, not a reason to take replicas out.
+                    failed = failed or is_unavailable(exc)
                     if is_unavailable(exc):
                         # Expected while the database restarts: one line, not a traceback a tick.
                         logger.warning(
