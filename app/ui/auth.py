@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy import delete, select
@@ -199,8 +199,26 @@ def new_login_csrf(settings: Settings, now: datetime) -> str:
     return f"{nonce}.{issued}.{_login_csrf_signature(settings, nonce, issued)}"
 
 
+def posted_from_here(request: Request) -> bool:
+    """Does the browser say the form was posted from this site? `Sec-Fetch-Site` and `Origin`
+    are set by the browser, not by a page: a sibling subdomain that planted a token of ours in
+    a cookie still posts from its own origin. Clients that send neither (not browsers) pass."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    settings: Settings = request.app.state.settings
+    ours = {urlsplit(settings.public_base_url).netloc, request.headers.get("host", "")}
+    return urlsplit(origin).netloc in ours - {""}
+
+
 def login_csrf_valid(request: Request, sent: str | None, *, now: datetime) -> bool:
-    """The form's token equals the cookie's, and is one this server signed in the last hour."""
+    """The form came from this site, and its token equals the cookie's and is one this server
+    signed in the last hour."""
+    if not posted_from_here(request):
+        return False
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
     if not expected or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
         return False

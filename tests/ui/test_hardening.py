@@ -223,4 +223,15 @@ async def test_the_sign_in_forms_token_must_be_one_this_server_signed(
     stale = await browser.post("/ui/login", data=form | {"csrf_token": issued})
     assert stale.status_code != 303 and "The form expired" in stale.text
     fresh = csrf_of(stale.text)  # the page it answers with carries a new one
-    assert (await browser.post("/ui/login", data=form | {"csrf_token": fresh})).status_code == 303
+    # A token of ours, planted by a sibling site with its own form: the browser says where the
+    # form was posted from.
+    for headers in ({"Origin": "https://evil.example.com"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "null"}):  # fmt: skip
+        planted = await browser.post(
+            "/ui/login", data=form | {"csrf_token": fresh}, headers=headers
+        )
+        assert planted.status_code != 303 and "The form expired" in planted.text, headers
+        fresh = csrf_of(planted.text)
+    ours = {"Origin": "http://test", "Sec-Fetch-Site": "same-origin"}
+    signed_in = await browser.post("/ui/login", data=form | {"csrf_token": fresh}, headers=ours)
+    assert signed_in.status_code == 303
