@@ -209,6 +209,10 @@ def posted_from_here(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
+    if origin == "null":
+        # What a browser sends for a page with `Referrer-Policy: no-referrer` (ours, and any
+        # page's that wants to hide itself): then only Sec-Fetch-Site can tell.
+        return site is not None
     settings: Settings = request.app.state.settings
     ours = {urlsplit(settings.public_base_url).netloc, request.headers.get("host", "")}
     return urlsplit(origin).netloc in ours - {""}
