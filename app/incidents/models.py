@@ -115,13 +115,10 @@ class Incident(Base):
         return [
             {
                 "id": a.user.id,
-                "email": a.user.email,
                 "full_name": a.user.full_name,
                 "role": a.user.role,
                 "is_active": a.user.is_active,
-                "phone": a.user.phone,
                 "timezone": a.user.timezone,
-                "created_at": a.user.created_at,
                 "response_role": a.role,
                 "assigned_at": a.assigned_at,
             }

@@ -16,7 +16,7 @@ from pydantic import (
 from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.incidents.models import Severity, Status
 from app.services.schemas import ServiceName
-from app.users.schemas import UserRead
+from app.users.models import Role
 
 MAX_LABELS = 64
 MAX_CUSTOM_FIELDS_BYTES = 16 * 1024
@@ -63,7 +63,15 @@ Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 EntityId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
-class AssigneeRead(UserRead):
+class AssigneeRead(ResponseModel):
+    """Someone assigned to an incident, as every reader of the incident sees them: no contact
+    details (those are for admins, through `/v1/users/{id}`, and for the person themself)."""
+
+    id: int
+    full_name: str
+    role: Role
+    is_active: bool
+    timezone: str
     response_role: str = Field(
         description="The person's part in the response (the `role` given when assigning), "
         "e.g. responder, commander; `role` stays the account's role"

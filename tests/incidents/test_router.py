@@ -634,3 +634,21 @@ async def test_nul_in_a_multipart_login_is_refused(client):
         files={"username": (None, "a\x00b"), "password": (None, "whatever")},
     )
     assert response.status_code == 422
+
+
+async def test_assignees_carry_no_contact_details(admin_client, user_client, factory):
+    """Every user reads every incident: an assignee's email and phone are not for all of them
+    (admins read them through /v1/users/{id})."""
+    person = await factory.user(email="oncall@example.com", phone="+14155550111")
+    incident = (await admin_client.post("/v1/incidents/", json={"title": "Disk full"})).json()
+    assigned = await admin_client.post(
+        f"/v1/incidents/{incident['id']}/assign", json={"user_id": person.id, "role": "commander"}
+    )
+    assert assigned.status_code == 200, assigned.text
+    for client in (user_client, admin_client):
+        read = await client.get(f"/v1/incidents/{incident['id']}")
+        [assignee] = read.json()["assignees"]
+        assert (assignee["id"], assignee["response_role"]) == (person.id, "commander")
+        assert "oncall@example.com" not in read.text and "+14155550111" not in read.text
+    listed = await user_client.get("/v1/incidents/")
+    assert "oncall@example.com" not in listed.text
