@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -177,50 +178,46 @@ async def take(
         return await take_in(session, wanted, limit, now=now)
 
 
-async def take_soon(
-    session: AsyncSession, wanted: Mapping[str, int], limit: Limit, *, now: datetime
-) -> dict[str, Grant]:
-    """`take_in` for a caller in the middle of a longer transaction (a batch of alerts).
+@asynccontextmanager
+async def _beside(session: AsyncSession) -> AsyncIterator[AsyncSession | AsyncConnection]:
+    """Where a caller in the middle of a longer transaction (a batch of alerts) touches buckets.
 
-    On PostgreSQL the statement runs on a connection of its own in autocommit mode: one round
-    trip, no BEGIN or COMMIT, and the rows are locked for that statement only (the table is
-    unlogged, so its commit does not wait for the disk either). On SQLite it joins `session`'s
-    transaction (a second writer would wait for the first): a batch rolled back gives its units
-    back."""
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
-        return await take_in(session, wanted, limit, now=now)
+    On PostgreSQL a connection of its own in autocommit mode: one round trip a statement, no
+    BEGIN or COMMIT, and the rows are locked for that statement only (the table is unlogged, so
+    its commit does not wait for the disk either). On SQLite `session` itself, joining its
+    transaction (a second writer would wait for the first): a batch rolled back undoes it."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield session
+        return
     engine = session.bind
     assert isinstance(engine, AsyncEngine)
     async with engine.connect() as connection:
-        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return await take_in(autocommit, wanted, limit, now=now)
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def take_soon(
+    session: AsyncSession, wanted: Mapping[str, int], limit: Limit, *, now: datetime
+) -> dict[str, Grant]:
+    """`take_in` beside `session`'s transaction (see `_beside`)."""
+    async with _beside(session) as where:
+        return await take_in(where, wanted, limit, now=now)
 
 
 async def give_back_soon(session: AsyncSession, returned: Mapping[str, int], limit: Limit) -> None:
     """Return units taken by `take_soon` that nothing used (a request refused whole after part of
-    it was granted), the same way: on PostgreSQL at once on a connection of its own, on SQLite in
-    `session`'s transaction. A bucket never ends up fuller than full (its time floors at now)."""
+    it was granted), the same way. A bucket never ends up fuller than full (its time floors at
+    now)."""
     interval = max(1, round(limit.interval * MICROSECONDS))
-    statements = [
-        update(RateLimitState)
-        .where(RateLimitState.key == key)
-        .values(tat=RateLimitState.tat - units * interval)
-        for key, units in sorted(returned.items())
-        if units > 0
-    ]
-    if not statements:
+    returned = {key: units for key, units in sorted(returned.items()) if units > 0}
+    if not returned:
         return
-    if session.get_bind().dialect.name != "postgresql":
-        for statement in statements:
-            await session.execute(statement)
-        return
-    engine = session.bind
-    assert isinstance(engine, AsyncEngine)
-    async with engine.connect() as connection:
-        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        for statement in statements:
-            await autocommit.execute(statement)
+    async with _beside(session) as where:
+        for key, units in returned.items():
+            await where.execute(
+                update(RateLimitState)
+                .where(RateLimitState.key == key)
+                .values(tat=RateLimitState.tat - units * interval)
+            )
 
 
 async def check(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -253,14 +253,11 @@ async def ingest_many(
     With `storm` (INGEST_NEW_INCIDENTS_PER_MINUTE), an integration past its budget of new
     incidents has its further new alerts kept on one "alert storm" incident of its service."""
     pairs = {(integration.service_id, alert.dedup_key) for integration, alert in items}
-    if storm is not None:
-        pairs |= {(i.service_id, storm_key(i)) for i, _ in items}
-    await incident_service.lock_dedup_keys(session, pairs)
-    open_now: dict[tuple[int | None, str], _Target | None] = {
-        pair: _Target(incident_id)
-        for pair, incident_id in (await incident_service.find_open(session, pairs)).items()
-    }
-    budgets = await _storm_budgets(session, items, open_now, storm, now)
+    open_now: dict[tuple[int | None, str], _Target | None] = {}
+    await _lock_and_find(session, pairs, open_now)
+    budgets, storming = await _storm_budgets(session, items, open_now, storm, now)
+    if storming:  # only in a storm: its incidents' keys, locked after the alerts' (see below)
+        await _lock_and_find(session, {(i.service_id, storm_key(i)) for i in storming}, open_now)
     plan = _Plan()
     answers: list[tuple[_Target | None, Outcome, str]] = []
     for integration, alert in items:
@@ -270,6 +267,10 @@ async def ingest_many(
         budgeted = budgets is not None and budget in budgets
         if alert.action == "trigger" and target is None and budgets is not None and budgeted:
             if budgets[budget] <= 0:
+                if integration not in storming:  # a key resolved and new again in the batch
+                    storm_pair = (integration.service_id, storm_key(integration))
+                    await _lock_and_find(session, [storm_pair], open_now)
+                    storming.add(integration)
                 answers.append(_to_storm(plan, open_now, integration, alert, storm, now))
                 continue
             budgets[budget] -= 1
@@ -296,7 +297,21 @@ async def ingest_many(
     return [Result(target.id if target else None, outcome, key) for target, outcome, key in answers]
 
 
+async def _lock_and_find(
+    session: AsyncSession,
+    pairs: Collection[tuple[int | None, str]],
+    open_now: dict[tuple[int | None, str], _Target | None],
+) -> None:
+    """Lock the keys, then add their open incidents to `open_now`."""
+    await incident_service.lock_dedup_keys(session, pairs)
+    found = await incident_service.find_open(session, pairs)
+    open_now |= {pair: _Target(incident_id) for pair, incident_id in found.items()}
+
+
 # ---- alert storms: past an integration's budget of new incidents, one incident for the rest -----
+#
+# A storm incident's key is locked after the batch's alert keys, in a second statement. No
+# deadlock: whoever holds a storm key took it last and waits for nothing more.
 
 
 def storm_key(integration: Integration) -> str:
@@ -310,27 +325,33 @@ async def _storm_budgets(
     open_now: dict[tuple[int | None, str], _Target | None],
     storm: int | None,
     now: datetime,
-) -> dict[tuple[int, str], int] | None:
+) -> tuple[dict[tuple[int, str], int] | None, set[Integration]]:
     """How many incidents may still be opened, by (service, kind) with new keys in the batch:
     `storm` less those alerts of that kind opened on the service in the last minute (incidents
-    do not name their integration, so integrations of one kind on one service share a budget).
-    Counted in this transaction: two processes' batches at the same moment may each open up to
-    the rest, once."""
+    do not name their integration, so integrations of one kind on one service share a budget);
+    and the integrations whose new keys exceed it. Counted in this transaction: two processes'
+    batches at the same moment may each open up to the rest, once."""
     if not storm:
-        return None
-    new: set[tuple[int, str]] = set()
+        return None, set()
+    new: dict[tuple[int, str], set[str]] = {}
+    integrations: dict[tuple[int, str], set[Integration]] = {}
     for integration, alert in items:
         pair = (integration.service_id, alert.dedup_key)
         if alert.action == "trigger" and open_now.get(pair) is None:
-            new.add((integration.service_id, integration.kind))
+            group = (integration.service_id, integration.kind)
+            new.setdefault(group, set()).add(alert.dedup_key)
+            integrations.setdefault(group, set()).add(integration)
     budgets: dict[tuple[int, str], int] = {}
-    for service_id, kind in sorted(new):
+    storming: set[Integration] = set()
+    for (service_id, kind), keys in sorted(new.items()):
         opened = await incident_service.opened_since(
             session, service_id=service_id, source=kind, since=now - timedelta(minutes=1),
             cap=storm,
         )  # fmt: skip
         budgets[(service_id, kind)] = storm - opened
-    return budgets
+        if len(keys) > storm - opened:
+            storming |= integrations[(service_id, kind)]
+    return budgets, storming
 
 
 def _to_storm(

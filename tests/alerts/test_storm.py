@@ -68,3 +68,24 @@ async def test_with_the_limit_off_every_new_key_opens_its_own(
     key, _ = await make_integration(admin_client, "generic")
     await send(client, key, *[f"n{n}" for n in range(10)])
     assert [i.dedup_key for i in await incidents(harness)] == [f"n{n}" for n in range(10)]
+
+
+async def test_a_key_resolved_and_new_again_in_one_request_counts_against_the_budget(
+    client, admin_client, harness
+):
+    """The budget is reckoned before the alerts are applied; a key that closes and opens again
+    inside the request is one more new incident, and past the budget it goes to the storm."""
+    key, _ = await make_integration(admin_client, "generic")
+    alerts = [{"summary": f"disk full on {k}", "dedup_key": k} for k in ("a", "b", "c")]
+    alerts += [{"summary": "a", "dedup_key": "a", "status": "resolved"}]
+    alerts += [{"summary": "disk full on a", "dedup_key": "a"}]
+    answer = await client.post("/v1/alerts/generic", json={"alerts": alerts}, params={"key": key})
+    assert answer.status_code == 202, answer.text
+    opened = await incidents(harness)
+    assert [(i.dedup_key, i.status) for i in opened] == [
+        ("a", "resolved"),
+        ("b", "triggered"),
+        ("c", "triggered"),
+        ("alert-storm:1", "triggered"),
+    ]
+    assert opened[3].alert_count == 1
