@@ -27,12 +27,17 @@ class Admin:
     async def sign_up(self, email: str = "admin@example.com") -> dict[str, Any]:
         body = {"email": email, "password": PASSWORD, "full_name": "Admin"}
         user: dict[str, Any] = await self.call("POST", "/v1/auth/signup", 201, json=body)
+        await self.log_in(email)
+        return user
+
+    async def log_in(self, email: str) -> None:
+        """Sign in as an existing account whose password is PASSWORD (one made by `sign_up`, or
+        by `incident-management create-admin`); later calls carry its bearer token."""
         token = await self.call(
             "POST", "/v1/auth/login/access-token", data={"username": email, "password": PASSWORD}
         )
         self.token = token["access_token"]
         self.client.headers["Authorization"] = f"Bearer {self.token}"
-        return user
 
     async def user(self, email: str) -> dict[str, Any]:
         body = {"email": email, "password": PASSWORD, "full_name": email, "role": "user"}
