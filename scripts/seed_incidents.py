@@ -4,25 +4,30 @@
 
 Status mix of a live system: most incidents resolved, a few open; severities skewed to the
 middle; created over the last 90 days. Migrates the database first. Prints what it loaded.
+
+Written against the models' tables alone (and `app.migrations.upgrade`), with an engine of its own
+from DATABASE_URL: so that `python -m bench ab` seeds any commit's schema through that commit's
+own models (run with its tree first on PYTHONPATH), whatever its other modules are called.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
 
+from pwdlib import PasswordHash
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app import migrations
-from app.core.config import Settings
-from app.core.db import create_engine, create_sessionmaker, session_scope
 from app.incidents.models import Assignment, Incident, TimelineEntry
 from app.services.models import Service
 from app.users.models import User
-from app.users.passwords import hash_password
 
 STATUSES = (("resolved", 80), ("triggered", 10), ("acknowledged", 6), ("snoozed", 4))
 SEVERITIES = (("critical", 5), ("high", 15), ("medium", 40), ("low", 25), ("info", 15))
@@ -37,11 +42,19 @@ def pick(weighted: tuple[tuple[str, int], ...], rng: random.Random) -> str:
     return rng.choices([v for v, _ in weighted], weights=[w for _, w in weighted])[0]
 
 
-async def seed(settings: Settings, count: int, chunk: int, rng: random.Random) -> None:
-    engine = create_engine(settings)
-    sessions = create_sessionmaker(engine)
+def async_url(url: str) -> str:
+    """DATABASE_URL with the async driver the service uses (asyncpg, aiosqlite)."""
+    parsed = make_url(url)
+    postgresql = parsed.get_backend_name() == "postgresql"
+    driver = "postgresql+asyncpg" if postgresql else "sqlite+aiosqlite"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+async def seed(url: str, count: int, chunk: int, rng: random.Random) -> None:
+    engine = create_async_engine(async_url(url))
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
-    async with session_scope(sessions) as session:
+    async with sessions.begin() as session:
         services = list(await session.scalars(select(Service.id)))
         if not services:
             for i in range(20):
@@ -56,7 +69,7 @@ async def seed(settings: Settings, count: int, chunk: int, rng: random.Random) -
             services = list(await session.scalars(select(Service.id)))
         users = list(await session.scalars(select(User.id)))
         if len(users) < 10:
-            hashed = hash_password("benchmark-password")
+            hashed = PasswordHash.recommended().hash("benchmark-password")
             for i in range(10):
                 session.add(
                     User(
@@ -101,7 +114,7 @@ async def seed(settings: Settings, count: int, chunk: int, rng: random.Random) -
                     "updated_at": created,
                 }
             )  # fmt: skip
-        async with session_scope(sessions) as session:
+        async with sessions.begin() as session:
             ids = list(await session.scalars(insert(Incident).returning(Incident.id), rows))
             for incident_id, row in zip(ids, rows, strict=True):
                 timelines.append(
@@ -136,9 +149,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5_000, help="rows per transaction")
     parser.add_argument("--seed", type=int, default=7, help="random seed (same data each run)")
     args = parser.parse_args()
-    settings = Settings()
     migrations.upgrade()
-    asyncio.run(seed(settings, args.count, args.chunk, random.Random(args.seed)))
+    url = os.environ.get("DATABASE_URL", "sqlite:///./data/incidents.db")  # the service's default
+    asyncio.run(seed(url, args.count, args.chunk, random.Random(args.seed)))
 
 
 if __name__ == "__main__":

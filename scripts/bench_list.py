@@ -1,0 +1,89 @@
+"""The incident list over HTTP, at `--concurrency` clients, against the app under gunicorn.
+
+    export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ims_bench
+    python scripts/seed_incidents.py 100000 && python scripts/bench_list.py
+
+Seed first (scripts/seed_incidents.py). Makes an admin with the tree's CLI, starts the lean server
+of bench/server.py, signs in over HTTP and asks `--query` (by default the first page of 50 with
+the default filters) `--requests` times from `--concurrency` keep-alive connections (the load
+generator of bench/loadgen.py), after `--warmup` unmeasured requests; bounded by `--seconds`.
+Prints and writes pages per second, p50/p95/p99/max, and the CPU per page of the server's workers
+and of the database's backends. Every answer must be 200.
+
+Imports nothing of `app`: `--tree` runs another checkout's server (`python -m bench ab`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench and tests.support, from this checkout (see bench_ingest.py)
+
+from bench.loadgen import Meter, Request, drive, latency_figures
+from bench.server import ServerUnderTest, database_name, prepare_database, signed_in
+
+QUERY = "/v1/incidents/?limit=50"
+
+
+async def bearer(base: str) -> tuple[str, int]:
+    """The admin's token, and how many incidents the list says there are (a check of the seed)."""
+    admin = await signed_in(base)
+    try:
+        page = await admin.call("GET", QUERY)
+        return admin.token, len(page["items"])
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--query", default=QUERY)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=90.0, help="cap of the measured run")
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
+    parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    url = os.environ["DATABASE_URL"]
+    prepare_database(args.tree, url)
+    with ServerUnderTest(args.tree, url, args.gunicorn_workers, args.log) as server:
+        token, rows = asyncio.run(bearer(server.base))
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def page(i: int) -> Request:
+            return args.query, None, headers
+
+        asyncio.run(drive(server.port, page, args.warmup, args.concurrency, args.seconds))
+        meter = Meter(server.pid, database_name(url))
+        meter.start()
+        late, failed, elapsed = asyncio.run(
+            drive(server.port, page, args.requests, args.concurrency, args.seconds)
+        )
+        found: dict[str, Any] = {
+            "query": args.query, "rows": rows, "concurrency": args.concurrency,
+            "workers": args.gunicorn_workers, **latency_figures(late, failed, elapsed),
+            **meter.figures(len(late) + failed),
+        }  # fmt: skip
+    print(f"GET {args.query}, {args.concurrency} clients, {rows} rows a page: {found['ok']} pages, "
+          f"{found['failed']} failed, {found['per_s']:.0f}/s, p50 {found['p50_ms']:.1f} / p95 "
+          f"{found['p95_ms']:.1f} / p99 {found['p99_ms']:.1f} ms; CPU per page: app "
+          f"{found['app_cpu_ms']:.2f} ms, db {found['db_cpu_ms']:.2f} ms; machine "
+          f"{found['machine_busy']:.0%} busy")  # fmt: skip
+    if failed:
+        raise SystemExit(f"{failed} requests failed")
+    if args.json:
+        args.json.write_text(json.dumps(found))
+
+
+if __name__ == "__main__":
+    main()
