@@ -12,7 +12,7 @@ FUZZ_SEED ?= 20261128
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 E2E_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432
 
-.PHONY: run run-prod test browser test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare lint format typecheck migrate install install-dev lock audit clean
+.PHONY: run run-prod test browser test-postgres e2e e2e-postgres fuzz fuzz-ci bench bench-compare bench-ab lint format typecheck migrate install install-dev lock audit clean
 
 run: $(VENV)/.installed-run  ## create .venv, install, migrate the SQLite database, serve on :8000
 	$(BIN)/incident-management serve --host $(HOST) --port $(PORT)
@@ -51,8 +51,13 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev  ## every performance scenario on PostgreSQL (BENCH_POSTGRES_URL): report in bench/results/, docs/performance.md's table rewritten
 	$(BIN)/python -m bench
 
-bench-compare: $(VENV)/.installed-dev  ## ratios per figure between two reports: make bench-compare A=… B=…
+bench-compare: $(VENV)/.installed-dev  ## ratios per figure between two reports, raw and calibrated: make bench-compare A=… B=…
 	$(BIN)/python -m bench compare $(A) $(B)
+
+# Two commits' servers measured alternately (A B A B …) by this checkout's harness, each from a
+# temporary worktree of it: make bench-ab A=ce04e5c B=HEAD [ONLY=ingestion,incident_list] [ROUNDS=3]
+bench-ab: $(VENV)/.installed-dev  ## two commits alternately, B/A per figure with its spread: make bench-ab A=… B=… [ONLY=…] [ROUNDS=n]
+	$(BIN)/python -m bench ab $(A) $(B) $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 e2e: $(VENV)/.installed-dev  ## the end-to-end run against a live server on SQLite (run_e2e_tests.py)
 	$(BIN)/python run_e2e_tests.py --report e2e-report.json

@@ -273,14 +273,18 @@ TARGETS = {("generic", "new"): "1,500/s, p99 < 50 ms", ("generic", "dedup"): "3,
 
 
 def ratio(value: float | None) -> str:
-    return f" [{value:.2g}]" if value is not None else ""
+    if value is None:
+        return ""
+    return f" [{value:.0f}]" if value >= 10 else f" [{value:.2g}]"
 
 
 def ms(value: float) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
-def traffic(figures: dict[str, Any], prefix: str, cal: dict[str, float], unit: str = "") -> str:
+def traffic(
+    figures: dict[str, Any], prefix: str, cal: dict[str, float], unit: str = "request"
+) -> str:
     """Rate, latencies, CPU per request, the machine's busy share and the load generator's share
     of one measured run (figures under `prefix` in `cal`), each with its calibrated ratio."""
 
@@ -289,12 +293,13 @@ def traffic(figures: dict[str, Any], prefix: str, cal: dict[str, float], unit: s
 
     f = figures
     text = (
-        f"{f['per_s']:,.0f}{unit}/s{c('per_s')}, p50 {ms(f['p50_ms'])}{c('p50_ms')} / p95 "
+        f"{f['per_s']:,.0f}{'' if unit == 'request' else f' {unit}s'}/s{c('per_s')}, "
+        f"p50 {ms(f['p50_ms'])}{c('p50_ms')} / p95 "
         f"{ms(f['p95_ms'])}{c('p95_ms')} / p99 {ms(f['p99_ms'])}{c('p99_ms')} ms"
     )
     if "app_cpu_ms" in f:
         text += (
-            f"; CPU per {unit.strip() or 'request'}: app {f['app_cpu_ms']:.2f}{c('app_cpu_ms')} / "
+            f"; CPU per {unit}: app {f['app_cpu_ms']:.2f}{c('app_cpu_ms')} / "
             f"db {f['db_cpu_ms']:.2f}{c('db_cpu_ms')} ms"
         )
     if f.get("machine_busy") is not None and f.get("concurrency", 32) > 1:
@@ -376,7 +381,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append((
             f"incident list over HTTP, `GET {listing['query']}` ({listing['rows']} a page), "
             f"{listing['concurrency']} clients, 100,000 incidents",
-            traffic(listing, "incident_list_http", cal, unit=" pages"),
+            traffic(listing, "incident_list_http", cal, unit="page"),
             "—",
         ))  # fmt: skip
     escalation = figures.get("escalation")
