@@ -121,10 +121,12 @@ def latency_figures(late: list[float], failed: int, elapsed: float) -> dict[str,
 # ---- CPU time from /proc ------------------------------------------------------------------------
 
 
-def cpu_seconds(match: Callable[[str, str], bool]) -> float:
-    """CPU time used so far by the processes whose (parent pid, command line) match: the server's
-    workers, or PostgreSQL's backends."""
-    total = 0
+def cpu_ticks(match: Callable[[str, str], bool]) -> tuple[dict[int, int], dict[int, int]]:
+    """CPU time used so far (clock ticks) by each process whose (parent pid, command line) match,
+    by PID; and, for each of their parents, what its children that exited (and were reaped) used
+    in all."""
+    own: dict[int, int] = {}
+    reaped: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -134,8 +136,26 @@ def cpu_seconds(match: Callable[[str, str], bool]) -> float:
         except OSError:
             continue
         if match(fields[1], command):  # fields[1]: the parent's pid
-            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+            own[int(proc.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+            reaped.setdefault(int(fields[1]), 0)
+    for parent in reaped:
+        try:
+            fields = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        reaped[parent] = int(fields[13]) + int(fields[14])  # cutime + cstime
+    return own, reaped
+
+
+def cpu_spent(
+    before: tuple[dict[int, int], dict[int, int]], after: tuple[dict[int, int], dict[int, int]]
+) -> float:
+    """Seconds of CPU between two `cpu_ticks()`: each process's growth (a new one's all of it),
+    plus what children that exited in between used (their parents' reaped totals): never
+    negative when a process exits or a worker is replaced."""
+    alive = sum(max(0, ticks - before[0].get(pid, 0)) for pid, ticks in after[0].items())
+    gone = sum(max(0, ticks - before[1].get(pid, ticks)) for pid, ticks in after[1].items())
+    return (alive + gone) / os.sysconf("SC_CLK_TCK")
 
 
 def backends_of(database: str | None) -> Callable[[str, str], bool]:
@@ -179,16 +199,18 @@ def rss_mb(parent: str, field: str = "VmRSS") -> float:
 @dataclass
 class Meter:
     """CPU spent over one measured interval by the server's workers (children of `server_pid`),
-    by PostgreSQL's backends of `database`, by this process (the load generator), and the
-    machine's busy share; `start()` then `figures(requests)`."""
+    by PostgreSQL's backends of `database` (with those that exited in between, and any other
+    child the postmaster reaped meanwhile: an autovacuum worker, another database's backend), by
+    this process (the load generator), and the machine's busy share; `start()` then
+    `figures(requests)`."""
 
     server_pid: int | None
     database: str | None
 
-    def _now(self) -> tuple[float, float, float, tuple[int, int]]:
+    def _now(self) -> tuple[Any, Any, float, tuple[int, int]]:
         pid = str(self.server_pid)
-        app = cpu_seconds(lambda parent, command: parent == pid) if self.server_pid else 0.0
-        return app, cpu_seconds(backends_of(self.database)), time.process_time(), machine_ticks()
+        app = cpu_ticks(lambda parent, command: parent == pid and self.server_pid is not None)
+        return app, cpu_ticks(backends_of(self.database)), time.process_time(), machine_ticks()
 
     def start(self) -> None:
         self.before = self._now()
@@ -197,7 +219,8 @@ class Meter:
         """Per request: `app_cpu_ms`, `db_cpu_ms`, `client_cpu_ms`; `client_share` (the load
         generator's part of the CPU the three used) and `machine_busy` (of all CPUs)."""
         app, db, client, ticks = self._now()
-        app, db, client = app - self.before[0], db - self.before[1], client - self.before[2]
+        app, db = cpu_spent(self.before[0], app), cpu_spent(self.before[1], db)
+        client -= self.before[2]
         count = max(requests, 1)
         return {
             "app_cpu_ms": app * 1000 / count, "db_cpu_ms": db * 1000 / count,

@@ -4,6 +4,7 @@ calibrated by the run's calibration, comparing two reports, and the summary of a
 from __future__ import annotations
 
 import json
+import os
 from importlib import import_module
 
 bench = import_module("bench.__main__")
@@ -177,3 +178,15 @@ def test_scale_multiplies_the_request_counts_only():
         "--requests", "2500", "--warmup", "0", "--sources", "generic", "100000"]  # fmt: skip
     assert bench.scaled(["--requests", "3"], 0.01) == ["--requests", "1"]
     assert bench.scaled(arguments, 1) == arguments
+
+
+def test_cpu_spent_counts_exited_processes_and_is_never_negative():
+    from bench.loadgen import busy_share, cpu_spent
+
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    # pid 2 exited (its 10 more ticks are in its parent's reaped total), pid 3 is new.
+    before = ({1: 100, 2: 50}, {9: 1000})
+    after = ({1: 130, 3: 20}, {9: 1010})
+    assert cpu_spent(before, after) == (30 + 20 + 10) / ticks_per_s
+    assert cpu_spent(after, after) == 0
+    assert busy_share((100, 1000), (150, 1200)) == 1 - 50 / 200
