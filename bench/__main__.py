@@ -14,7 +14,7 @@ single-row INSERTs on the same PostgreSQL), and every figure is also given as it
 matching calibration figure (`calibrated`), which compares across days. The report goes to
 bench/results/<date>-<commit>-<db>.json with a Markdown table beside it, and the latest-benchmark
 table of docs/performance.md (between its bench markers) is rewritten from it, targets beside
-figures. About seven minutes on the 2-core machine.
+figures. About eight minutes on the 2-core machine.
 
 `ab` runs chosen scenarios for two commits alternately (A B A B …), each commit's server from a
 temporary worktree of it, the load generator and figures from this checkout.
@@ -106,6 +106,7 @@ SCENARIOS = [
 ]  # fmt: skip
 # What `ab` runs unless told: the scenarios whose every measuring step is a server's.
 AB_DEFAULT = ("ingestion", "incident_list")
+AB_SCALE = 0.5  # ab's request counts by default: half of a run's (each figure is a median)
 COUNTS = ("--requests", "--warmup", "--inserts")  # the arguments `--scale` multiplies
 
 
@@ -638,7 +639,10 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="ab: rounds of A then B")
     parser.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every request count by this (e.g. 0.3)"
+        "--scale",
+        type=float,
+        help=f"multiply every request count by this (run: 1; ab: {AB_SCALE}, so that 3 rounds of "
+        "ingestion and incident_list take under 20 minutes)",
     )
     args = parser.parse_args()
     if args.command == "compare":
@@ -662,7 +666,8 @@ def main() -> None:
         for scenario in SCENARIOS:
             if scenario.name in only and all(s.kind == "in_process" for s in scenario.steps):
                 parser.error(f"{scenario.name} runs this checkout's app in process: not for ab")
-        result = ab((args.items[0], args.items[1]), only, args.rounds, server, args.scale)
+        scale = AB_SCALE if args.scale is None else args.scale
+        result = ab((args.items[0], args.items[1]), only, args.rounds, server, scale)
         name = f"{day}-ab-{result['a']['commit'][:7]}-{result['b']['commit'][:7]}"
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -685,12 +690,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ims-bench-") as folder:
         for scenario in SCENARIOS:
             if scenario.name in wanted:
-                report["scenarios"] |= run(scenario, server, Path(folder), scale=args.scale)
+                report["scenarios"] |= run(scenario, server, Path(folder), scale=args.scale or 1)
     report["duration_s"] = time.monotonic() - started
     flat = flatten(report)
     report["calibrated"] = calibrated(flat)
     report["production_over_lean"] = production_over_lean(flat)
-    complete = set(wanted) >= names and args.scale == 1
+    complete = set(wanted) >= names and (args.scale or 1) == 1
     report["name"] = f"{day}-{report['commit']}-{'sqlite' if server is None else 'postgresql'}" + (
         "" if complete else "-" + "+".join(wanted)  # a partial run never replaces a full report
     )
