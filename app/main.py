@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # had to open the second for each batch spent more on connecting than on the alerts:
         # 1,000 alerts a second instead of 2,000).
         ingest_engine = create_engine(
-            settings, pool_size=3 * batching.IN_FLIGHT, plan_each_time=True, pool_pre_ping=False
+            settings, pool_size=3 * batching.IN_FLIGHT, plan_each_time=True
         )
         metrics.instrument_pool(ingest_engine, "ingest")
         # Incidents opened through the API, batched the same way, on the same connections.

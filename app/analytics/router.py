@@ -10,7 +10,7 @@ from pydantic import AfterValidator
 from app.analytics import service as analytics_service
 from app.analytics.schemas import IncidentAnalytics
 from app.auth.dependencies import CurrentUser
-from app.core.deps import ClockDep, SessionDep
+from app.core.deps import ClockDep, SessionDep, writes_when_reading
 from app.core.schemas import MAX_ID, UtcDateTime
 from app.schedules.schemas import in_range
 
@@ -24,6 +24,7 @@ Moment = Annotated[UtcDateTime, AfterValidator(in_range)]
     response_model=IncidentAnalytics,
     responses={422: {"description": "Invalid parameters, end not after start, or over 366 days"}},
 )
+@writes_when_reading  # computed figures are kept (analytics_snapshots)
 async def incident_analytics(
     session: SessionDep,
     _: CurrentUser,

@@ -85,7 +85,10 @@ def create_engine(
     statistics change, and autovacuum may be off or late; hot paths over growing tables use it.
     """
     url = settings.async_database_url
-    kwargs: dict[str, Any] = {"echo": settings.database_echo, "pool_pre_ping": True}
+    # No round trip before each use (SQLAlchemy's pre-ping costs three statements on asyncpg:
+    # begin, a query, rollback): a connection the server has closed is known without one (see
+    # `_drop_closed_connections`).
+    kwargs: dict[str, Any] = {"echo": settings.database_echo, "pool_pre_ping": False}
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
         kwargs["connect_args"] = {"timeout": 30}
@@ -98,9 +101,26 @@ def create_engine(
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
     _name_connect_failures(engine)
+    if not url.startswith("sqlite"):
+        _drop_closed_connections(engine)
+        _refuse_writes_when_reading(engine)
     if url.startswith("sqlite"):
         _configure_sqlite(engine)
     return engine
+
+
+def _drop_closed_connections(engine: AsyncEngine) -> None:
+    """A pooled connection that the server has closed (a restart, an administrator's
+    `pg_terminate_backend`, an idle timeout) is replaced at checkout, without a round trip:
+    asyncpg reads its socket all along and marks the connection closed as soon as the server's
+    goodbye arrives. A connection cut without a word (a network partition) is found on its first
+    statement instead: that request fails (503 if the database is then unreachable) and the pool
+    lets go of its other connections (SQLAlchemy's handling of a disconnect)."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise sa_exc.DisconnectionError("the server closed this pooled connection")
 
 
 class DatabaseUnavailable(Exception):
@@ -199,6 +219,33 @@ async def session_scope(
 
 
 READER = "ims_reader"
+# Execution option: the connection only reads, one statement at a time (see `read_only`).
+READ_ONLY = "ims_read_only"
+
+
+async def read_only(session: AsyncSession) -> None:
+    """Make `session` (before its first statement) read without a transaction on PostgreSQL:
+    no `BEGIN` and `COMMIT` round trips, each statement on its own. Under READ COMMITTED, what
+    every request runs in, each statement of a transaction sees its own snapshot anyway, so a
+    reader sees nothing different; a statement other than a `SELECT` is refused (a bug), so
+    that a write can never be committed piecemeal. SQLite keeps its transaction (see
+    `_configure_sqlite`)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(
+            execution_options={"isolation_level": "AUTOCOMMIT", READ_ONLY: True}
+        )
+
+
+def _refuse_writes_when_reading(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _check(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        reading = connection.get_execution_options().get(READ_ONLY)
+        if reading and not statement.lstrip()[:6].upper().startswith("SELECT"):
+            raise ReadOnlyViolation(f"a read-only session was asked to run {statement[:80]!r}")
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read-only session (`read_only`) was asked to write: a bug in the caller."""
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
 from app.analytics import snapshots
-from app.core.deps import ClockDep, SessionDep
+from app.core.deps import ClockDep, SessionDep, writes_when_reading
 from app.core.schemas import MAX_ID
 from app.ui import charts
 from app.ui.auth import ViewerDep
@@ -22,6 +22,7 @@ RANGES = {"7": "7 days", "30": "30 days", "90": "90 days", "365": "365 days"}
 
 
 @router.get("/analytics", response_class=HTMLResponse)
+@writes_when_reading  # computed figures are kept (analytics_snapshots)
 async def analytics_page(
     request: Request,
     session: SessionDep,
