@@ -8,6 +8,7 @@ from types import UnionType
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, Union, get_args, get_origin
 
 from fastapi import Path, Query
+from fastapi.responses import Response
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -19,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, to_json
 
 T = TypeVar("T")
 
@@ -126,6 +127,18 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )
+
+
+def json_response(content: Any, *, status_code: int = 200) -> Response:
+    """`content` (plain dicts and lists) as JSON, written as a response model would write it
+    (pydantic's rules: UTC datetimes ending in `Z`, NaN and infinities as null, UTF-8 unescaped),
+    without validating it against one: for hot read paths that build their answer from rows
+    (see docs/performance.md). The route keeps its `response_model` for the OpenAPI document;
+    a test compares the two writings."""
+    return Response(
+        to_json(content, inf_nan_mode="null"), status_code=status_code,
+        media_type="application/json",
+    )  # fmt: skip
 
 
 class Message(BaseModel):

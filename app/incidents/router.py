@@ -13,7 +13,7 @@ from app.core.actors import Actor
 from app.core.batching import Batcher
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import DomainError, Unprocessable
-from app.core.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime
+from app.core.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime, json_response
 from app.flows import incidents as incident_flow
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
@@ -86,10 +86,11 @@ async def list_incidents(
         created_before=created_before,
         q=q,
     )  # fmt: skip
-    items, next_cursor = await incident_service.list_page(
+    items, next_cursor = await incident_service.list_page_read(
         session, filters=filters, sort=sort, limit=limit, cursor=cursor
     )
-    return {"items": items, "next_cursor": next_cursor}
+    # Rows straight to JSON: `Page[IncidentRead]` describes it (see `json_response`).
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.post(

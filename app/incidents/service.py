@@ -508,8 +508,80 @@ async def list_page(
     cursor: str | None,
 ) -> tuple[list[Incident], str | None]:
     """A keyset page: ordered by (sort column, id), resumed strictly after the cursor's row."""
+    query = _page_query(
+        _with_assignees(select(Incident)), session, filters=filters, sort=sort, limit=limit,
+        cursor=cursor,
+    )  # fmt: skip
+    rows = list((await session.scalars(query)).all())
+    return rows[:limit], _next_cursor(rows, sort, limit)
+
+
+# What a reader of an incident sees of it (`IncidentRead`), in that order.
+READ_FIELDS = (
+    "id", "title", "description", "status", "severity", "service_id", "source", "dedup_key",
+    "alert_count", "last_alert_at", "labels", "custom_fields", "assignees", "escalation_policy_id",
+    "escalation_level", "escalation_status", "created_by", "acknowledged_at", "acknowledged_by",
+    "resolved_at", "resolved_by", "snoozed_until", "created_at", "updated_at", "version",
+)  # fmt: skip
+_READ_COLUMNS = [Incident.__table__.c[name] for name in READ_FIELDS if name != "assignees"]
+_ASSIGNEE = (
+    User.id.label("assignee_id"), User.full_name, User.role, User.is_active, User.timezone,
+    Assignment.role.label("response_role"), Assignment.assigned_at,
+)  # fmt: skip
+_ASSIGNEE_NAMES = (
+    "id", "full_name", "role", "is_active", "timezone", "response_role", "assigned_at"
+)  # fmt: skip
+
+
+async def list_page_read(
+    session: AsyncSession,
+    *,
+    filters: IncidentFilter,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """`list_page` as readers see it: each incident a dict of `READ_FIELDS` (`assignees` as
+    `Incident.assignees` gives them), read as plain rows, without building an ORM object for
+    each incident and assignee: one statement (the page joined to its assignees), whatever the
+    page size."""
+    page = _page_query(
+        select(Incident.id), session, filters=filters, sort=sort, limit=limit, cursor=cursor
+    )
     column, descending = SORTS[sort]
-    query = _with_assignees(select(Incident))
+    order = (column.desc(), Incident.id.desc()) if descending else (column.asc(), Incident.id.asc())
+    query = (
+        select(*_READ_COLUMNS, *_ASSIGNEE)
+        .outerjoin(Assignment, Assignment.incident_id == Incident.id)
+        .outerjoin(User, User.id == Assignment.user_id)
+        .where(Incident.id.in_(page))
+        .order_by(*order, Assignment.assigned_at, Assignment.user_id)
+    )
+    incidents: list[Any] = []  # each incident's row, the first of its rows
+    items: list[dict[str, Any]] = []
+    width = len(_READ_COLUMNS)
+    for row in await session.execute(query):
+        if not incidents or incidents[-1].id != row.id:
+            incidents.append(row)
+            values = iter(row[:width])
+            items.append({n: [] if n == "assignees" else next(values) for n in READ_FIELDS})
+        if row[width] is not None:  # an assignee (its user id)
+            items[-1]["assignees"].append(dict(zip(_ASSIGNEE_NAMES, row[width:], strict=True)))
+    return items[:limit], _next_cursor(incidents, sort, limit)
+
+
+def _page_query(
+    query: Select[Any],
+    session: AsyncSession,
+    *,
+    filters: IncidentFilter,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+) -> Select[Any]:
+    """`query` filtered, resumed after the cursor's row, ordered and limited to one row more
+    than the page (which says whether there is a next page)."""
+    column, descending = SORTS[sort]
     query = _apply_filters(query, filters, session.get_bind().dialect.name)
     if cursor:
         after = decode_cursor(cursor, keys={"t": str, "id": int, "s": str})
@@ -531,13 +603,16 @@ async def list_page(
                 or_(column > moment, and_(column == moment, Incident.id > after["id"]))
             )
     order = (column.desc(), Incident.id.desc()) if descending else (column.asc(), Incident.id.asc())
-    rows = list((await session.scalars(query.order_by(*order).limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        value = last.created_at if column is Incident.created_at else last.updated_at
-        next_cursor = encode_cursor({"t": value.isoformat(), "id": last.id, "s": sort})
-    return rows[:limit], next_cursor
+    return query.order_by(*order).limit(limit + 1)
+
+
+def _next_cursor(rows: Sequence[Any], sort: str, limit: int) -> str | None:
+    """The cursor after the page's last row, when a row beyond the page was found."""
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    value = last.created_at if SORTS[sort][0] is Incident.created_at else last.updated_at
+    return encode_cursor({"t": value.isoformat(), "id": last.id, "s": sort})
 
 
 def _apply_filters(query: Select[Any], filters: IncidentFilter, dialect: str) -> Select[Any]:

@@ -585,6 +585,37 @@ class TestList:
         )
         assert other.status_code == 422
 
+    async def test_each_item_is_written_as_the_incident_itself_is(
+        self, user_client, admin_client, factory, harness, sample
+    ):
+        """The list writes its rows straight to JSON (no response model on the way): each item
+        must be what `GET /v1/incidents/{id}` (through `IncidentRead`) answers, key for key and
+        in the same order, for every kind of value: assignees in their order, timestamps with
+        and without microseconds, nested and non-ASCII custom fields, nulls."""
+        made, _, _ = sample
+        people = [await factory.user(full_name="Zoë"), await factory.user(full_name="Ann")]
+        for person, role in zip(people, ("commander", "responder"), strict=True):
+            assigned = await admin_client.post(
+                f"/v1/incidents/{made[1].id}/assign", json={"user_id": person.id, "role": role}
+            )
+            assert assigned.status_code == 200, assigned.text
+        whole = harness.clock.now().replace(microsecond=0)
+        await factory.incident(
+            title="Ünïcode ✓", custom_fields={"n": 1.5, "deep": {"list": [1, None, "x"]}},
+            labels={"k": "v"}, acknowledged_at=whole, created_at=whole - timedelta(hours=1),
+        )  # fmt: skip
+        listed = await user_client.get("/v1/incidents/", params={"limit": 100})
+        assert listed.status_code == 200, listed.text
+        assert listed.headers["content-type"] == "application/json"
+        items = listed.json()["items"]
+        assert len(items) == 7
+        assert [a["full_name"] for i in items for a in i["assignees"]] == ["Zoë", "Ann"]
+        for item in items:
+            one = (await user_client.get(f"/v1/incidents/{item['id']}")).json()
+            assert item == one
+            assert list(item) == list(one)
+            assert [list(a) for a in item["assignees"]] == [list(a) for a in one["assignees"]]
+
     @pytest.mark.parametrize(
         "params",
         [
