@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import WAKE_WORKER
@@ -69,33 +69,37 @@ async def choose_policies(
     session: AsyncSession, incidents: Sequence[IncidentLike]
 ) -> list[tuple[EscalationPolicy | None, str]]:
     """Each incident's policy and why: the first active one whose conditions match, else its
-    service's default (if active). Two queries for any number of incidents."""
-    policies = list(
-        await session.scalars(
-            select(EscalationPolicy)
-            .where(EscalationPolicy.is_active.is_(True))
-            .order_by(EscalationPolicy.priority, EscalationPolicy.id)
-            .with_for_update(read=True, key_share=True)
-        )
+    service's default (if active). One statement for any number of incidents: the active
+    policies (key-share locked, so that none is deleted under the run that starts on it), each
+    with the incidents' services that have it as their default."""
+    services = {i.service_id for i in incidents if i.service_id}
+    # Service ids joined to each policy that is their default: one row per (policy, service),
+    # one row with None for a policy that is nobody's default here.
+    defaults_join = and_(
+        Service.escalation_policy_id == EscalationPolicy.id, Service.id.in_(services)
     )
+    rows = await session.execute(
+        select(EscalationPolicy, Service.id)
+        .outerjoin(Service, defaults_join if services else false())
+        .where(EscalationPolicy.is_active.is_(True))
+        .order_by(EscalationPolicy.priority, EscalationPolicy.id)
+        .with_for_update(read=True, key_share=True, of=EscalationPolicy)
+    )
+    policies: list[EscalationPolicy] = []
+    default_of: dict[int, EscalationPolicy] = {}  # by service id
+    for policy, service_id in rows:
+        if not policies or policies[-1] is not policy:
+            policies.append(policy)
+        if service_id is not None:
+            default_of[service_id] = policy
     conditions = [(policy, Conditions.of(policy.conditions)) for policy in policies]
-    matched = [engine.choose(conditions, incident) for incident in incidents]
-    unmatched = {
-        i.service_id for i, p in zip(incidents, matched, strict=True) if p is None and i.service_id
-    }
-    defaults: dict[int, int | None] = {}
-    if unmatched:
-        rows = await session.execute(
-            select(Service.id, Service.escalation_policy_id).where(Service.id.in_(unmatched))
-        )
-        defaults = {row.id: row.escalation_policy_id for row in rows}
-    by_id = {policy.id: policy for policy in policies}
     chosen: list[tuple[EscalationPolicy | None, str]] = []
-    for incident, policy in zip(incidents, matched, strict=True):
-        if policy is not None:
-            chosen.append((policy, "conditions matched"))
+    for incident in incidents:
+        matched = engine.choose(conditions, incident)
+        if matched is not None:
+            chosen.append((matched, "conditions matched"))
             continue
-        default = by_id.get(defaults.get(incident.service_id or 0) or 0)
+        default = default_of.get(incident.service_id or 0)
         chosen.append((default, "the service's default policy") if default else (None, NO_POLICY))
     return chosen
 
