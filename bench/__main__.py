@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import profile
 from tests.support.databases import PostgresDatabase, fetch
 from tests.support.processes import terminate_on_signal
 
@@ -149,11 +150,22 @@ def run_step(command: list[str], env: dict[str, str], cwd: Path, timeout: float)
         raise subprocess.CalledProcessError(code, command)
 
 
+# Scripts that can sample their server with py-spy (`--profile`, see bench/profile.py).
+PROFILED = frozenset({"bench_ingest", "bench_list"})
+
+
 def run(
-    scenario: Scenario, server: str | None, folder: Path, *, tree: Path = ROOT, scale: float = 1
+    scenario: Scenario,
+    server: str | None,
+    folder: Path,
+    *,
+    tree: Path = ROOT,
+    scale: float = 1,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """The figures of one scenario, by name, with the server (and any set-up that imports `app`)
-    from `tree`; `in_process` steps only when `tree` is this checkout."""
+    from `tree`; `in_process` steps only when `tree` is this checkout; with `profile`, py-spy's
+    samples of the servers into that folder."""
     found: dict[str, Any] = {}
     with database(server, scenario.name) as url:
         for step in scenario.steps:
@@ -174,6 +186,8 @@ def run(
                 command += ["--tree", str(tree), "--log", str(log)]
             if step.figures:
                 command += ["--json", str(folder / f"{step.figures}.json")]
+            if profile is not None and step.script in PROFILED:
+                command += ["--profile", str(profile.resolve())]
             print(f"== {scenario.name}: {' '.join(command[1:])}", flush=True)
             run_step(command, env, home, scenario.timeout)
             if step.figures:
@@ -623,9 +637,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminate_on_signal)  # unwind: servers stopped, databases dropped
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "command", nargs="?", default="run", choices=("run", "compare", "summary", "ab")
+        "command", nargs="?", default="run",
+        choices=("run", "compare", "summary", "ab", "budget"),
+    )  # fmt: skip
+    parser.add_argument(
+        "items", nargs="*", help="compare: two reports; ab: two commits; budget: py-spy files"
     )
-    parser.add_argument("items", nargs="*", help="compare: two reports; ab: two commits")
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
@@ -644,7 +661,17 @@ def main() -> None:
         help=f"multiply every request count by this (run: 1; ab: {AB_SCALE}, so that 3 rounds of "
         "ingestion and incident_list take under 20 minutes)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run: sample each server under load with py-spy into this folder (keep it out of "
+        "the repository; see bench/profile.py), then print where the CPU went",
+    )
     args = parser.parse_args()
+    if args.command == "budget":
+        for item in args.items:
+            print(profile.show(Path(item)))
+        return
     if args.command == "compare":
         if len(args.items) != 2:
             parser.error("compare takes two report files")
@@ -690,21 +717,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ims-bench-") as folder:
         for scenario in SCENARIOS:
             if scenario.name in wanted:
-                report["scenarios"] |= run(scenario, server, Path(folder), scale=args.scale or 1)
+                report["scenarios"] |= run(
+                    scenario, server, Path(folder), scale=args.scale or 1, profile=args.profile
+                )
     report["duration_s"] = time.monotonic() - started
     flat = flatten(report)
     report["calibrated"] = calibrated(flat)
     report["production_over_lean"] = production_over_lean(flat)
     complete = set(wanted) >= names and (args.scale or 1) == 1
-    report["name"] = f"{day}-{report['commit']}-{'sqlite' if server is None else 'postgresql'}" + (
-        "" if complete else "-" + "+".join(wanted)  # a partial run never replaces a full report
-    )
+    report["name"] = (
+        f"{day}-{report['commit']}-{'sqlite' if server is None else 'postgresql'}"
+        + (
+            "" if complete else "-" + "+".join(wanted)  # a partial run never replaces a full report
+        )
+        + ("-profiled" if args.profile else "")
+    )  # its figures include py-spy's cost
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{report['name']}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{report['name']}.md").write_text(markdown(report))
-    if server is not None and complete:
+    if server is not None and complete and not args.profile:
         update_summary(report)
     print(markdown(report))
+    for sampled in sorted(args.profile.glob("*.txt")) if args.profile else ():
+        print(profile.show(sampled))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import Meter, Request, drive, latency_figures, rss_mb
+from bench.profile import recorded
 from bench.server import ServerUnderTest, database_name, integration_keys, prepare_database
 
 SOURCES = ("generic", "alertmanager", "grafana", "elastic", "pagerduty")
@@ -106,6 +107,11 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
     parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the server with py-spy into this folder (bench/profile.py)",
+    )
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     sources = args.sources.split(",")
@@ -150,9 +156,11 @@ def main() -> None:
                         drive(server.port, warm, args.warmup, args.concurrency, args.seconds)
                     )
                 meter.start()
-                late, failed, elapsed = asyncio.run(
-                    drive(server.port, make, args.requests, args.concurrency, args.seconds)
-                )
+                name = f"{source}-{mode}-c{args.concurrency}" + ("-prod" if args.production else "")
+                with recorded(server.pid, args.profile and args.profile / f"{name}.txt"):
+                    late, failed, elapsed = asyncio.run(
+                        drive(server.port, make, args.requests, args.concurrency, args.seconds)
+                    )
                 found = {"source": source, "mode": mode, **latency_figures(late, failed, elapsed),
                          **meter.figures(len(late) + failed)}  # fmt: skip
                 print(row(source, mode, found), flush=True)

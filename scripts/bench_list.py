@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench and tests.support, from this checkout (see bench_ingest.py)
 
 from bench.loadgen import Meter, Request, drive, latency_figures
+from bench.profile import recorded
 from bench.server import ServerUnderTest, database_name, prepare_database, signed_in
 
 QUERY = "/v1/incidents/?limit=50"
@@ -53,6 +54,11 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
     parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the server with py-spy into this folder (bench/profile.py)",
+    )
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     prepare_database(args.tree, url)
@@ -66,9 +72,10 @@ def main() -> None:
         asyncio.run(drive(server.port, page, args.warmup, args.concurrency, args.seconds))
         meter = Meter(server.pid, database_name(url))
         meter.start()
-        late, failed, elapsed = asyncio.run(
-            drive(server.port, page, args.requests, args.concurrency, args.seconds)
-        )
+        with recorded(server.pid, args.profile and args.profile / f"list-c{args.concurrency}.txt"):
+            late, failed, elapsed = asyncio.run(
+                drive(server.port, page, args.requests, args.concurrency, args.seconds)
+            )
         found: dict[str, Any] = {
             "query": args.query, "rows": rows, "concurrency": args.concurrency,
             "workers": args.gunicorn_workers, **latency_figures(late, failed, elapsed),

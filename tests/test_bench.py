@@ -190,3 +190,25 @@ def test_cpu_spent_counts_exited_processes_and_is_never_negative():
     assert cpu_spent(before, after) == (30 + 20 + 10) / ticks_per_s
     assert cpu_spent(after, after) == 0
     assert busy_share((100, 1000), (150, 1200)) == 1 - 50 / 200
+
+
+def test_a_profile_is_charged_to_the_code_that_ran(tmp_path):
+    """py-spy's collapsed stacks: each sample goes to the part of its innermost frame, whatever
+    called it (SQLAlchemy's greenlets cut the request's stack anyway)."""
+    profile = import_module("bench.profile")
+    samples = tmp_path / "generic-new-c1.txt"
+    samples.write_text(
+        "process 1:gunicorn;run (uvicorn/server.py:10);execute (sqlalchemy/engine/base.py:3) 7\n"
+        "process 1:gunicorn;handle (app/flows/ingest.py:5);_gen (sqlalchemy/sql/cache_key.py:9) 2\n"
+        "process 1:gunicorn;handle (app/flows/ingest.py:5) 4\n"
+        "process 1:gunicorn;emit (logging/__init__.py:1);format (pythonjsonlogger/json.py:2) 3\n"
+        "process 1:gunicorn;call (app/core/observe.py:3) 1\n"
+        "process 1:gunicorn 3\n"
+        "not a sample line\n"
+    )
+    parts = profile.budget(samples.read_text().splitlines())
+    assert parts == {"driver": 7, "SQL building": 2, "application": 4, "logging": 3, "HTTP": 1,
+                     "other": 3}  # fmt: skip
+    shown = profile.show(samples)
+    assert "generic-new-c1.txt (20 samples" in shown
+    assert "driver" in shown.splitlines()[1] and "35.0%" in shown.splitlines()[1]
