@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Result, String, Table, literal_column, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import bulk
@@ -232,8 +232,33 @@ class Told:
 async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: datetime) -> None:
     """`announce` of `triggered` for many new incidents at once (the ingestion of a batch)."""
     if told:
-        audience = await _audience(session, incident=None, event="triggered")
-        await _write(session, event="triggered", told=told, user_ids=audience, now=now)
+        audience, hooks = await _asked_for_new_incidents(session)
+        await _write(session, event="triggered", told=told, user_ids=audience, now=now, hooks=hooks)
+
+
+async def _asked_for_new_incidents(session: AsyncSession) -> tuple[list[int], list[Subscription]]:
+    """Who asked to hear of new incidents (`_audience` of `triggered`) and the enabled webhook
+    subscriptions (`subscriptions`), in one statement: a round trip less for each batch of
+    alerts that opens incidents."""
+    people = select(
+        literal_column("'person'", String()).label("kind"),
+        NotificationPreference.user_id.label("id"),
+        NotificationPreference.events.label("events"),
+        null().cast(String()).label("url"),
+    ).where(NotificationPreference.enabled.is_(True))  # fmt: skip
+    hooks = select(
+        literal_column("'hook'", String()), WebhookSubscription.id, WebhookSubscription.events,
+        WebhookSubscription.url,
+    ).where(WebhookSubscription.enabled.is_(True))  # fmt: skip
+    asked: set[int] = set()
+    subscribed: list[Subscription] = []
+    rows: Result[Any] = await session.execute(union_all(people, hooks))
+    for row in rows:
+        if row.kind == "hook":
+            subscribed.append(Subscription(row.id, row.url, list(row.events)))
+        elif "triggered" in row.events:
+            asked.add(row.id)
+    return sorted(asked), sorted(subscribed, key=lambda hook: hook.id)
 
 
 async def _write(
@@ -244,9 +269,11 @@ async def _write(
     user_ids: list[int],
     now: datetime,
     detail: str | None = None,
+    hooks: list[Subscription] | None = None,  # read already (`_asked_for_new_incidents`)
 ) -> None:
     people = await preferences.for_users(session, user_ids)
-    hooks = await subscriptions(session)
+    if hooks is None:
+        hooks = await subscriptions(session)
     if not people and not any(event in s.events for s in hooks):
         return
     names = await service_names(session, [t.incident["service_id"] for t in told])
