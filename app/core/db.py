@@ -283,12 +283,12 @@ async def lock_names(session: AsyncSession, names: Iterable[str]) -> None:
     keys = sorted({zlib.crc32(name.encode()) for name in names})
     if keys:
         # unnest yields the array in order, so the locks are taken in ascending key order.
-        await session.execute(
-            text(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"
-            ),
-            {"keys": keys},
-        )
+        await session.execute(_LOCK_KEYS, {"keys": keys})
+
+
+_LOCK_KEYS = text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"
+)
 
 
 async def ping(engine: AsyncEngine) -> None:

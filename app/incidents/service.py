@@ -105,6 +105,16 @@ async def opened_since(
     return int(await session.scalar(select(func.count()).select_from(recent)) or 0)
 
 
+_OPEN_BY_PAIRS = text(
+    "SELECT i.id, i.service_id, i.dedup_key FROM incidents AS i "
+    "JOIN unnest(CAST(:services AS bigint[]), CAST(:keys AS varchar[])) "
+    "AS k(service_id, dedup_key) "
+    "ON i.service_id = k.service_id AND i.dedup_key = k.dedup_key "
+    "WHERE i.status != 'resolved' AND i.dedup_key IS NOT NULL "
+    "AND i.service_id IS NOT NULL"  # the partial index's own condition
+)
+
+
 async def find_open(session: AsyncSession, pairs: Collection[DedupPair]) -> dict[DedupPair, int]:
     """The open incident of each (service, dedup key) that has one: the one place this is asked.
 
@@ -119,15 +129,7 @@ async def find_open(session: AsyncSession, pairs: Collection[DedupPair]) -> dict
         # a cached generic plan could scan every incident of the service).
         services, keys = zip(*keyed, strict=True)
         rows = await session.execute(
-            text(
-                "SELECT i.id, i.service_id, i.dedup_key FROM incidents AS i "
-                "JOIN unnest(CAST(:services AS bigint[]), CAST(:keys AS varchar[])) "
-                "AS k(service_id, dedup_key) "
-                "ON i.service_id = k.service_id AND i.dedup_key = k.dedup_key "
-                "WHERE i.status != 'resolved' AND i.dedup_key IS NOT NULL "
-                "AND i.service_id IS NOT NULL"  # the partial index's own condition
-            ),
-            {"services": list(services), "keys": list(keys)},
+            _OPEN_BY_PAIRS, {"services": list(services), "keys": list(keys)}
         )
         found |= {(row.service_id, row.dedup_key): row.id for row in rows}
     elif keyed:
