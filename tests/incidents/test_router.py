@@ -77,6 +77,26 @@ class TestCreate:
         after = await user_client.post("/v1/incidents/", json=body)
         assert after.status_code == 201 and after.json()["id"] != first.json()["id"]
 
+    async def test_the_open_incident_is_answered_with_its_assignees(
+        self, user_client, admin_client, factory
+    ):
+        """A dedup key's open incident is answered as `GET /v1/incidents/{id}` answers it,
+        assignees (read with it in one statement) and their order included."""
+        body = {"title": "Disk full", "dedup_key": "disk-9", "service": "db"}
+        first = (await user_client.post("/v1/incidents/", json=body)).json()
+        assert first["assignees"] == []
+        for name, role in (("Zed", "commander"), ("Amy", "responder")):
+            person = await factory.user(full_name=name)
+            assigned = await admin_client.post(
+                f"/v1/incidents/{first['id']}/assign", json={"user_id": person.id, "role": role}
+            )
+            assert assigned.status_code == 200, assigned.text
+        again = await user_client.post("/v1/incidents/", json=body)
+        assert again.status_code == 200
+        read = (await user_client.get(f"/v1/incidents/{first['id']}")).json()
+        assert again.json() == read
+        assert [a["full_name"] for a in again.json()["assignees"]] == ["Zed", "Amy"]
+
     @pytest.mark.parametrize(
         ("body", "fragment"),
         [
