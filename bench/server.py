@@ -23,6 +23,7 @@ its count is part of what production costs.
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import subprocess
@@ -44,6 +45,19 @@ OWN_SETTINGS = ("ENVIRONMENT", "SECRET_KEY", "LOG_", "ACCESS_LOG", "WORKER_", "R
 LIMITS_FAR_ABOVE_THE_LOAD = {
     "RATE_LIMIT_INGEST_PER_SECOND": "1000000", "RATE_LIMIT_INGEST_BURST": "1000000",
 }  # fmt: skip
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, *, profile: bool = True) -> None:
+    """The options of every script that starts a server under test: its workers, its tree, its
+    log, where the figures go and (`profile`) where py-spy's samples go (bench/profile.py)."""
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
+    parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    if profile:
+        parser.add_argument(
+            "--profile", type=Path, help="sample the server with py-spy into this folder"
+        )
 
 
 def tree_env(tree: Path, database_url: str, **settings: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench and tests.support, from this checkout (see bench_ingest.py)
 
 from bench.loadgen import Meter, Request, drive, latency_figures
-from bench.server import ServerUnderTest, database_name, prepare_database
+from bench.server import ServerUnderTest, add_server_arguments, database_name, prepare_database
 
 ROUTE = "/"  # app/core/health.py's root: name, version and links, no database
 
@@ -88,13 +88,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10000, help="trivial requests")
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--inserts", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30.0, help="cap per measurement")
-    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
-    parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    add_server_arguments(parser, profile=False)
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     prepare_database(args.tree, url)

@@ -45,7 +45,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import Meter, Request, drive, latency_figures, rss_mb
 from bench.profile import recorded
-from bench.server import ServerUnderTest, database_name, integration_keys, prepare_database
+from bench.server import (
+    ServerUnderTest,
+    add_server_arguments,
+    database_name,
+    integration_keys,
+    prepare_database,
+)
 
 SOURCES = ("generic", "alertmanager", "grafana", "elastic", "pagerduty")
 # `api`: incidents created through `POST /v1/incidents/` with a user's token (dedup: the same
@@ -94,7 +100,6 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="per source and mode")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0, help="cap per source and mode")
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument(
         "--warmup", type=int, default=1000, help="unmeasured requests before each source and mode"
     )
@@ -104,14 +109,7 @@ def main() -> None:
     parser.add_argument(
         "--production", action="store_true", help="the server as `make run-prod` starts it"
     )
-    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
-    parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        help="sample the server with py-spy into this folder (bench/profile.py)",
-    )
+    add_server_arguments(parser)
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     sources = args.sources.split(",")

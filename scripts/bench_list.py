@@ -28,7 +28,13 @@ sys.path.insert(0, str(ROOT))  # bench and tests.support, from this checkout (se
 
 from bench.loadgen import Meter, Request, drive, latency_figures
 from bench.profile import recorded
-from bench.server import ServerUnderTest, database_name, prepare_database, signed_in
+from bench.server import (
+    ServerUnderTest,
+    add_server_arguments,
+    database_name,
+    prepare_database,
+    signed_in,
+)
 
 QUERY = "/v1/incidents/?limit=50"
 
@@ -50,15 +56,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=90.0, help="cap of the measured run")
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
-    parser.add_argument("--log", type=Path, default=Path(os.devnull), help="the server's output")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        help="sample the server with py-spy into this folder (bench/profile.py)",
-    )
+    add_server_arguments(parser)
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     prepare_database(args.tree, url)

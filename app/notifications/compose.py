@@ -208,12 +208,15 @@ async def announce(
     """
     if entry.id is None:
         await session.flush()
-    if user_ids is None:
-        user_ids = await _audience(session, incident=incident, event=event)
+    hooks = None
+    if user_ids is None and event == "triggered":
+        user_ids, hooks = await _asked_for_new_incidents(session)
+    elif user_ids is None:
+        user_ids = await _responders(session, incident)
     incident_row = {c: getattr(incident, c) for c in SUMMARY_COLUMNS}
     await _write(
         session, event=event, told=[Told(incident_row, entry.id, dict(entry.data), actor)],
-        user_ids=list(user_ids), now=now, detail=detail,
+        user_ids=list(user_ids), now=now, detail=detail, hooks=hooks,
     )  # fmt: skip
 
 
@@ -237,9 +240,8 @@ async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: d
 
 
 async def _asked_for_new_incidents(session: AsyncSession) -> tuple[list[int], list[Subscription]]:
-    """Who asked to hear of new incidents (`_audience` of `triggered`) and the enabled webhook
-    subscriptions (`subscriptions`), in one statement: a round trip less for each batch of
-    alerts that opens incidents."""
+    """Who asked to hear of new incidents (only stored preferences can: the defaults do not) and
+    the enabled webhook subscriptions (`subscriptions`), in one statement."""
     people = select(
         literal_column("'person'", String()).label("kind"),
         NotificationPreference.user_id.label("id"),
@@ -297,15 +299,8 @@ async def _write(
 SUMMARY_COLUMNS = ("id", "title", "status", "severity", "service_id", "labels", "escalation_level")
 
 
-async def _audience(session: AsyncSession, *, incident: Incident | None, event: str) -> list[int]:
-    if event == "triggered" or incident is None:
-        # Only stored preferences can ask for new incidents (the defaults do not).
-        rows = await session.execute(
-            select(NotificationPreference.user_id, NotificationPreference.events).where(
-                NotificationPreference.enabled.is_(True)
-            )
-        )
-        return sorted({uid for uid, events in rows if "triggered" in events})
+async def _responders(session: AsyncSession, incident: Incident) -> list[int]:
+    """The incident's assignees and everyone its escalation has paged."""
     assignees = set(
         await session.scalars(
             select(Assignment.user_id).where(Assignment.incident_id == incident.id)
