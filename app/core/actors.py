@@ -19,10 +19,13 @@ class Actor:
     type: Literal["user", "integration", "system"]
     id: int | None
     name: str
+    # The way a person acted when not through the API or the console: "sms", "voice", "email",
+    # "slack"; recorded in the timeline entry's data as `via`.
+    via: str | None = None
 
     @classmethod
-    def of(cls, user: Person) -> Actor:
-        return cls("user", user.id, user.full_name)
+    def of(cls, user: Person, *, via: str | None = None) -> Actor:
+        return cls("user", user.id, user.full_name, via)
 
     @property
     def user_id(self) -> int | None:

@@ -86,7 +86,7 @@ def _row(
         "actor_type": actor.type,
         "actor_id": actor.id,
         "actor_name": actor.name,
-        "data": data,
+        "data": {**data, "via": actor.via} if actor.via else data,
         "request_id": current_request_id(),
         "created_at": now,
     }

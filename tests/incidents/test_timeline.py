@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import inspect
+from datetime import UTC, datetime
 from pathlib import Path
 
+from app.core.actors import Actor
 from app.incidents import timeline
 from app.incidents.timeline import EntryType
 from app.ui.incidents import ENTRY_LABELS
@@ -55,3 +57,14 @@ def test_every_type_has_a_writer_and_every_writer_a_type():
 
 def test_the_console_labels_every_type_from_the_same_list():
     assert {kind.value: kind.label for kind in EntryType} == ENTRY_LABELS
+
+
+def test_the_way_a_person_acted_is_kept_in_the_entry():
+    now = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    person = Actor("user", 7, "Ann")
+    by_text = timeline.resolved(
+        1, actor=Actor("user", 7, "Ann", via="sms"), now=now, previous="triggered", note="db back"
+    )
+    assert by_text["data"] == {"from": "triggered", "note": "db back", "via": "sms"}
+    assert (by_text["actor_type"], by_text["actor_id"], by_text["actor_name"]) == ("user", 7, "Ann")
+    assert "via" not in timeline.acknowledged(1, actor=person, now=now, note=None)["data"]
