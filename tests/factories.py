@@ -17,7 +17,12 @@ from app.core.db import session_scope
 from app.escalation.models import EscalationEvent, EscalationPolicy
 from app.incidents.models import Incident, TimelineEntry
 from app.integrations.models import Integration
-from app.notifications.models import Notification, WebhookSubscription
+from app.notifications.models import (
+    ContactMethod,
+    Notification,
+    NotificationRule,
+    WebhookSubscription,
+)
 from app.schedules.models import Schedule, ScheduleOverride
 from app.services.models import Service
 from app.users import passwords
@@ -157,6 +162,31 @@ class Factory:
         async with session_scope(self.sessionmaker) as session:
             session.add(policy)
         return policy
+
+    async def contact_method(self, **overrides: Any) -> ContactMethod:
+        """A contact method (give `user_id`): an SMS number unless told otherwise, not verified."""
+        n = next(_counter)
+        values: dict[str, Any] = {
+            "type": "sms", "address": f"+1415555{n % 10000:04d}", "label": "",
+            "created_at": self.clock.now(), "updated_at": self.clock.now(),
+        }  # fmt: skip
+        values.update(overrides)
+        method = ContactMethod(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(method)
+        return method
+
+    async def notification_rule(self, **overrides: Any) -> NotificationRule:
+        """A rule (give `user_id` and `contact_method_id`): at once, for every severity."""
+        values: dict[str, Any] = {
+            "delay_minutes": 0, "min_severity": "info", "created_at": self.clock.now(),
+            "updated_at": self.clock.now(),
+        }  # fmt: skip
+        values.update(overrides)
+        rule = NotificationRule(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(rule)
+        return rule
 
     async def escalation_event(self, **overrides: Any) -> EscalationEvent:
         """Step 1 of an incident's first run, executed now (give `incident_id`)."""

@@ -112,6 +112,28 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/users/me/calendar-url"): SIGNED_IN,
     ("GET", "/v1/users/{user_id}/calendar.ics"): FEED_TOKEN,
     ("GET", "/v1/analytics/incidents"): SIGNED_IN,  # as reading incidents
+    # Your own contact methods and rules ({method_id}, {rule_id}: the caller's own).
+    ("GET", "/v1/users/me/contact-methods"): SIGNED_IN,
+    ("POST", "/v1/users/me/contact-methods"): SIGNED_IN,
+    ("GET", "/v1/users/me/contact-methods/{method_id}"): SIGNED_IN,
+    ("PATCH", "/v1/users/me/contact-methods/{method_id}"): SIGNED_IN,
+    ("DELETE", "/v1/users/me/contact-methods/{method_id}"): SIGNED_IN,
+    ("POST", "/v1/users/me/contact-methods/{method_id}/verify"): SIGNED_IN,
+    ("POST", "/v1/users/me/contact-methods/{method_id}/confirm"): SIGNED_IN,
+    ("GET", "/v1/users/me/notification-rules"): SIGNED_IN,
+    ("POST", "/v1/users/me/notification-rules"): SIGNED_IN,
+    ("PATCH", "/v1/users/me/notification-rules/{rule_id}"): SIGNED_IN,
+    ("DELETE", "/v1/users/me/notification-rules/{rule_id}"): SIGNED_IN,
+    # Another user's (the target is never the caller): admins only.
+    ("GET", "/v1/users/{user_id}/contact-methods"): ADMIN,
+    ("POST", "/v1/users/{user_id}/contact-methods"): ADMIN,
+    ("PATCH", "/v1/users/{user_id}/contact-methods/{method_id}"): ADMIN,
+    ("DELETE", "/v1/users/{user_id}/contact-methods/{method_id}"): ADMIN,
+    ("POST", "/v1/users/{user_id}/contact-methods/{method_id}/verified"): ADMIN,
+    ("GET", "/v1/users/{user_id}/notification-rules"): ADMIN,
+    ("POST", "/v1/users/{user_id}/notification-rules"): ADMIN,
+    ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
+    ("DELETE", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
 }
 
 # A body each endpoint accepts, so that a refusal is about who calls, not what is sent.
@@ -156,6 +178,21 @@ BODIES = {
     ("POST", "/v1/schedules/"): {"name": "s", "time_zone": "UTC"},
     ("PUT", "/v1/schedules/{schedule_id}"): {"description": "d"},
     ("POST", "/v1/alerts/generic"): {"summary": "disk full", "dedup_key": "disk"},
+    ("POST", "/v1/users/me/contact-methods"): {"type": "voice", "address": "+14155552671"},
+    ("POST", "/v1/users/{user_id}/contact-methods"): {"type": "email", "address": "a@example.com"},
+    ("PATCH", "/v1/users/me/contact-methods/{method_id}"): {"label": "Mobile"},
+    ("PATCH", "/v1/users/{user_id}/contact-methods/{method_id}"): {"label": "Mobile"},
+    ("POST", "/v1/users/me/contact-methods/{method_id}/confirm"): {"code": "123456"},
+    ("POST", "/v1/users/me/notification-rules"): lambda method: {
+        "contact_method_id": method.id,
+        "delay_minutes": 2,
+    },
+    ("POST", "/v1/users/{user_id}/notification-rules"): lambda method: {
+        "contact_method_id": method.id,
+        "delay_minutes": 5,
+    },
+    ("PATCH", "/v1/users/me/notification-rules/{rule_id}"): {"delay_minutes": 3},
+    ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): {"min_severity": "high"},
     ("POST", "/v1/schedules/{schedule_id}/overrides"): {
         "user_id": 1,
         "start": "2026-11-28T00:00:00Z",
@@ -182,6 +219,12 @@ ALLOWED_ANSWER = {
     "/v1/alerts/generic": (202,),
     # The caller's own account email needs no code.
     "/v1/notification-preferences/me/{channel}/verify": (409,),
+    "/v1/users/me/contact-methods/{method_id}/verify": (202,),
+    "/v1/users/me/contact-methods/{method_id}/confirm": (400,),  # no such code
+    "/v1/users/me/contact-methods/{method_id}": (200, 204),
+    "/v1/users/{user_id}/contact-methods/{method_id}": (200, 204),
+    "/v1/users/me/notification-rules/{rule_id}": (200, 204),
+    "/v1/users/{user_id}/notification-rules/{rule_id}": (200, 204),
 }
 
 
@@ -245,7 +288,13 @@ async def test_matrix(harness, factory, caller):
         notification = await factory.notification(user_id=admin.id)
         schedule = await factory.schedule(user_ids=[admin.id])
         override = await factory.override(schedule_id=schedule.id, user_id=admin.id)
+        # "me": the caller's own (anyone refused never reaches it); otherwise the target's.
+        owner = {"user": user, "admin": admin}.get(caller, admin) if "/me/" in template else target
+        contact = await factory.contact_method(user_id=owner.id)
+        rule = await factory.notification_rule(user_id=owner.id, contact_method_id=contact.id)
         path = template.format(
+            method_id=contact.id,
+            rule_id=rule.id,
             schedule_id=schedule.id,
             override_id=override.id,
             webhook_id=hook.id,
@@ -260,7 +309,7 @@ async def test_matrix(harness, factory, caller):
         )
         body = BODIES.get((method, template))
         if callable(body):
-            body = body(admin)
+            body = body(contact)
         async with harness.make_client(token) as client:
             if template == "/v1/auth/login/access-token":
                 response = await client.post(path, data={"username": "a", "password": "b"})

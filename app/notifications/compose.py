@@ -23,7 +23,8 @@ from app.core.db import WAKE_WORKER
 from app.core.logging import acting_for, current_request_id
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, TimelineEntry
-from app.notifications import preferences, verification
+from app.notifications import contacts, preferences, verification
+from app.notifications.contacts import PageRule
 from app.notifications.models import (
     ACTION_KEY,
     Notification,
@@ -89,8 +90,11 @@ def rows_for(
     now: datetime,
     escalation_event_id: int | None = None,
     extra: dict[str, Any] | None = None,
+    rules: Mapping[int, Sequence[PageRule]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """One row per user and channel that wants this event, and per subscription that wants it.
+    """One row per user and channel that wants this event, and per subscription that wants it;
+    for a page (`escalated`), a user with notification rules (`rules`) gets one row per rule
+    instead, due after its delay (`contacts.page_rows`).
 
     A row to an email address or number that is not verified is written as failed (`last_error`
     says why) and sends nothing. Answers the rows and the users reached (those with at least one
@@ -103,6 +107,20 @@ def rows_for(
         if user_id not in people:
             continue
         person, preferences = people[user_id]
+        if event == "escalated" and rules and user_id in rules:
+            paged, will_send = contacts.page_rows(
+                cause=cause, user_id=user_id, rules=rules[user_id],
+                severity=incident["severity"], incident_id=incident["id"], subject=subject,
+                payload={
+                    "event": event, "incident": incident, "actor": actor.name if actor else None,
+                    "recipient": person.full_name, **(extra or {}),
+                },
+                now=now, escalation_event_id=escalation_event_id,
+            )  # fmt: skip
+            rows += paged
+            if will_send:
+                reached.append(user_id)
+            continue
         chosen = [p for p in preferences if p.wants(event, incident["severity"])]
         if any(p.verified for p in chosen):
             reached.append(user_id)
@@ -326,6 +344,7 @@ class StepPages:
     people: Mapping[int, tuple[Person, list[Preference]]]  # the active users among the targets
     hooks: Sequence[Subscription]
     services: Mapping[int, str]
+    rules: Mapping[int, Sequence[PageRule]]  # of those people who have notification rules
 
     def __call__(
         self, *, event: Mapping[str, Any], incident: Mapping[str, Any], severity: str,
@@ -341,7 +360,7 @@ class StepPages:
             people=self.people, user_ids=user_ids,
             subscriptions=self.hooks if to_subscriptions else [], actor=None, data=position,
             now=now, escalation_event_id=event["id"],
-            extra={"step": event["step"], "cycle": event["cycle"]},
+            extra={"step": event["step"], "cycle": event["cycle"]}, rules=self.rules,
         )  # fmt: skip
         pages += [
             action_webhook_row(
@@ -356,9 +375,14 @@ class StepPages:
 async def step_pages(
     session: AsyncSession, *, user_ids: Iterable[int], service_ids: Iterable[int | None]
 ) -> StepPages:
-    """What writing the pages of a batch of steps needs: three reads for any number of steps."""
+    """What writing the pages of a batch of steps needs: a handful of reads for any number of
+    steps."""
+    people = await preferences.for_users(session, user_ids)
     return StepPages(
-        people=await preferences.for_users(session, user_ids),
+        people=people,
         hooks=await subscriptions(session),
         services=await service_names(session, service_ids),
+        rules=await contacts.for_paging(
+            session, {uid: person.email for uid, (person, _) in people.items()}
+        ),
     )

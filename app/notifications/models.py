@@ -141,6 +141,76 @@ class ContactVerification(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ContactMethodType(StrEnum):
+    """How a person can be reached: the outbox channel each one's pages take is `CHANNEL_OF`."""
+
+    email = "email"
+    sms = "sms"
+    voice = "voice"
+    slack = "slack"  # a Slack member id, messaged by the Slack app
+
+
+# The outbox channel of each kind of contact method.
+CHANNEL_OF = {"email": "email", "sms": "sms", "voice": "voice", "slack": "slack_dm"}
+# The `contact_verifications` channel that proves a contact method's address: a number is proven
+# by a code texted to it, for SMS and calls alike. Slack member ids need no proof (None).
+PROOF_CHANNEL: dict[str, str | None] = {
+    "email": "email",
+    "sms": "sms",
+    "voice": "sms",
+    "slack": None,
+}
+
+
+class ContactMethod(Base):
+    """One way to reach a user: an email address, a number for texts or calls, a Slack member.
+
+    A method whose address must be proven (`PROOF_CHANNEL`) is paged only once it is verified
+    (`contact_verifications`); until then its pages are written as failed, saying why.
+    """
+
+    __tablename__ = "contact_methods"
+    __table_args__ = (
+        UniqueConstraint("user_id", "type", "address"),
+        CheckConstraint("type IN ('email', 'sms', 'voice', 'slack')", name="type"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class NotificationRule(Base):
+    """ "When I am paged, notify me by this contact method after this many minutes."
+
+    A page (an escalation step reaching the user) writes one outbox row per rule, due after its
+    delay, under a key unique to the step, the user and the rule: never twice. Rows not yet sent
+    are cancelled the moment anyone acknowledges, snoozes or resolves the incident.
+    """
+
+    __tablename__ = "notification_rules"
+    __table_args__ = (
+        UniqueConstraint("contact_method_id", "delay_minutes"),
+        CheckConstraint("delay_minutes >= 0 AND delay_minutes <= 1440", name="delay_minutes"),
+        Index("ix_notification_rules_user", "user_id", "delay_minutes"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
+    contact_method_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("contact_methods.id", ondelete="CASCADE")
+    )
+    delay_minutes: Mapped[int] = mapped_column(Integer)
+    # The least severe incident this rule pages for ("info": every incident).
+    min_severity: Mapped[str] = mapped_column(String(16), default="info")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class WebhookSubscription(Base):
     """An outgoing webhook: incident events POSTed to a URL, signed with the subscription's secret.
 

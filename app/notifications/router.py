@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import logging
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, status
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
 from app.core import ratelimit
 from app.core.actors import Actor
+from app.core.clock import Clock
+from app.core.config import Settings
 from app.core.crypto import Sealer
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.pagination import page_by_id
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 from app.incidents.dependencies import ValidIncident
+from app.notifications import contacts, verification
 from app.notifications import preferences as preference_service
-from app.notifications import verification
 from app.notifications import webhooks as webhook_service
 from app.notifications.models import Notification, WebhookSubscription
 from app.notifications.schemas import (
     AddressVerification,
     AddressVouch,
     ChannelName,
+    ContactMethodCreate,
+    ContactMethodRead,
+    ContactMethodUpdate,
     DeliveryChannel,
     DeliveryStatus,
     NotificationRead,
+    NotificationRuleCreate,
+    NotificationRuleRead,
+    NotificationRuleUpdate,
     PreferenceRead,
     PreferenceUpdate,
     VerifiableChannel,
@@ -40,6 +49,8 @@ from app.notifications.schemas import (
 )
 from app.users import service as user_service
 from app.users.models import User
+
+logger = logging.getLogger(__name__)
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -152,6 +163,18 @@ CONFIRM: Responses = {
 }
 
 
+async def _limit_codes(request: Request, settings: Settings, clock: Clock, user: User) -> None:
+    """Verification codes a user may ask for, across preferences and contact methods."""
+    await ratelimit.check(
+        request.app.state.sessionmaker,
+        {f"verify:user:{user.id}": ratelimit.Limit.per(
+            settings.rate_limit_verification_per_user_per_hour, 3600
+        )},
+        now=clock.now(),
+        detail="Too many verification codes asked for",
+    )  # fmt: skip
+
+
 @preferences.post(
     "/me/{channel}/verify",
     response_model=VerificationSent,
@@ -170,14 +193,7 @@ async def send_my_verification_code(
     # The limit is taken in a transaction of its own; the request's has only read the user so
     # far: end it, as SQLite has one writer at a time.
     await session.commit()
-    await ratelimit.check(
-        request.app.state.sessionmaker,
-        {f"verify:user:{user.id}": ratelimit.Limit.per(
-            settings.rate_limit_verification_per_user_per_hour, 3600
-        )},
-        now=clock.now(),
-        detail="Too many verification codes asked for",
-    )  # fmt: skip
+    await _limit_codes(request, settings, clock, user)
     row = await preference_service.send_code(
         session, user=user, channel=channel, secret_key=settings.secret_key, now=clock.now()
     )
@@ -224,6 +240,347 @@ async def vouch_for_address(
     return await preference_service.vouch(
         session, user=person, channel=channel, address=body.address, admin=admin, now=clock.now()
     )
+
+
+# ---- contact methods and notification rules ------------------------------------------------------
+
+contact_routes = APIRouter(prefix="/users", tags=["notifications"])
+
+METHOD_404: Responses = {404: {"description": "No such contact method (of this user)"}}
+RULE_404: Responses = {404: {"description": "No such notification rule (of this user)"}}
+METHOD_INVALID: Responses = {
+    409: {"description": "The user has this contact method already"},
+    422: {"description": "The address does not suit the type (the detail says why)"},
+}
+RULE_INVALID: Responses = {
+    409: {"description": "A rule already notifies by this method after this delay"},
+    422: {"description": "Not one of the user's contact methods, or too many rules"},
+}
+MethodId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def _methods_page(items: list[contacts.Method]) -> dict[str, Any]:
+    return {"items": items, "next_cursor": None}
+
+
+def _rules_page(items: list[contacts.Rule]) -> dict[str, Any]:
+    return {"items": items, "next_cursor": None}
+
+
+async def _add_method(
+    session: SessionDep, clock: ClockDep, person: User, body: ContactMethodCreate
+) -> contacts.Method:
+    return await contacts.add_method(
+        session, user=person, kind=body.type, address=body.address, label=body.label,
+        now=clock.now(),
+    )  # fmt: skip
+
+
+async def _change_method(
+    session: SessionDep, clock: ClockDep, person: User, method_id: int, body: ContactMethodUpdate
+) -> contacts.Method:
+    return await contacts.change_method(
+        session, user=person, method_id=method_id, address=body.address, label=body.label,
+        now=clock.now(),
+    )  # fmt: skip
+
+
+async def _add_rule(
+    session: SessionDep, clock: ClockDep, person: User, body: NotificationRuleCreate
+) -> contacts.Rule:
+    return await contacts.add_rule(
+        session, user=person, method_id=body.contact_method_id, delay=body.delay_minutes,
+        min_severity=body.min_severity.value, now=clock.now(),
+    )  # fmt: skip
+
+
+async def _change_rule(
+    session: SessionDep, clock: ClockDep, person: User, rule_id: int, body: NotificationRuleUpdate
+) -> contacts.Rule:
+    changes = body.model_dump(exclude_unset=True)
+    if "min_severity" in changes:
+        changes["min_severity"] = changes["min_severity"].value
+    return await contacts.change_rule(
+        session, user=person, rule_id=rule_id, changes=changes, now=clock.now()
+    )
+
+
+@contact_routes.get("/me/contact-methods", response_model=Page[ContactMethodRead])
+async def my_contact_methods(user: CurrentUser, session: SessionDep) -> object:
+    """Your contact methods, oldest first, each saying whether it may be paged yet."""
+    return _methods_page(await contacts.methods(session, user))
+
+
+@contact_routes.post(
+    "/me/contact-methods",
+    response_model=ContactMethodRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=METHOD_INVALID,
+)
+async def add_my_contact_method(
+    body: ContactMethodCreate, user: CurrentUser, session: SessionDep, clock: ClockDep
+) -> object:
+    """Add a way to reach you. An email address or a number is paged once verified: ask for a
+    code with `…/verify` and enter it with `…/confirm`."""
+    return await _add_method(session, clock, user, body)
+
+
+@contact_routes.get(
+    "/me/contact-methods/{method_id}", response_model=ContactMethodRead, responses=METHOD_404
+)
+async def my_contact_method(method_id: MethodId, user: CurrentUser, session: SessionDep) -> object:
+    """One of your contact methods."""
+    return await contacts.method(session, user, method_id)
+
+
+@contact_routes.patch(
+    "/me/contact-methods/{method_id}",
+    response_model=ContactMethodRead,
+    responses=METHOD_404 | METHOD_INVALID,
+)
+async def change_my_contact_method(
+    method_id: MethodId,
+    body: ContactMethodUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    clock: ClockDep,
+) -> object:
+    """Change a contact method's label or address (a new address needs verifying again)."""
+    return await _change_method(session, clock, user, method_id, body)
+
+
+@contact_routes.delete(
+    "/me/contact-methods/{method_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=METHOD_404,
+)
+async def delete_my_contact_method(
+    method_id: MethodId, user: CurrentUser, session: SessionDep
+) -> None:
+    """Delete a contact method and the rules that use it."""
+    await contacts.remove_method(session, user=user, method_id=method_id)
+
+
+@contact_routes.post(
+    "/me/contact-methods/{method_id}/verify",
+    response_model=VerificationSent,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=METHOD_404 | SEND_CODE,
+)
+async def verify_my_contact_method(
+    method_id: MethodId,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> object:
+    """Send a 6-digit code to the method's address (a text for sms and voice numbers alike)."""
+    await contacts.method(session, user, method_id)  # 404 before the limit is taken
+    await session.commit()  # the limit is taken in a transaction of its own
+    await _limit_codes(request, settings, clock, user)
+    row = await contacts.send_code(
+        session, user=user, method_id=method_id, secret_key=settings.secret_key, now=clock.now()
+    )
+    return VerificationSent(
+        channel=cast(VerifiableChannel, row.channel), address=row.address,
+        expires_at=row.expires_at, attempts_allowed=verification.MAX_ATTEMPTS,
+    )  # fmt: skip
+
+
+@contact_routes.post(
+    "/me/contact-methods/{method_id}/confirm",
+    response_model=ContactMethodRead,
+    responses=METHOD_404 | CONFIRM,
+)
+async def confirm_my_contact_method(
+    method_id: MethodId,
+    body: VerificationCode,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> object:
+    """Enter the code sent to the method's address: it is verified, and pages go there."""
+    check, method = await contacts.confirm(
+        session, user=user, method_id=method_id, code=body.code,
+        secret_key=settings.secret_key, now=clock.now(),
+    )  # fmt: skip
+    if check.outcome is not verification.Checked.verified:
+        await session.commit()  # a wrong code counts, though the answer is an error
+        raise verification.refusal(check)
+    return method
+
+
+@contact_routes.get("/me/notification-rules", response_model=Page[NotificationRuleRead])
+async def my_notification_rules(user: CurrentUser, session: SessionDep) -> object:
+    """Your notification rules in the order they fire (by delay). None: you are paged through
+    your notification preferences."""
+    return _rules_page(await contacts.rules(session, user))
+
+
+@contact_routes.post(
+    "/me/notification-rules",
+    response_model=NotificationRuleRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=RULE_INVALID,
+)
+async def add_my_notification_rule(
+    body: NotificationRuleCreate, user: CurrentUser, session: SessionDep, clock: ClockDep
+) -> object:
+    """ "When I am paged, notify me by this contact method after N minutes." Once you have a
+    rule, pages follow your rules only; your preferences still decide the other messages."""
+    return await _add_rule(session, clock, user, body)
+
+
+@contact_routes.patch(
+    "/me/notification-rules/{rule_id}",
+    response_model=NotificationRuleRead,
+    responses=RULE_404 | RULE_INVALID,
+)
+async def change_my_notification_rule(
+    rule_id: RuleId,
+    body: NotificationRuleUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    clock: ClockDep,
+) -> object:
+    """Change a rule's method, delay or severity."""
+    return await _change_rule(session, clock, user, rule_id, body)
+
+
+@contact_routes.delete(
+    "/me/notification-rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=RULE_404
+)
+async def delete_my_notification_rule(
+    rule_id: RuleId, user: CurrentUser, session: SessionDep
+) -> None:
+    """Delete a rule (pages already written by it are not affected)."""
+    await contacts.remove_rule(session, user=user, rule_id=rule_id)
+
+
+# Anyone's (admins; users may use these for themselves too).
+
+
+@contact_routes.get(
+    "/{user_id}/contact-methods", response_model=Page[ContactMethodRead], responses=SOMEONE_ELSE
+)
+async def user_contact_methods(person: Person, session: SessionDep) -> object:
+    """A user's contact methods (admins; users may read their own)."""
+    return _methods_page(await contacts.methods(session, person))
+
+
+@contact_routes.post(
+    "/{user_id}/contact-methods",
+    response_model=ContactMethodRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=SOMEONE_ELSE | METHOD_INVALID,
+)
+async def add_user_contact_method(
+    body: ContactMethodCreate, person: Person, session: SessionDep, clock: ClockDep
+) -> object:
+    """Add a contact method for a user (admins). It is paged once verified: by its owner's
+    code, or by an admin's word (`…/verified`)."""
+    return await _add_method(session, clock, person, body)
+
+
+@contact_routes.patch(
+    "/{user_id}/contact-methods/{method_id}",
+    response_model=ContactMethodRead,
+    responses=SOMEONE_ELSE | METHOD_404 | METHOD_INVALID,
+)
+async def change_user_contact_method(
+    method_id: MethodId,
+    body: ContactMethodUpdate,
+    person: Person,
+    session: SessionDep,
+    clock: ClockDep,
+) -> object:
+    """Change a user's contact method (admins)."""
+    return await _change_method(session, clock, person, method_id, body)
+
+
+@contact_routes.delete(
+    "/{user_id}/contact-methods/{method_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=SOMEONE_ELSE | METHOD_404,
+)
+async def delete_user_contact_method(
+    method_id: MethodId, person: Person, session: SessionDep
+) -> None:
+    """Delete a user's contact method and its rules (admins)."""
+    await contacts.remove_method(session, user=person, method_id=method_id)
+
+
+@contact_routes.post(
+    "/{user_id}/contact-methods/{method_id}/verified",
+    response_model=ContactMethodRead,
+    responses=SOMEONE_ELSE | METHOD_404,
+)
+async def vouch_for_contact_method(
+    method_id: MethodId, person: Person, admin: AdminUser, session: SessionDep, clock: ClockDep
+) -> object:
+    """Mark a user's contact method verified (admins): it is paged at once. Logged."""
+    method = await contacts.vouch(
+        session, user=person, method_id=method_id, admin=admin, now=clock.now()
+    )
+    logger.info(
+        "admin %s marked contact method %s of user %s verified", admin.id, method_id, person.id,
+        extra={"admin_id": admin.id, "user_id": person.id},
+    )  # fmt: skip
+    return method
+
+
+@contact_routes.get(
+    "/{user_id}/notification-rules",
+    response_model=Page[NotificationRuleRead],
+    responses=SOMEONE_ELSE,
+)
+async def user_notification_rules(person: Person, session: SessionDep) -> object:
+    """A user's notification rules in firing order (admins; users may read their own)."""
+    return _rules_page(await contacts.rules(session, person))
+
+
+@contact_routes.post(
+    "/{user_id}/notification-rules",
+    response_model=NotificationRuleRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=SOMEONE_ELSE | RULE_INVALID,
+)
+async def add_user_notification_rule(
+    body: NotificationRuleCreate, person: Person, session: SessionDep, clock: ClockDep
+) -> object:
+    """Add a notification rule for a user (admins)."""
+    return await _add_rule(session, clock, person, body)
+
+
+@contact_routes.patch(
+    "/{user_id}/notification-rules/{rule_id}",
+    response_model=NotificationRuleRead,
+    responses=SOMEONE_ELSE | RULE_404 | RULE_INVALID,
+)
+async def change_user_notification_rule(
+    rule_id: RuleId,
+    body: NotificationRuleUpdate,
+    person: Person,
+    session: SessionDep,
+    clock: ClockDep,
+) -> object:
+    """Change a user's notification rule (admins)."""
+    return await _change_rule(session, clock, person, rule_id, body)
+
+
+@contact_routes.delete(
+    "/{user_id}/notification-rules/{rule_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=SOMEONE_ELSE | RULE_404,
+)
+async def delete_user_notification_rule(
+    rule_id: RuleId, person: Person, session: SessionDep
+) -> None:
+    """Delete a user's notification rule (admins)."""
+    await contacts.remove_rule(session, user=person, rule_id=rule_id)
 
 
 # ---- the delivery log ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ EventName = Literal[
 ]
 DEFAULT_EVENTS: tuple[EventName, ...] = ("escalated", "assigned")
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-DeliveryChannel = Literal["email", "sms", "slack", "webhook", "log"]
+DeliveryChannel = Literal["email", "sms", "voice", "slack", "slack_dm", "webhook", "log"]
 
 
 def _default_events() -> list[EventName]:
@@ -198,3 +198,93 @@ class WebhookPayload(BaseModel):
     incident: WebhookIncident | None
     actor: WebhookActor | None
     data: dict[str, Any]
+
+
+# ---- contact methods and notification rules ------------------------------------------------------
+
+ContactMethodType = Literal["email", "sms", "voice", "slack"]
+
+
+class ContactMethodCreate(RequestModel):
+    type: ContactMethodType = Field(
+        description="email: an address; sms: a number for texts; voice: a number for phone calls; "
+        "slack: a Slack member id, messaged by the Slack app."
+    )
+    address: str = Field(
+        min_length=1,
+        max_length=320,
+        description="email: an address; sms and voice: a phone number in international form "
+        "(+14155552671), checked against its country's numbering plan and stored as E.164; "
+        "slack: a member id such as U012AB3CD.",
+    )
+    label: str = Field(default="", max_length=100, description="A name for it: 'Work phone'.")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"type": "sms", "address": "+14155552671", "label": "Mobile"}]
+        }
+    }
+
+
+class ContactMethodUpdate(PartialUpdate):
+    address: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=320,
+        description="A new address (it needs verifying again).",
+    )
+    label: str | None = Field(default=None, max_length=100, description="A new label.")
+
+
+class ContactMethodRead(ResponseModel):
+    id: int
+    user_id: int = Field(description="Whose it is.")
+    type: ContactMethodType = Field(description="email, sms, voice or slack.")
+    address: str = Field(description="The email address, the E.164 number, or the Slack member id.")
+    label: str = Field(description="Its owner's name for it ('' when none).")
+    verified: bool = Field(
+        description="Whether it may be paged: email and numbers need a code entered (or an "
+        "admin's word; the account's own email is trusted); a number is proven by a text, for "
+        "sms and voice alike. Slack member ids are always true."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class NotificationRuleCreate(RequestModel):
+    contact_method_id: int = Field(ge=1, description="One of the same user's contact methods.")
+    delay_minutes: int = Field(
+        default=0, ge=0, le=1440, description="Minutes after being paged (0: at once)."
+    )
+    min_severity: Severity = Field(
+        default=Severity.info,
+        description="Only incidents at least this severe (critical is the most severe).",
+    )
+
+    model_config = {
+        "json_schema_extra": {"examples": [{"contact_method_id": 3, "delay_minutes": 2}]}
+    }
+
+
+class NotificationRuleUpdate(PartialUpdate):
+    contact_method_id: int | None = Field(
+        default=None, ge=1, description="Another of the user's contact methods."
+    )
+    delay_minutes: int | None = Field(
+        default=None, ge=0, le=1440, description="Minutes after being paged."
+    )
+    min_severity: Severity | None = Field(
+        default=None, description="Only incidents at least this severe."
+    )
+
+
+class NotificationRuleRead(ResponseModel):
+    id: int
+    user_id: int = Field(description="Whose rule it is.")
+    contact_method_id: int = Field(description="The contact method it notifies by.")
+    delay_minutes: int = Field(description="Minutes after being paged (0: at once).")
+    min_severity: Severity = Field(
+        description="Only incidents at least this severe (critical is the most severe)."
+    )
+    created_at: datetime
+    updated_at: datetime

@@ -36,6 +36,8 @@ from app.core.errors import BadRequest, DomainError, Gone
 from app.core.ratelimit import TooManyRequests
 from app.notifications import render
 from app.notifications.models import (
+    PROOF_CHANNEL,
+    ContactMethod,
     ContactVerification,
     Notification,
     NotificationPreference,
@@ -286,8 +288,9 @@ async def unproven(session: AsyncSession, *, user_id: int, address: str, now: da
 
 
 async def forget_unused(session: AsyncSession, *, user: User, channel: str, address: str) -> None:
-    """An address no longer used by the user (a preference changed): its proof is dropped, so
-    coming back to it needs proving again. The account's email and profile phone are kept."""
+    """An address no longer used by the user (a preference or a contact method changed): its
+    proof is dropped, so coming back to it needs proving again. The account's email and profile
+    phone are kept."""
     if not needs_proof(channel):
         return
     if (channel == "email" and address.lower() == user.email) or (
@@ -299,6 +302,15 @@ async def forget_unused(session: AsyncSession, *, user: User, channel: str, addr
             NotificationPreference.user_id == user.id,
             NotificationPreference.channel == channel,
             NotificationPreference.address == address,
+        )
+    )
+    in_use = in_use or await session.scalar(
+        select(ContactMethod.id).where(
+            ContactMethod.user_id == user.id,
+            ContactMethod.type.in_(
+                [kind for kind, proof in PROOF_CHANNEL.items() if proof == channel]
+            ),
+            ContactMethod.address == address,
         )
     )
     if in_use is None:

@@ -127,5 +127,8 @@ class Api:
     def put(self, path: str, *, expect: int = 200, **kwargs: Any) -> Any:
         return self._json("PUT", path, expect, **kwargs)
 
+    def patch(self, path: str, *, expect: int = 200, **kwargs: Any) -> Any:
+        return self._json("PATCH", path, expect, **kwargs)
+
     def delete(self, path: str, *, expect: int = 200, **kwargs: Any) -> Any:
         return self._json("DELETE", path, expect, **kwargs)

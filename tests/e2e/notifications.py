@@ -113,6 +113,74 @@ class Notifications(WalkBase):
             expect_fields(vouched, expected, "carol's number, vouched for")
             expect_eq(vouched["verified_by"], ada.uid, "vouched by")
 
+    def contact_methods(self) -> None:
+        """Contact methods and notification rules, made and removed again (the escalation walk
+        after this pages through preferences)."""
+        ada, bob = self.ada, self.bob
+        mine, rules = "/v1/users/me/contact-methods", "/v1/users/me/notification-rules"
+        with self.check(
+            "POST /v1/users/me/contact-methods: numbers stored as E.164", NOTIFICATIONS
+        ):
+            sms = self.api.post(
+                mine, token=bob.bearer, expect=201,
+                json={"type": "sms", "address": "+1 (415) 555-2671", "label": "Mobile"},
+            )  # fmt: skip
+            expected = {"type": "sms", "address": "+14155552671", "verified": False}
+            expect_fields(sms, expected, "the new method")
+            bad = {"type": "voice", "address": "+15551234567"}  # not in the numbering plan
+            self.api.post(mine, token=bob.bearer, json=bad, expect=422)
+            listed = self.api.get(mine, token=bob.bearer)["items"]
+            expect_eq([m["id"] for m in listed], [sms["id"]], "bob's methods")
+            self.api.get(f"{mine}/{sms['id']}", token=bob.bearer)
+            self.api.get(f"{mine}/{sms['id']}", token=ada.bearer, expect=404)  # not ada's
+        with self.check("PATCH and verify a contact method", NOTIFICATIONS):
+            path = f"{mine}/{sms['id']}"
+            relabelled = self.api.patch(path, token=bob.bearer, json={"label": "Phone"})
+            expect_eq(relabelled["label"], "Phone", "label")
+            sent = self.api.post(f"{path}/verify", token=bob.bearer, expect=202)
+            expect_fields(sent, {"channel": "sms", "address": "+14155552671"}, "code sent")
+            self.api.post(f"{path}/confirm", token=bob.bearer, json={"code": "000000"}, expect=400)
+        with self.check("notification rules: add, list in order, change, delete", NOTIFICATIONS):
+            later = self.api.post(
+                rules, token=bob.bearer, json={"contact_method_id": sms["id"], "delay_minutes": 5},
+                expect=201,
+            )  # fmt: skip
+            first = self.api.post(
+                rules, token=bob.bearer, json={"contact_method_id": sms["id"]}, expect=201
+            )
+            ordered = [r["id"] for r in self.api.get(rules, token=bob.bearer)["items"]]
+            expect_eq(ordered, [first["id"], later["id"]], "by delay")
+            moved = self.api.patch(
+                f"{rules}/{later['id']}", token=bob.bearer, json={"delay_minutes": 2}
+            )
+            expect_eq(moved["delay_minutes"], 2, "delay")
+            self.api.delete(f"{rules}/{first['id']}", token=bob.bearer, expect=204)
+        with self.check("anyone's contact methods and rules: admins only", NOTIFICATIONS):
+            theirs = f"/v1/users/{bob.uid}/contact-methods"
+            self.api.get(theirs, token=self.carol.bearer, expect=403)
+            expect_eq(len(self.api.get(theirs, token=ada.bearer)["items"]), 1, "bob's methods")
+            voice = self.api.post(
+                theirs, token=ada.bearer, json={"type": "voice", "address": "+14155552671"},
+                expect=201,
+            )  # fmt: skip
+            vouched = self.api.post(f"{theirs}/{voice['id']}/verified", token=ada.bearer)
+            expect_eq(vouched["verified"], True, "vouched")
+            self.api.patch(f"{theirs}/{voice['id']}", token=ada.bearer, json={"label": "Desk"})
+            their_rules = f"/v1/users/{bob.uid}/notification-rules"
+            rule = self.api.post(
+                their_rules, token=ada.bearer, expect=201,
+                json={"contact_method_id": voice["id"], "delay_minutes": 3},
+            )  # fmt: skip
+            self.api.patch(
+                f"{their_rules}/{rule['id']}", token=ada.bearer, json={"min_severity": "high"}
+            )
+            expect_eq(len(self.api.get(their_rules, token=ada.bearer)["items"]), 2, "bob's rules")
+            self.api.delete(f"{their_rules}/{rule['id']}", token=ada.bearer, expect=204)
+            self.api.delete(f"{theirs}/{voice['id']}", token=ada.bearer, expect=204)
+            # The rest goes: bob is paged through his preferences in the walk after this.
+            self.api.delete(f"{mine}/{sms['id']}", token=bob.bearer, expect=204)
+            expect_eq(self.api.get(rules, token=bob.bearer)["items"], [], "rules went with it")
+
     def delivery_log(self) -> None:
         ada, carol = self.ada, self.carol
 

@@ -43,6 +43,7 @@ class Walk(
             self.schedules,
             self.calendars,
             self.preferences,
+            self.contact_methods,
             self.escalation,
             self.delivery_log,
             self.analytics,
