@@ -6,6 +6,9 @@ step every 1.2 s. Every second or so the test SIGKILLs the API, the worker or bo
 dead while steps come due, and starts them again. Afterwards every step of every incident has
 fired exactly once, with one page per person it targets, and every alert answered 2xx has its
 incident. Senders retry an alert (same dedup key) until it is answered 2xx, as monitoring does.
+One of the two people is paged by personal notification rules (two at once, one a minute later):
+each step writes exactly one page per rule, those due are delivered once, the later one is due a
+minute after its step.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ async def test_sigkill_of_api_and_worker_loses_and_doubles_no_escalation_step(
     admin = Admin(api.base_url)
     await admin.sign_up()
     users = [await admin.user(f"oncall{n}@example.com") for n in range(2)]
+    ruled = users[0]["id"]
+    rules = [
+        await admin.notification_rule(ruled, "email", "oncall0@example.com", 0),
+        await admin.notification_rule(ruled, "sms", "+14155552671", 0),
+        await admin.notification_rule(ruled, "sms", "+14155552671", 1),
+    ]
     targets = [{"type": "user", "id": user["id"]} for user in users]
     steps = [{"delay_minutes": 0 if n == 0 else STEP, "targets": targets} for n in range(STEPS)]
     await admin.policy(steps, repeat_count=CYCLES - 1, repeat_delay_minutes=STEP)
@@ -126,6 +135,39 @@ async def test_sigkill_of_api_and_worker_loses_and_doubles_no_escalation_step(
     )
     assert len(per_incident) == len(incidents)
     assert {(r["executed"], r["n"]) for r in per_incident} == {(STEPS * CYCLES, STEPS * CYCLES)}
+
+    # The person with rules: one page per rule per step, never two; those due went out (no
+    # SMTP or Twilio settings here: the log; a send cut by a kill stays `sending` until its
+    # lease ends, then goes again), the minute-later one waits for its minute.
+    async def delivered() -> bool | None:
+        rows = await fetch(
+            url,
+            "SELECT count(*) AS n FROM notifications WHERE status = 'pending' "
+            "AND next_attempt_at <= now()",
+        )
+        return rows[0]["n"] == 0 or None
+
+    await wait_until("the pages due to be delivered", delivered, seconds=30)
+    pages = await fetch(
+        url,
+        "SELECT n.key, n.escalation_event_id AS step, n.status, n.attempts, "
+        "n.next_attempt_at - e.executed_at AS after FROM notifications n "
+        "JOIN escalation_events e ON e.id = n.escalation_event_id "
+        f"WHERE n.user_id = {ruled} AND n.event = 'escalated'",
+    )
+    executed = sum(r["executed"] for r in per_incident)
+    assert len(pages) == executed * len(rules)
+    by_rule = {
+        rule["id"]: [p for p in pages if p["key"].endswith(f":rule:{rule['id']}")] for rule in rules
+    }
+    assert {rule_id: len(rows) for rule_id, rows in by_rule.items()} == {
+        rule["id"]: executed for rule in rules
+    }
+    for rule in rules[:2]:
+        states = [(p["status"], p["attempts"]) for p in by_rule[rule["id"]]]
+        assert ("sent", 1) in states and set(states) <= {("sent", 1), ("sending", 1)}, states
+    assert {p["status"] for p in by_rule[rules[2]["id"]]} <= {"pending", "sent"}
+    assert {p["after"].total_seconds() for p in by_rule[rules[2]["id"]]} == {60.0}
     late = await fetch(
         url,
         "SELECT max(executed_at - due_at) AS most, count(*) FILTER "

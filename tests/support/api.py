@@ -61,3 +61,26 @@ class Admin:
         body = {"name": "fault", "priority": 1, "steps": steps} | fields
         policy: dict[str, Any] = await self.call("POST", "/v1/escalation/policies/", 201, json=body)
         return policy
+
+    async def notification_rule(
+        self, user_id: int, kind: str, address: str, delay_minutes: int = 0
+    ) -> dict[str, Any]:
+        """A contact method of the user (vouched for when it needs proof; reused when it exists)
+        and a rule notifying by it after `delay_minutes`."""
+        methods = f"/v1/users/{user_id}/contact-methods"
+        found = [
+            m
+            for m in (await self.call("GET", methods))["items"]
+            if (m["type"], m["address"]) == (kind, address)
+        ]
+        if found:
+            method = found[0]
+        else:
+            method = await self.call("POST", methods, 201, json={"type": kind, "address": address})
+        if not method["verified"]:
+            await self.call("POST", f"{methods}/{method['id']}/verified")
+        body = {"contact_method_id": method["id"], "delay_minutes": delay_minutes}
+        rule: dict[str, Any] = await self.call(
+            "POST", f"/v1/users/{user_id}/notification-rules", 201, json=body
+        )
+        return rule

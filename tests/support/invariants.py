@@ -50,10 +50,13 @@ async def _escalation_problems(connection: asyncpg.Connection) -> list[str]:
         "executed_at, detail FROM escalation_events"
     )
     events = {r["id"]: r for r in await fetch(query)}
+    # One page per step, person and channel; for a person with notification rules, one per
+    # step, person and rule (two rules may use one channel: a text at once, another later).
     pages = await fetch(
-        "SELECT escalation_event_id AS event_id, user_id, channel, count(*) AS n "
-        "FROM notifications WHERE escalation_event_id IS NOT NULL AND user_id IS NOT NULL "
-        "GROUP BY escalation_event_id, user_id, channel",
+        "SELECT escalation_event_id AS event_id, user_id, channel, payload->>'rule_id' AS rule, "
+        "count(*) AS n FROM notifications "
+        "WHERE escalation_event_id IS NOT NULL AND user_id IS NOT NULL "
+        "GROUP BY escalation_event_id, user_id, channel, payload->>'rule_id'",
     )
     paged: dict[int, set[int]] = {}
     for page in pages:
