@@ -252,7 +252,9 @@ class ContactMethodRead(ResponseModel):
 
 
 class NotificationRuleCreate(RequestModel):
-    contact_method_id: int = Field(ge=1, description="One of the same user's contact methods.")
+    contact_method_id: int = Field(
+        ge=1, le=2**63 - 1, description="One of the same user's contact methods."
+    )
     delay_minutes: int = Field(
         default=0, ge=0, le=1440, description="Minutes after being paged (0: at once)."
     )
@@ -268,7 +270,7 @@ class NotificationRuleCreate(RequestModel):
 
 class NotificationRuleUpdate(PartialUpdate):
     contact_method_id: int | None = Field(
-        default=None, ge=1, description="Another of the user's contact methods."
+        default=None, ge=1, le=2**63 - 1, description="Another of the user's contact methods."
     )
     delay_minutes: int | None = Field(
         default=None, ge=0, le=1440, description="Minutes after being paged."
