@@ -14,7 +14,7 @@ EventName = Literal[
 ]
 DEFAULT_EVENTS: tuple[EventName, ...] = ("escalated", "assigned")
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-DeliveryChannel = Literal["email", "sms", "slack", "webhook", "log"]
+DeliveryChannel = Literal["email", "sms", "voice", "slack", "webhook", "log"]
 
 
 def _default_events() -> list[EventName]:
@@ -124,6 +124,9 @@ class NotificationRead(ResponseModel):
     last_error: str | None
     provider_message_id: str | None
     sent_at: datetime | None
+    receipt: str | None = None
+    receipt_at: datetime | None = None
+    provider_error: str | None = None
     created_at: datetime
     updated_at: datetime
 
