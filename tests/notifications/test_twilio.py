@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -14,6 +15,7 @@ from app.core.db import session_scope
 from app.incidents.models import Incident, TimelineEntry
 from app.notifications import compose, replies
 from app.notifications.models import Notification, SmsOptOut, SmsReplyCode, notification_row
+from tests.support.console import sign_in
 from tests.support.delivery import delivery_log, page_policy, vouch
 from tests.support.settings import make_settings
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, gather_of, said
@@ -276,7 +278,7 @@ class TestSmsReceipts:
         await page_policy(admin_client, user.id)
 
     async def test_delivered_is_kept_and_a_late_sent_does_not_undo_it(
-        self, harness, admin_client, user, twilio, twilio_client
+        self, harness, admin_client, admin, user, twilio, twilio_client
     ):
         incident = await paged_by_sms(harness, admin_client, user, twilio)
         [message] = twilio.messages
@@ -292,6 +294,12 @@ class TestSmsReceipts:
         assert [(e[2]["receipt"], e[2]["outcome"]) for e in receipts] == [
             ("delivered", "delivered")
         ]
+        # The console's incident page shows it beside the page.
+        transport = httpx.ASGITransport(app=harness.app)
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as browser:
+            await sign_in(browser, admin.email)
+            page = await browser.get(f"/ui/incidents/{incident['id']}")
+        assert "sms → Uma User: sent, delivered" in page.text
 
     async def test_undelivered_fails_the_row_with_the_error_code(
         self, harness, admin_client, user, twilio, twilio_client
