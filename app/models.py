@@ -11,6 +11,8 @@ from app.notifications.models import (
     ContactVerification,
     Notification,
     NotificationPreference,
+    SmsOptOut,
+    SmsReplyCode,
     WebhookSubscription,
 )
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
@@ -36,6 +38,8 @@ __all__ = [
     "ScheduleChange",
     "ScheduleOverride",
     "Service",
+    "SmsOptOut",
+    "SmsReplyCode",
     "TimelineEntry",
     "UiSession",
     "User",

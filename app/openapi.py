@@ -222,6 +222,17 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("NotificationRead", "status"): "`pending`, `sending`, `sent`, `failed` or `cancelled`",
     ("NotificationRead", "user_id"): "The user it went to, or null (webhooks, policy actions)",
     ("NotificationRead", "incident_id"): "The incident it is about, or null",
+    ("NotificationRead", "channel"): (
+        "`email`, `sms`, `voice` (a phone call), `slack`, `webhook` (or `log` in development)"
+    ),
+    ("NotificationRead", "receipt"): (
+        "The provider's last status report after sending (Twilio: an SMS's `sent`, `delivered`, "
+        "`undelivered`…; a call's `ringing`, `completed`, `busy`, `no-answer`…), or null"
+    ),
+    ("NotificationRead", "receipt_at"): "When that report came, or null",
+    ("NotificationRead", "provider_error"): (
+        "The provider's error code from its report (Twilio's `ErrorCode`, e.g. 30003), or null"
+    ),
     ("WebhookCreate", "url"): "https URL that receives signed JSON POSTs",
     ("WebhookUpdate", "url"): "https URL that receives signed JSON POSTs",
     ("WebhookRead", "url"): "https URL that receives signed JSON POSTs",

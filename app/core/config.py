@@ -109,12 +109,16 @@ class Settings(BaseSettings):
     smtp_from: str = "incidents@localhost"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
-    # SMS over Twilio's Messages API (or any provider that speaks it: TWILIO_BASE_URL).
+    # SMS and phone calls over Twilio's Messages and Calls APIs (TWILIO_BASE_URL: another host
+    # that speaks them). Calls come from TWILIO_FROM_NUMBER. See docs/twilio.md.
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_from_number: str | None = None
     twilio_messaging_service_sid: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
+    # Whether the service answers STOP, START and HELP itself. Twilio answers them by default
+    # (its own opt-out handling): leave this off unless that handling is turned off.
+    twilio_keyword_replies: bool = False
 
     # Delivery of notifications.
     notify_max_attempts: int = Field(default=6, ge=1, le=20)

@@ -70,6 +70,11 @@ class EntryType(StrEnum):
         "notification_failed", "Notification failed",
         "A notification could not be delivered, for good (after its attempts, or refused)",
     )  # fmt: skip
+    delivery_receipt = (
+        "delivery_receipt", "Delivery receipt",
+        "What the provider said became of a sent notification: an SMS delivered or not, a call "
+        "answered or not (an unanswered call is tried again)",
+    )  # fmt: skip
 
 
 def type_of(row: Row) -> EntryType:
@@ -228,3 +233,16 @@ def notification_failed(
             "webhook_id": webhook_id, "event": event, "attempts": attempts,
             "error": error}  # fmt: skip
     return _row(EntryType.notification_failed, incident_id, SYSTEM, now, data)
+
+
+def delivery_receipt(
+    incident_id: int, *, now: datetime, notification_id: int, channel: str,
+    user_id: int | None, receipt: str, error_code: str | None, answered_by: str | None,
+    outcome: str,
+) -> Row:  # fmt: skip
+    """`outcome`: `delivered`, `not_delivered` (for good), or `retry` (a call to try again)."""
+    data = {"notification_id": notification_id, "channel": channel, "user_id": user_id,
+            "receipt": receipt, "error_code": error_code, "outcome": outcome}  # fmt: skip
+    if answered_by:
+        data["answered_by"] = answered_by
+    return _row(EntryType.delivery_receipt, incident_id, SYSTEM, now, data)

@@ -11,14 +11,19 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
 
+import aiohttp
 import aiosmtplib
 import httpx
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client as TwilioClient
 
 from app import __version__
 from app.core.config import Settings, SmtpSecurity
@@ -152,6 +157,28 @@ def http_client(settings: Settings, *, aimed: bool = False) -> httpx.AsyncClient
     )  # fmt: skip
 
 
+def twilio_http(settings: Settings) -> AsyncTwilioHttpClient:
+    """The HTTP client of Twilio's SDK (aiohttp), with the channels' bounded waits. Made inside
+    the event loop; `close()` it when done."""
+    http = AsyncTwilioHttpClient(pool_connections=False)
+    http.session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(
+            total=settings.notify_connect_timeout_seconds + settings.notify_read_timeout_seconds,
+            connect=settings.notify_connect_timeout_seconds,
+        )
+    )
+    return http
+
+
+# Where Twilio calls back (app/telephony/router.py), each with the notification's id.
+TWILIO_INBOUND = "/v1/inbound/twilio"
+CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+
+def twilio_callback(settings: Settings, what: str, notification_id: int) -> str:
+    return f"{settings.public_base_url}{TWILIO_INBOUND}/{what}?n={notification_id}"
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """`sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`, as receivers check it."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -162,15 +189,18 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class Channels:
-    """Every adapter, sharing the settings and two HTTP clients: `http` for the providers the
-    operator configured, `aimed` (guarded) for the URLs users chose."""
+    """Every adapter, sharing the settings and the HTTP clients: `http` for the providers the
+    operator configured, `aimed` (guarded) for the URLs users chose, `twilio` for Twilio's SDK
+    (without one, each Twilio request makes and closes its own)."""
 
     def __init__(
-        self, settings: Settings, http: httpx.AsyncClient, aimed: httpx.AsyncClient
-    ) -> None:
+        self, settings: Settings, http: httpx.AsyncClient, aimed: httpx.AsyncClient,
+        twilio: AsyncTwilioHttpClient | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.http = http
         self.aimed = aimed
+        self.twilio = twilio
 
     async def send(self, outgoing: Outgoing) -> str | None:
         """Deliver; answers the provider's message id (None when the provider gives none)."""
@@ -239,25 +269,63 @@ class Channels:
                 raise DeliveryError("SMS is not configured (TWILIO_*)", permanent=True)
             return await self._send_log(outgoing)
         sender = (
-            {"MessagingServiceSid": settings.twilio_messaging_service_sid}
+            {"messaging_service_sid": settings.twilio_messaging_service_sid}
             if settings.twilio_messaging_service_sid
-            else {"From": settings.twilio_from_number or ""}
+            else {"from_": settings.twilio_from_number or ""}
         )
-        url = (
-            f"{settings.twilio_base_url}/2010-04-01/Accounts/"
-            f"{settings.twilio_account_sid}/Messages.json"
+        callback = twilio_callback(settings, "status", outgoing.id)
+        message = await self._twilio(
+            lambda client: client.api.v2010.account.messages.create_async(
+                to=outgoing.address, body=outgoing.message.text, status_callback=callback,
+                **sender,
+            )
+        )  # fmt: skip
+        return str(message.sid) if getattr(message, "sid", None) else None
+
+    async def _send_voice(self, outgoing: Outgoing) -> str | None:
+        """A phone call that reads the page and takes a key (app/telephony/router.py)."""
+        settings = self.settings
+        if not (settings.twilio_account_sid and settings.twilio_auth_token):
+            if settings.is_production:
+                raise DeliveryError("phone calls are not configured (TWILIO_*)", permanent=True)
+            return await self._send_log(outgoing)
+        if not settings.twilio_from_number:
+            raise DeliveryError("phone calls need TWILIO_FROM_NUMBER", permanent=True)
+        call = await self._twilio(
+            lambda client: client.api.v2010.account.calls.create_async(
+                to=outgoing.address, from_=settings.twilio_from_number,
+                url=twilio_callback(settings, "voice", outgoing.id), method="POST",
+                status_callback=twilio_callback(settings, "status", outgoing.id),
+                status_callback_event=CALL_EVENTS, status_callback_method="POST",
+            )
+        )  # fmt: skip
+        return str(call.sid) if getattr(call, "sid", None) else None
+
+    async def _twilio(self, request: Callable[[TwilioClient], Awaitable[Any]]) -> Any:
+        """Run one request of Twilio's SDK against TWILIO_BASE_URL; failures as DeliveryError
+        (4xx: permanent; 408, 429, 5xx, the network: worth another try)."""
+        settings = self.settings
+        http = self.twilio or twilio_http(settings)
+        client = TwilioClient(
+            settings.twilio_account_sid, settings.twilio_auth_token, http_client=http
         )
-        _, body = await post(
-            self.http,
-            url,
-            data={"To": outgoing.address, "Body": outgoing.message.text, **sender},
-            auth=(settings.twilio_account_sid, settings.twilio_auth_token),
-        )
+        client.api.base_url = settings.twilio_base_url  # the SDK's domain, for tests or a proxy
         try:
-            sid = json.loads(body).get("sid")
-        except (ValueError, AttributeError):
-            sid = None
-        return str(sid) if sid else None
+            return await request(client)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            status = int(exc.status or 0)
+            text = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
+            message = f"HTTP {status}: Twilio error {exc.code}: {text}"[:500]
+            raise DeliveryError(
+                message, permanent=not (status in (408, 429) or status >= 500)
+            ) from exc
+        except TimeoutError as exc:
+            raise DeliveryError("timed out: Twilio did not answer", permanent=False) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}"[:500], permanent=False) from exc
+        finally:
+            if http is not self.twilio:
+                await http.close()
 
     async def _send_slack(self, outgoing: Outgoing) -> str | None:
         check_destination(outgoing.address, allow_private=self.settings.allow_private_outbound)

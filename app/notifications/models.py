@@ -77,6 +77,12 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the provider reported afterwards (Twilio's status callbacks): the last status (a
+    # message's `delivered`, `undelivered`…, a call's `completed`, `no-answer`…), when, and the
+    # provider's error code, if any (see app.notifications.receipts).
+    receipt: Mapped[str | None] = mapped_column(String(32))
+    receipt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    provider_error: Mapped[str | None] = mapped_column(String(64))
     # The request that caused this notification (see app.core.logging).
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -211,6 +217,38 @@ class NotificationRule(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class SmsReplyCode(Base):
+    """The short code a user answers an SMS page with ("Reply 4a to ack"): one per (user, code).
+
+    A page's code is the incident's code for that user if it has one; otherwise the smallest
+    number that none of the user's codes used within REPLY_CODE_DAYS holds (so codes stay short
+    and are reused once old). See `app.notifications.replies`.
+    """
+
+    __tablename__ = "sms_reply_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
+    code: Mapped[int] = mapped_column(Integer)
+    incident_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when last given to a page
+
+
+class SmsOptOut(Base):
+    """A phone number that answered STOP (or another opt-out keyword): nothing is texted to it
+    until it answers START (or UNSTOP, YES)."""
+
+    __tablename__ = "sms_opt_outs"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    address: Mapped[str] = mapped_column(String(32), unique=True)
+    keyword: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class WebhookSubscription(Base):
     """An outgoing webhook: incident events POSTed to a URL, signed with the subscription's secret.
 
@@ -257,5 +295,6 @@ def notification_row(
         "event": event, "subject": subject[:500], "body": "", "payload": payload,
         "status": NotificationStatus.pending.value, "attempts": 0, "next_attempt_at": now,
         "lease_until": None, "last_error": None, "provider_message_id": None, "sent_at": None,
+        "receipt": None, "receipt_at": None, "provider_error": None,
         "request_id": current_request_id(), "created_at": now, "updated_at": now,
     }  # fmt: skip

@@ -30,7 +30,7 @@ from app.core.db import is_unavailable, limit_lock_waits, session_scope
 from app.core.logging import acting_for
 from app.incidents import timeline
 from app.incidents.models import Incident, Status, TimelineEntry
-from app.notifications import render
+from app.notifications import render, replies
 from app.notifications.channels import Channels, DeliveryError, Outgoing
 from app.notifications.models import (
     ACTION_KEY,
@@ -86,6 +86,7 @@ class Claimed:
     attempts: int
     secret: str | None
     unsendable: str | None = None  # why it cannot be sent now (a secret no key decrypts)
+    refused: str | None = None  # why it is never to be sent (a number that opted out)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,16 @@ async def claim(
             .where(WebhookSubscription.id.in_(hook_ids))
         )  # fmt: skip
         hooks = {hook_id: (url, secret) for hook_id, url, secret in found}
+    texts = [r for r in rows if r.channel == "sms"]
+    opted_out = await replies.opted_out(session, sorted({r.address for r in texts}))
+    for r in sorted(texts, key=lambda r: (r.user_id or 0, r.id)):
+        if r.address not in opted_out and _is_page(r) and r.user_id and r.incident_id:
+            # The page says how to answer it: the incident's short code for this person.
+            code = await replies.allocate(
+                session, user_id=r.user_id, incident_id=r.incident_id, now=now
+            )
+            if r.payload.get("reply_code") != code:
+                r.payload = {**r.payload, "reply_code": code}
     claimed = []
     for r in rows:
         address, secret, unsendable = r.address, None, None
@@ -163,9 +174,10 @@ async def claim(
                 r.last_error = "cancelled: the webhook subscription was deleted"
                 continue
             secret = signing_secret  # a policy step's webhook action
+        refused = replies.OPTED_OUT if r.channel == "sms" and r.address in opted_out else None
         claimed.append(
             Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, address, r.event,
-                    r.subject, r.payload, r.attempts, secret, unsendable)
+                    r.subject, r.payload, r.attempts, secret, unsendable, refused)
         )  # fmt: skip
     return claimed
 
@@ -233,6 +245,8 @@ async def attempt(
     renderers: Renderers | None = None,
 ) -> Outcome:
     """Render and send one notification; never raises."""
+    if claimed.refused is not None:
+        return Outcome(claimed, claimed.subject, "", error=claimed.refused, permanent=True)
     if claimed.unsendable is not None:
         logger.error("notification %s not sent: %s", claimed.id, claimed.unsendable)
         return Outcome(claimed, claimed.subject, "", error=claimed.unsendable[:500])
@@ -320,6 +334,8 @@ async def record_outcomes(
         row.subject = outcome.subject[:500]
         row.body = outcome.body
         if outcome.error is None:
+            if row.provider_message_id is not None:  # a new attempt: the last one's receipt is moot
+                row.receipt = row.receipt_at = row.provider_error = None
             row.status = NotificationStatus.sent.value
             row.sent_at = now
             row.last_error = None

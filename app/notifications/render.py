@@ -80,6 +80,8 @@ def context(payload: dict[str, Any], *, base_url: str) -> dict[str, Any]:
         "cycle": payload.get("cycle") or 1,
         "incident_url": incident_url,
         "acknowledge_url": f"{api_url}/acknowledge",
+        # An SMS page's short code to answer with (app.notifications.replies), if it has one.
+        "reply_code": payload.get("reply_code"),
     }
 
 

@@ -152,7 +152,7 @@ async def set_user_preference(
 # ---- verified addresses --------------------------------------------------------------------------
 
 SEND_CODE: Responses = {
-    409: {"description": "The address is verified already"},
+    409: {"description": "The address is verified already, or the number texted STOP"},
     422: {"description": "No address to verify (sms without a number)"},
     429: {"description": "Too many codes asked for: wait the `Retry-After` seconds"},
 }

@@ -124,6 +124,9 @@ class NotificationRead(ResponseModel):
     last_error: str | None
     provider_message_id: str | None
     sent_at: datetime | None
+    receipt: str | None = None
+    receipt_at: datetime | None = None
+    provider_error: str | None = None
     created_at: datetime
     updated_at: datetime
 

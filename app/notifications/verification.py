@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import WAKE_WORKER
-from app.core.errors import BadRequest, DomainError, Gone
+from app.core.errors import BadRequest, Conflict, DomainError, Gone
 from app.core.ratelimit import TooManyRequests
-from app.notifications import render
+from app.notifications import render, replies
 from app.notifications.models import (
     PROOF_CHANNEL,
     ContactMethod,
@@ -168,7 +168,13 @@ async def send_code(
     now: datetime,
 ) -> ContactVerification:
     """Start (or start again) the proof of `address`: a new code, queued to it through the outbox.
-    Any code sent before stops working, and the wrong attempts start from zero."""
+    Any code sent before stops working, and the wrong attempts start from zero. A number that
+    texted STOP gets nothing (409) until it texts START."""
+    if channel == "sms" and await replies.opted_out(session, [address]):
+        raise Conflict(
+            f"{address} replied STOP (opted out of SMS): it must text START to the service's "
+            "number before a code can be sent"
+        )
     nonce = new_nonce()
     code = code_for(secret_key, nonce)
     row = await _row(session, user_id=user.id, channel=channel, address=address, now=now)

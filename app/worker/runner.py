@@ -16,6 +16,7 @@ from datetime import datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 
 from app.analytics import snapshots as analytics_snapshots
 from app.core import ratelimit
@@ -27,7 +28,7 @@ from app.flows import incidents as incident_flow
 from app.flows import paging, recovery
 from app.incidents import service as incident_service
 from app.notifications import outbox, verification
-from app.notifications.channels import Channels, http_client
+from app.notifications.channels import Channels, http_client, twilio_http
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Worker:
         self.batch = batch
         self._http = http
         self._aimed: httpx.AsyncClient | None = None
+        self._twilio: AsyncTwilioHttpClient | None = None
         self.last_tick_at: datetime | None = None  # the end of the last pass that worked
         self.failing_since: datetime | None = None  # passes have failed since (None: they work)
         self._stop = asyncio.Event()
@@ -138,10 +140,12 @@ class Worker:
             self._http = http_client(self.settings)
         if self._aimed is None:
             self._aimed = http_client(self.settings, aimed=True)
+        if self._twilio is None and self.settings.twilio_account_sid:
+            self._twilio = twilio_http(self.settings)
         return Context(
             self.sessionmaker,
             self.clock,
-            Channels(self.settings, self._http, self._aimed),
+            Channels(self.settings, self._http, self._aimed, self._twilio),
             self.batch,
             stopping=self._stop.is_set,
         )
@@ -272,6 +276,9 @@ class Worker:
         if self._aimed is not None:
             await self._aimed.aclose()
             self._aimed = None
+        if self._twilio is not None:
+            await self._twilio.close()
+            self._twilio = None
 
     def wake(self) -> None:
         """Run the jobs now rather than at the next poll (something became due)."""

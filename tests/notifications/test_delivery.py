@@ -202,11 +202,13 @@ class TestSms:
         assert len(form["Body"]) <= 160
         assert form["Body"].startswith(f"PAGE CRITICAL #{incident['id']} (triggered): xxx")
         assert "[checkout-api]" in form["Body"]
-        assert form["Body"].endswith(
-            f"Ack: POST http://127.0.0.1:8000/v1/incidents/{incident['id']}/acknowledge"
-        )
+        # The page says how to answer it, with the user's first code (docs/twilio.md).
+        assert form["Body"].endswith("[checkout-api]. Reply 1a to ack, 1r to resolve")
         sms = await delivery_log(harness, channel="sms")
         assert [(r.status, r.provider_message_id) for r in sms] == [("sent", "SM9f8e")]
+        assert form["StatusCallback"] == (
+            f"http://127.0.0.1:8000/v1/inbound/twilio/status?n={sms[0].id}"
+        )
 
     async def test_a_bad_number_is_a_permanent_failure(
         self, admin_client, user, harness, http_receiver
