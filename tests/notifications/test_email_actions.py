@@ -349,3 +349,23 @@ async def test_the_access_log_never_shows_a_links_token(
     assert line.getMessage().startswith("GET /v1/actions/[redacted] 200")
     assert line.path == "/v1/actions/[redacted]" and line.route == "/v1/actions/{token}"
     assert token not in caplog.text
+
+
+async def test_a_link_spent_by_a_concurrent_request_is_not_spent_again(factory, harness, user):
+    """The unique token id decides when two uses race past the check: the second insert writes
+    nothing (and answers False) instead of failing the transaction."""
+    incident = await factory.incident()
+    token = actions.make(
+        harness.settings, incident_id=incident.id, user_id=user.id, action="acknowledge",
+        written_at=harness.clock.now(),
+    )  # fmt: skip
+    link = actions.read(harness.settings, token)
+    assert link is not None
+    sessions = harness.app.state.sessionmaker
+    async with session_scope(sessions) as first, session_scope(sessions) as second:
+        assert await actions.spend(first, link, now=harness.clock.now()) is True
+        await first.commit()
+        assert await actions.spend(second, link, now=harness.clock.now()) is False
+        # The transaction is still usable after the refused insert.
+        assert await second.scalar(select(func.count()).select_from(ActionTokenUse)) == 1
+    assert await uses(harness) == 1
