@@ -3,6 +3,7 @@ first, by app.alerts.router: they are the busiest)."""
 
 from fastapi import APIRouter
 
+from app.actions.router import router as actions_router
 from app.analytics.router import router as analytics_router
 from app.auth.router import router as auth_router
 from app.escalation.router import incidents as incident_escalation_router
@@ -36,5 +37,6 @@ api_router.include_router(oncall_router)
 api_router.include_router(analytics_router)
 # Twilio's webhooks (outside the OpenAPI document: Twilio calls them, not API clients).
 api_router.include_router(telephony_router)
+api_router.include_router(actions_router)
 # The original API's escalation paths, deprecated aliases: last, as the least used.
 api_router.include_router(legacy_escalation_router)

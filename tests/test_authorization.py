@@ -17,6 +17,9 @@ KEY = "integration key"
 ROUTING_KEY = "routing key"
 # Calendar feeds: the secret token in the URL, never a user token: without it, 401 for everyone.
 FEED_TOKEN = "feed token"
+# A page email's one-click link: the signed token in the URL, never a user token: a made-up one
+# gets the 404 page whoever calls.
+ACTION_TOKEN = "action token"
 
 # (method, path template) → who may call it.
 RULES: dict[tuple[str, str], str] = {
@@ -134,6 +137,8 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/users/{user_id}/notification-rules"): ADMIN,
     ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
     ("DELETE", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
+    ("GET", "/v1/actions/{token}"): ACTION_TOKEN,
+    ("POST", "/v1/actions/{token}"): ACTION_TOKEN,
 }
 
 # A body each endpoint accepts, so that a refusal is about who calls, not what is sent.
@@ -242,6 +247,8 @@ def expected_refusal(rule: str, caller: str, template: str) -> int | None:
         return None if template == KEYS_OWN_ENDPOINT else 403  # a key works on its kind only
     if rule in (KEY, FEED_TOKEN):
         return 401
+    if rule == ACTION_TOKEN:
+        return 404
     if rule == ROUTING_KEY:
         return 400
     if rule == PUBLIC:
@@ -306,6 +313,7 @@ async def test_matrix(harness, factory, caller):
             incident_id=incident.id,
             policy_id=policy.id,
             email="x@example.com",
+            token="not-a-real-token",
         )
         body = BODIES.get((method, template))
         if callable(body):

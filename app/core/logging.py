@@ -30,6 +30,15 @@ SECRET_IN_QUERY = re.compile(
     r"([?&](?:key|token|routing_key|new_password|password)=)[^&\s\"]+", re.IGNORECASE
 )
 
+# Secrets in a path: the signed token of a page email's one-click link (`/v1/actions/<token>`)
+# acts as its recipient until it is used or expires.
+SECRET_IN_PATH = re.compile(r"(/v1/actions/)[^/?\s\"]+")
+
+
+def redact(text: str) -> str:
+    """`text` (a request line, a path or a URL) with the secrets it may carry masked."""
+    return SECRET_IN_PATH.sub(r"\1[redacted]", SECRET_IN_QUERY.sub(r"\1[redacted]", text))
+
 
 @dataclass
 class RequestInfo:
@@ -75,12 +84,9 @@ class RequestContext(logging.Filter):
 class RedactQuerySecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                SECRET_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        if isinstance(record.msg, str) and "=" in record.msg:
-            record.msg = SECRET_IN_QUERY.sub(r"\1[redacted]", record.msg)
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str) and ("=" in record.msg or "/v1/actions/" in record.msg):
+            record.msg = redact(record.msg)
         return True
 
 

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
 from app.core.errors import internal_error
-from app.core.logging import REQUEST, RequestInfo
+from app.core.logging import REQUEST, RequestInfo, redact
 
 access_log = logging.getLogger("app.access")
 
@@ -122,9 +122,10 @@ class RequestObserver:
             count.inc()
             latency.observe(elapsed)
             if self.access_log and access_log.isEnabledFor(logging.INFO):
+                path = redact(scope["path"])
                 access_log.info(
-                    "%s %s %d %.1f ms", method, scope["path"], status, elapsed * 1000,
-                    extra={"method": method, "route": route, "path": scope["path"],
+                    "%s %s %d %.1f ms", method, path, status, elapsed * 1000,
+                    extra={"method": method, "route": route, "path": path,
                            "status": status, "duration_ms": round(elapsed * 1000, 2),
                            "client": _client(scope)},
                 )  # fmt: skip

@@ -38,6 +38,13 @@ CONSOLE_POLICY = (
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 CONSOLE = "/ui"
+# The pages of a page email's one-click links: the console's style sheet, no script at all, a
+# form that posts to this origin only, and nothing frames them.
+ACTIONS_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+ACTIONS = "/v1/actions/"
 CONSOLE_STATIC = "/ui/static/"
 
 
@@ -56,6 +63,8 @@ class SecurityHeaders:
             policy = DOCS_POLICY
         elif path == CONSOLE or path.startswith(CONSOLE + "/"):
             policy = CONSOLE_POLICY
+        elif path.startswith(ACTIONS):
+            policy = ACTIONS_POLICY
         else:
             policy = API_POLICY
         # The console's scripts and styles are named by a digest of their content (?v=): a day.

@@ -35,4 +35,5 @@ class ActionType(StrEnum):
     notify = "notify"
     assign = "assign"
     webhook = "webhook"
+    teams = "teams"  # a Microsoft Teams channel, through a Workflows webhook
     set_severity = "set_severity"

@@ -37,13 +37,14 @@ async def list_policies(
 
 
 def check_webhook_urls(steps: Sequence[Step], *, allow_private: bool) -> None:
-    """Webhook actions obey the outbound address rules when saved, not only when sent."""
+    """Webhook and Teams actions obey the outbound address rules when saved, not only when
+    sent."""
     for number, step in enumerate(steps, start=1):
         for action in step.actions:
-            if action.type is ActionType.webhook:
+            if action.type in (ActionType.webhook, ActionType.teams):
                 problem = check_url_syntax(action.url or "", allow_private=allow_private)
                 if problem:
-                    raise Unprocessable(f"step {number}: webhook url: {problem}")
+                    raise Unprocessable(f"step {number}: {action.type.value} url: {problem}")
 
 
 async def check_policy(

@@ -37,7 +37,7 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class Action:
     type: ActionType
-    url: str | None = None  # of a `webhook` action
+    url: str | None = None  # of a `webhook` or `teams` action
     severity: str | None = None  # of a `set_severity` action
 
     @classmethod

@@ -53,13 +53,32 @@ class WebhookAction(RequestModel):
         return value
 
 
+class TeamsAction(RequestModel):
+    type: Literal["teams"]
+    url: Annotated[
+        AnyHttpUrl,
+        Field(
+            description='A Microsoft Teams Workflows webhook URL ("When a Teams webhook request is '
+            'received"); receives an Adaptive Card'
+        ),
+    ]
+
+    @field_validator("url")
+    @classmethod
+    def _short(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(value)) > 2000:
+            raise ValueError("URL longer than 2,000 characters")
+        return value
+
+
 class SetSeverityAction(RequestModel):
     type: Literal["set_severity"]
     severity: Severity
 
 
 Action = Annotated[
-    NotifyAction | AssignAction | WebhookAction | SetSeverityAction, Field(discriminator="type")
+    NotifyAction | AssignAction | WebhookAction | TeamsAction | SetSeverityAction,
+    Field(discriminator="type"),
 ]
 
 
@@ -194,13 +213,24 @@ class WebhookActionRead(BaseModel):
     )
 
 
+class TeamsActionRead(BaseModel):
+    type: Literal["teams"]
+    url: str | None = Field(
+        description="The Teams Workflows webhook the step posts to; null for anyone but an admin"
+    )
+
+
 class SetSeverityActionRead(BaseModel):
     type: Literal["set_severity"]
     severity: Severity
 
 
 ActionRead = Annotated[
-    NotifyActionRead | AssignActionRead | WebhookActionRead | SetSeverityActionRead,
+    NotifyActionRead
+    | AssignActionRead
+    | WebhookActionRead
+    | TeamsActionRead
+    | SetSeverityActionRead,
     Field(discriminator="type"),
 ]
 
@@ -246,7 +276,9 @@ class EscalationEventRead(ResponseModel):
         if admin:
             return self
         actions = [
-            a.model_copy(update={"url": None}) if isinstance(a, WebhookActionRead) else a
+            a.model_copy(update={"url": None})
+            if isinstance(a, WebhookActionRead | TeamsActionRead)
+            else a
             for a in self.actions
         ]
         return self.model_copy(update={"actions": actions})

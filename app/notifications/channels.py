@@ -35,7 +35,7 @@ from app.core.outbound import (
     RefusedDestination,
     check_url_syntax,
 )
-from app.notifications.render import Message, slack_escape
+from app.notifications.render import HEADLINES, Message, slack_escape
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,50 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     """`sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`, as receivers check it."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + digest.hexdigest()
+
+
+# ---- Microsoft Teams ----------------------------------------------------------------------------
+
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+
+
+def teams_message(payload: dict[str, Any], *, base_url: str) -> dict[str, Any]:
+    """The body a Teams Workflows webhook takes: a `message` with one Adaptive Card (1.4): what
+    happened to which incident, its facts, and a button that opens it in the console, where
+    people act on it (a card sent this way cannot act on the incident itself)."""
+    incident = payload["incident"]
+    event = payload["event"]
+    headline = HEADLINES.get(event, event.replace("_", " ").capitalize())
+    facts = [
+        {"title": "Incident", "value": f"#{incident['id']}"},
+        {"title": "Severity", "value": incident["severity"]},
+        {"title": "Status", "value": incident["status"]},
+        {"title": "Service", "value": incident.get("service_name") or "none"},
+        {"title": "Event", "value": event},
+    ]
+    if payload.get("actor"):
+        facts.append({"title": "By", "value": str(payload["actor"])})
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": f"{headline}: #{incident['id']} {incident['title']}",
+         "weight": "Bolder", "size": "Medium", "wrap": True},
+        {"type": "FactSet", "facts": facts},
+    ]  # fmt: skip
+    if payload.get("detail"):
+        body.append({"type": "TextBlock", "text": str(payload["detail"]), "wrap": True})
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+        "actions": [
+            {"type": "Action.OpenUrl", "title": "Open in the console",
+             "url": f"{base_url}/ui/incidents/{incident['id']}"},
+        ],
+    }  # fmt: skip
+    return {
+        "type": "message",
+        "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}],
+    }
 
 
 # ---- the adapters --------------------------------------------------------------------------------
@@ -344,6 +388,19 @@ class Channels:
             },
         ]  # fmt: skip
         content = json.dumps({"text": text, "blocks": blocks}).encode()
+        await post(
+            self.aimed, outgoing.address, content=content,
+            headers={"Content-Type": "application/json"}, quote_answer=not outgoing.personal,
+        )  # fmt: skip
+        return None
+
+    async def _send_teams(self, outgoing: Outgoing) -> str | None:
+        """A message with one Adaptive Card to a Microsoft Teams Workflows webhook ("When a Teams
+        webhook request is received"), which posts it to its channel and answers 202."""
+        check_destination(outgoing.address, allow_private=self.settings.allow_private_outbound)
+        content = json.dumps(
+            teams_message(outgoing.payload, base_url=self.settings.public_base_url)
+        ).encode()
         await post(
             self.aimed, outgoing.address, content=content,
             headers={"Content-Type": "application/json"}, quote_answer=not outgoing.personal,

@@ -181,6 +181,32 @@ def action_webhook_row(
     )  # fmt: skip
 
 
+def action_teams_row(
+    *,
+    incident: dict[str, Any],
+    event: Mapping[str, Any],
+    url: str,
+    index: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The Adaptive Card of a policy step's `teams` action (a Teams Workflows webhook): made
+    from the same payload as a personal `teams` preference's message when it is sent."""
+    cause = f"escalation:{event['id']}"
+    payload = {
+        "event": "escalated", "incident": incident, "actor": None, "recipient": None,
+        "step": event["step"], "cycle": event["cycle"],
+    }  # fmt: skip
+    return notification_row(
+        key=f"{cause}{ACTION_KEY}{index}", incident_id=incident["id"], event="escalated",
+        channel="teams", address=url, subject=_subject("escalated", incident), payload=payload,
+        now=now, escalation_event_id=event["id"],
+    )  # fmt: skip
+
+
+# A policy step's actions that post to a URL, each made into an outbox row.
+ACTION_ROWS = {"webhook": action_webhook_row, "teams": action_teams_row}
+
+
 @dataclass(frozen=True)
 class Subscription:
     id: int
@@ -363,11 +389,11 @@ class StepPages:
             extra={"step": event["step"], "cycle": event["cycle"]}, rules=self.rules,
         )  # fmt: skip
         pages += [
-            action_webhook_row(
+            ACTION_ROWS[action["type"]](
                 incident=summary, event=event, url=action["url"], index=index, now=now
             )
             for index, action in enumerate(event["actions"])
-            if action["type"] == "webhook"
+            if action["type"] in ACTION_ROWS
         ]
         return pages, notified
 

@@ -298,3 +298,22 @@ def notification_row(
         "receipt": None, "receipt_at": None, "provider_error": None,
         "request_id": current_request_id(), "created_at": now, "updated_at": now,
     }  # fmt: skip
+
+
+class ActionTokenUse(Base):
+    """A one-click action link of a page email that has been used (`app.notifications.actions`):
+    its token's id is unique here, and written in the transaction of the action, so a token acts
+    once."""
+
+    __tablename__ = "action_token_uses"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    incident_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(16))
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime())

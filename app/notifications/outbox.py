@@ -30,7 +30,7 @@ from app.core.db import is_unavailable, limit_lock_waits, session_scope
 from app.core.logging import acting_for
 from app.incidents import timeline
 from app.incidents.models import Incident, Status, TimelineEntry
-from app.notifications import render, replies
+from app.notifications import actions, render, replies
 from app.notifications.channels import Channels, DeliveryError, Outgoing
 from app.notifications.models import (
     ACTION_KEY,
@@ -87,6 +87,7 @@ class Claimed:
     secret: str | None
     unsendable: str | None = None  # why it cannot be sent now (a secret no key decrypts)
     refused: str | None = None  # why it is never to be sent (a number that opted out)
+    created_at: datetime | None = None  # when the row was written (a page's links count from it)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ async def claim(
         refused = replies.OPTED_OUT if r.channel == "sms" and r.address in opted_out else None
         claimed.append(
             Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, address, r.event,
-                    r.subject, r.payload, r.attempts, secret, unsendable, refused)
+                    r.subject, r.payload, r.attempts, secret, unsendable, refused, r.created_at)
         )  # fmt: skip
     return claimed
 
@@ -232,8 +233,26 @@ def _message(claimed: Claimed, settings: Settings, renderers: Renderers) -> rend
     if special is not None:
         return special.render(claimed.payload, settings)
     if claimed.channel in ("email", "sms", "slack"):
-        return render.render(claimed.channel, claimed.payload, base_url=settings.public_base_url)
+        return render.render(
+            claimed.channel, claimed.payload, base_url=settings.public_base_url,
+            links=_action_links(claimed, settings),
+        )  # fmt: skip
     return render.Message(subject=claimed.subject, text=claimed.subject)
+
+
+def _action_links(claimed: Claimed, settings: Settings) -> dict[str, str] | None:
+    """A page email's one-click Acknowledge and Resolve links, for its recipient, valid for a
+    day from when the page was written (`app.notifications.actions`)."""
+    if not (
+        claimed.channel == "email" and claimed.event in PAGE_EVENTS
+        and claimed.user_id is not None and claimed.incident_id is not None
+        and claimed.created_at is not None
+    ):  # fmt: skip
+        return None
+    return actions.urls(
+        settings, incident_id=claimed.incident_id, user_id=claimed.user_id,
+        written_at=claimed.created_at,
+    )  # fmt: skip
 
 
 async def attempt(
@@ -262,7 +281,7 @@ async def attempt(
     elif claimed.channel == "webhook":
         body = json.dumps(claimed.payload, separators=(",", ":"))
     else:
-        body = message.text
+        body = message.stored_text()  # a page's one-click links withheld
     subject = message.subject or claimed.subject
     outgoing = Outgoing(
         id=claimed.id, channel=claimed.channel, address=claimed.address, message=message,

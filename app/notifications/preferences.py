@@ -32,7 +32,7 @@ from app.users.models import User
 
 logger = logging.getLogger(__name__)
 
-CHANNELS = ("email", "sms", "slack", "webhook")
+CHANNELS = ("email", "sms", "slack", "webhook", "teams")
 EVENTS = ("triggered", "escalated", "acknowledged", "resolved", "assigned", "commented", "reopened")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -54,7 +54,7 @@ class Preference:
     is_default: bool
     updated_at: datetime | None
     # email and sms: whether anything but a verification message may go to effective_address;
-    # slack and webhook: always (their URLs are held to the outbound address rules instead).
+    # slack, webhook and teams: always (their URLs are held to the outbound address rules).
     verified: bool = True
 
     def wants(self, event: str, severity: str) -> bool:
@@ -180,7 +180,7 @@ def validate(
         if not E164.match(compact):
             raise Unprocessable("sms: the address must be an E.164 number such as +15551234567")
         return compact
-    # slack and webhook: a URL is where the message goes, so one is needed to turn it on.
+    # slack, webhook and teams: a URL is where the message goes, so one is needed to turn it on.
     if address is None:
         if enabled:
             raise Unprocessable(f"{channel}: an https URL is needed to enable this channel")

@@ -33,6 +33,19 @@ class Message:
     subject: str
     text: str
     html: str | None = None
+    # What the message carries that only its recipient may see (the one-click links of a page
+    # email): kept out of the delivery log's copy of its text.
+    secrets: tuple[str, ...] = ()
+
+    def stored_text(self) -> str:
+        """The text as the delivery log keeps it: each secret withheld."""
+        text = self.text
+        for secret in self.secrets:
+            text = text.replace(secret, WITHHELD)
+        return text
+
+
+WITHHELD = "[link withheld]"
 
 
 @cache
@@ -61,8 +74,11 @@ def _template(channel: str, event: str, part: str) -> Any:
         return environment.get_template(f"{channel}/default.{part}")
 
 
-def context(payload: dict[str, Any], *, base_url: str) -> dict[str, Any]:
-    """What every template may use, from a notification's stored payload."""
+def context(
+    payload: dict[str, Any], *, base_url: str, links: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What every template may use, from a notification's stored payload; `links`: a page
+    email's one-click action URLs by action (acknowledge, resolve), made when it is sent."""
     incident = payload["incident"]
     event = payload["event"]
     # People open the console's page (its Acknowledge button); scripts use the API's path.
@@ -82,18 +98,23 @@ def context(payload: dict[str, Any], *, base_url: str) -> dict[str, Any]:
         "acknowledge_url": f"{api_url}/acknowledge",
         # An SMS page's short code to answer with (app.notifications.replies), if it has one.
         "reply_code": payload.get("reply_code"),
+        "links": links or {},
     }
 
 
-def render(channel: str, payload: dict[str, Any], *, base_url: str) -> Message:
-    """The message for one notification on `channel` (email, sms or slack)."""
-    values = context(payload, base_url=base_url)
+def render(
+    channel: str, payload: dict[str, Any], *, base_url: str, links: dict[str, str] | None = None
+) -> Message:
+    """The message for one notification on `channel` (email, sms or slack); `links`: the
+    one-click action URLs of a page email (`app.notifications.actions.urls`)."""
+    values = context(payload, base_url=base_url, links=links)
     event = values["event"]
     if channel == "email":
         return Message(
             subject=_line(_template("email", event, "subject.txt").render(values)),
             text=_template("email", event, "text.txt").render(values),
             html=_template("email", event, "html.html").render(values),
+            secrets=tuple((links or {}).values()),
         )
     if channel == "sms":
         return Message(subject="", text=_sms(event, values))

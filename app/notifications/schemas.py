@@ -8,13 +8,13 @@ from pydantic import BaseModel, Field, StrictBool
 from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.incidents.models import Severity
 
-ChannelName = Literal["email", "sms", "slack", "webhook"]
+ChannelName = Literal["email", "sms", "slack", "webhook", "teams"]
 EventName = Literal[
     "triggered", "escalated", "acknowledged", "resolved", "assigned", "commented", "reopened"
 ]
 DEFAULT_EVENTS: tuple[EventName, ...] = ("escalated", "assigned")
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-DeliveryChannel = Literal["email", "sms", "voice", "slack", "slack_dm", "webhook", "log"]
+DeliveryChannel = Literal["email", "sms", "voice", "slack", "slack_dm", "webhook", "teams", "log"]
 
 
 def _default_events() -> list[EventName]:
@@ -40,8 +40,8 @@ class PreferenceRead(ResponseModel):
     verified: bool = Field(
         description="email and sms: whether effective_address is verified (a code entered, an "
         "admin's word, or the account's own email); nothing but a verification code is sent to "
-        "an address that is not. slack and webhook: always true (their URLs are checked by the "
-        "outbound address rules instead)."
+        "an address that is not. slack, webhook and teams: always true (their URLs are checked "
+        "by the outbound address rules instead)."
     )
 
 
@@ -55,7 +55,8 @@ class PreferenceUpdate(RequestModel):
         default=None,
         max_length=2048,
         description="email: an address; sms: an E.164 number (+15551234567); slack: an incoming-"
-        "webhook URL; webhook: an https URL. Null: the account's email or profile phone.",
+        "webhook URL; webhook: an https URL; teams: a Microsoft Teams Workflows webhook URL "
+        "(docs/email-and-teams.md). Null: the account's email or profile phone.",
     )
     min_severity: Severity = Severity.info
     events: list[EventName] = Field(default_factory=_default_events, max_length=7)

@@ -232,6 +232,8 @@ def step_summary(step: dict[str, Any], users: dict[int, str], schedules: dict[in
             does.append(f"severity → {action['severity']}")
         elif action["type"] == "webhook":
             does.append(f"webhook {action['url']}")
+        elif action["type"] == "teams":
+            does.append(f"Teams {action['url']}")
         else:
             does.append(action["type"])
     return (
@@ -300,6 +302,7 @@ class StepRow:
     assign: bool = False
     severity: str = ""
     webhooks: str = ""
+    teams: str = ""  # Teams Workflows webhook URLs, one per line
     remove: bool = False
     new: bool = False
 
@@ -313,6 +316,7 @@ class StepRow:
             or self.assign
             or self.severity
             or self.webhooks.strip()
+            or self.teams.strip()
         )
 
     @classmethod
@@ -329,6 +333,7 @@ class StepRow:
             assign=any(a["type"] == "assign" for a in actions),
             severity=severities[-1] if severities else "",
             webhooks="\n".join(a["url"] for a in actions if a["type"] == "webhook"),
+            teams="\n".join(a["url"] for a in actions if a["type"] == "teams"),
         )
 
     def step(self) -> dict[str, Any]:
@@ -343,6 +348,9 @@ class StepRow:
         for line in self.webhooks.splitlines():
             if line.strip():
                 actions.append({"type": "webhook", "url": line.strip()})
+        for line in self.teams.splitlines():
+            if line.strip():
+                actions.append({"type": "teams", "url": line.strip()})
         return {
             "delay_minutes": _number(self.delay) if self.delay.strip() else 0,
             "targets": [{"type": "user", "id": _number(i)} for i in self.users]
@@ -393,6 +401,7 @@ def _rows_from(form: FormData) -> list[StepRow]:
                 assign=bool(_text(form, key + "assign")),
                 severity=_text(form, key + "severity"),
                 webhooks=_text(form, key + "webhooks"),
+                teams=_text(form, key + "teams"),
                 remove=bool(_text(form, key + "remove")),
                 new=bool(_text(form, key + "new")),
             )

@@ -4,6 +4,7 @@ webhook action received, then the next step by hand."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.e2e.base import (
@@ -159,6 +160,27 @@ class Escalation(WalkBase):
             ack_url = f"{self.api.base_url}/v1/incidents/{p()}/acknowledge"
             expect(ack_url in content, f"no acknowledge link in the mail: {content[:300]}")
             expect(mail.get_body(preferencelist=("html",)) is not None, "no HTML part")
+        with self.check(
+            "the page's one-click links: opening one changes nothing, a changed one is refused",
+            NOTIFICATIONS,
+        ):
+            local = self.needs_local()
+            mail = local.inbox.wait_for(
+                f"carol's page for incident {p()}",
+                lambda m, rcpt: carol.email in rcpt and f"PAGE #{p()}" in str(m["Subject"]),
+            )
+            content = plain_text(mail)
+            links = re.findall(r"(/v1/actions/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", content)
+            expect_eq(len(links), 2, "links in the page (Acknowledge, Resolve)")
+            html = mail.get_body(preferencelist=("html",))
+            html_text = html.get_content() if html is not None else ""
+            expect(all(link in html_text for link in links), "the HTML part lacks a link")
+            page = self.api.request("GET", links[0], expect=200)
+            expect(f"#{p()}" in page.text and '<form method="post"' in page.text, page.text[:300])
+            expect_eq(self.incident(p())["status"], "triggered", "status after opening the link")
+            changed = links[0][:-1] + ("A" if links[0][-1] != "A" else "B")
+            self.api.request("POST", changed, expect=404)
+            expect_eq(self.incident(p())["status"], "triggered", "status after a changed link")
         with self.check("the step's webhook action is received, signed", ESCALATION):
             local = self.needs_local()
             request = local.receiver.wait_for(

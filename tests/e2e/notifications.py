@@ -37,7 +37,7 @@ class Notifications(WalkBase):
         ):
             answer = self.api.get(mine, token=carol.bearer)
             by_channel = {p["channel"]: p for p in answer["items"]}
-            expect_eq(list(by_channel), ["email", "sms", "slack", "webhook"], "channels")
+            expect_eq(list(by_channel), ["email", "sms", "slack", "webhook", "teams"], "channels")
             expected: dict[str, Any] = {
                 "enabled": True,
                 "is_default": True,

@@ -19,14 +19,14 @@ async def test_a_new_user_gets_email_for_escalations_and_assignments(user_client
     body = response.json()
     assert body["next_cursor"] is None
     prefs = by_channel(body)
-    assert list(prefs) == ["email", "sms", "slack", "webhook"]
+    assert list(prefs) == ["email", "sms", "slack", "webhook", "teams"]
     assert prefs["email"] == {
         "channel": "email", "enabled": True, "address": None,
         "effective_address": user.email, "min_severity": "info",
         "events": ["escalated", "assigned"], "is_default": True, "updated_at": None,
         "verified": True,  # the account's own email, as its admin created it
     }  # fmt: skip
-    assert [prefs[c]["enabled"] for c in ("sms", "slack", "webhook")] == [False, False, False]
+    assert [prefs[c]["enabled"] for c in ("sms", "slack", "webhook", "teams")] == [False] * 4
 
 
 async def test_put_stores_the_whole_preference(user_client, harness):

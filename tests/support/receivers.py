@@ -142,6 +142,43 @@ def verify(secret: str, request: Mapping[str, Any]) -> Any:
 # ---- a TLS peer that only listens ---------------------------------------------------------------
 
 
+# What a Microsoft Teams Workflows webhook ("When a Teams webhook request is received") takes: a
+# `message` whose attachments are Adaptive Cards (the connectors' MessageCard is not accepted).
+# The elements and actions the service sends are checked against the Adaptive Card schema's
+# required properties.
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+CARD_ELEMENTS = {"TextBlock": {"text"}, "FactSet": {"facts"}}
+CARD_ACTIONS = {"Action.OpenUrl": {"url"}}
+
+
+def teams_card(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The Adaptive Card of a request to a Teams Workflows webhook, once the request is checked
+    as a Workflow would take it: a JSON POST, `{"type": "message", "attachments": [...]}`, one
+    Adaptive Card attachment with `contentUrl` null, and a card of version 1.0-1.5 (what Teams
+    renders) made only of elements and actions that carry the properties the schema requires."""
+    assert request["method"] == "POST", request["method"]
+    assert request["headers"].get("content-type", "").startswith("application/json")
+    message = json.loads(request["body"])
+    assert set(message) == {"type", "attachments"} and message["type"] == "message", message
+    [attachment] = message["attachments"]
+    assert attachment["contentType"] == ADAPTIVE_CARD, attachment
+    assert "contentUrl" in attachment and attachment["contentUrl"] is None
+    card: dict[str, Any] = attachment["content"]
+    assert card["type"] == "AdaptiveCard"
+    assert card["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json"
+    assert card["version"] in ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5"), card["version"]
+    for element in card["body"]:
+        assert CARD_ELEMENTS[element["type"]] <= set(element), element
+        for fact in element.get("facts", []):
+            assert set(fact) == {"title", "value"} and all(
+                isinstance(v, str) for v in fact.values()
+            )
+    for action in card.get("actions", []):
+        assert CARD_ACTIONS[action["type"]] <= set(action), action
+        assert action["url"].startswith(("https://", "http://")), action
+    return card
+
+
 class TLSListener:
     """A TCP listener on 127.0.0.1 that records, for each connection, the server name a TLS client
     asked for (SNI, read from its ClientHello, RFC 8446 4.1.2 and RFC 6066 3), then hangs up.

@@ -442,6 +442,34 @@ async def test_editing_a_policys_steps_is_stored_as_the_api_returns_it(
     assert read["description"] == "" and read["repeat_count"] == 0
 
 
+async def test_a_steps_teams_urls_survive_the_form(harness, signed_in, factory, admin, user):
+    policy = await two_step_policy(factory, admin, user)
+    browser, token = await signed_in(admin)
+    teams = "https://prod-00.westeurope.logic.azure.com/workflows/a/triggers/manual/paths/invoke"
+    form = policy_form(
+        token,
+        step_form(0, position="1", delay="5", users=str(admin.id), notify="1",
+                  webhooks="https://hooks.example.com/x", teams=f"{teams}\n\n"),
+    )  # fmt: skip
+    saved = await browser.post(f"/ui/admin/policies/{policy.id}", data=form)
+    assert saved.status_code == 303, saved.text[:2000]
+    read = await read_policy(harness, factory, admin, policy.id)
+    assert read["steps"][0]["actions"] == [
+        {"type": "notify"},
+        {"type": "webhook", "url": "https://hooks.example.com/x"},
+        {"type": "teams", "url": teams},
+    ]
+    page = (await browser.get(f"/ui/admin/policies/{policy.id}")).text
+    assert f'<textarea name="steps-0-teams" rows="2">{teams}</textarea>' in page
+    listed = (await browser.get("/ui/admin/policies")).text
+    assert f"Teams {teams}" in listed
+    # A URL the outbound rules refuse is refused here too, and nothing changes.
+    form = policy_form(token, step_form(0, position="1", notify="1", teams="ftp://x"))
+    refused = await browser.post(f"/ui/admin/policies/{policy.id}", data=form)
+    assert refused.status_code == 422 and "step 1: actions" in refused.text
+    assert (await read_policy(harness, factory, admin, policy.id))["steps"] == read["steps"]
+
+
 async def test_an_admin_creates_a_policy_from_the_form(harness, signed_in, factory, admin, user):
     browser, token = await signed_in(admin)
     form = await browser.get("/ui/admin/policies/new")
