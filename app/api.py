@@ -14,6 +14,7 @@ from app.notifications import router as notifications
 from app.schedules.router import oncall_router
 from app.schedules.router import router as schedules_router
 from app.services.router import router as services_router
+from app.slack.router import router as slack_router
 from app.users.router import router as users_router
 
 api_router = APIRouter(prefix="/v1")
@@ -32,5 +33,7 @@ api_router.include_router(notifications.webhooks)
 api_router.include_router(schedules_router)
 api_router.include_router(oncall_router)
 api_router.include_router(analytics_router)
+# Slack's calls (the Slack app's buttons and slash command), not in the OpenAPI document.
+api_router.include_router(slack_router)
 # The original API's escalation paths, deprecated aliases: last, as the least used.
 api_router.include_router(legacy_escalation_router)

@@ -36,3 +36,4 @@ class ActionType(StrEnum):
     assign = "assign"
     webhook = "webhook"
     set_severity = "set_severity"
+    slack = "slack"  # a message with buttons in a Slack channel (the Slack app)

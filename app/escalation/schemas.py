@@ -58,8 +58,23 @@ class SetSeverityAction(RequestModel):
     severity: Severity
 
 
+SlackChannelId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[CG][A-Z0-9]{8,20}$"),
+    Field(description="A Slack channel id, such as `C0123ABCD`", examples=["C0123ABCD"]),
+]
+
+
+class SlackAction(RequestModel):
+    type: Literal["slack"]
+    channel: SlackChannelId = Field(
+        description="Where the Slack app posts the incident, with its buttons (see docs/slack.md)"
+    )
+
+
 Action = Annotated[
-    NotifyAction | AssignAction | WebhookAction | SetSeverityAction, Field(discriminator="type")
+    NotifyAction | AssignAction | WebhookAction | SetSeverityAction | SlackAction,
+    Field(discriminator="type"),
 ]
 
 
@@ -199,8 +214,17 @@ class SetSeverityActionRead(BaseModel):
     severity: Severity
 
 
+class SlackActionRead(BaseModel):
+    type: Literal["slack"]
+    channel: str
+
+
 ActionRead = Annotated[
-    NotifyActionRead | AssignActionRead | WebhookActionRead | SetSeverityActionRead,
+    NotifyActionRead
+    | AssignActionRead
+    | WebhookActionRead
+    | SetSeverityActionRead
+    | SlackActionRead,
     Field(discriminator="type"),
 ]
 

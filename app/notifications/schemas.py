@@ -14,7 +14,9 @@ EventName = Literal[
 ]
 DEFAULT_EVENTS: tuple[EventName, ...] = ("escalated", "assigned")
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-DeliveryChannel = Literal["email", "sms", "slack", "webhook", "log"]
+DeliveryChannel = Literal[
+    "email", "sms", "slack", "webhook", "log", "slack_channel", "slack_dm", "slack_update"
+]
 
 
 def _default_events() -> list[EventName]:
