@@ -216,7 +216,7 @@ class SetSeverityActionRead(BaseModel):
 
 class SlackActionRead(BaseModel):
     type: Literal["slack"]
-    channel: str
+    channel: str = Field(description="The Slack channel id the step posts the incident to")
 
 
 ActionRead = Annotated[
