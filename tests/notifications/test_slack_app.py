@@ -4,6 +4,7 @@ change; the buttons and the `/incident` slash command, signed as Slack signs the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,6 +26,7 @@ from tests.support.slack import (
     buttons,
     signed,
 )
+from tests.support.waiting import wait_until
 
 ACK, RESOLVE, ESCALATE = "incident_acknowledge", "incident_resolve", "incident_escalate"
 CHANNEL = "C0123ABCD"
@@ -421,6 +423,39 @@ async def test_a_retried_update_shows_the_newest_state(harness, admin_client, us
     [kept] = await kept_messages(harness)
     assert buttons(fake_slack.messages[(CHANNEL, kept.ts)]["blocks"]) == []
     assert {r.status for r in await delivery_log(harness, channel="slack_update")} == {"sent"}
+
+
+async def test_a_message_whose_incident_changed_while_it_was_posted_is_updated(
+    harness, admin_client, fake_slack
+):
+    """No update can name a message before Slack answered its post: one that shows an older
+    state than the incident's once kept is updated at once."""
+    service = await admin_client.post("/v1/services/", json={"name": "s", "slack_channel": CHANNEL})
+    incident = (await admin_client.post(
+        "/v1/incidents/", json={"title": "t", "service_id": service.json()["id"]}
+    )).json()  # fmt: skip
+    fake_slack.delay = 0.5
+    posting = asyncio.create_task(harness.run_jobs())
+
+    async def posted() -> list[Any] | None:
+        return fake_slack.of("chat.postMessage") or None
+
+    await wait_until("the post to reach Slack", posted, seconds=10, every=0.02)
+    acked = await admin_client.post(f"/v1/incidents/{incident['id']}/acknowledge")
+    assert acked.status_code == 200
+    await posting
+    [post] = fake_slack.of("chat.postMessage")
+    assert "triggered" in post.args["text"]  # as it was when claimed
+    assert fake_slack.of("chat.update") == []
+    fake_slack.delay = 0
+    await harness.run_jobs()
+    [update] = fake_slack.of("chat.update")
+    assert update.args["ts"] == post_ts(fake_slack) and "Acknowledged by" in update.args["text"]
+
+
+def post_ts(fake_slack: FakeSlack) -> str:
+    [(_, ts)] = list(fake_slack.messages)
+    return ts
 
 
 async def test_a_refused_post_fails_for_good(harness, admin_client, fake_slack):

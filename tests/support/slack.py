@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +64,7 @@ class FakeSlack:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # Errors to answer next, whatever is called: (HTTP status, Slack's error, Retry-After).
     script: list[tuple[int, str, str | None]] = field(default_factory=list)
+    delay: float = 0.0  # seconds before each answer: keeps a call in flight
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _ts: int = 0
@@ -178,6 +180,7 @@ class FakeSlack:
                 elif body:
                     args.update({k: v[0] for k, v in parse_qs(body.decode()).items()})
                 status, answer, extra = fake.answer(parts.path[len("/api/") :], args, headers)
+                time.sleep(fake.delay)
                 content = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
