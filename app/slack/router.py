@@ -133,11 +133,11 @@ async def interactions(
         raise DomainError("The form field `payload` must hold Slack's JSON") from exc
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
         return Response(status_code=200)  # nothing else is asked of the app
-    actions = payload.get("actions") or []
-    action = actions[0] if isinstance(actions, list) and actions else {}
-    slack_user = str((payload.get("user") or {}).get("id") or "")
-    channel = str((payload.get("channel") or {}).get("id") or "")
-    if not isinstance(action, dict) or action.get("action_id") not in slack_messages.BUTTONS:
+    actions = payload.get("actions")
+    action = _mapping(actions[0] if isinstance(actions, list) and actions else None)
+    slack_user = str(_mapping(payload.get("user")).get("id") or "")
+    channel = str(_mapping(payload.get("channel")).get("id") or "")
+    if action.get("action_id") not in slack_messages.BUTTONS:
         return Response(status_code=200)
 
     def tell(text: str) -> Response:
@@ -152,10 +152,16 @@ async def interactions(
     if user is None:
         return tell(NO_ACCOUNT)
     answer = await _act(
-        session, incident_id=int(value), what=slack_messages.BUTTONS[action["action_id"]].lower(),
+        session, incident_id=int(value),
+        what=slack_messages.BUTTONS[str(action["action_id"])].lower(),
         user=user, clock=clock,
     )  # fmt: skip
     return Response(status_code=200) if answer is None else tell(answer)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """A JSON object of Slack's payload, or an empty one when it is anything else."""
+    return value if isinstance(value, dict) else {}
 
 
 async def _act(

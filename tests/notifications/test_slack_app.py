@@ -325,6 +325,38 @@ async def test_a_forged_signature_is_refused_and_changes_nothing(
     assert fake_slack.of("users.info") == []
 
 
+async def test_bad_payloads_get_a_clear_answer_and_change_nothing(
+    harness, admin_client, user, fake_slack
+):
+    incident = await open_on_channel(admin_client, harness, fake_slack)
+    async with harness.make_client() as slack_client:
+        for body, status in [
+            (b"", 400),
+            (b"payload=not-json", 400),
+            (urlencode({"other": "x"}).encode(), 400),
+            (urlencode({"payload": json.dumps({"type": "view_submission"})}).encode(), 200),
+            (urlencode({"payload": json.dumps({"type": "block_actions", "user": "U1",
+                                               "actions": ["x"]})}).encode(), 200),
+            (urlencode({"payload": json.dumps([1, 2])}).encode(), 200),
+            (press(ACK, incident["id"]).replace(b"incident_acknowledge", b"incident_delete"),
+             200),
+        ]:  # fmt: skip
+            response = await send(slack_client, INTERACTIONS, body, harness)
+            assert response.status_code == status, (body, response.text)
+            if status == 400:
+                assert response.json()["detail"]
+        wrong_number = await send(
+            slack_client, INTERACTIONS,
+            press(ACK, incident["id"]).replace(f"%22{incident['id']}%22".encode(), b"%22x1%22"),
+            harness,
+        )  # fmt: skip
+        assert wrong_number.status_code == 200
+    [ephemeral] = fake_slack.of("chat.postEphemeral")
+    assert "`x1` is not an incident number" in ephemeral.args["text"]
+    assert await status_of(admin_client, incident["id"]) == "triggered"
+    assert fake_slack.of("users.info") == []
+
+
 async def test_a_request_replayed_after_five_minutes_is_refused(
     harness, admin_client, user, fake_slack
 ):
