@@ -15,6 +15,7 @@ from app.notifications import router as notifications
 from app.schedules.router import oncall_router
 from app.schedules.router import router as schedules_router
 from app.services.router import router as services_router
+from app.slack.router import router as slack_router
 from app.telephony.router import router as telephony_router
 from app.users.router import router as users_router
 
@@ -38,5 +39,7 @@ api_router.include_router(analytics_router)
 # Twilio's webhooks (outside the OpenAPI document: Twilio calls them, not API clients).
 api_router.include_router(telephony_router)
 api_router.include_router(actions_router)
+# Slack's calls (the Slack app's buttons and slash command), not in the OpenAPI document.
+api_router.include_router(slack_router)
 # The original API's escalation paths, deprecated aliases: last, as the least used.
 api_router.include_router(legacy_escalation_router)

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # (its own opt-out handling): leave this off unless that handling is turned off.
     twilio_keyword_replies: bool = False
 
+    # The Slack app (buttons, message updates, /incident): on when both are set.
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
     # Delivery of notifications.
     notify_max_attempts: int = Field(default=6, ge=1, le=20)
     # Waits between attempts: about base, 4 × base, 16 × base … never more than max (±20 %).
@@ -224,6 +229,10 @@ class Settings(BaseSettings):
         if self.metrics_access == MetricsAccess.token and len(self.metrics_token or "") < 16:
             raise ValueError("METRICS_ACCESS=token needs a METRICS_TOKEN of at least 16 characters")
         return self
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token and self.slack_signing_secret)
 
     @property
     def json_logs(self) -> bool:

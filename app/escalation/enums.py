@@ -37,3 +37,4 @@ class ActionType(StrEnum):
     webhook = "webhook"
     teams = "teams"  # a Microsoft Teams channel, through a Workflows webhook
     set_severity = "set_severity"
+    slack = "slack"  # a message with buttons in a Slack channel (the Slack app)

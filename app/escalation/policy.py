@@ -39,10 +39,13 @@ class Action:
     type: ActionType
     url: str | None = None  # of a `webhook` or `teams` action
     severity: str | None = None  # of a `set_severity` action
+    channel: str | None = None  # of a `slack` action
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Action:
-        return cls(ActionType(data["type"]), data.get("url"), data.get("severity"))
+        return cls(
+            ActionType(data["type"]), data.get("url"), data.get("severity"), data.get("channel")
+        )
 
 
 def targets_of(data: Sequence[Mapping[str, Any]]) -> tuple[Target, ...]:

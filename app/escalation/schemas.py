@@ -76,8 +76,22 @@ class SetSeverityAction(RequestModel):
     severity: Severity
 
 
+SlackChannelId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[CG][A-Z0-9]{8,20}$"),
+    Field(description="A Slack channel id, such as `C0123ABCD`", examples=["C0123ABCD"]),
+]
+
+
+class SlackAction(RequestModel):
+    type: Literal["slack"]
+    channel: SlackChannelId = Field(
+        description="Where the Slack app posts the incident, with its buttons (see docs/slack.md)"
+    )
+
+
 Action = Annotated[
-    NotifyAction | AssignAction | WebhookAction | TeamsAction | SetSeverityAction,
+    NotifyAction | AssignAction | WebhookAction | TeamsAction | SetSeverityAction | SlackAction,
     Field(discriminator="type"),
 ]
 
@@ -225,12 +239,18 @@ class SetSeverityActionRead(BaseModel):
     severity: Severity
 
 
+class SlackActionRead(BaseModel):
+    type: Literal["slack"]
+    channel: str = Field(description="The Slack channel id the step posts the incident to")
+
+
 ActionRead = Annotated[
     NotifyActionRead
     | AssignActionRead
     | WebhookActionRead
     | TeamsActionRead
-    | SetSeverityActionRead,
+    | SetSeverityActionRead
+    | SlackActionRead,
     Field(discriminator="type"),
 ]
 

@@ -64,6 +64,7 @@ async def changed(
     if kind in STARTS_ESCALATION:
         await runs.start(session, incident=incident, now=now)
     await session.flush()
+    await compose.update_slack_messages(session, incident=incident, entry=recorded, now=now)
     if kind in ANNOUNCED:
         await compose.announce(
             session, incident=incident, entry=recorded, event=kind.value, actor=actor, now=now
@@ -336,6 +337,7 @@ async def assign(
         return incident
     entry = timeline.record(session, done.entry)
     await session.flush()
+    await compose.update_slack_messages(session, incident=incident, entry=entry, now=now)
     if done.added:
         await compose.announce(
             session, incident=incident, entry=entry, event=EntryType.assigned.value, actor=actor,

@@ -33,6 +33,7 @@ async def _audience(
     pages = await compose.step_pages(
         session, user_ids=user_ids,
         service_ids=[incident["service_id"] for incident in claimed.incidents.values()],
+        incident_ids=[incident["id"] for incident in claimed.incidents.values()],
     )  # fmt: skip
     return firing.Audience(active=pages.people.keys(), on_call=on_call, page=pages)
 

@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import aiosmtplib
 import httpx
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
@@ -35,6 +37,7 @@ from app.core.outbound import (
     RefusedDestination,
     check_url_syntax,
 )
+from app.notifications import slack_messages as slack
 from app.notifications.render import HEADLINES, Message, slack_escape
 
 logger = logging.getLogger(__name__)
@@ -245,6 +248,7 @@ class Channels:
         self.http = http
         self.aimed = aimed
         self.twilio = twilio
+        self._slack: AsyncWebClient | None = None  # made when first needed
 
     async def send(self, outgoing: Outgoing) -> str | None:
         """Deliver; answers the provider's message id (None when the provider gives none)."""
@@ -425,3 +429,67 @@ class Channels:
             quote_answer=not outgoing.personal,
         )  # fmt: skip
         return None
+
+    # ---- the Slack app (chat.postMessage, chat.update) ---------------------------------------
+
+    async def _send_slack_channel(self, outgoing: Outgoing) -> str | None:
+        """Post to a channel: answers `<conversation>/<ts>`, kept to update the message."""
+        return await self._slack_post(outgoing)
+
+    async def _send_slack_dm(self, outgoing: Outgoing) -> str | None:
+        """Post to a member id: Slack opens the direct message; its `D…` id is what it answers."""
+        return await self._slack_post(outgoing)
+
+    async def _send_slack_update(self, outgoing: Outgoing) -> str | None:
+        ts = str(outgoing.payload["ts"])
+        text, blocks = slack.message(outgoing.payload, base_url=self.settings.public_base_url)
+        answer = await self._slack_call(
+            "chat_update", channel=outgoing.address, ts=ts, text=text, blocks=blocks
+        )
+        if answer is None:
+            return await self._send_log(outgoing)
+        return slack.message_id(outgoing.address, str(answer.get("ts") or ts))
+
+    async def _slack_post(self, outgoing: Outgoing) -> str | None:
+        text, blocks = slack.message(outgoing.payload, base_url=self.settings.public_base_url)
+        answer = await self._slack_call(
+            "chat_postMessage", channel=outgoing.address, text=text, blocks=blocks
+        )
+        if answer is None:
+            return await self._send_log(outgoing)
+        return slack.message_id(str(answer["channel"]), str(answer["ts"]))
+
+    async def _slack_call(self, method: str, **arguments: Any) -> dict[str, Any] | None:
+        """Call a Web API method with the bot token; None when Slack is not configured in
+        development (the message goes to the log). Slack's refusals are final; its outages, rate
+        limits and a network failing are tried again."""
+        settings = self.settings
+        if not settings.slack_bot_token:
+            if settings.is_production:
+                raise DeliveryError("Slack is not configured (SLACK_BOT_TOKEN)", permanent=True)
+            return None
+        if self._slack is None:
+            self._slack = slack.client(settings)
+        try:
+            response = await getattr(self._slack, method)(**arguments)
+        except SlackApiError as exc:
+            answer = exc.response
+            error = str(answer.get("error") or f"HTTP {answer.status_code}")
+            status = answer.status_code
+            retry_after = _retry_after(answer.headers.get("Retry-After"))
+            transient = error in SLACK_TRANSIENT or status == 429 or status >= 500
+            raise DeliveryError(
+                f"Slack {method.replace('_', '.', 1)}: {error}"[:500], permanent=not transient,
+                retry_after=retry_after,
+            ) from exc  # fmt: skip
+        except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
+            raise DeliveryError(f"Slack: {type(exc).__name__}: {exc}"[:500],
+                                permanent=False) from exc  # fmt: skip
+        data = response.data
+        return data if isinstance(data, dict) else {}
+
+
+# Slack's errors worth another attempt (the others are refusals: a channel not found, a bad token).
+SLACK_TRANSIENT = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)

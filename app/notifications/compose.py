@@ -10,7 +10,7 @@ event; the outbox (`app.notifications.outbox`) delivers them later.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -24,6 +24,7 @@ from app.core.logging import acting_for, current_request_id
 from app.escalation.models import EscalationEvent
 from app.incidents.models import Assignment, Incident, TimelineEntry
 from app.notifications import contacts, preferences, verification
+from app.notifications import slack_messages as slack
 from app.notifications.contacts import PageRule
 from app.notifications.models import (
     ACTION_KEY,
@@ -264,6 +265,17 @@ async def announce(
     )  # fmt: skip
 
 
+async def update_slack_messages(
+    session: AsyncSession, *, incident: Incident, entry: TimelineEntry, now: datetime
+) -> None:
+    """After a change of the incident (recorded by `entry`): an update of each Slack message kept
+    about it, showing the change and who made it (rendered when sent, from the state then)."""
+    if await slack.update_messages(
+        session, incident_id=incident.id, cause=f"timeline:{entry.id}", now=now
+    ):
+        session.info[WAKE_WORKER] = True
+
+
 @dataclass(frozen=True)
 class Told:
     """One incident event to announce: the incident (SUMMARY_COLUMNS at least), the timeline
@@ -281,6 +293,33 @@ async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: d
     if told:
         audience, hooks = await _asked_for_new_incidents(session)
         await _write(session, event="triggered", told=told, user_ids=audience, now=now, hooks=hooks)
+        await _post_to_service_channels(session, told, now=now)
+
+
+async def _post_to_service_channels(
+    session: AsyncSession, told: Sequence[Told], *, now: datetime
+) -> None:
+    """A Slack message in the channel of each new incident's service, for those that name one."""
+    channels = await slack.service_channels(session, [t.incident["service_id"] for t in told])
+    if not channels:
+        return
+    names = await service_names(session, channels)
+    rows = []
+    for one in told:
+        channel = channels.get(one.incident["service_id"])
+        if channel is None:
+            continue
+        summary = incident_summary(one.incident, names.get(one.incident["service_id"]))
+        with acting_for(one.request_id or current_request_id()):
+            rows.append(
+                slack.post_row(
+                    key=f"timeline:{one.entry_id}:slack:{channel}", incident=summary,
+                    channel=channel, event="triggered", subject=_subject("triggered", summary),
+                    now=now,
+                )
+            )  # fmt: skip
+    await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
+    session.info[WAKE_WORKER] = True
 
 
 async def _asked_for_new_incidents(session: AsyncSession) -> tuple[list[int], list[Subscription]]:
@@ -371,6 +410,8 @@ class StepPages:
     hooks: Sequence[Subscription]
     services: Mapping[int, str]
     rules: Mapping[int, Sequence[PageRule]]  # of those people who have notification rules
+    # The Slack messages kept about the incidents, updated when a step fires.
+    messages: Mapping[int, list[tuple[int, str, str]]] = field(default_factory=dict)
 
     def __call__(
         self, *, event: Mapping[str, Any], incident: Mapping[str, Any], severity: str,
@@ -395,11 +436,28 @@ class StepPages:
             for index, action in enumerate(event["actions"])
             if action["type"] in ACTION_ROWS
         ]
+        cause = f"escalation:{event['id']}"
+        pages += [
+            slack.post_row(
+                key=f"{cause}{ACTION_KEY}{index}", incident=summary, channel=action["channel"],
+                event="escalated", subject=_subject("escalated", summary), now=now,
+                escalation_event_id=event["id"],
+            )
+            for index, action in enumerate(event["actions"])
+            if action["type"] == "slack"
+        ]  # fmt: skip
+        pages += slack.update_rows(
+            self.messages.get(incident["id"], []), incident_id=incident["id"], cause=cause, now=now
+        )
         return pages, notified
 
 
 async def step_pages(
-    session: AsyncSession, *, user_ids: Iterable[int], service_ids: Iterable[int | None]
+    session: AsyncSession,
+    *,
+    user_ids: Iterable[int],
+    service_ids: Iterable[int | None],
+    incident_ids: Iterable[int] = (),
 ) -> StepPages:
     """What writing the pages of a batch of steps needs: a handful of reads for any number of
     steps."""
@@ -411,4 +469,5 @@ async def step_pages(
         rules=await contacts.for_paging(
             session, {uid: person.email for uid, (person, _) in people.items()}
         ),
+        messages=await slack.messages_of(session, incident_ids),
     )

@@ -274,6 +274,27 @@ class WebhookSubscription(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class SlackMessage(Base):
+    """A message the Slack app posted about an incident (to a channel, or to a person's DM), kept so
+    that it can be updated (`chat.update`) when the incident changes. `channel` is the
+    conversation Slack answered with (a DM's `D…` id, not the member id it was posted to)."""
+
+    __tablename__ = "slack_messages"
+    __table_args__ = (UniqueConstraint("channel", "ts"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str] = mapped_column(String(32))
+    # The notification that posted it.
+    notification_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("notifications.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def notification_row(
     *,
     key: str,

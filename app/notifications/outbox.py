@@ -31,12 +31,14 @@ from app.core.logging import acting_for
 from app.incidents import timeline
 from app.incidents.models import Incident, Status, TimelineEntry
 from app.notifications import actions, render, replies
+from app.notifications import slack_messages as slack
 from app.notifications.channels import Channels, DeliveryError, Outgoing
 from app.notifications.models import (
     ACTION_KEY,
     PAGE_EVENTS,
     Notification,
     NotificationStatus,
+    SlackMessage,
     WebhookSubscription,
 )
 
@@ -158,9 +160,17 @@ async def claim(
             )
             if r.payload.get("reply_code") != code:
                 r.payload = {**r.payload, "reply_code": code}
+    # The Slack app's messages show the incident as it is now, whenever the row was written.
+    shown = await slack.current(
+        session, [r.incident_id for r in rows
+                  if r.channel in slack.APP_CHANNELS and r.incident_id is not None]
+    )  # fmt: skip
     claimed = []
     for r in rows:
         address, secret, unsendable = r.address, None, None
+        payload = r.payload
+        if r.channel in slack.APP_CHANNELS and r.incident_id in shown:
+            payload = {**payload, **shown[r.incident_id]}
         if r.webhook_id is not None and r.webhook_id in hooks:
             address, sealed = hooks[r.webhook_id]  # its current URL and secret
             try:
@@ -178,7 +188,7 @@ async def claim(
         refused = replies.OPTED_OUT if r.channel == "sms" and r.address in opted_out else None
         claimed.append(
             Claimed(r.id, r.incident_id, r.user_id, r.webhook_id, r.channel, address, r.event,
-                    r.subject, r.payload, r.attempts, secret, unsendable, refused, r.created_at)
+                    r.subject, payload, r.attempts, secret, unsendable, refused, r.created_at)
         )  # fmt: skip
     return claimed
 
@@ -237,6 +247,9 @@ def _message(claimed: Claimed, settings: Settings, renderers: Renderers) -> rend
             claimed.channel, claimed.payload, base_url=settings.public_base_url,
             links=_action_links(claimed, settings),
         )  # fmt: skip
+    if claimed.channel in slack.APP_CHANNELS:
+        text, _ = slack.message(claimed.payload, base_url=settings.public_base_url)
+        return render.Message(subject=claimed.subject, text=text)
     return render.Message(subject=claimed.subject, text=claimed.subject)
 
 
@@ -336,6 +349,8 @@ async def record_outcomes(
         )
     }
     entries = []
+    kept: list[dict[str, Any]] = []  # the Slack app's messages posted, to be updated later
+    sent_state: dict[int, dict[str, Any]] = {}  # what each of them shows
     recorded: list[tuple[str, str, float | None]] = []  # channel, outcome, seconds to send
     for outcome in outcomes:
         claimed = outcome.claimed
@@ -359,6 +374,18 @@ async def record_outcomes(
             row.sent_at = now
             row.last_error = None
             row.provider_message_id = (outcome.provider_message_id or "")[:255] or None
+            posted = slack.posted(row.provider_message_id) if row.channel in slack.POSTING else None
+            if posted is not None and row.incident_id is not None:
+                kept.append(
+                    {
+                        "incident_id": row.incident_id,
+                        "channel": posted[0],
+                        "ts": posted[1],
+                        "notification_id": row.id,
+                        "created_at": now,
+                    }
+                )
+                sent_state[row.id] = {k: claimed.payload.get(k) for k in ("incident", "last")}
             failed = False
             recorded.append((row.channel, "sent", (now - row.created_at).total_seconds()))
             logger.info(
@@ -389,11 +416,36 @@ async def record_outcomes(
                 extra={**said, "outcome": "retry"},
             )  # fmt: skip
             continue
-        if row.incident_id is not None:
+        if row.incident_id is not None and row.channel != slack.UPDATE:  # updates: the log only
             with acting_for(row.request_id):
                 entries.append(_delivered(row, now=now, failed=failed))
     await bulk.insert_rows(session, cast(Table, TimelineEntry.__table__), entries)
+    await _keep_slack_messages(session, kept, sent_state, now=now)
     metrics.count_deliveries(session, recorded)
+
+
+async def _keep_slack_messages(
+    session: AsyncSession, kept: list[dict[str, Any]], sent_state: dict[int, dict[str, Any]],
+    *, now: datetime,
+) -> None:  # fmt: skip
+    """Keep the Slack app's messages just posted, to update them when their incident changes; one
+    whose incident changed while it was on its way (no update could name it yet) is updated now."""
+    if not kept:
+        return
+    written = await bulk.insert_rows(
+        session, cast(Table, SlackMessage.__table__), kept, returning=("id",), ordered=True
+    )
+    shown = await slack.current(session, [k["incident_id"] for k in kept])
+    updates: list[dict[str, Any]] = []
+    for message, (message_id,) in zip(kept, written, strict=True):
+        state = shown.get(message["incident_id"])
+        if state is not None and state != sent_state[message["notification_id"]]:
+            updates += slack.update_rows(
+                [(message_id, message["channel"], message["ts"])],
+                incident_id=message["incident_id"],
+                cause=f"posted:{message['notification_id']}", now=now,
+            )  # fmt: skip
+    await bulk.insert_rows(session, cast(Table, Notification.__table__), updates)
 
 
 def _delivered(row: Notification, *, now: datetime, failed: bool) -> timeline.Row:

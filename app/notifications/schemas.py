@@ -14,7 +14,18 @@ EventName = Literal[
 ]
 DEFAULT_EVENTS: tuple[EventName, ...] = ("escalated", "assigned")
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-DeliveryChannel = Literal["email", "sms", "voice", "slack", "slack_dm", "webhook", "teams", "log"]
+DeliveryChannel = Literal[
+    "email",
+    "sms",
+    "voice",
+    "slack",
+    "slack_channel",
+    "slack_dm",
+    "slack_update",
+    "webhook",
+    "teams",
+    "log",
+]
 
 
 def _default_events() -> list[EventName]:

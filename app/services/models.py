@@ -23,5 +23,7 @@ class Service(Base):
     escalation_policy_id: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("escalation_policies.id", ondelete="RESTRICT"), index=True
     )
+    # A Slack channel id (`C0123ABCD`): the Slack app posts its new incidents there.
+    slack_channel: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -57,6 +57,7 @@ async def create_service(
         description=body.description,
         is_active=body.is_active,
         escalation_policy_id=body.escalation_policy_id,
+        slack_channel=body.slack_channel,
         now=clock.now(),
     )
 

@@ -14,6 +14,11 @@ ServiceName = Annotated[
     AfterValidator(single_line),
 ]
 Description = Annotated[str, StringConstraints(max_length=20_000)]
+SlackChannel = Annotated[str, StringConstraints(pattern=r"^[CG][A-Z0-9]{8,20}$")]
+SLACK_CHANNEL = (
+    "A Slack channel id, such as `C0123ABCD`: the Slack app posts the service's new incidents "
+    "there, with Acknowledge / Resolve / Escalate buttons (see docs/slack.md); null: none"
+)
 
 
 class ServiceRead(ResponseModel):
@@ -21,6 +26,7 @@ class ServiceRead(ResponseModel):
     name: str
     description: str
     escalation_policy_id: int | None = None
+    slack_channel: str | None = Field(default=None, description=SLACK_CHANNEL)
     is_active: bool
     created_at: datetime
     updated_at: datetime
@@ -34,6 +40,7 @@ class ServiceCreate(RequestModel):
         default=None,
         description="Default policy for its incidents when no policy's conditions match",
     )
+    slack_channel: SlackChannel | None = Field(default=None, description=SLACK_CHANNEL)
 
     model_config = {
         "json_schema_extra": {
@@ -45,11 +52,12 @@ class ServiceCreate(RequestModel):
 class ServiceUpdate(PartialUpdate):
     """Fields to change; omitted fields stay as they are."""
 
-    nullable_fields = frozenset({"escalation_policy_id"})
+    nullable_fields = frozenset({"escalation_policy_id", "slack_channel"})
 
     name: ServiceName | None = None
     description: Description | None = None
     is_active: StrictBool | None = None
     escalation_policy_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    slack_channel: SlackChannel | None = Field(default=None, description=SLACK_CHANNEL)
 
     model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}

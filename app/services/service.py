@@ -33,6 +33,7 @@ async def create(
     description: str = "",
     is_active: bool = True,
     escalation_policy_id: int | None = None,
+    slack_channel: str | None = None,
 ) -> Service:
     if await get_by_name(session, name) is not None:
         raise Conflict(f"A service named {name!r} already exists")
@@ -43,6 +44,7 @@ async def create(
         description=description,
         is_active=is_active,
         escalation_policy_id=escalation_policy_id,
+        slack_channel=slack_channel,
         created_at=now,
         updated_at=now,
     )
