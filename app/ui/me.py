@@ -302,10 +302,15 @@ async def confirm_code(
     if not CODE.fullmatch(code):
         shown = Shown(code_errors={method_id: "Enter the 6 digits of the code."})
         return await _page(request, session, browser, shown, status=422)
-    check, _ = await contacts.confirm(
-        session, user=browser.user, method_id=method_id, code=code,
-        secret_key=settings.secret_key, now=clock.now(),
-    )  # fmt: skip
+    try:
+        check, _ = await contacts.confirm(
+            session, user=browser.user, method_id=method_id, code=code,
+            secret_key=settings.secret_key, now=clock.now(),
+        )  # fmt: skip
+    except DomainError as exc:  # a Slack member id: nothing to prove
+        await _after_rollback(session, browser)
+        shown = Shown(code_errors={method_id: field_refusal(exc, ())[1]})
+        return await _page(request, session, browser, shown, status=exc.status_code)
     if check.outcome is not verification.Checked.verified:
         await session.commit()  # a wrong code counts, though the answer is a refusal
         refused = verification.refusal(check)

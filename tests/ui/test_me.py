@@ -259,6 +259,19 @@ async def test_a_number_is_proven_with_the_code_sent_to_it(
     assert again.status_code == 409
     assert f"{NUMBER} is verified already" in again.text
     assert len(await delivery_log(harness, event="address_verification")) == 1
+    # A Slack member id has nothing to prove: refused beside it, nothing sent.
+    slack = await user_client.post(METHODS, json={"type": "slack", "address": "U0SLACK"})
+    sid = slack.json()["id"]
+    for action, data in (("send-code", {}), ("confirm", {"code": "123456"})):
+        answer = await browser.post(
+            f"/ui/me/methods/{sid}/{action}", data={"csrf_token": token} | data
+        )
+        assert answer.status_code == 422, action
+        assert (
+            f'<p class="error" id="code-{sid}-error" role="alert">'
+            "A Slack contact method needs no verification</p>"
+        ) in answer.text
+    assert len(await delivery_log(harness, event="address_verification")) == 1
 
 
 async def test_an_expired_code_says_so(signed_in, user_client, user, harness, settings):
