@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, s
 from sqlalchemy import select
 
 from app.auth.dependencies import AdminUser, CurrentUser
-from app.core import ratelimit
 from app.core.actors import Actor
 from app.core.clock import Clock
 from app.core.config import Settings
@@ -164,15 +163,11 @@ CONFIRM: Responses = {
 
 
 async def _limit_codes(request: Request, settings: Settings, clock: Clock, user: User) -> None:
-    """Verification codes a user may ask for, across preferences and contact methods."""
-    await ratelimit.check(
-        request.app.state.sessionmaker,
-        {f"verify:user:{user.id}": ratelimit.Limit.per(
-            settings.rate_limit_verification_per_user_per_hour, 3600
-        )},
-        now=clock.now(),
-        detail="Too many verification codes asked for",
-    )  # fmt: skip
+    """Verification codes a user may ask for, across preferences and contact methods (the
+    console takes from the same bucket: `verification.limit_codes`)."""
+    await verification.limit_codes(
+        request.app.state.sessionmaker, settings, user_id=user.id, now=clock.now()
+    )
 
 
 @preferences.post(

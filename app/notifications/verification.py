@@ -28,8 +28,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import ratelimit
 from app.core.config import Settings
 from app.core.db import WAKE_WORKER
 from app.core.errors import BadRequest, Conflict, DomainError, Gone
@@ -156,6 +157,25 @@ async def _row(
         )  # fmt: skip
         session.add(row)
     return row
+
+
+async def limit_codes(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, *, user_id: int,
+    now: datetime,
+) -> None:  # fmt: skip
+    """Take one of the codes a user may ask for in an hour, across preferences and contact
+    methods, from the API and the console alike: `TooManyRequests` when none is left.
+
+    The limit is taken in a transaction of its own (`ratelimit.check`): on SQLite, which has one
+    writer at a time, the caller ends its own transaction first."""
+    await ratelimit.check(
+        sessionmaker,
+        {f"verify:user:{user_id}": ratelimit.Limit.per(
+            settings.rate_limit_verification_per_user_per_hour, 3600
+        )},
+        now=now,
+        detail="Too many verification codes asked for",
+    )  # fmt: skip
 
 
 async def send_code(

@@ -3,7 +3,7 @@ can act on (the form is shown again with it and with what was typed)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
@@ -33,3 +33,24 @@ def problems(exc: ValidationError, names: Mapping[str, str] | None = None) -> st
 
 def refusal(exc: DomainError) -> str:
     return exc.detail if isinstance(exc.detail, str) else "That was refused"
+
+
+def field_problems(exc: ValidationError) -> dict[str, str]:
+    """A validation error by the form field it concerns (the first part of each location), to
+    show each message beside its field; errors with no field go under ''."""
+    found: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = error["loc"]
+        name = str(loc[0]) if loc else ""
+        found.setdefault(name, []).append(str(error["msg"]).removeprefix("Value error, "))
+    return {name: "; ".join(messages) for name, messages in found.items()}
+
+
+def field_refusal(exc: DomainError, fields: Iterable[str]) -> tuple[str, str]:
+    """A domain error as (field, message): a detail such as `address: not a phone number…` names
+    its field first (one of `fields`); any other detail goes under ''."""
+    detail = refusal(exc)
+    name, colon, rest = detail.partition(": ")
+    if colon and name in set(fields):
+        return name, rest
+    return "", detail

@@ -3,6 +3,9 @@ in ROUTES below fails `test_every_console_route_has_a_row`, so it cannot ship un
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+from itertools import pairwise
+
 from fastapi.routing import iter_route_contexts
 
 from tests.support.console import sign_in
@@ -26,6 +29,13 @@ ROUTES = {
     ("GET", "/ui/analytics"): SIGNED_IN,
     ("GET", "/ui/oncall"): SIGNED_IN,
     ("GET", "/ui/services"): SIGNED_IN,
+    ("GET", "/ui/me"): SIGNED_IN,
+    ("POST", "/ui/me/methods"): SIGNED_IN,
+    ("POST", "/ui/me/methods/{method_id}/delete"): SIGNED_IN,
+    ("POST", "/ui/me/methods/{method_id}/send-code"): SIGNED_IN,
+    ("POST", "/ui/me/methods/{method_id}/confirm"): SIGNED_IN,
+    ("POST", "/ui/me/rules"): SIGNED_IN,
+    ("POST", "/ui/me/rules/{rule_id}/delete"): SIGNED_IN,
     ("POST", "/ui/services/{service_id}/integrations/{integration_id}/rotate"): ADMIN,
     ("GET", "/ui/admin/users"): ADMIN,
     ("POST", "/ui/admin/users"): ADMIN,
@@ -60,6 +70,8 @@ async def objects(factory, user) -> dict[str, str]:
     integration = await factory.integration(service_id=service.id)
     incident = await factory.incident(title="t")
     policy = await factory.policy(name="p")
+    method = await factory.contact_method(user_id=user.id)
+    rule = await factory.notification_rule(user_id=user.id, contact_method_id=method.id)
     return {
         "{incident_id}": str(incident.id),
         "{action}": "acknowledge",
@@ -67,6 +79,8 @@ async def objects(factory, user) -> dict[str, str]:
         "{integration_id}": str(integration.id),
         "{user_id}": str(user.id),
         "{policy_id}": str(policy.id),
+        "{method_id}": str(method.id),
+        "{rule_id}": str(rule.id),
     }
 
 
@@ -119,3 +133,130 @@ async def test_admins_reach_every_admin_page(harness, browser_factory, factory, 
         if rule == ADMIN and method == "GET":
             answer = await browser.get(concrete(template, values))
             assert answer.status_code == 200, (template, answer.status_code)
+
+
+# ---- accessibility: labelled controls, errors tied to their fields, headings in order ------------
+
+
+class _Structure(HTMLParser):
+    """What the checks below read of a page: its controls, labels, headings and ids."""
+
+    CONTROLS = ("input", "select", "textarea")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.label_for: set[str] = set()
+        self.controls: list[dict[str, str | None]] = []  # with "wrapped": inside a <label>
+        self.headings: list[int] = []
+        self.roles: dict[str, str | None] = {}  # id → role
+        self.buttons: list[str] = []
+        self._open_labels = 0
+        self._button: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("id"):
+            self.ids.append(str(found["id"]))
+            self.roles[str(found["id"])] = found.get("role")
+        if tag == "label":
+            self._open_labels += 1
+            if found.get("for"):
+                self.label_for.add(str(found["for"]))
+        elif tag in self.CONTROLS and found.get("type") not in ("hidden", "submit"):
+            self.controls.append(found | {"tag": tag, "wrapped": "1" if self._open_labels else ""})
+        elif len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
+            self.headings.append(int(tag[1]))
+        elif tag == "button":
+            self._button = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self._open_labels -= 1
+        elif tag == "button" and self._button is not None:
+            self.buttons.append(" ".join("".join(self._button).split()))
+            self._button = None
+
+    def handle_data(self, data: str) -> None:
+        if self._button is not None:
+            self._button.append(data)
+
+
+def accessibility_problems(page: str) -> list[str]:
+    found = _Structure()
+    found.feed(page)
+    problems = [f"id {i!r} used twice" for i in set(found.ids) if found.ids.count(i) > 1]
+    for control in found.controls:
+        name = control.get("name") or control.get("id")
+        labelled = (
+            control["wrapped"]
+            or control.get("id") in found.label_for
+            or control.get("aria-label")
+            or control.get("aria-labelledby")
+        )
+        if not labelled:
+            problems.append(f"{control['tag']} {name!r} has no label")
+        described = (control.get("aria-describedby") or "").split()
+        missing = [i for i in described if i not in found.ids]
+        problems += [f"{name!r} is described by missing #{i}" for i in missing]
+        if control.get("aria-invalid") == "true" and not any(
+            found.roles.get(i) == "alert" for i in described
+        ):
+            problems.append(f"{name!r} is invalid with no error tied to it")
+    problems += ["a button without a name" for b in found.buttons if not b]
+    if found.headings[:1] != [1] or found.headings.count(1) != 1:
+        problems.append(f"one h1 first, not {found.headings}")
+    for before, heading in pairwise(found.headings):
+        if heading > before + 1:
+            problems.append(f"h{heading} right after h{before}")
+    return problems
+
+
+async def test_my_page_is_labelled_and_its_errors_are_tied_to_their_fields(
+    harness, browser_factory, factory, user
+):
+    browser = browser_factory()
+    token = await sign_in(browser, user.email)
+    method = await factory.contact_method(user_id=user.id, label="Mobile")
+    await factory.notification_rule(user_id=user.id, contact_method_id=method.id)
+    sent = await browser.post(f"/ui/me/methods/{method.id}/send-code", data={"csrf_token": token})
+    assert sent.status_code == 303
+    pages = {
+        "with methods and a code sent": await browser.get(f"/ui/me?sent={method.id}"),
+        "confirming a delete": await browser.get(f"/ui/me?delete_method={method.id}"),
+        "a refused number": await browser.post(
+            "/ui/me/methods", data={"csrf_token": token, "type": "sms", "address": "+1555"}
+        ),
+        "a refused rule": await browser.post(
+            "/ui/me/rules",
+            data={"csrf_token": token, "contact_method_id": "x", "delay_minutes": "y"},
+        ),
+        "a wrong code": await browser.post(
+            f"/ui/me/methods/{method.id}/confirm", data={"csrf_token": token, "code": "12"}
+        ),
+    }
+    for state, answer in pages.items():
+        assert answer.status_code in (200, 422), (state, answer.status_code)
+        assert accessibility_problems(answer.text) == [], state
+        assert answer.text.count('aria-invalid="true"') == (
+            {"a refused number": 1, "a refused rule": 2, "a wrong code": 1}.get(state, 0)
+        ), state
+    empty = browser_factory()
+    stranger = await factory.user()
+    await sign_in(empty, stranger.email)
+    assert accessibility_problems((await empty.get("/ui/me")).text) == []
+
+
+async def test_every_console_page_is_labelled_with_its_headings_in_order(
+    harness, browser_factory, factory, admin, user
+):
+    values = await objects(factory, user)
+    browser = browser_factory()
+    assert accessibility_problems((await browser.get("/ui/login")).text) == []
+    await sign_in(browser, admin.email)
+    for (method, template), _ in ROUTES.items():
+        if method != "GET" or template in ("/ui", "/ui/", "/ui/login", "/ui/events"):
+            continue
+        answer = await browser.get(concrete(template, values))
+        assert answer.status_code == 200, template
+        assert accessibility_problems(answer.text) == [], template

@@ -10,10 +10,12 @@ README and docs/console.md show two of them (docs/screenshots/, copied from a ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,17 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
 
+from app.core.config import DEFAULT_SECRET_KEY
+from app.core.db import create_engine
+from app.notifications.models import Notification
+from app.notifications.verification import VERIFICATION_EVENT, code_for
 from tests.support.console import sign_in_over_http
 from tests.support.databases import postgres_database
 from tests.support.ports import free_port
 from tests.support.processes import CLI, serve, stop
+from tests.support.settings import make_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -84,6 +92,8 @@ def world(backend: str, database: str, tmp_path_factory: pytest.TempPathFactory)
     folder = tmp_path_factory.mktemp("servers")
     env = {
         "PATH": str(Path(CLI).parent) + ":/usr/bin:/bin",
+        # The servers run this checkout's code (not another one the environment installed).
+        "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database,
         "WORKER_POLL_INTERVAL_SECONDS": "0.2",
         "ACCESS_LOG": "false",
@@ -255,6 +265,108 @@ def test_the_list_is_usable_at_a_phone_width(world: World, chromium: Browser) ->
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
     page.screenshot(path=world.shots / "incidents-phone.png", full_page=True)
+    page.context.close()
+
+
+def verification_nonce(database: str, address: str) -> str:
+    """The nonce of the last code queued to `address`, read from the servers' database (the
+    message itself, which shows the code, is never stored)."""
+
+    async def read() -> str:
+        engine = create_engine(make_settings(database))
+        try:
+            async with engine.connect() as connection:
+                payload = await connection.scalar(
+                    select(Notification.payload)
+                    .where(Notification.event == VERIFICATION_EVENT)
+                    .where(Notification.address == address)
+                    .order_by(Notification.id.desc())
+                    .limit(1)
+                )
+        finally:
+            await engine.dispose()
+        assert payload is not None, f"no code queued to {address}"
+        return str(payload["nonce"])
+
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, read()).result(timeout=30)
+
+
+def assert_fits(page: Page, width: int) -> None:
+    """Nothing wider than the screen: no sideways scrolling."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_my_page_sets_up_methods_and_rules_at_a_phone_width(
+    world: World, database: str, chromium: Browser
+) -> None:
+    page = new_page(chromium, width=360, height=740)
+    base = world.bases[0]
+    sign_in(page, base, world.user_email)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="My page").click()
+    expect(page).to_have_url(f"{base}/ui/me")
+    expect(page.get_by_role("heading", level=1)).to_have_text("My page")
+    expect(
+        page.get_by_text(
+            "With no rules, you are paged by your notification preferences.", exact=False
+        )
+    ).to_be_visible()
+    assert_fits(page, 360)
+
+    # A number that is not one: refused beside its field, as typed.
+    page.get_by_label("Type").select_option(label="Text message")
+    page.get_by_label("Address").fill("+1 555 0100")
+    page.get_by_role("button", name="Add contact method").click()
+    expect(page.locator("#method-address-error")).to_contain_text("phone number")
+    expect(page.get_by_label("Address")).to_have_value("+1 555 0100")
+    assert_fits(page, 360)
+    page.get_by_label("Address").fill("+1 415 555 2671")
+    page.get_by_label("Label").fill("Mobile")
+    page.get_by_role("button", name="Add contact method").click()
+    expect(page.get_by_role("status")).to_have_text("Contact method added.")
+    method = page.locator("li[data-method]")
+    expect(method).to_contain_text("+14155552671")
+    expect(method.locator('[data-field="verified"]')).to_have_text("not verified")
+
+    page.get_by_label("Contact method", exact=True).select_option(
+        label="Text message +14155552671 (Mobile), not verified"
+    )
+    page.get_by_label("Delay (minutes after being paged)").fill("2")
+    page.get_by_label("Minimum severity").select_option("high")
+    page.get_by_role("button", name="Add rule").click()
+    expect(page.locator('li[data-rule] [data-field="rule"]')).to_have_text(
+        "Text message +14155552671 after 2 minutes, only high and critical"
+    )
+
+    # Proving the number: a code, a wrong one, the right one.
+    page.get_by_role("button", name="Send code to +14155552671").click()
+    expect(page.get_by_role("status")).to_contain_text("A code was sent to +14155552671")
+    code = code_for(DEFAULT_SECRET_KEY, verification_nonce(database, "+14155552671"))
+    field = page.get_by_label("Code sent to +14155552671")
+    field.fill(f"{(int(code) + 1) % 1_000_000:06d}")
+    page.get_by_role("button", name="Verify +14155552671").click()
+    expect(page.locator("[role=alert]")).to_have_text("Wrong code: 4 attempt(s) left for this code")
+    assert_fits(page, 360)
+    page.get_by_label("Code sent to +14155552671").fill(code)
+    page.get_by_role("button", name="Verify +14155552671").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Text message +14155552671 is verified: pages go there now."
+    )
+    expect(method.locator('[data-field="verified"]')).to_have_text("verified")
+    assert_fits(page, 360)
+    page.screenshot(path=world.shots / "me-phone.png", full_page=True)
+
+    # Deleting asks first.
+    page.get_by_role("link", name="Delete Text message +14155552671").click()
+    expect(page.get_by_role("heading", name="Delete Text message +14155552671?")).to_be_visible()
+    assert_fits(page, 360)
+    page.get_by_role("button", name="Delete it").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Contact method deleted, and the rules that used it."
+    )
+    expect(page.locator("li[data-method]")).to_have_count(0)
+    assert world.api("GET", f"/v1/users/{world.user_id}/contact-methods").json()["items"] == []
     page.context.close()
 
 
