@@ -573,3 +573,69 @@ async def harness_without_slack(harness):
 async def test_the_inbound_routes_are_not_in_the_openapi_document(harness):
     paths = harness.app.openapi()["paths"]
     assert not [path for path in paths if "inbound/slack" in path]
+
+
+# ---- personal notification rules and linked accounts ---------------------------------------------
+
+
+async def test_a_rule_on_a_slack_method_pages_by_dm_and_its_button_acknowledges(
+    harness, admin_client, user_client, user, fake_slack
+):
+    """The whole way: a rule "Slack at once, email after 5 minutes"; the step's DM carries the
+    buttons; Acknowledge there stops the email. The member's Slack email matches no account
+    here: the Slack contact method links them."""
+    linked = "U0LINKED01"
+    fake_slack.member(linked, "uma.private@elsewhere.example", "uma")
+    slack = await user_client.post(
+        "/v1/users/me/contact-methods", json={"type": "slack", "address": linked}
+    )
+    mail = await user_client.post(
+        "/v1/users/me/contact-methods", json={"type": "email", "address": user.email}
+    )
+    for method, delay in ((slack, 0), (mail, 5)):
+        assert method.status_code == 201, method.text
+        rule = await user_client.post(
+            "/v1/users/me/notification-rules",
+            json={"contact_method_id": method.json()["id"], "delay_minutes": delay},
+        )
+        assert rule.status_code == 201, rule.text
+    policy = await admin_client.post(
+        "/v1/escalation/policies/",
+        json={"name": "page uma", "steps": [{"targets": [{"type": "user", "id": user.id}]}]},
+    )
+    assert policy.status_code == 201, policy.text
+    created = await admin_client.post("/v1/incidents/", json={"title": "Queue stuck"})
+    incident = created.json()
+    await harness.run_jobs()
+    [dm] = fake_slack.of("chat.postMessage")
+    assert dm.args["channel"] == linked
+    assert buttons(dm.args["blocks"]) == [ACK, RESOLVE, ESCALATE]
+    async with harness.make_client() as slack_client:
+        pressed = await send(
+            slack_client, INTERACTIONS, press(ACK, incident["id"], user=linked, channel="D0DM"),
+            harness,
+        )  # fmt: skip
+    assert pressed.status_code == 200
+    timeline = (await admin_client.get(f"/v1/incidents/{incident['id']}/timeline")).json()
+    [entry] = [e for e in timeline["items"] if e["type"] == "acknowledged"]
+    assert (entry["actor"]["id"], entry["data"]["via"]) == (user.id, "slack")
+    harness.clock.advance(timedelta(minutes=6))
+    await harness.run_jobs()
+    pages = await delivery_log(harness, incident_id=incident["id"], event="escalated")
+    assert [(p.channel, p.status) for p in pages] == [("slack_dm", "sent"), ("email", "cancelled")]
+
+
+async def test_a_member_id_claimed_by_two_accounts_matches_neither(
+    harness, admin_client, user, factory, fake_slack
+):
+    incident = await open_on_channel(admin_client, harness, fake_slack)
+    fake_slack.member("U0SHARED01", None)  # no email: only the links could match
+    other = await factory.user()
+    for owner in (user, other):
+        await factory.contact_method(user_id=owner.id, type="slack", address="U0SHARED01")
+    async with harness.make_client() as slack_client:
+        await send(
+            slack_client, INTERACTIONS, press(ACK, incident["id"], user="U0SHARED01"), harness
+        )
+    assert "no account here" in fake_slack.of("chat.postEphemeral")[0].args["text"]
+    assert await status_of(admin_client, incident["id"]) == "triggered"

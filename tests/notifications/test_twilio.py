@@ -5,6 +5,7 @@ Twilio signs it; nothing but loopback is called. Time moves on the injected cloc
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -547,3 +548,63 @@ class TestCalls:
         assert (row.status, row.receipt) == ("sent", "completed")
         [receipt] = await of_type(harness, incident["id"], "delivery_receipt")
         assert (receipt[2]["outcome"], receipt[2]["answered_by"]) == ("delivered", "human")
+
+
+# ---- personal notification rules: a text at once, a call two minutes later -----------------------
+
+
+class TestRules:
+    @pytest.fixture(autouse=True)
+    async def setup(self, admin_client, user, factory):
+        """The user's rules: SMS at once, a call after 2 minutes, at a number an admin vouched
+        for (once: the proof serves both); no preference pages them any more."""
+        sms = await factory.contact_method(user_id=user.id, type="sms", address=NUMBER)
+        voice = await factory.contact_method(user_id=user.id, type="voice", address=NUMBER)
+        response = await admin_client.post(f"/v1/users/{user.id}/contact-methods/{sms.id}/verified")
+        assert response.status_code == 200, response.text
+        for method, delay in ((sms, 0), (voice, 2)):
+            await factory.notification_rule(
+                user_id=user.id, contact_method_id=method.id, delay_minutes=delay
+            )
+        await page_policy(admin_client, user.id)
+
+    async def test_a_reply_to_the_text_stops_the_call(
+        self, harness, admin_client, user, twilio, twilio_client
+    ):
+        incident = await open_incident(admin_client)
+        await harness.run_jobs()
+        [message] = twilio.messages
+        assert message["To"] == NUMBER and message["Body"].endswith(
+            "Reply 1a to ack, 1r to resolve"
+        )
+        assert twilio.calls == []
+        assert await reply(twilio, twilio_client, "1a") == (
+            f"Acknowledged #{incident['id']} Checkout <down> & slow"
+        )
+        harness.clock.advance(timedelta(minutes=3))
+        await harness.run_jobs()
+        assert twilio.calls == []
+        pages = await delivery_log(harness, incident_id=incident["id"], event="escalated")
+        assert [(p.channel, p.status) for p in pages] == [("sms", "sent"), ("voice", "cancelled")]
+        assert await of_type(harness, incident["id"], "acknowledged") == [
+            ("acknowledged", "Uma User", {"via": "sms"})
+        ]
+
+    async def test_no_reply_then_the_call_and_its_key_acknowledges(
+        self, harness, admin_client, user, twilio, twilio_client
+    ):
+        incident = await open_incident(admin_client)
+        await harness.run_jobs()
+        harness.clock.advance(timedelta(minutes=1, seconds=59))
+        await harness.run_jobs()
+        assert twilio.calls == []
+        harness.clock.advance(timedelta(seconds=1))
+        await harness.run_jobs()
+        [call] = twilio.calls
+        assert call["To"] == NUMBER
+        answer = await twilio.answer_call(twilio_client, call)
+        pressed = await twilio.press(twilio_client, call, answer.text, "4")
+        assert said(pressed.text) == f"Incident {incident['id']} is acknowledged. Goodbye."
+        assert await of_type(harness, incident["id"], "acknowledged") == [
+            ("acknowledged", "Uma User", {"via": "voice"})
+        ]
