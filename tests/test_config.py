@@ -8,7 +8,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import DEFAULT_SECRET_KEY, Settings, to_async_url
+from app.core.config import DEFAULT_SECRET_KEY, DEVELOPMENT_TWILIO_TOKEN, Settings, to_async_url
 
 STRONG = "q3Jd8-Lx0vTn2Yw_Fb7Rk4Hm9Pc1Zs6Ga5Ue"  # 36 characters, none repeated
 
@@ -132,3 +132,22 @@ def test_the_example_env_file_starts_as_it_is(monkeypatch):
 def test_empty_optional_switches_mean_unset():
     settings = Settings(_env_file=None, outbound_allow_private_networks="", signup_enabled=" ")
     assert settings.outbound_allow_private_networks is None and settings.allow_signup
+
+
+def test_twilio_webhooks_have_a_development_token_and_none_in_production():
+    """A reply can be tried with curl on a development server; production checks Twilio's
+    signatures against TWILIO_AUTH_TOKEN only, and refuses them all without it."""
+    development = Settings(_env_file=None)
+    assert development.twilio_webhook_token == DEVELOPMENT_TWILIO_TOKEN
+    chosen = Settings(_env_file=None, twilio_auth_token="from-twilio")
+    assert chosen.twilio_webhook_token == "from-twilio"
+    production = Settings(
+        _env_file=None, environment="production", secret_key=STRONG,
+        database_url="postgresql://d/x",
+    )  # fmt: skip
+    assert production.twilio_webhook_token is None
+    production_with = Settings(
+        _env_file=None, environment="production", secret_key=STRONG,
+        database_url="postgresql://d/x", twilio_auth_token="from-twilio",
+    )  # fmt: skip
+    assert production_with.twilio_webhook_token == "from-twilio"

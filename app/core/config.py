@@ -14,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-0000000000"  # noqa: S105
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/incidents.db"
+# Outside production, with TWILIO_AUTH_TOKEN unset, Twilio's webhooks are checked against this
+# token, so that a text reply can be tried with curl on a development server (the README's
+# walk-through does). Production has no such default: without TWILIO_AUTH_TOKEN they are refused.
+DEVELOPMENT_TWILIO_TOKEN = "development-only"  # noqa: S105
 SUPPORTED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 DATABASE_URL_FORMS = (
     "use postgresql://user:password@host:5432/database or sqlite:///path/to/file.db"
@@ -297,6 +301,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == Environment.production
+
+    @property
+    def twilio_webhook_token(self) -> str | None:
+        """What Twilio's webhook signatures are checked against (None: refuse them all)."""
+        if self.twilio_auth_token:
+            return self.twilio_auth_token
+        return None if self.is_production else DEVELOPMENT_TWILIO_TOKEN
 
 
 def to_async_url(url: str) -> str:

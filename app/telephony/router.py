@@ -67,7 +67,7 @@ async def _signed_form(request: Request, settings: Settings) -> dict[str, str]:
     signature = request.headers.get("x-twilio-signature", "")
     query = request.scope.get("query_string", b"").decode("latin-1")
     url = f"{settings.public_base_url}{request.url.path}" + (f"?{query}" if query else "")
-    token = settings.twilio_auth_token
+    token = settings.twilio_webhook_token
     if not (token and signature and RequestValidator(token).validate(url, params, signature)):
         logger.warning("Twilio webhook %s refused: bad or missing signature", request.url.path)
         raise HTTPException(403, "Invalid or missing X-Twilio-Signature")

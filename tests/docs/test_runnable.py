@@ -16,6 +16,7 @@ import pytest
 
 from app.alerts.sources import SOURCES
 from tests.support.console import sign_in_over_http
+from tests.support.ports import free_port
 from tests.support.processes import CLI, serve, stop
 from tests.support.settings import ROOT, clean_environment
 
@@ -56,14 +57,17 @@ def walkthrough() -> str:
 @pytest.fixture
 def server(tmp_path):
     """`incident-management serve` on a free port with a fresh SQLite database; its base URL."""
+    port = free_port()
     env = clean_environment(
         tmp_path,
         DATABASE_URL=f"sqlite:///{tmp_path / 'docs.db'}",
         LOG_LEVEL="WARNING",
         WORKER_POLL_INTERVAL_SECONDS="0.2",
         PATH=f"{Path(CLI).parent}:/usr/local/bin:/usr/bin:/bin",
+        # Where a reader's server is (BASE): what Twilio's signatures cover.
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
     )
-    process, base = serve(env, tmp_path, tmp_path / "server.log")
+    process, base = serve(env, tmp_path, tmp_path / "server.log", port=port)
     try:
         yield base
     finally:
@@ -100,9 +104,9 @@ def test_the_readme_walkthrough_runs_as_pasted(server, tmp_path):
     assert re.search(r"^BASE=\$\{BASE:-http://127\.0\.0\.1:8000\}$", code, re.MULTILINE)
     out = run(
         code, server, tmp_path, "README.md's walk-through",
-        after='printf "\\n%s\\n%s\\n%s\\n" "$INCIDENT" "$EMAIL" "$PASSWORD"',
+        after='printf "\\n%s\\n%s\\n%s\\n%s\\n" "$INCIDENT" "$PAGED" "$EMAIL" "$PASSWORD"',
     )  # fmt: skip
-    incident_id, email, password = out.rstrip("\n").split("\n")[-3:]
+    incident_id, paged_id, email, password = out.rstrip("\n").split("\n")[-4:]
 
     with httpx.Client(base_url=server, timeout=10, trust_env=False) as api:
         token = api.post(
@@ -117,7 +121,17 @@ def test_the_readme_walkthrough_runs_as_pasted(server, tmp_path):
         timeline = api.get(f"/v1/incidents/{incident_id}/timeline", headers=auth).json()["items"]
         kinds = [entry["type"] for entry in timeline]
         assert kinds.index("acknowledged") < kinds.index("resolved"), kinds
-        assert api.get("/v1/incidents/", headers=auth).json()["items"] == [incident]
+        paged = api.get(f"/v1/incidents/{paged_id}", headers=auth).json()
+        assert paged["status"] == "acknowledged"  # by the text reply
+        listed = api.get("/v1/incidents/", headers=auth).json()["items"]
+        assert [item["id"] for item in listed] == [int(paged_id), int(incident_id)]
+        [acknowledged] = [
+            entry
+            for entry in api.get(f"/v1/incidents/{paged_id}/timeline", headers=auth).json()["items"]
+            if entry["type"] == "acknowledged"
+        ]
+        assert acknowledged["data"] == {"via": "sms"}
+        assert acknowledged["actor"]["type"] == "user"
 
     # The console page the walk-through prints, with a signed-in session.
     assert f"{server}/ui/incidents/{incident_id}" in out
