@@ -234,6 +234,8 @@ def step_summary(step: dict[str, Any], users: dict[int, str], schedules: dict[in
             does.append(f"webhook {action['url']}")
         elif action["type"] == "teams":
             does.append(f"Teams {action['url']}")
+        elif action["type"] == "slack":
+            does.append(f"Slack {action['channel']}")
         else:
             does.append(action["type"])
     return (
@@ -303,6 +305,7 @@ class StepRow:
     severity: str = ""
     webhooks: str = ""
     teams: str = ""  # Teams Workflows webhook URLs, one per line
+    slack: str = ""  # Slack channel ids the Slack app posts to, one per line
     remove: bool = False
     new: bool = False
 
@@ -317,6 +320,7 @@ class StepRow:
             or self.severity
             or self.webhooks.strip()
             or self.teams.strip()
+            or self.slack.strip()
         )
 
     @classmethod
@@ -334,6 +338,7 @@ class StepRow:
             severity=severities[-1] if severities else "",
             webhooks="\n".join(a["url"] for a in actions if a["type"] == "webhook"),
             teams="\n".join(a["url"] for a in actions if a["type"] == "teams"),
+            slack="\n".join(a["channel"] for a in actions if a["type"] == "slack"),
         )
 
     def step(self) -> dict[str, Any]:
@@ -351,6 +356,9 @@ class StepRow:
         for line in self.teams.splitlines():
             if line.strip():
                 actions.append({"type": "teams", "url": line.strip()})
+        for line in self.slack.splitlines():
+            if line.strip():
+                actions.append({"type": "slack", "channel": line.strip()})
         return {
             "delay_minutes": _number(self.delay) if self.delay.strip() else 0,
             "targets": [{"type": "user", "id": _number(i)} for i in self.users]
@@ -402,6 +410,7 @@ def _rows_from(form: FormData) -> list[StepRow]:
                 severity=_text(form, key + "severity"),
                 webhooks=_text(form, key + "webhooks"),
                 teams=_text(form, key + "teams"),
+                slack=_text(form, key + "slack"),
                 remove=bool(_text(form, key + "remove")),
                 new=bool(_text(form, key + "new")),
             )

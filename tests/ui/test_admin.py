@@ -470,6 +470,30 @@ async def test_a_steps_teams_urls_survive_the_form(harness, signed_in, factory, 
     assert (await read_policy(harness, factory, admin, policy.id))["steps"] == read["steps"]
 
 
+async def test_a_steps_slack_channels_survive_the_form(harness, signed_in, factory, admin, user):
+    """A policy step's Slack action is shown and kept by the editor (saving the form must not
+    drop what the API set)."""
+    policy = await two_step_policy(factory, admin, user)
+    browser, token = await signed_in(admin)
+    form = policy_form(
+        token, step_form(0, position="1", users=str(admin.id), notify="1", slack="C0123ABCD\n"),
+    )  # fmt: skip
+    saved = await browser.post(f"/ui/admin/policies/{policy.id}", data=form)
+    assert saved.status_code == 303, saved.text[:2000]
+    read = await read_policy(harness, factory, admin, policy.id)
+    assert read["steps"][0]["actions"] == [
+        {"type": "notify"},
+        {"type": "slack", "channel": "C0123ABCD"},
+    ]
+    page = (await browser.get(f"/ui/admin/policies/{policy.id}")).text
+    assert '<textarea name="steps-0-slack" rows="2">C0123ABCD</textarea>' in page
+    assert "Slack C0123ABCD" in (await browser.get("/ui/admin/policies")).text
+    form = policy_form(token, step_form(0, position="1", notify="1", slack="#general"))
+    refused = await browser.post(f"/ui/admin/policies/{policy.id}", data=form)
+    assert refused.status_code == 422 and "step 1: actions" in refused.text
+    assert (await read_policy(harness, factory, admin, policy.id))["steps"] == read["steps"]
+
+
 async def test_an_admin_creates_a_policy_from_the_form(harness, signed_in, factory, admin, user):
     browser, token = await signed_in(admin)
     form = await browser.get("/ui/admin/policies/new")
