@@ -26,7 +26,7 @@ from app.core import bulk, metrics
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Sealer, Unreadable
-from app.core.db import is_unavailable, limit_lock_waits, session_scope
+from app.core.db import WAKE_WORKER, is_unavailable, limit_lock_waits, session_scope
 from app.core.logging import acting_for
 from app.incidents import timeline
 from app.incidents.models import Incident, Status, TimelineEntry
@@ -314,6 +314,49 @@ async def attempt(
     return Outcome(claimed, subject, body, provider_message_id=provider_id)
 
 
+# What a provider's final status says of a text or a call that reached nobody (see
+# app.notifications.receipts): the text fails; the call goes back for another attempt.
+MESSAGE_NOT_DELIVERED = frozenset({"undelivered", "failed", "canceled"})
+CALL_NOT_ANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
+
+
+def reached_nobody(
+    row: Notification,
+    *,
+    now: datetime,
+    max_attempts: int,
+    retry_base: float = 30.0,
+    retry_longest: float = 3600.0,
+) -> str | None:
+    """A sent text or call whose receipt (`row.receipt`) says it reached nobody: an SMS fails; a
+    call goes back to pending with the backoff until its attempts are spent, then fails. Answers
+    "retry" or "failed", or None when the receipt says nothing of the kind."""
+    if row.status != NotificationStatus.sent.value or row.receipt is None:
+        return None
+    if row.channel == "sms" and row.receipt in MESSAGE_NOT_DELIVERED:
+        row.status = NotificationStatus.failed.value
+        row.last_error = _said("SMS " + row.receipt, row.provider_error)
+        return "failed"
+    if row.channel == "voice" and row.receipt in CALL_NOT_ANSWERED:
+        if row.attempts < max_attempts:
+            row.status = NotificationStatus.pending.value
+            row.next_attempt_at = now + backoff(
+                row.attempts, base=retry_base, longest=retry_longest
+            )
+            row.last_error = _said(f"call not answered ({row.receipt})", row.provider_error)
+            return "retry"
+        row.status = NotificationStatus.failed.value
+        row.last_error = _said(
+            f"call not answered ({row.receipt}) after {row.attempts} attempt(s)", row.provider_error
+        )
+        return "failed"
+    return None
+
+
+def _said(what: str, error_code: str | None) -> str:
+    return f"{what}: Twilio error {error_code}" if error_code else what
+
+
 def backoff(
     attempts: int,
     *,
@@ -368,12 +411,15 @@ async def record_outcomes(
         row.subject = outcome.subject[:500]
         row.body = outcome.body
         if outcome.error is None:
-            if row.provider_message_id is not None:  # a new attempt: the last one's receipt is moot
+            sid = (outcome.provider_message_id or "")[:255] or None
+            if row.provider_message_id is not None and row.provider_message_id != sid:
+                # A new attempt: the last one's receipt is moot (one for this attempt may have
+                # come already: its callback can beat this record, and is kept).
                 row.receipt = row.receipt_at = row.provider_error = None
             row.status = NotificationStatus.sent.value
             row.sent_at = now
             row.last_error = None
-            row.provider_message_id = (outcome.provider_message_id or "")[:255] or None
+            row.provider_message_id = sid
             posted = slack.posted(row.provider_message_id) if row.channel in slack.POSTING else None
             if posted is not None and row.incident_id is not None:
                 kept.append(
@@ -392,6 +438,20 @@ async def record_outcomes(
                 "notification %s (%s) sent for incident %s",
                 row.id, row.channel, row.incident_id, extra={**said, "outcome": "sent"},
             )  # fmt: skip
+            # Its final receipt may have come before this record (a busy line answers at once):
+            # what it says applies now, as it would have on arrival.
+            early = reached_nobody(
+                row, now=now, max_attempts=max_attempts, retry_base=retry_base,
+                retry_longest=retry_longest,
+            )  # fmt: skip
+            if early is not None:
+                logger.warning(
+                    "notification %s (%s) reached nobody: %s", row.id, row.channel,
+                    row.last_error, extra={**said, "outcome": early},
+                )  # fmt: skip
+                failed = early == "failed"
+                if early == "retry":
+                    session.info[WAKE_WORKER] = True
         elif outcome.permanent or row.attempts >= max_attempts:
             row.status = NotificationStatus.failed.value
             row.last_error = outcome.error

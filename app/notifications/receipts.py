@@ -25,7 +25,7 @@ from app.core.db import WAKE_WORKER
 from app.core.logging import acting_for
 from app.incidents import timeline
 from app.notifications.models import Notification, NotificationStatus
-from app.notifications.outbox import backoff
+from app.notifications.outbox import CALL_NOT_ANSWERED, MESSAGE_NOT_DELIVERED, reached_nobody
 
 # Where each status comes in a message's life (higher: later); the last rank is final.
 MESSAGE_RANKS = {
@@ -37,8 +37,6 @@ CALL_RANKS = {
     "busy": 4, "no-answer": 4, "failed": 4, "canceled": 4,
 }  # fmt: skip
 FINAL = 4
-MESSAGE_NOT_DELIVERED = frozenset({"undelivered", "failed", "canceled"})
-CALL_NOT_ANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
 
 
 class Kind(StrEnum):
@@ -89,8 +87,14 @@ async def record(
     rank = ranks.get(receipt.status)
     if rank is None:
         return Recorded.unknown
+    in_flight = row.status == NotificationStatus.sending.value
     if row.provider_message_id and receipt.sid and receipt.sid != row.provider_message_id:
-        return Recorded.stale
+        if not in_flight:
+            return Recorded.stale
+        # The attempt being sent, whose callback beat the outbox's record of it: kept for this
+        # attempt (the outbox applies it when it records the send).
+        row.provider_message_id = receipt.sid
+        row.receipt = row.receipt_at = row.provider_error = None
     if row.receipt is not None and rank <= ranks.get(row.receipt, 0):
         return Recorded.stale
     row.receipt = receipt.status
@@ -101,29 +105,18 @@ async def record(
         return Recorded.kept
     outcome = Recorded.delivered
     failed_for_good = False
-    if receipt.kind is Kind.message and receipt.status in MESSAGE_NOT_DELIVERED:
+    if (receipt.kind is Kind.message and receipt.status in MESSAGE_NOT_DELIVERED) or (
+        receipt.kind is Kind.call and receipt.status in CALL_NOT_ANSWERED
+    ):
         outcome = Recorded.not_delivered
-        if row.status == NotificationStatus.sent.value:
-            row.status = NotificationStatus.failed.value
-            row.last_error = _said("SMS " + receipt.status, receipt.error_code)
-    elif receipt.kind is Kind.call and receipt.status in CALL_NOT_ANSWERED:
-        outcome = Recorded.not_delivered
-        if row.status == NotificationStatus.sent.value:
-            if row.attempts < max_attempts:
-                outcome = Recorded.retry
-                row.status = NotificationStatus.pending.value
-                row.next_attempt_at = now + backoff(
-                    row.attempts, base=retry_base, longest=retry_longest
-                )
-                row.last_error = _said(f"call not answered ({receipt.status})", receipt.error_code)
-                session.info[WAKE_WORKER] = True
-            else:
-                failed_for_good = True
-                row.status = NotificationStatus.failed.value
-                row.last_error = _said(
-                    f"call not answered ({receipt.status}) after {row.attempts} attempt(s)",
-                    receipt.error_code,
-                )
+        done = reached_nobody(
+            row, now=now, max_attempts=max_attempts, retry_base=retry_base,
+            retry_longest=retry_longest,
+        )  # fmt: skip
+        if done == "retry":
+            outcome = Recorded.retry
+            session.info[WAKE_WORKER] = True
+        failed_for_good = done == "failed" and receipt.kind is Kind.call
     if row.incident_id is not None:
         with acting_for(row.request_id):
             timeline.record(
@@ -145,7 +138,3 @@ async def record(
                 )  # fmt: skip
     await session.flush()
     return outcome
-
-
-def _said(what: str, error_code: str | None) -> str:
-    return f"{what}: Twilio error {error_code}" if error_code else what

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.incidents.models import Incident, TimelineEntry
-from app.notifications import compose, replies
+from app.notifications import compose, outbox, receipts, replies
 from app.notifications.models import Notification, SmsOptOut, SmsReplyCode, notification_row
 from tests.support.console import sign_in
 from tests.support.delivery import delivery_log, page_policy, vouch
@@ -414,6 +414,35 @@ class TestCalls:
         [row] = await delivery_log(harness, channel="voice")
         assert (row.status, row.provider_message_id) == ("sent", call["sid"])
         assert "notified" in [e[0] for e in await entries(harness, incident["id"])]
+
+    async def test_a_busy_callback_that_beats_the_outboxs_record_still_calls_again(
+        self, harness, admin_client, user, twilio
+    ):
+        """A busy line answers at once: Twilio's final callback can come before the outbox has
+        recorded the call as placed. It is kept, and applied when the call is recorded."""
+        incident = await open_incident(admin_client)
+        nid = await voice_page(harness, user, incident["id"])
+        sessionmaker = harness.app.state.sessionmaker
+        now = harness.clock.now()
+        async with session_scope(sessionmaker) as session:
+            [claimed] = [c for c in await outbox.claim(session, now=now, batch=50) if c.id == nid]
+        busy = receipts.Receipt(nid, receipts.Kind.call, "CA0early", "busy")
+        async with session_scope(sessionmaker) as session:
+            recorded = await receipts.record(session, busy, now=now, max_attempts=2)
+        assert recorded is receipts.Recorded.not_delivered  # nothing to retry yet: in flight
+        placed = outbox.Outcome(claimed, "page", "page", provider_message_id="CA0early")
+        async with session_scope(sessionmaker) as session:
+            await outbox.record_outcomes(session, outcomes=[placed], now=now, max_attempts=2)
+        [row] = await delivery_log(harness, channel="voice")
+        assert (row.status, row.receipt, row.provider_message_id) == ("pending", "busy", "CA0early")
+        assert row.last_error == "call not answered (busy)"
+        assert twilio.calls == []
+        harness.clock.advance(timedelta(minutes=5))
+        await harness.run_jobs()
+        [call] = twilio.calls
+        [row] = await delivery_log(harness, channel="voice")
+        assert (row.status, row.attempts, row.provider_message_id) == ("sent", 2, call["sid"])
+        assert row.receipt is None  # the earlier attempt's receipt is moot
 
     async def test_answered_the_menu_reads_the_incident_and_4_acknowledges(
         self, harness, admin_client, user, twilio, twilio_client
