@@ -255,7 +255,7 @@ async def announce(
         await session.flush()
     hooks = None
     if user_ids is None and event == "triggered":
-        user_ids, hooks = await _asked_for_new_incidents(session)
+        user_ids, hooks, _ = await _asked_for_new_incidents(session)
     elif user_ids is None:
         user_ids = await _responders(session, incident)
     incident_row = {c: getattr(incident, c) for c in SUMMARY_COLUMNS}
@@ -291,16 +291,22 @@ class Told:
 async def announce_opened(session: AsyncSession, told: Sequence[Told], *, now: datetime) -> None:
     """`announce` of `triggered` for many new incidents at once (the ingestion of a batch)."""
     if told:
-        audience, hooks = await _asked_for_new_incidents(session)
+        audience, hooks, slack_channels = await _asked_for_new_incidents(session)
         await _write(session, event="triggered", told=told, user_ids=audience, now=now, hooks=hooks)
-        await _post_to_service_channels(session, told, now=now)
+        await _post_to_service_channels(session, told, slack_channels, now=now)
 
 
 async def _post_to_service_channels(
-    session: AsyncSession, told: Sequence[Told], *, now: datetime
-) -> None:
-    """A Slack message in the channel of each new incident's service, for those that name one."""
-    channels = await slack.service_channels(session, [t.incident["service_id"] for t in told])
+    session: AsyncSession, told: Sequence[Told], slack_channels: Mapping[int, str], *,
+    now: datetime,
+) -> None:  # fmt: skip
+    """A Slack message in the channel of each new incident's service, for those that name one
+    (`slack_channels`: service id → channel, read with the audience)."""
+    channels = {
+        t.incident["service_id"]: slack_channels[t.incident["service_id"]]
+        for t in told
+        if t.incident["service_id"] in slack_channels
+    }
     if not channels:
         return
     names = await service_names(session, channels)
@@ -322,9 +328,12 @@ async def _post_to_service_channels(
     session.info[WAKE_WORKER] = True
 
 
-async def _asked_for_new_incidents(session: AsyncSession) -> tuple[list[int], list[Subscription]]:
-    """Who asked to hear of new incidents (only stored preferences can: the defaults do not) and
-    the enabled webhook subscriptions (`subscriptions`), in one statement."""
+async def _asked_for_new_incidents(
+    session: AsyncSession,
+) -> tuple[list[int], list[Subscription], dict[int, str]]:
+    """Who asked to hear of new incidents (only stored preferences can: the defaults do not), the
+    enabled webhook subscriptions (`subscriptions`) and the services that post new incidents to a
+    Slack channel (service id → channel), in one statement."""
     people = select(
         literal_column("'person'", String()).label("kind"),
         NotificationPreference.user_id.label("id"),
@@ -335,15 +344,22 @@ async def _asked_for_new_incidents(session: AsyncSession) -> tuple[list[int], li
         literal_column("'hook'", String()), WebhookSubscription.id, WebhookSubscription.events,
         WebhookSubscription.url,
     ).where(WebhookSubscription.enabled.is_(True))  # fmt: skip
+    channels = select(
+        literal_column("'slack'", String()), Service.id,
+        null().cast(NotificationPreference.events.type), Service.slack_channel,
+    ).where(Service.slack_channel.is_not(None))  # fmt: skip
     asked: set[int] = set()
     subscribed: list[Subscription] = []
-    rows: Result[Any] = await session.execute(union_all(people, hooks))
+    slack_channels: dict[int, str] = {}
+    rows: Result[Any] = await session.execute(union_all(people, hooks, channels))
     for row in rows:
         if row.kind == "hook":
             subscribed.append(Subscription(row.id, row.url, list(row.events)))
+        elif row.kind == "slack":
+            slack_channels[row.id] = row.url
         elif "triggered" in row.events:
             asked.add(row.id)
-    return sorted(asked), sorted(subscribed, key=lambda hook: hook.id)
+    return sorted(asked), sorted(subscribed, key=lambda hook: hook.id), slack_channels
 
 
 async def _write(

@@ -202,21 +202,6 @@ def post_row(
     )  # fmt: skip
 
 
-async def service_channels(
-    session: AsyncSession, service_ids: Iterable[int | None]
-) -> dict[int, str]:
-    """The Slack channels of these services, for those that name one."""
-    wanted = {i for i in service_ids if i is not None}
-    if not wanted:
-        return {}
-    rows = await session.execute(
-        select(Service.id, Service.slack_channel).where(
-            Service.id.in_(wanted), Service.slack_channel.is_not(None)
-        )
-    )
-    return {row.id: row.slack_channel for row in rows}
-
-
 async def messages_of(
     session: AsyncSession, incident_ids: Iterable[int]
 ) -> dict[int, list[tuple[int, str, str]]]:
