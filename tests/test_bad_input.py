@@ -29,6 +29,8 @@ EXCERPT = 240
 
 # Error bodies the API contract documents without a "detail" key (PagerDuty's own error shape).
 OTHER_ERROR_SHAPES = {"/v2/enqueue": {"status", "message", "errors"}}
+# Pages for people, not API clients (a page email's one-click links): errors are HTML pages.
+HTML_ERRORS = {"/v1/actions/{token}"}
 
 
 def deep_lists(depth: int) -> str:
@@ -650,6 +652,10 @@ def judge(op: Operation, response: httpx.Response) -> str | None:
         return None
     if status >= 500:
         return f"{status} {excerpt(response.text)}"
+    if op.path in HTML_ERRORS and response.headers.get("content-type", "").startswith("text/html"):
+        # The page's own refusal; what the app refuses before any route (a NUL in the path, a
+        # body nested too deep) is the usual JSON error, checked below.
+        return None if "<html" in response.text else f"{status} HTML without a page"
     try:
         body = response.json()
     except RecursionError:
