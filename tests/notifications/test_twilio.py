@@ -637,3 +637,47 @@ class TestRules:
         assert await of_type(harness, incident["id"], "acknowledged") == [
             ("acknowledged", "Uma User", {"via": "voice"})
         ]
+
+
+class TestUnansweredCallThenTheNextRule:
+    @pytest.fixture
+    def settings(self, database_url, twilio):
+        return twilio_settings(
+            database_url, twilio, notify_max_attempts=2, notify_retry_base_seconds=600
+        )
+
+    async def test_a_call_nobody_answers_is_placed_again_and_the_next_rule_fires_on_time(
+        self, harness, admin_client, user, factory, twilio, twilio_client
+    ):
+        """Rules: a call at once, a text after 2 minutes. The call rings out: it goes back for
+        another attempt (the backoff: about 10 minutes here), and the text goes at 2 minutes."""
+        voice = await factory.contact_method(user_id=user.id, type="voice", address=NUMBER)
+        sms = await factory.contact_method(user_id=user.id, type="sms", address=NUMBER)
+        vouched = await admin_client.post(
+            f"/v1/users/{user.id}/contact-methods/{voice.id}/verified"
+        )
+        assert vouched.status_code == 200, vouched.text
+        for method, delay in ((voice, 0), (sms, 2)):
+            await factory.notification_rule(
+                user_id=user.id, contact_method_id=method.id, delay_minutes=delay
+            )
+        await page_policy(admin_client, user.id)
+        incident = await open_incident(admin_client)
+        await harness.run_jobs()
+        [call] = twilio.calls
+        assert (await twilio.call_status(twilio_client, call, "no-answer")).status_code == 200
+        [row] = await delivery_log(harness, channel="voice")
+        assert (row.status, row.receipt) == ("pending", "no-answer")
+        assert twilio.messages == []
+        harness.clock.advance(timedelta(minutes=2))
+        await harness.run_jobs()
+        [text] = twilio.messages
+        assert text["To"] == NUMBER and "Reply 1a to ack" in text["Body"]
+        assert len(twilio.calls) == 1  # the second call waits for its backoff
+        harness.clock.advance(timedelta(minutes=15))
+        await harness.run_jobs()
+        assert len(twilio.calls) == 2
+        receipts_seen = [
+            e[2]["receipt"] for e in await of_type(harness, incident["id"], "delivery_receipt")
+        ]
+        assert receipts_seen == ["no-answer"]
