@@ -135,10 +135,13 @@ def test_empty_optional_switches_mean_unset():
 
 
 def test_twilio_webhooks_have_a_development_token_and_none_in_production():
-    """A reply can be tried with curl on a development server; production checks Twilio's
-    signatures against TWILIO_AUTH_TOKEN only, and refuses them all without it."""
+    """A reply can be tried with curl on a development server left at its defaults; anything
+    configured (its own SECRET_KEY, production) checks Twilio's signatures against
+    TWILIO_AUTH_TOKEN only, and refuses them all without it."""
     development = Settings(_env_file=None)
     assert development.twilio_webhook_token == DEVELOPMENT_TWILIO_TOKEN
+    configured = Settings(_env_file=None, secret_key=STRONG)
+    assert configured.twilio_webhook_token is None
     chosen = Settings(_env_file=None, twilio_auth_token="from-twilio")
     assert chosen.twilio_webhook_token == "from-twilio"
     production = Settings(

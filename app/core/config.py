@@ -14,9 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-0000000000"  # noqa: S105
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/incidents.db"
-# Outside production, with TWILIO_AUTH_TOKEN unset, Twilio's webhooks are checked against this
-# token, so that a text reply can be tried with curl on a development server (the README's
-# walk-through does). Production has no such default: without TWILIO_AUTH_TOKEN they are refused.
+# On a development server left at its defaults (not production, the development SECRET_KEY, no
+# TWILIO_AUTH_TOKEN), Twilio's webhooks are checked against this token, so that a text reply can
+# be tried with curl (the README's walk-through does). Such a server's access tokens are signed
+# with a key as public, so this opens nothing more. Anything configured has no such default:
+# without TWILIO_AUTH_TOKEN, Twilio's webhooks are refused.
 DEVELOPMENT_TWILIO_TOKEN = "development-only"  # noqa: S105
 SUPPORTED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 DATABASE_URL_FORMS = (
@@ -307,7 +309,8 @@ class Settings(BaseSettings):
         """What Twilio's webhook signatures are checked against (None: refuse them all)."""
         if self.twilio_auth_token:
             return self.twilio_auth_token
-        return None if self.is_production else DEVELOPMENT_TWILIO_TOKEN
+        left_at_defaults = not self.is_production and self.secret_key == DEFAULT_SECRET_KEY
+        return DEVELOPMENT_TWILIO_TOKEN if left_at_defaults else None
 
 
 def to_async_url(url: str) -> str:

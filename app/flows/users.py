@@ -53,15 +53,26 @@ async def signup(
     return user
 
 
+async def update(
+    session: AsyncSession, *, user: User, changes: dict[str, Any], now: datetime
+) -> User:
+    """An admin changes a user (trusted: an email they set needs no code); a profile number the
+    user no longer has loses its proof, so it no longer pages them nor speaks for them in a
+    text reply (unless a preference or contact method still uses it)."""
+    phone = user.phone
+    user = await user_service.update(session, user=user, changes=changes, now=now)
+    if phone and user.phone != phone:
+        await verification.forget_unused(session, user=user, channel="sms", address=phone)
+    return user
+
+
 async def update_own(
     session: AsyncSession, *, user: User, changes: dict[str, Any], now: datetime
 ) -> User:
-    """A user changes their own account: an email they set is unproven until they enter a code
-    sent there (an admin's change is trusted), and a number they leave loses its proof."""
-    email, phone = user.email, user.phone
-    user = await user_service.update(session, user=user, changes=changes, now=now)
+    """A user changes their own account: as `update`, and an email they set is unproven until
+    they enter a code sent there."""
+    email = user.email
+    user = await update(session, user=user, changes=changes, now=now)
     if user.email != email:
         await verification.unproven(session, user_id=user.id, address=user.email, now=now)
-    if phone and user.phone != phone:
-        await verification.forget_unused(session, user=user, channel="sms", address=phone)
     return user

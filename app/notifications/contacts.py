@@ -29,6 +29,7 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, NotFound, Unprocessable
@@ -95,6 +96,15 @@ def _proven(user: User, method: ContactMethod, known: Known) -> bool:
     return verification.is_verified(
         account_email=user.email, channel=proof, address=method.address, known=known
     )
+
+
+async def _flush_unique(session: AsyncSession, clash: str) -> None:
+    """Flush; the same row written by two requests at once (a double click) is a 409 for the
+    second, as the check before it would have said."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(clash) from exc
 
 
 # ---- contact methods -----------------------------------------------------------------------------
@@ -171,7 +181,7 @@ async def add_method(
         updated_at=now,
     )  # fmt: skip
     session.add(row)
-    await session.flush()
+    await _flush_unique(session, f"You have this {kind} contact method already")
     return _method(user, row, await _known(session, user))
 
 
@@ -195,7 +205,7 @@ async def change_method(
     if label is not None:
         row.label = label.strip()
     row.updated_at = now
-    await session.flush()
+    await _flush_unique(session, f"You have this {row.type} contact method already")
     if row.address != before:
         await _forget(session, user=user, kind=row.type, address=before)
     return _method(user, row, await _known(session, user))
@@ -357,7 +367,7 @@ async def add_rule(
         min_severity=min_severity, created_at=now, updated_at=now,
     )  # fmt: skip
     session.add(row)
-    await session.flush()
+    await _flush_unique(session, "A rule already notifies by this method after this delay")
     return _rule(row)
 
 
@@ -374,7 +384,7 @@ async def change_rule(
     row.delay_minutes = delay
     row.min_severity = changes.get("min_severity", row.min_severity)
     row.updated_at = now
-    await session.flush()
+    await _flush_unique(session, "A rule already notifies by this method after this delay")
     return _rule(row)
 
 

@@ -412,9 +412,9 @@ async def record_outcomes(
         row.body = outcome.body
         if outcome.error is None:
             sid = (outcome.provider_message_id or "")[:255] or None
-            if row.provider_message_id is not None and row.provider_message_id != sid:
-                # A new attempt: the last one's receipt is moot (one for this attempt may have
-                # come already: its callback can beat this record, and is kept).
+            if row.provider_message_id != sid:
+                # A new attempt: a receipt kept under another sid is moot (one for this attempt
+                # may have come already: its callback can beat this record, and is kept).
                 row.receipt = row.receipt_at = row.provider_error = None
             row.status = NotificationStatus.sent.value
             row.sent_at = now

@@ -87,14 +87,17 @@ async def record(
     rank = ranks.get(receipt.status)
     if rank is None:
         return Recorded.unknown
-    in_flight = row.status == NotificationStatus.sending.value
-    if row.provider_message_id and receipt.sid and receipt.sid != row.provider_message_id:
-        if not in_flight:
-            return Recorded.stale
-        # The attempt being sent, whose callback beat the outbox's record of it: kept for this
-        # attempt (the outbox applies it when it records the send).
-        row.provider_message_id = receipt.sid
-        row.receipt = row.receipt_at = row.provider_error = None
+    if row.status == NotificationStatus.sending.value:
+        # An attempt in flight, whose callback beat the outbox's record of it: kept under its
+        # sid (the outbox applies it when it records the send, or drops it if the attempt's sid
+        # is another: a call placed by an earlier attempt that the outbox never heard of).
+        if receipt.sid != row.provider_message_id:
+            row.provider_message_id = receipt.sid or None
+            row.receipt = row.receipt_at = row.provider_error = None
+    elif not receipt.sid or receipt.sid != row.provider_message_id:
+        # Not the attempt the row last sent: an earlier one's, or one whose sending the outbox
+        # never learnt of (a timeout after Twilio had accepted it).
+        return Recorded.stale
     if row.receipt is not None and rank <= ranks.get(row.receipt, 0):
         return Recorded.stale
     row.receipt = receipt.status

@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import lock_names
@@ -144,10 +146,13 @@ async def owners_of(session: AsyncSession, number: str) -> Sequence[User]:
 
 
 async def opt_out(session: AsyncSession, *, number: str, word: str, now: datetime) -> None:
-    exists = await session.scalar(select(SmsOptOut.id).where(SmsOptOut.address == number))
-    if exists is None:
-        session.add(SmsOptOut(address=number[:32], keyword=word.upper()[:16], created_at=now))
-        await session.flush()
+    """Remember the number opted out (once: two STOPs at once write one row)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(SmsOptOut)
+        .values(address=number[:32], keyword=word.upper()[:16], created_at=now)
+        .on_conflict_do_nothing(index_elements=["address"])
+    )
 
 
 async def opt_in(session: AsyncSession, *, number: str) -> None:

@@ -99,8 +99,7 @@ async def _user(session: AsyncSession, client: AsyncWebClient, slack_user_id: st
 
 NO_ACCOUNT = (
     "You have no account here that I can match: I look for an active account whose email is "
-    "your Slack email, verified, or that has your Slack member id as a contact method. "
-    "Nothing was changed."
+    "your Slack email, verified. Nothing was changed."
 )
 
 

@@ -172,7 +172,7 @@ def _short(title: str, limit: int = 60) -> str:
 async def _page(session: SessionDep, request: Request) -> Notification | None:
     """The call's notification (`?n=`), a voice page to a person."""
     raw = request.query_params.get("n", "")
-    if not raw.isdigit() or len(raw) > 18:
+    if not re.fullmatch(r"[0-9]{1,18}", raw):
         return None
     row = await session.get(Notification, int(raw))
     if row is None or row.channel != "voice" or row.user_id is None or row.incident_id is None:
@@ -271,7 +271,7 @@ async def status_callback(
 ) -> Response:
     params = await _signed_form(request, settings)
     raw = request.query_params.get("n", "")
-    if not raw.isdigit() or len(raw) > 18:
+    if not re.fullmatch(r"[0-9]{1,18}", raw):
         return Response(status_code=200)  # not ours: answered, or Twilio would retry
     if "CallStatus" in params:
         receipt = receipts.Receipt(

@@ -24,6 +24,7 @@ from app.core.schemas import IdPath
 from app.escalation import policies as policy_service
 from app.escalation.models import EscalationPolicy
 from app.escalation.schemas import PolicyCreate, PolicyUpdate
+from app.flows import users as user_flow
 from app.incidents.models import Severity
 from app.schedules.models import Schedule
 from app.services.models import Service
@@ -161,7 +162,7 @@ async def _change_user(
     try:
         body = UserUpdate.model_validate(values)
         changes = body.model_dump(exclude_unset=True)
-        await user_service.update(session, user=user, changes=changes, now=clock.now())
+        await user_flow.update(session, user=user, changes=changes, now=clock.now())
     except ValidationError as exc:
         return await _users_page(request, session, browser, status=422, error=_problems(exc))
     except DomainError as exc:

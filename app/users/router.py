@@ -147,7 +147,7 @@ async def update_user(
 ) -> object:
     """Change a user (admin). Deactivating or changing the password ends their sessions."""
     changes = body.model_dump(exclude_unset=True)
-    return await user_service.update(session, user=user, changes=changes, now=clock.now())
+    return await user_flow.update(session, user=user, changes=changes, now=clock.now())
 
 
 @router.delete(

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.alerts.sources import SOURCES
+from app.core.config import DEFAULT_SECRET_KEY
 from tests.support.console import sign_in_over_http
 from tests.support.ports import free_port
 from tests.support.processes import CLI, serve, stop
@@ -66,6 +67,9 @@ def server(tmp_path):
         PATH=f"{Path(CLI).parent}:/usr/local/bin:/usr/bin:/bin",
         # Where a reader's server is (BASE): what Twilio's signatures cover.
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        # As `make run` has it: the development key (the walk-through's text reply is signed
+        # with the development Twilio token, which only such a server takes).
+        SECRET_KEY=DEFAULT_SECRET_KEY,
     )
     process, base = serve(env, tmp_path, tmp_path / "server.log", port=port)
     try:

@@ -4,11 +4,15 @@ goes to the log, as in development. Time moves on the injected clock; nothing sl
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
+from app.core.db import session_scope
+from app.notifications.models import ContactVerification
 from app.notifications.verification import NOT_VERIFIED, code_for
 from tests.support.delivery import delivery_log, page_policy
 from tests.support.settings import make_settings
@@ -321,3 +325,36 @@ class TestPaging:
         [row] = await delivery_log(harness, incident_id=incident["id"], event="escalated")
         assert re.search(r":rule:\d+$", row.key) and row.status == "sent"
         assert [m["To"] for m in inbox.messages] == [user.email]
+
+
+class TestRaces:
+    async def test_the_same_method_asked_twice_at_once_is_one_method_and_a_409(self, user_client):
+        body = {"type": "sms", "address": NUMBER}
+        answers = await asyncio.gather(
+            user_client.post(METHODS, json=body), user_client.post(METHODS, json=body)
+        )
+        assert sorted(a.status_code for a in answers) == [201, 409]
+        assert len((await user_client.get(METHODS)).json()["items"]) == 1
+
+
+class TestProfilePhone:
+    async def test_a_number_an_admin_takes_off_a_profile_loses_its_proof(
+        self, admin_client, factory, harness
+    ):
+        """An old profile number no longer pages its former owner nor speaks for them in a text
+        reply: its proof goes with it (unless something of theirs still uses it)."""
+        person = await factory.user(phone=NUMBER)
+        vouched = await admin_client.post(
+            f"/v1/notification-preferences/{person.id}/sms/verified", json={"address": None}
+        )
+        assert vouched.status_code == 200, vouched.text
+        changed = await admin_client.put(f"/v1/users/{person.id}", json={"phone": "+14155550100"})
+        assert changed.status_code == 200, changed.text
+        async with session_scope(harness.app.state.sessionmaker) as session:
+            proven = await session.scalars(
+                select(ContactVerification.address).where(
+                    ContactVerification.user_id == person.id,
+                    ContactVerification.verified_at.is_not(None),
+                )
+            )
+            assert list(proven) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -443,6 +444,54 @@ class TestCalls:
         [row] = await delivery_log(harness, channel="voice")
         assert (row.status, row.attempts, row.provider_message_id) == ("sent", 2, call["sid"])
         assert row.receipt is None  # the earlier attempt's receipt is moot
+
+    async def test_a_call_the_outbox_never_heard_of_does_not_speak_for_the_next_one(
+        self, harness, admin_client, user, twilio
+    ):
+        """Attempt 1 times out after Twilio placed the call: that call's callbacks come for the
+        row, but say nothing of attempt 2, which is answered and stays delivered."""
+        incident = await open_incident(admin_client)
+        nid = await voice_page(harness, user, incident["id"])
+        sessionmaker = harness.app.state.sessionmaker
+        now = harness.clock.now()
+        async with session_scope(sessionmaker) as session:
+            [claimed] = [c for c in await outbox.claim(session, now=now, batch=50) if c.id == nid]
+        timed_out = outbox.Outcome(claimed, "page", "", error="timed out: Twilio did not answer")
+        async with session_scope(sessionmaker) as session:
+            await outbox.record_outcomes(session, outcomes=[timed_out], now=now, max_attempts=2)
+        orphan = receipts.Receipt(nid, receipts.Kind.call, "CA0orphan", "no-answer")
+        async with session_scope(sessionmaker) as session:
+            assert (
+                await receipts.record(session, orphan, now=now, max_attempts=2)
+                is receipts.Recorded.stale
+            )
+        harness.clock.advance(timedelta(minutes=5))
+        await harness.run_jobs()
+        [call] = twilio.calls
+        [row] = await delivery_log(harness, channel="voice")
+        assert (row.status, row.attempts, row.provider_message_id) == ("sent", 2, call["sid"])
+        assert row.receipt is None
+        done = receipts.Receipt(nid, receipts.Kind.call, call["sid"], "completed")
+        async with session_scope(sessionmaker) as session:
+            recorded = await receipts.record(session, done, now=now, max_attempts=2)
+        assert recorded is receipts.Recorded.delivered
+        harness.clock.advance(timedelta(minutes=30))
+        await harness.run_jobs()
+        assert len(twilio.calls) == 1
+        [row] = await delivery_log(harness, channel="voice")
+        assert (row.status, row.receipt) == ("sent", "completed")
+
+    async def test_a_notification_id_that_is_not_ascii_digits_is_no_call(
+        self, harness, admin_client, user, twilio, twilio_client
+    ):
+        for raw in ("²", "1e3", "-1", "9" * 19):
+            response = await twilio.post_signed(
+                twilio_client,
+                f"{PUBLIC}/v1/inbound/twilio/voice?n={quote(raw)}",
+                {"CallSid": "CA1"},
+            )
+            assert response.status_code == 200, (raw, response.text)
+            assert said(response.text), response.text  # a spoken answer, never a 500
 
     async def test_answered_the_menu_reads_the_incident_and_4_acknowledges(
         self, harness, admin_client, user, twilio, twilio_client
