@@ -41,6 +41,8 @@ PAGE_SIZE = 50
 SERVICE_ID = re.compile(r"[0-9]{1,19}")
 # What each timeline entry type reads as on the page (from the list of types itself).
 ENTRY_LABELS = {kind.value: kind.label for kind in EntryType}
+# How a person acted when not through the console or the API (`Actor.via`).
+VIA_LABELS = {"sms": "text reply", "voice": "phone call", "email": "email link", "slack": "Slack"}
 
 
 def _status_filter(status: str) -> list[Status]:
@@ -226,6 +228,7 @@ async def _detail_context(
         "service": service,
         "timeline": [(entry, describe(entry, users, zone_of(browser))) for entry in timeline],
         "entry_labels": ENTRY_LABELS,
+        "via_labels": VIA_LABELS,
         "comments": comments,
         "events": [(event, by_event.get(event.id, [])) for event in events],
         "other_notifications": [n for n in notifications if n.escalation_event_id is None],

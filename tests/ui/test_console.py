@@ -8,6 +8,9 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from starlette.responses import Response
 
+from app.core.actors import Actor
+from app.core.db import session_scope
+from app.flows import incidents as incident_flow
 from app.incidents.models import Incident
 from app.ui import auth
 from app.ui.models import UiSession
@@ -487,3 +490,16 @@ async def test_a_refused_declaration_keeps_what_was_typed(harness, factory, sign
         assert "&lt;b&gt;kept&lt;/b&gt;</textarea>" in answer.text  # escaped, shown again
     async with harness.app.state.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Incident)) == 0
+
+
+async def test_the_timeline_says_how_a_person_acted_from_a_page(harness, signed_in, factory, user):
+    """An acknowledgement by a text reply reads "by Uma User via text reply"."""
+    incident = await factory.incident(title="Queue stuck")
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        stored = await session.get(Incident, incident.id)
+        await incident_flow.acknowledge(
+            session, incident=stored, actor=Actor.of(user, via="sms"), now=harness.clock.now()
+        )
+    browser, _ = await signed_in(user)
+    page = (await browser.get(f"/ui/incidents/{incident.id}")).text
+    assert f"by {user.full_name} via text reply</span>" in page
