@@ -3,7 +3,7 @@ written by the session itself in the flush that writes the change (so in its tra
 
 Nothing to call: every ORM change of an audited class is recorded, whatever the code path. A
 Core `insert()`, `update()` or `delete()` statement on an audited table would bypass the session,
-so none is used (tests/audit/test_recording.py fails when one appears). Rows that the database
+so none is used (tests/audit/test_audit.py fails when one appears). Rows that the database
 deletes by itself with their parent (`ON DELETE CASCADE`) are covered by the parent's entry.
 
 The check per flush is a dictionary lookup per object written: the alert path, which writes

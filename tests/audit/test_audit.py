@@ -5,7 +5,10 @@ rolled-back change records nothing; `GET /v1/audit` filters, pages and is for ad
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from app.audit.recording import AUDITED, SECRETS
 from app.core.db import session_scope
 from app.services.models import Service
 from app.worker.runner import Job, Worker
+from tests.support.processes import CLI
 
 APP = Path(__file__).resolve().parent.parent.parent / "app"
 
@@ -370,3 +374,26 @@ def test_no_core_statement_writes_an_audited_table():
         for match in pattern.finditer(path.read_text())
     ]
     assert found == []
+
+
+def test_the_cli_acts_as_the_system(tmp_path):
+    """`incident-management create-admin`, run as a process: its user is recorded as made by
+    the system, named `cli`."""
+    database = tmp_path / "cli.db"
+    skip = {"DATABASE_URL", "SECRET_KEY", "ENVIRONMENT", "LOG_FORMAT", "LOG_LEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    env.update(DATABASE_URL=f"sqlite:///{database}", ADMIN_PASSWORD="a long admin passphrase")
+    done = subprocess.run(
+        [CLI, "create-admin", "--email", "root@example.com"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT actor_type, actor_id, actor_name, action, object_type, after FROM audit_log"
+        ).fetchall()
+    [(actor_type, actor_id, actor_name, action, object_type, after)] = rows
+    assert (actor_type, actor_id, actor_name) == ("system", None, "cli")
+    assert (action, object_type) == ("create", "user")
+    after = json.loads(after)
+    assert after["email"] == "root@example.com" and after["hashed_password"] == "[redacted]"
