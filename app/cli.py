@@ -13,7 +13,9 @@ from typing import Annotated, Any
 import typer
 
 from app import __version__
+from app.core.actors import CLI
 from app.core.config import Settings, settings_or_exit
+from app.core.logging import acting_as
 
 PROG = "incident-management"
 
@@ -265,7 +267,7 @@ def create_admin(
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        with _explained(settings):
+        with _explained(settings), acting_as(CLI):  # the audit log's actor
             outcome = asyncio.run(_create_admin(settings, email, full_name, password, force))
     except ValueError as exc:
         typer.echo(f"Error: {exc}", err=True)
@@ -278,6 +280,7 @@ async def _create_admin(
 ) -> str:
     from pydantic import TypeAdapter, ValidationError
 
+    from app.audit import recording  # noqa: F401  (the audit log records the change)
     from app.core.clock import SystemClock
     from app.core.db import create_engine, create_sessionmaker, session_scope
     from app.users import service as user_service

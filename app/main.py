@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         engine = create_engine(settings)
         metrics.instrument_pool(engine, "api")
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.sessionmaker = create_sessionmaker(engine, clock)
         app.state.change_feed = ChangeFeed(app.state.sessionmaker)
         app.state.worker = Worker(
             app.state.sessionmaker,
@@ -76,10 +76,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         metrics.instrument_pool(ingest_engine, "ingest")
         # Incidents opened through the API, batched the same way, on the same connections.
         app.state.incident_batcher = Batcher(
-            create_sessionmaker(ingest_engine), clock, Opener(), wake=app.state.worker.wake
+            create_sessionmaker(ingest_engine, clock), clock, Opener(), wake=app.state.worker.wake
         )
         app.state.alert_batcher = AlertBatcher(
-            create_sessionmaker(ingest_engine),
+            create_sessionmaker(ingest_engine, clock),
             clock,
             reopen_window=timedelta(minutes=settings.reopen_window_minutes),
             limit=ratelimit.Limit.per(

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from app.audit import recording  # noqa: F401  (the audit log records the resealed secrets)
+from app.core.actors import CLI
 from app.core.config import Settings
 from app.core.crypto import Sealer
 from app.core.db import create_engine, create_sessionmaker, session_scope
+from app.core.logging import acting_as
 from app.core.migrations import current_revision, upgrade_schema
 from app.notifications.webhooks import seal_stored_secrets as seal
 
@@ -26,8 +29,9 @@ def upgrade(revision: str = "head") -> None:
 async def seal_stored_secrets(settings: Settings) -> int:
     engine = create_engine(settings)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
-            sealed = await seal(session, Sealer.of(settings))
+        with acting_as(CLI):
+            async with session_scope(create_sessionmaker(engine)) as session:
+                sealed = await seal(session, Sealer.of(settings))
     finally:
         await engine.dispose()
     if sealed:

@@ -1,6 +1,8 @@
 """Every model, imported in one place so that metadata (and Alembic) sees all tables."""
 
 from app.analytics.models import AnalyticsSnapshot
+from app.audit import recording  # noqa: F401  (the session records audited changes)
+from app.audit.models import AuditEntry
 from app.auth.models import PasswordResetToken
 from app.core.db import Base
 from app.core.ratelimit import RateLimitState
@@ -23,6 +25,7 @@ from app.users.models import User
 __all__ = [
     "AnalyticsSnapshot",
     "Assignment",
+    "AuditEntry",
     "Base",
     "Comment",
     "ContactVerification",

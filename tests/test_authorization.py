@@ -115,6 +115,7 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/users/me/calendar-url"): SIGNED_IN,
     ("GET", "/v1/users/{user_id}/calendar.ics"): FEED_TOKEN,
     ("GET", "/v1/analytics/incidents"): SIGNED_IN,  # as reading incidents
+    ("GET", "/v1/audit"): ADMIN,
     # Your own contact methods and rules ({method_id}, {rule_id}: the caller's own).
     ("GET", "/v1/users/me/contact-methods"): SIGNED_IN,
     ("POST", "/v1/users/me/contact-methods"): SIGNED_IN,

@@ -222,6 +222,7 @@ async def test_docs_and_openapi_list_every_endpoint(client):
         ("POST", "/v1/users/me/calendar-url"),
         ("GET", "/v1/users/{user_id}/calendar.ics"),
         ("GET", "/v1/analytics/incidents"),
+        ("GET", "/v1/audit"),
         ("GET", "/v1/actions/{token}"),
         ("POST", "/v1/actions/{token}"),
     }

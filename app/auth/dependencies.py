@@ -6,9 +6,10 @@ from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 
 from app.auth import security
+from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, Unauthorized
-from app.core.logging import REQUEST
+from app.core.logging import REQUEST, name_actor
 from app.users import service as user_service
 from app.users.models import User
 
@@ -37,7 +38,7 @@ async def get_current_user(session: SessionDep, claims: TokenClaims) -> User:
     user = await user_service.get(session, claims.user_id)
     if user is None or not user.is_active or user.token_version != claims.token_version:
         raise Unauthorized("Invalid or expired token")
-    for_the_logs(user.id)
+    name_actor(Actor.of(user))
     return user
 
 

@@ -33,3 +33,6 @@ class Actor:
 
 
 SYSTEM = Actor("system", None, "system")
+# The system, more precisely: the background worker's jobs, and the command line's commands.
+WORKER = Actor("system", None, "worker")
+CLI = Actor("system", None, "cli")

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # A trigger this many minutes after its incident was resolved reopens it (0: never).
     reopen_window_minutes: int = Field(default=0, ge=0, le=60 * 24 * 7)
 
+    # The audit log keeps its entries this many days (0: for ever); the worker deletes older ones.
+    audit_retention_days: int = Field(default=365, ge=0, le=36500)
+
     worker_in_process: bool = True
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     worker_batch_size: int = Field(default=500, ge=1, le=5000)

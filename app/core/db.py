@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from app.core.clock import Clock
 from app.core.config import Settings
 
 NAMING_CONVENTION = {
@@ -200,8 +201,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+# Set in `session.info`: the clock that dates what the session records by itself (the audit log).
+SESSION_CLOCK = "clock"
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, clock: Clock | None = None
+) -> async_sessionmaker[AsyncSession]:
+    info = {SESSION_CLOCK: clock} if clock is not None else None
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
 
 
 @asynccontextmanager

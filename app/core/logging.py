@@ -20,6 +20,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from app.core.actors import SYSTEM, Actor
 from app.core.config import Settings
 from app.core.text import escape_controls
 
@@ -42,19 +43,57 @@ def redact(text: str) -> str:
 
 @dataclass
 class RequestInfo:
-    """What the log lines of one request share; the auth dependency fills in the user."""
+    """What the log lines of one request share; the auth dependency fills in the user (and the
+    actor that the audit log names), the middleware the address the request came from."""
 
     id: str
     user_id: int | None = None
     route: str | None = None
+    actor: Actor | None = None
+    source: str | None = None
 
 
 REQUEST: ContextVar[RequestInfo | None] = ContextVar("request", default=None)
+# Who acts outside a request (or in a request nobody signed in to): the worker, a CLI command.
+ACTING: ContextVar[Actor | None] = ContextVar("acting", default=None)
 
 
 def current_request_id() -> str | None:
     info = REQUEST.get()
     return info.id if info is not None else None
+
+
+def current_actor() -> Actor:
+    """Who the changes written now are made by: the request's signed-in user, else whoever
+    `acting_as` names (the worker, a CLI command), else the system."""
+    info = REQUEST.get()
+    if info is not None and info.actor is not None:
+        return info.actor
+    return ACTING.get() or SYSTEM
+
+
+def current_source() -> str | None:
+    """The address the current request came from (None outside a request)."""
+    info = REQUEST.get()
+    return info.source if info is not None else None
+
+
+def name_actor(actor: Actor) -> None:
+    """Name the request's signed-in user: in its log lines and as the actor of what it changes."""
+    info = REQUEST.get()
+    if info is not None:
+        info.user_id = actor.user_id
+        info.actor = actor
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Changes made in this block (outside a request's signed-in user) are made by `actor`."""
+    token = ACTING.set(actor)
+    try:
+        yield
+    finally:
+        ACTING.reset(token)
 
 
 @contextmanager

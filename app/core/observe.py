@@ -93,7 +93,9 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        info = RequestInfo(request_id_of(Headers(scope=scope).get(REQUEST_ID_HEADER)))
+        info = RequestInfo(
+            request_id_of(Headers(scope=scope).get(REQUEST_ID_HEADER)), source=_client(scope)
+        )
         token = REQUEST.set(info)
         began = time.perf_counter()
         status = 500

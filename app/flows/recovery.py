@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import recovery
+from app.core.actors import Actor
 from app.core.config import Settings
 from app.core.db import WAKE_WORKER
 from app.core.errors import BadRequest
+from app.core.logging import name_actor
 from app.notifications import render
 from app.notifications.models import Notification, notification_row
 from app.notifications.outbox import Renderer
@@ -57,6 +59,7 @@ async def reset_password(
     user = await user_service.get(session, user_id)
     if user is None or not user.is_active:
         raise BadRequest(recovery.INVALID)
+    name_actor(Actor.of(user))  # the audit log: the token's owner set their password
     return await user_service.update(
         session, user=user, changes={"password": new_password}, now=now
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -215,9 +215,13 @@ async def remove_method(session: AsyncSession, *, user: User, method_id: int) ->
     """Delete a method and its rules (the pages already written keep their address)."""
     row = await _row(session, user, method_id)
     kind, address = row.type, row.address
-    await session.execute(
-        delete(NotificationRule).where(NotificationRule.contact_method_id == row.id)
+    # Through the session, one by one, so that the audit log records each rule's deletion.
+    rules = await session.scalars(
+        select(NotificationRule).where(NotificationRule.contact_method_id == row.id)
     )
+    for rule in rules:
+        await session.delete(rule)
+    await session.flush()  # before the method's row, whose deletion cascades to them
     await session.delete(row)
     await session.flush()
     await _forget(session, user=user, kind=kind, address=address)

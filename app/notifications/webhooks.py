@@ -102,23 +102,19 @@ async def seal_stored_secrets(session: AsyncSession, sealer: Sealer) -> int:
     encryption at rest, or under a previous SECRET_KEY); run by `migrate`. How many changed; one
     no key can read is left alone and logged (its deliveries say so)."""
     changed = 0
-    for hook_id, stored in (
-        await session.execute(select(WebhookSubscription.id, WebhookSubscription.secret))
-    ).all():
+    # Locked while resealed (a rotation by a running API process waits, then wins), and changed
+    # through the session, so that the audit log records each (`reseal`).
+    for hook in await session.scalars(select(WebhookSubscription).with_for_update()):
         try:
-            resealed = sealer.reseal(stored)
+            resealed = sealer.reseal(hook.secret)
         except Unreadable as exc:
-            logger.error("webhook subscription %d: its secret is %s", hook_id, exc)
+            logger.error("webhook subscription %d: its secret is %s", hook.id, exc)
             continue
         if resealed is None:
             continue
-        # Only if unchanged meanwhile (a rotation by a running API process wins).
-        result = await session.execute(
-            sql_update(WebhookSubscription)
-            .where(WebhookSubscription.id == hook_id, WebhookSubscription.secret == stored)
-            .values(secret=resealed)
-        )
-        changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        hook.secret = resealed
+        changed += 1
+    await session.flush()
     return changed
 
 

@@ -1,4 +1,5 @@
-"""The console's admin pages: users (create, role, deactivate) and escalation policies (steps).
+"""The console's admin pages: users (create, role, deactivate), escalation policies (steps), and
+the audit log (read only).
 
 Each change goes through the same service functions, request schemas and checks as the API
 (`app/users/router.py`, `app/escalation/router.py`), so the console accepts exactly what the
@@ -18,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app.audit import service as audit_service
+from app.audit.models import Action
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import DomainError, NotFound
-from app.core.schemas import IdPath
+from app.core.schemas import MAX_ID, IdPath
 from app.escalation import policies as policy_service
 from app.escalation.models import EscalationPolicy
 from app.escalation.schemas import PolicyCreate, PolicyUpdate
@@ -658,3 +661,83 @@ async def save_policy(
     """Save a policy's form."""
     policy = await _policy_or_404(session, policy_id)
     return await _save(request, session, browser, settings, clock, policy)
+
+
+# ---- the audit log -------------------------------------------------------------------------------
+
+
+def _readable(value: Any) -> str:
+    """A before/after value as one line of text."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _changes(
+    before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> list[tuple[str, str, str]]:
+    fields = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    return [
+        (
+            name.replace("_", " "),
+            _readable((before or {}).get(name)) if before is not None else "",
+            _readable((after or {}).get(name)) if after is not None else "",
+        )
+        for name in fields
+    ]
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(
+    request: Request,
+    session: SessionDep,
+    browser: AdminViewerDep,
+    object_type: str = "",
+    actor: str = "",
+    action: str = "",
+    cursor: str = "",
+) -> Response:
+    """The audit log, newest first, 50 entries a page, filtered by object type, actor, action."""
+    filters = {"object_type": object_type[:64], "actor": actor[:32], "action": action[:32]}
+    error = None
+    if object_type and object_type not in audit_service.OBJECT_TYPES:
+        error = f"Unknown object type {object_type[:64]!r}."
+    elif action and action not in {a.value for a in Action}:
+        error = f"Unknown action {action[:32]!r}."
+    elif actor and not (actor.isdigit() and 1 <= int(actor) <= MAX_ID):
+        error = "Unknown actor."
+    entries: list[dict[str, Any]] = []
+    next_cursor = None
+    if error is None:
+        chosen = audit_service.AuditFilter(
+            object_type=object_type or None,
+            actor_id=int(actor) if actor else None,
+            action=action or None,
+        )
+        try:
+            rows, next_cursor = await audit_service.list_page(
+                session, filters=chosen, limit=50, cursor=cursor or None
+            )
+        except DomainError as exc:  # a cursor this page did not make
+            error = exc.detail
+        else:
+            entries = [
+                {**audit_service.as_item(row), "changes": _changes(row.before, row.after)}
+                for row in rows
+            ]
+    users = (await session.execute(select(User.id, User.full_name).order_by(User.full_name))).all()
+    return page(
+        request,
+        "admin_audit.html",
+        browser=browser,
+        status_code=422 if error else 200,
+        error=error,
+        filters=filters,
+        entries=entries,
+        next_cursor=next_cursor,
+        object_types=audit_service.OBJECT_TYPES,
+        actions=[a.value for a in Action],
+        actors=[(user_id, name) for user_id, name in users],
+    )

@@ -26,9 +26,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
+from app.core.actors import Actor
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep
-from app.core.logging import REQUEST
+from app.core.logging import name_actor
 from app.core.tokens import hash_token, new_long_token
 from app.ui.models import UiSession
 from app.users.models import User
@@ -153,9 +154,7 @@ async def current_browser(request: Request, session: SessionDep, clock: ClockDep
     browser = await lookup(session, token, now=clock.now()) if token else None
     if browser is None:
         raise LoginRequired(_path_with_query(request) if request.method == "GET" else "/ui/")
-    info = REQUEST.get()
-    if info is not None:
-        info.user_id = browser.user.id
+    name_actor(Actor.of(browser.user))
     request.state.browser = browser
     return browser
 

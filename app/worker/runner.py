@@ -19,10 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 
 from app.analytics import snapshots as analytics_snapshots
+from app.audit import service as audit
 from app.core import ratelimit
+from app.core.actors import WORKER
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.db import is_unavailable, limit_lock_waits, session_scope
+from app.core.logging import acting_as
 from app.escalation import runs
 from app.flows import incidents as incident_flow
 from app.flows import paging, recovery
@@ -44,6 +47,7 @@ class Context:
     channels: Channels
     batch: int = BATCH
     stopping: Callable[[], bool] = lambda: False
+    audit_retention_days: int = 0
 
 
 DueLookup = Callable[[AsyncSession], Awaitable[datetime | None]]
@@ -72,6 +76,14 @@ async def _purge_rate_limits(ctx: Context) -> int:
         return await ratelimit.purge(session, now=ctx.clock.now(), batch=ctx.batch)
 
 
+async def _prune_audit_log(ctx: Context) -> int:
+    async with session_scope(ctx.sessions) as session:
+        await limit_lock_waits(session)
+        return await audit.prune(
+            session, now=ctx.clock.now(), days=ctx.audit_retention_days, batch=ctx.batch
+        )
+
+
 async def _deliver_notifications(ctx: Context) -> int:
     return await outbox.deliver_due(
         ctx.sessions, clock=ctx.clock, batch=outbox.DELIVERY_BATCH, channels=ctx.channels,
@@ -94,6 +106,7 @@ FIRING_JOBS: tuple[Job, ...] = (
 DELIVERY_JOBS: tuple[Job, ...] = (
     Job("deliver_notifications", _deliver_notifications),
     Job("purge_rate_limits", _purge_rate_limits),  # full buckets: an index probe when none
+    Job("prune_audit_log", _prune_audit_log),  # entries past AUDIT_RETENTION_DAYS: a probe
 )
 # The console's analytics reports take up to a second each at scale: a loop of their own, so
 # that neither pages nor deliveries wait behind them.
@@ -148,6 +161,7 @@ class Worker:
             Channels(self.settings, self._http, self._aimed, self._twilio),
             self.batch,
             stopping=self._stop.is_set,
+            audit_retention_days=self.settings.audit_retention_days,
         )
 
     async def run_once(self, jobs: Sequence[Job] | None = None) -> dict[str, int]:
@@ -159,7 +173,8 @@ class Worker:
             done[job.name] = 0
             while not self._stop.is_set():
                 try:
-                    count = await job.run(ctx)
+                    with acting_as(WORKER):  # the audit log's actor of what the job changes
+                        count = await job.run(ctx)
                 except Exception as exc:
                     # Readiness reads this: the database out of reach stops every replica's worker
                     # alike; a bug in one job is logged, not a reason to take replicas out.

@@ -59,6 +59,19 @@ class Services(WalkBase):
             inactive = self.page("/v1/services/", ada.bearer, is_active="false", q=run)
             expect_eq([s["id"] for s in inactive], [service_id], "inactive services")
             self.api.put(f"/v1/services/{service_id}", token=bob.bearer, json={}, expect=403)
+        with self.check(
+            "GET /v1/audit: the change is in the audit log, before and after", SERVICES
+        ):
+            service_id = self.id_of(checkout)
+            params = {"object_type": "service", "object_id": service_id, "limit": 5}
+            entries = self.api.get("/v1/audit", token=ada.bearer, params=params)["items"]
+            expect_eq([e["action"] for e in entries], ["update", "create"], "audit actions")
+            latest = entries[0]
+            expect_eq(latest["before"], {"description": "Payments and checkout",
+                                         "is_active": True}, "before")  # fmt: skip
+            expect_eq(latest["after"], change, "after")
+            expect_fields(latest["actor"], {"type": "user", "id": ada.uid}, "actor")
+            self.api.get("/v1/audit", token=bob.bearer, expect=403)
 
     def integrations(self) -> None:
         ada, bob = self.ada, self.bob

@@ -43,6 +43,7 @@ ROUTES = {
     ("POST", "/ui/admin/users/{user_id}/deactivate"): ADMIN,
     ("POST", "/ui/admin/users/{user_id}/reactivate"): ADMIN,
     ("GET", "/ui/admin/policies"): ADMIN,
+    ("GET", "/ui/admin/audit"): ADMIN,
     ("GET", "/ui/admin/policies/new"): ADMIN,
     ("GET", "/ui/admin/policies/{policy_id}"): ADMIN,
     ("POST", "/ui/admin/policies/new"): ADMIN,

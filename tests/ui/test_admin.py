@@ -671,3 +671,34 @@ async def test_renaming_works_while_a_target_is_deactivated(
     assert (await read_policy(harness, factory, admin, policy.id))["steps"][1][
         "delay_minutes"
     ] == 10
+
+
+# ---- the audit log -------------------------------------------------------------------------------
+
+
+async def test_the_audit_log_page_shows_console_changes_with_before_and_after(
+    harness, signed_in, factory, admin, user
+):
+    browser, token = await signed_in(admin)
+    users = await browser.get("/ui/admin/users")
+    assert 'href="/ui/admin/audit"' in users.text  # linked from the admin navigation
+    changed = await browser.post(
+        f"/ui/admin/users/{user.id}/deactivate", data={"csrf_token": token}
+    )
+    assert changed.status_code in (200, 303)
+    listing = await browser.get("/ui/admin/audit", params={"action": "deactivate"})
+    assert listing.status_code == 200
+    [entry] = re.findall(r'<li class="audit-entry" data-entry="\d+">(.*?)</li>', listing.text, re.S)
+    assert "Ada Admin" in entry and "deactivate" in entry and f"user #{user.id}" in entry
+    assert re.search(r"<th scope=\"row\">is active</th><td>true</td><td>false</td>", entry)
+    assert "[redacted]" not in entry  # only the changed columns of an update
+    everything = await browser.get("/ui/admin/audit")
+    assert everything.text.count('class="audit-entry"') >= 3  # the factory's rows too
+    mine = await browser.get("/ui/admin/audit", params={"actor": str(admin.id)})
+    assert mine.text.count('class="audit-entry"') == 1
+    services = await browser.get("/ui/admin/audit", params={"object_type": "service"})
+    assert "No entries match these filters." in services.text
+    for bad in ({"object_type": "incident"}, {"action": "erase"}, {"actor": "x"},
+                {"cursor": "nonsense"}):  # fmt: skip
+        refused = await browser.get("/ui/admin/audit", params=bad)
+        assert refused.status_code == 422 and 'role="alert"' in refused.text, bad

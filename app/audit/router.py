@@ -1,0 +1,49 @@
+"""`GET /v1/audit`: who changed what in the configuration, and when (admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AfterValidator
+
+from app.audit import service as audit_service
+from app.audit.models import Action, ObjectType
+from app.audit.schemas import AuditEntryRead
+from app.auth.dependencies import AdminUser
+from app.core.deps import SessionDep
+from app.core.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime
+from app.schedules.schemas import in_range
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+Moment = Annotated[UtcDateTime, AfterValidator(in_range)]
+Id = Annotated[int, Query(ge=1, le=MAX_ID)]
+
+
+@router.get(
+    "",
+    response_model=Page[AuditEntryRead],
+    responses={422: {"description": "An unknown object type or action, a bad id, time or cursor"}},
+)
+async def list_audit_entries(
+    session: SessionDep,
+    _: AdminUser,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    object_type: Annotated[ObjectType | None, Query(description="What was changed")] = None,
+    object_id: Annotated[Id | None, Query(description="Its id (with object_type)")] = None,
+    actor_id: Annotated[Id | None, Query(description="The user who changed it")] = None,
+    action: Annotated[Action | None, Query()] = None,
+    since: Annotated[Moment | None, Query(description="Changes at or after this time")] = None,
+    until: Annotated[Moment | None, Query(description="Changes before this time")] = None,
+) -> object:
+    """The audit log, newest first (admin): every create, update and delete of users,
+    services, integrations, escalation policies, schedules, overrides, webhooks, notification
+    preferences, contact methods and notification rules, with who made it, when, from where,
+    and the values before and after (secrets redacted). See docs/audit.md."""
+    filters = audit_service.AuditFilter(object_type, object_id, actor_id, action, since, until)
+    items, next_cursor = await audit_service.list_page(
+        session, filters=filters, limit=limit, cursor=cursor
+    )
+    return {"items": [audit_service.as_item(e) for e in items], "next_cursor": next_cursor}

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.core.schemas import ResponseModel
+
+
+class AuditActor(ResponseModel):
+    type: Literal["user", "system"] = Field(
+        description="`user`: a signed-in person (API or console); `system`: the worker, a CLI "
+        "command (`name` says which: `worker`, `cli`), or a request nobody was signed in to"
+    )
+    id: int | None = Field(description="The user's id (null for `system`)")
+    name: str = Field(description="The user's name when they acted")
+
+
+class AuditEntryRead(ResponseModel):
+    id: int
+    at: datetime
+    actor: AuditActor
+    action: str = Field(
+        description="`create`, `update`, `delete`, or what an update meant: `deactivate` and "
+        "`reactivate` (a user), `rotate` (an integration key, a webhook secret, a calendar "
+        "link), `reseal` (a webhook secret encrypted again under a new SECRET_KEY)"
+    )
+    object_type: str = Field(
+        description="What was changed: `user`, `service`, `integration`, `escalation_policy`, "
+        "`schedule`, `schedule_override`, `webhook_subscription`, `notification_preference`, "
+        "`contact_method`, `notification_rule`"
+    )
+    object_id: int = Field(description="Its id")
+    before: dict[str, Any] | None = Field(
+        description="The whole row before a delete; the changed columns before an update; null "
+        "for a create. Secrets read `[redacted]`"
+    )
+    after: dict[str, Any] | None = Field(
+        description="The whole row after a create; the changed columns after an update; null "
+        "for a delete. Secrets read `[redacted]`"
+    )
+    request_id: str | None = Field(description="The X-Request-ID of the request that made it")
+    source_address: str | None = Field(description="The address the request came from")
