@@ -486,6 +486,22 @@ def test_an_admin_edits_a_policys_steps(world: World, chromium: Browser) -> None
     page.context.close()
 
 
+def test_the_audit_log_reads_at_a_phone_width(world: World, chromium: Browser) -> None:
+    """Long values (a policy's steps, a schedule's layers) wrap: no sideways scrolling."""
+    page = new_page(chromium, width=360, height=740)
+    base = world.bases[0]
+    sign_in(page, base, world.admin_email)
+    page.goto(f"{base}/ui/admin/audit")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Audit log")
+    assert_fits(page, 360)
+    page.get_by_label("What").select_option(label="escalation policy")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("li.audit-entry").first).to_contain_text("escalation policy")
+    expect(page.locator("table.changes").first).to_contain_text("steps")
+    assert_fits(page, 360)
+    page.context.close()
+
+
 def test_a_plain_user_does_not_see_the_admin_pages(world: World, chromium: Browser) -> None:
     page = new_page(chromium)
     base = world.bases[0]
