@@ -54,7 +54,7 @@ bench: $(VENV)/.installed-dev  ## every performance scenario on PostgreSQL (BENC
 bench-compare: $(VENV)/.installed-dev  ## ratios per figure between two reports, raw and calibrated: make bench-compare A=… B=…
 	$(BIN)/python -m bench compare $(A) $(B)
 
-# Two commits' servers measured alternately (A B A B …) by this checkout's harness, each from a
+# Two commits' servers measured alternately (A B, B A, A B …) by this checkout's harness, each from a
 # temporary worktree of it: make bench-ab A=ce04e5c B=HEAD [ONLY=ingestion,incident_list] [ROUNDS=3]
 bench-ab: $(VENV)/.installed-dev  ## two commits alternately, B/A per figure with its spread: make bench-ab A=… B=… [ONLY=…] [ROUNDS=n]
 	$(BIN)/python -m bench ab $(A) $(B) $(if $(ONLY),--only $(ONLY)) $(if $(ROUNDS),--rounds $(ROUNDS))

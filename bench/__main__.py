@@ -16,8 +16,8 @@ bench/results/<date>-<commit>-<db>.json with a Markdown table beside it, and the
 table of docs/performance.md (between its bench markers) is rewritten from it, targets beside
 figures. About eight minutes on the 2-core machine.
 
-`ab` runs chosen scenarios for two commits alternately (A B A B …), each commit's server from a
-temporary worktree of it, the load generator and figures from this checkout.
+`ab` runs chosen scenarios for two commits alternately (A B, B A, A B …), each commit's server
+from a temporary worktree of it, the load generator and figures from this checkout.
 """
 
 from __future__ import annotations
@@ -544,7 +544,8 @@ def ab_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"`python -m bench ab {a['ref']} {b['ref']}` on {result['date']}: A = `{a['commit']}`, "
         f"B = `{b['commit']}`, scenarios {', '.join(result['only'])}, {result['rounds']} rounds "
-        f"(A B alternately, each on a fresh database; request counts × {result['scale']:g}), "
+        f"(A B, then B A, alternately, each on a fresh database; request counts "
+        f"× {result['scale']:g}), "
         f"{result['duration_s']:.0f} s. B/A: the median of the rounds' ratios, their lowest and "
         "highest in brackets; `….calibrated`: the figure ÷ its run's calibration.",
         "",
@@ -595,11 +596,19 @@ def worktrees(commits: dict[str, str], folder: Path) -> Iterator[dict[str, Path]
         subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False)  # noqa: S607
 
 
+def round_order(rounds: int) -> list[str]:
+    """Which commit runs first in each round: A B, then B A, and so on. A run right after another
+    measured slower on the machine this was written on (2026-12-07: the same commit second in
+    the round, 5–20 % more CPU per request, its load generator's too), so each commit runs first
+    as often as second."""
+    return ["AB" if n % 2 == 0 else "BA" for n in range(rounds)]
+
+
 def ab(
     refs: tuple[str, str], only: list[str], rounds: int, server: str | None, scale: float
 ) -> dict[str, Any]:
-    """The chosen scenarios for commit A, then B, `rounds` times; the figures of every round and
-    their summary (`ab_summary`)."""
+    """The chosen scenarios for commits A and B, `rounds` times, in the order of `round_order`;
+    the figures of every round and their summary (`ab_summary`)."""
     chosen = [s for s in SCENARIOS if s.name in only]
     commits = {
         label: git("rev-parse", f"{ref}^{{commit}}") for label, ref in zip("AB", refs, strict=True)
@@ -610,8 +619,8 @@ def ab(
         tempfile.TemporaryDirectory(prefix="ims-bench-ab-") as folder,
         worktrees(commits, Path(folder)) as trees,
     ):
-        for n in range(rounds):
-            for label in "AB":
+        for n, order in enumerate(round_order(rounds)):
+            for label in order:
                 print(f"==== round {n + 1} of {rounds}: {label} = {commits[label][:9]}", flush=True)
                 found: dict[str, Any] = {}
                 for scenario in chosen:

@@ -212,3 +212,9 @@ def test_a_profile_is_charged_to_the_code_that_ran(tmp_path):
     shown = profile.show(samples)
     assert "generic-new-c1.txt (20 samples" in shown
     assert "driver" in shown.splitlines()[1] and "35.0%" in shown.splitlines()[1]
+
+
+def test_each_commit_runs_first_in_a_round_as_often_as_second():
+    assert bench.round_order(1) == ["AB"]
+    assert bench.round_order(4) == ["AB", "BA", "AB", "BA"]
+    assert [order[0] for order in bench.round_order(6)].count("A") == 3
