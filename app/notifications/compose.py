@@ -12,9 +12,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Result, String, Table, literal_column, null, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Result,
+    String,
+    Table,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import bulk
@@ -328,12 +338,9 @@ async def _post_to_service_channels(
     session.info[WAKE_WORKER] = True
 
 
-async def _asked_for_new_incidents(
-    session: AsyncSession,
-) -> tuple[list[int], list[Subscription], dict[int, str]]:
-    """Who asked to hear of new incidents (only stored preferences can: the defaults do not), the
-    enabled webhook subscriptions (`subscriptions`) and the services that post new incidents to a
-    Slack channel (service id → channel), in one statement."""
+@cache
+def _new_incident_audience() -> CompoundSelect:
+    """The statement of `_asked_for_new_incidents` (it takes no parameters: built once)."""
     people = select(
         literal_column("'person'", String()).label("kind"),
         NotificationPreference.user_id.label("id"),
@@ -348,10 +355,19 @@ async def _asked_for_new_incidents(
         literal_column("'slack'", String()), Service.id,
         null().cast(NotificationPreference.events.type), Service.slack_channel,
     ).where(Service.slack_channel.is_not(None))  # fmt: skip
+    return union_all(people, hooks, channels)
+
+
+async def _asked_for_new_incidents(
+    session: AsyncSession,
+) -> tuple[list[int], list[Subscription], dict[int, str]]:
+    """Who asked to hear of new incidents (only stored preferences can: the defaults do not), the
+    enabled webhook subscriptions (`subscriptions`) and the services that post new incidents to a
+    Slack channel (service id → channel), in one statement."""
     asked: set[int] = set()
     subscribed: list[Subscription] = []
     slack_channels: dict[int, str] = {}
-    rows: Result[Any] = await session.execute(union_all(people, hooks, channels))
+    rows: Result[Any] = await session.execute(_new_incident_audience())
     for row in rows:
         if row.kind == "hook":
             subscribed.append(Subscription(row.id, row.url, list(row.events)))
