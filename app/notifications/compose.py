@@ -118,15 +118,15 @@ def rows_for(
         if user_id not in people:
             continue
         person, preferences = people[user_id]
+        message = {
+            "event": event, "incident": incident, "actor": actor.name if actor else None,
+            "recipient": person.full_name, **(extra or {}),
+        }  # fmt: skip
         if event == "escalated" and rules and user_id in rules:
             paged, will_send = contacts.page_rows(
                 cause=cause, user_id=user_id, rules=rules[user_id],
                 severity=incident["severity"], incident_id=incident["id"], subject=subject,
-                payload={
-                    "event": event, "incident": incident, "actor": actor.name if actor else None,
-                    "recipient": person.full_name, **(extra or {}),
-                },
-                now=now, escalation_event_id=escalation_event_id,
+                payload=message, now=now, escalation_event_id=escalation_event_id,
             )  # fmt: skip
             rows += paged
             if will_send:
@@ -142,10 +142,7 @@ def rows_for(
                     data=data, now=now,
                 )  # fmt: skip
             else:
-                payload = {
-                    "event": event, "incident": incident, "actor": actor.name if actor else None,
-                    "recipient": person.full_name, **(extra or {}),
-                }  # fmt: skip
+                payload = message
             row = notification_row(
                 key=f"{cause}:user:{user_id}:{preference.channel}", incident_id=incident["id"],
                 event=event, channel=preference.channel,

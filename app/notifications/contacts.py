@@ -42,12 +42,11 @@ from app.notifications.models import (
     NotificationRule,
     notification_row,
 )
+from app.notifications.preferences import RANK
 from app.notifications.verification import Known
 from app.users.models import User
 
 SLACK_MEMBER = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-SEVERITIES = ("critical", "high", "medium", "low", "info")
-RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 MAX_METHODS = 20
 MAX_RULES = 20
 
@@ -89,12 +88,11 @@ def e164(text: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _proven(user: User, method: ContactMethod, known: Known) -> bool:
-    proof = PROOF_CHANNEL[method.type]
-    if proof is None:
-        return True
-    return verification.is_verified(
-        account_email=user.email, channel=proof, address=method.address, known=known
+def _proven(account_email: str, kind: str, address: str, known: Known) -> bool:
+    """Whether a method of this kind at `address` may be paged (Slack member ids always)."""
+    proof = PROOF_CHANNEL[kind]
+    return proof is None or verification.is_verified(
+        account_email=account_email, channel=proof, address=address, known=known
     )
 
 
@@ -127,7 +125,8 @@ class Method:
 def _method(user: User, row: ContactMethod, known: Known) -> Method:
     return Method(
         id=row.id, user_id=row.user_id, type=row.type, address=row.address, label=row.label,
-        verified=_proven(user, row, known), created_at=row.created_at, updated_at=row.updated_at,
+        verified=_proven(user.email, row.type, row.address, known), created_at=row.created_at,
+        updated_at=row.updated_at,
     )  # fmt: skip
 
 
@@ -251,7 +250,7 @@ async def send_code(
     """Send a 6-digit code to the method's address (by text for a number, for calls too)."""
     row = await _row(session, user, method_id)
     proof = _to_prove(row)
-    if _proven(user, row, await _known(session, user)):
+    if _proven(user.email, row.type, row.address, await _known(session, user)):
         raise Conflict(f"{row.address} is verified already")
     return await verification.send_code(
         session, user=user, channel=proof, address=row.address, secret_key=secret_key, now=now
@@ -266,7 +265,7 @@ async def confirm(
     answers (`verification.refusal` says how to answer a refusal)."""
     row = await _row(session, user, method_id)
     proof = _to_prove(row)
-    if _proven(user, row, await _known(session, user)):
+    if _proven(user.email, row.type, row.address, await _known(session, user)):
         return verification.Check(verification.Checked.verified), await method(
             session, user, method_id
         )
@@ -434,10 +433,9 @@ async def for_paging(session: AsyncSession, emails: Mapping[int, str]) -> dict[i
     known = await verification.known_for(session, {row.user_id for row, _ in found})
     by_user: dict[int, list[PageRule]] = {}
     for rule_row, method_row in found:
-        proof = PROOF_CHANNEL[method_row.type]
-        verified = proof is None or verification.is_verified(
-            account_email=emails[rule_row.user_id], channel=proof, address=method_row.address,
-            known=known.get(rule_row.user_id, verification.NOTHING_KNOWN),
+        verified = _proven(
+            emails[rule_row.user_id], method_row.type, method_row.address,
+            known.get(rule_row.user_id, verification.NOTHING_KNOWN),
         )  # fmt: skip
         by_user.setdefault(rule_row.user_id, []).append(
             PageRule(

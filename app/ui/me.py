@@ -26,7 +26,7 @@ from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import DomainError
 from app.core.ratelimit import TooManyRequests
 from app.core.schemas import IdPath
-from app.notifications import contacts, verification
+from app.notifications import contacts, preferences, verification
 from app.notifications.models import PROOF_CHANNEL
 from app.notifications.schemas import ContactMethodCreate, NotificationRuleCreate
 from app.ui.auth import ActorDep, Browser, ViewerDep
@@ -66,9 +66,9 @@ def after(minutes: int) -> str:
 
 def severities_from(min_severity: str) -> str:
     """`high` → `only high and critical`; '' for `info` (every incident)."""
-    if min_severity not in contacts.RANK or min_severity == "info":
+    if min_severity not in preferences.RANK or min_severity == "info":
         return ""
-    names = list(reversed(contacts.SEVERITIES[: contacts.RANK[min_severity] + 1]))
+    names = list(reversed(preferences.SEVERITIES[: preferences.RANK[min_severity] + 1]))
     if len(names) == 1:
         return f"only {names[0]}"
     return f"only {', '.join(names[:-1])} and {names[-1]}"
@@ -155,7 +155,7 @@ async def _page(
         provable={m.id for m in methods if not m.verified and PROOF_CHANNEL[m.type]},
         kinds=KIND_CHOICES,
         kind_names=KIND_NAMES,
-        severities=contacts.SEVERITIES,
+        severities=preferences.SEVERITIES,
         method_name=method_name,
         confirm=confirm,
         shown=shown,
