@@ -19,6 +19,7 @@ from app.notifications.models import (
 )
 from app.schedules.models import Schedule, ScheduleChange, ScheduleOverride, UserCalendar
 from app.services.models import Service
+from app.teams.models import Team, TeamMember
 from app.ui.models import UiSession
 from app.users.models import User
 
@@ -43,6 +44,8 @@ __all__ = [
     "Service",
     "SmsOptOut",
     "SmsReplyCode",
+    "Team",
+    "TeamMember",
     "TimelineEntry",
     "UiSession",
     "User",

@@ -55,6 +55,7 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_object", "object_type", "object_id", "id"),
         Index("ix_audit_log_actor", "actor_id", "id"),
+        Index("ix_audit_log_team", "team_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -69,3 +70,6 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     request_id: Mapped[str | None] = mapped_column(String(64))
     source_address: Mapped[str | None] = mapped_column(String(64))
+    # The team that owns the object (no foreign key: teams are deleted, their log is kept), so
+    # that a team's managers can read their team's log.
+    team_id: Mapped[int | None] = mapped_column(IdType)

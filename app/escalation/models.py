@@ -26,6 +26,10 @@ class EscalationPolicy(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     conditions: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    # The team that owns it (its managers change it); none: only admins change it.
+    team_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("teams.id", ondelete="RESTRICT"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -267,6 +267,10 @@ class WebhookSubscription(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     secret: Mapped[str] = mapped_column(String(512))  # `fernet:…`, see app.core.crypto
     secret_prefix: Mapped[str] = mapped_column(String(16))
+    # The team that owns it (its managers change it); none: only admins change it.
+    team_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("teams.id", ondelete="RESTRICT"), index=True
+    )
     created_by: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="SET NULL")
     )

@@ -27,6 +27,10 @@ class Schedule(Base):
     layers: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
     # The calendar feed's secret (a calendar app cannot send a bearer token): its hash only.
     calendar_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The team that owns it (its managers change it); none: only admins change it.
+    team_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("teams.id", ondelete="RESTRICT"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

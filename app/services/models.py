@@ -25,5 +25,9 @@ class Service(Base):
     )
     # A Slack channel id (`C0123ABCD`): the Slack app posts its new incidents there.
     slack_channel: Mapped[str | None] = mapped_column(String(32))
+    # The team that owns it (its managers change it); none: only admins change it.
+    team_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("teams.id", ondelete="RESTRICT"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

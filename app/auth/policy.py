@@ -1,0 +1,227 @@
+"""Who may do what: the one function that decides, for the API, the console and the inbound
+channels (SMS replies, phone keypresses, email links, Slack buttons).
+
+`allowed(principal, action, scope)` is pure: the principal (a signed-in user, or an API key acting
+for one), the action, and the object's team as seen by that principal. `scope_of` and
+`scope_of_service` load the scope in one statement; `require` raises the answer the API gives:
+404 for what the principal may not even see (a private team's objects), 403 for what it sees but
+may not do. `visible` is the same rule for reading, as a WHERE clause for lists.
+
+The rules (docs/teams.md has the table):
+- the global `admin` role may do everything;
+- an object with no team: everyone signed in reads it and responds to its incidents, as before
+  teams existed; only admins configure it;
+- a team's object: every signed-in user reads it unless the team is private (then its members
+  only); its responders and managers respond; its managers configure it and its members;
+- a read-only principal (an API key made so) only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import Forbidden, NotFound
+from app.services.models import Service
+from app.teams.models import RANK, Team, TeamMember, TeamRole
+from app.users.models import Role, User
+
+
+class Action(StrEnum):
+    read = "read"
+    # Act on incidents (acknowledge, resolve, comment, assign, snooze, escalate, open one on a
+    # service) and take the team's on-call overrides.
+    respond = "respond"
+    # Create, change and delete the team's services, integrations, policies, schedules and
+    # webhooks, and its members.
+    configure = "configure"
+    # Organisation-wide: users, creating teams, settings, the whole audit log.
+    administer = "administer"
+
+
+# The least team role each action needs on a team's object.
+NEEDS: dict[Action, TeamRole] = {
+    Action.read: TeamRole.observer,
+    Action.respond: TeamRole.responder,
+    Action.configure: TeamRole.manager,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: a user signed in, or an API key acting for one."""
+
+    user: User
+    # The effective global role: a personal API key may carry less than its owner's.
+    role: str
+    # Only reads (an API key made read-only).
+    read_only: bool = False
+    # Fixed team roles (an organisation API key scoped to a team); None: the user's memberships.
+    teams: Mapping[int, TeamRole] | None = None
+    # The API key used, if any.
+    key_id: int | None = None
+
+    @classmethod
+    def of(cls, user: User) -> Principal:
+        return cls(user=user, role=user.role)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.admin.value
+
+    @property
+    def user_id(self) -> int:
+        return self.user.id
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """An object's team, as the decision needs it: its id, whether it is private, and the
+    principal's role in it (None: not a member)."""
+
+    team_id: int | None
+    private: bool = False
+    role: TeamRole | None = None
+
+
+NO_TEAM = Scope(None)
+
+
+def allowed(principal: Principal, action: Action, scope: Scope) -> bool:
+    """May `principal` do `action` to an object in `scope`?"""
+    if principal.read_only and action is not Action.read:
+        return False
+    if principal.is_admin:
+        return True
+    if action is Action.administer:
+        return False
+    if scope.team_id is None:
+        return action in (Action.read, Action.respond)
+    if action is Action.read and not scope.private:
+        return True
+    return scope.role is not None and RANK[scope.role] >= RANK[NEEDS[action]]
+
+
+def may_see(principal: Principal, scope: Scope) -> bool:
+    return allowed(principal, Action.read, scope)
+
+
+def _member_role(principal: Principal, team_id: int, stored: str | None) -> TeamRole | None:
+    if principal.teams is not None:
+        return principal.teams.get(team_id)
+    return TeamRole(stored) if stored is not None else None
+
+
+def _membership(principal: Principal) -> ColumnElement[bool]:
+    return and_(TeamMember.team_id == Team.id, TeamMember.user_id == principal.user_id)
+
+
+async def scope_of(session: AsyncSession, principal: Principal, team_id: int | None) -> Scope:
+    """The scope of an object owned by `team_id`: one statement (none for no team)."""
+    if team_id is None:
+        return NO_TEAM
+    row = (
+        await session.execute(
+            select(Team.is_private, TeamMember.role)
+            .outerjoin(TeamMember, _membership(principal))
+            .where(Team.id == team_id)
+        )
+    ).first()
+    if row is None:  # the team was deleted meanwhile: nobody but admins
+        return Scope(team_id, private=True)
+    return Scope(team_id, bool(row.is_private), _member_role(principal, team_id, row.role))
+
+
+async def scope_of_service(
+    session: AsyncSession, principal: Principal, service_id: int | None
+) -> Scope:
+    """The scope of a service's objects (its incidents, its integrations): one statement."""
+    if service_id is None:
+        return NO_TEAM
+    row = (
+        await session.execute(
+            select(Service.team_id, Team.is_private, TeamMember.role)
+            .outerjoin(Team, Team.id == Service.team_id)
+            .outerjoin(TeamMember, _membership(principal))
+            .where(Service.id == service_id)
+        )
+    ).first()
+    if row is None or row.team_id is None:
+        return NO_TEAM
+    return Scope(row.team_id, bool(row.is_private), _member_role(principal, row.team_id, row.role))
+
+
+def check(principal: Principal, action: Action, scope: Scope, *, missing: str) -> None:
+    """Raise what the API answers when `principal` may not do `action` in `scope`: 404 (with
+    `missing`) when it may not even see the object, else 403."""
+    if allowed(principal, action, scope):
+        return
+    if not may_see(principal, scope):
+        raise NotFound(missing)
+    raise Forbidden(_refusal(action, scope))
+
+
+def _refusal(action: Action, scope: Scope) -> str:
+    if action is Action.administer or scope.team_id is None:
+        return "Admin role required"
+    return f"The team's {NEEDS[action].value} role (or admin) required"
+
+
+async def require(
+    session: AsyncSession,
+    principal: Principal,
+    action: Action,
+    team_id: int | None,
+    *,
+    missing: str,
+) -> Scope:
+    """`check` for an object owned by `team_id`; answers its scope. No statement for admins."""
+    if principal.is_admin and not (principal.read_only and action is not Action.read):
+        return Scope(team_id)
+    scope = await scope_of(session, principal, team_id)
+    check(principal, action, scope, missing=missing)
+    return scope
+
+
+async def require_for_service(
+    session: AsyncSession,
+    principal: Principal,
+    action: Action,
+    service_id: int | None,
+    *,
+    missing: str,
+) -> Scope:
+    """`check` for an object of service `service_id` (an incident, an integration)."""
+    if principal.is_admin and not (principal.read_only and action is not Action.read):
+        return NO_TEAM
+    scope = await scope_of_service(session, principal, service_id)
+    check(principal, action, scope, missing=missing)
+    return scope
+
+
+def visible(principal: Principal, team_id: ColumnElement[int | None]) -> ColumnElement[bool]:
+    """A WHERE clause keeping the rows whose team (`team_id`, a column) `principal` may read:
+    every row but those of private teams it is not a member of."""
+    if principal.is_admin:
+        return true()
+    hidden = select(Team.id).where(Team.is_private)
+    if principal.teams is not None:
+        hidden = hidden.where(Team.id.not_in(list(principal.teams)) if principal.teams else true())
+    else:
+        hidden = hidden.where(~exists().where(_membership(principal)))
+    return or_(team_id.is_(None), team_id.not_in(hidden))
+
+
+def visible_service(
+    principal: Principal, service_id: ColumnElement[int | None]
+) -> ColumnElement[bool]:
+    """`visible` for rows that belong to a service (incidents): those of no service, or of a
+    service the principal may read."""
+    if principal.is_admin:
+        return true()
+    hidden_services = select(Service.id).where(~visible(principal, Service.team_id))
+    return or_(service_id.is_(None), service_id.not_in(hidden_services))

@@ -1,0 +1,1 @@
+"""Teams: who owns which services, schedules, policies and webhooks, and each member's role."""
