@@ -18,6 +18,7 @@ from app.schedules.router import router as schedules_router
 from app.services.router import router as services_router
 from app.slack.router import router as slack_router
 from app.telephony.router import router as telephony_router
+from app.teams.router import router as teams_router
 from app.users.router import router as users_router
 
 api_router = APIRouter(prefix="/v1")
@@ -26,6 +27,7 @@ api_router.include_router(incidents_router)
 api_router.include_router(incident_escalation_router)
 api_router.include_router(auth_router)
 api_router.include_router(users_router)
+api_router.include_router(teams_router)
 api_router.include_router(services_router)
 api_router.include_router(integrations_router)
 api_router.include_router(policies_router)

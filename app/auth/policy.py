@@ -19,10 +19,11 @@ The rules (docs/teams.md has the table):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Forbidden, NotFound
@@ -36,6 +37,9 @@ class Action(StrEnum):
     # Act on incidents (acknowledge, resolve, comment, assign, snooze, escalate, open one on a
     # service) and take the team's on-call overrides.
     respond = "respond"
+    # Read what only those who may change it read: webhook subscriptions (their URLs), alert
+    # integrations (their keys), a team's audit log.
+    inspect = "inspect"
     # Create, change and delete the team's services, integrations, policies, schedules and
     # webhooks, and its members.
     configure = "configure"
@@ -47,8 +51,10 @@ class Action(StrEnum):
 NEEDS: dict[Action, TeamRole] = {
     Action.read: TeamRole.observer,
     Action.respond: TeamRole.responder,
+    Action.inspect: TeamRole.manager,
     Action.configure: TeamRole.manager,
 }
+READS = frozenset({Action.read, Action.inspect})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +99,7 @@ NO_TEAM = Scope(None)
 
 def allowed(principal: Principal, action: Action, scope: Scope) -> bool:
     """May `principal` do `action` to an object in `scope`?"""
-    if principal.read_only and action is not Action.read:
+    if principal.read_only and action not in READS:
         return False
     if principal.is_admin:
         return True
@@ -120,10 +126,24 @@ def _membership(principal: Principal) -> ColumnElement[bool]:
     return and_(TeamMember.team_id == Team.id, TeamMember.user_id == principal.user_id)
 
 
+# The scopes a session has loaded, by (user, team): a request asks about one team at most a few
+# times (may read, then may change).
+_SCOPES = "ims_policy_scopes"
+
+
 async def scope_of(session: AsyncSession, principal: Principal, team_id: int | None) -> Scope:
-    """The scope of an object owned by `team_id`: one statement (none for no team)."""
+    """The scope of an object owned by `team_id`: one statement (none for no team, none for a
+    team this session has looked at already)."""
     if team_id is None:
         return NO_TEAM
+    known: dict[tuple[int, int], Scope] = session.info.setdefault(_SCOPES, {})
+    scope = known.get((principal.user_id, team_id))
+    if scope is None:
+        scope = known[(principal.user_id, team_id)] = await _load_scope(session, principal, team_id)
+    return scope
+
+
+async def _load_scope(session: AsyncSession, principal: Principal, team_id: int) -> Scope:
     row = (
         await session.execute(
             select(Team.is_private, TeamMember.role)
@@ -142,6 +162,20 @@ async def scope_of_service(
     """The scope of a service's objects (its incidents, its integrations): one statement."""
     if service_id is None:
         return NO_TEAM
+    known: dict[tuple[int, str, int], Scope] = session.info.setdefault(_SERVICE_SCOPES, {})
+    scope = known.get((principal.user_id, "service", service_id))
+    if scope is None:
+        scope = await _load_service_scope(session, principal, service_id)
+        known[(principal.user_id, "service", service_id)] = scope
+    return scope
+
+
+_SERVICE_SCOPES = "ims_policy_service_scopes"
+
+
+async def _load_service_scope(
+    session: AsyncSession, principal: Principal, service_id: int
+) -> Scope:
     row = (
         await session.execute(
             select(Service.team_id, Team.is_private, TeamMember.role)
@@ -157,11 +191,16 @@ async def scope_of_service(
 
 def check(principal: Principal, action: Action, scope: Scope, *, missing: str) -> None:
     """Raise what the API answers when `principal` may not do `action` in `scope`: 404 (with
-    `missing`) when it may not even see the object, else 403."""
+    `missing`) when it may not even see the object (for `inspect`: may not inspect it, unless
+    only a read-only key stops it), else 403."""
     if allowed(principal, action, scope):
         return
     if not may_see(principal, scope):
         raise NotFound(missing)
+    if action is Action.inspect:
+        raise NotFound(missing)
+    if principal.read_only and allowed(replace(principal, read_only=False), action, scope):
+        raise Forbidden("This API key only reads")
     raise Forbidden(_refusal(action, scope))
 
 
@@ -180,7 +219,7 @@ async def require(
     missing: str,
 ) -> Scope:
     """`check` for an object owned by `team_id`; answers its scope. No statement for admins."""
-    if principal.is_admin and not (principal.read_only and action is not Action.read):
+    if principal.is_admin and not (principal.read_only and action not in READS):
         return Scope(team_id)
     scope = await scope_of(session, principal, team_id)
     check(principal, action, scope, missing=missing)
@@ -196,7 +235,7 @@ async def require_for_service(
     missing: str,
 ) -> Scope:
     """`check` for an object of service `service_id` (an incident, an integration)."""
-    if principal.is_admin and not (principal.read_only and action is not Action.read):
+    if principal.is_admin and not (principal.read_only and action not in READS):
         return NO_TEAM
     scope = await scope_of_service(session, principal, service_id)
     check(principal, action, scope, missing=missing)
@@ -214,6 +253,27 @@ def visible(principal: Principal, team_id: ColumnElement[int | None]) -> ColumnE
     else:
         hidden = hidden.where(~exists().where(_membership(principal)))
     return or_(team_id.is_(None), team_id.not_in(hidden))
+
+
+def inspectable(principal: Principal, team_id: ColumnElement[int | None]) -> ColumnElement[bool]:
+    """A WHERE clause keeping the rows whose team (`team_id`, a column) `principal` may inspect
+    (what only those who may change it read: webhooks, integrations' keys)."""
+    if principal.is_admin:
+        return true()
+    if principal.teams is not None:
+        managed = [t for t, role in principal.teams.items() if role is TeamRole.manager]
+        return team_id.in_(managed) if managed else false()
+    managed_by_me = select(TeamMember.team_id).where(
+        TeamMember.user_id == principal.user_id, TeamMember.role == TeamRole.manager.value
+    )
+    return team_id.in_(managed_by_me)
+
+
+def member_team_ids(principal: Principal) -> Select[Any] | list[int]:
+    """The teams `principal` belongs to: a statement (to use inside another), or the key's."""
+    if principal.teams is not None:
+        return list(principal.teams)
+    return select(TeamMember.team_id).where(TeamMember.user_id == principal.user_id)
 
 
 def visible_service(

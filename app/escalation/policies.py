@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, Unprocessable
@@ -28,9 +28,20 @@ async def get_policy(session: AsyncSession, policy_id: int) -> EscalationPolicy 
 
 
 async def list_policies(
-    session: AsyncSession, *, limit: int, cursor: str | None, is_active: bool | None = None
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    is_active: bool | None = None,
+    team_id: int | None = None,
+    visible: ColumnElement[bool] | None = None,
 ) -> tuple[list[EscalationPolicy], str | None]:
+    """A page of policies in id order; `visible`: the rows the caller may read."""
     query = select(EscalationPolicy)
+    if visible is not None:
+        query = query.where(visible)
+    if team_id is not None:
+        query = query.where(EscalationPolicy.team_id == team_id)
     if is_active is not None:
         query = query.where(EscalationPolicy.is_active == is_active)
     return await page_by_id(session, query, EscalationPolicy.id, limit=limit, cursor=cursor)

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
 
-from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth import policy as authz
+from app.auth.dependencies import CurrentPrincipal, CurrentUser
+from app.auth.policy import Action, Principal, Scope
 from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import NotFound
-from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
+from app.core.schemas import MAX_ID, CursorQuery, IdPath, LimitQuery, Page
 from app.escalation import policies as policy_service
 from app.escalation import runs
 from app.escalation.models import EscalationPolicy
@@ -17,6 +19,8 @@ from app.flows import paging
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.schemas import IncidentRead
+from app.teams import service as team_service
+from app.teams.dependencies import may_give_to
 
 policies = APIRouter(prefix="/escalation/policies", tags=["escalation"])
 incidents = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -25,38 +29,79 @@ Responses = dict[int | str, dict[str, Any]]
 INVALID: Responses = {422: {"description": "Invalid policy (the detail says what)"}}
 
 
-async def valid_policy(policy_id: IdPath, session: SessionDep, _: AdminUser) -> EscalationPolicy:
+async def valid_policy(
+    policy_id: IdPath, session: SessionDep, principal: CurrentPrincipal
+) -> EscalationPolicy:
+    """The policy, when the caller may see it (404 otherwise)."""
     policy = await policy_service.get_policy(session, policy_id)
+    missing = f"Escalation policy {policy_id} not found"
     if policy is None:
-        raise NotFound(f"Escalation policy {policy_id} not found")
+        raise NotFound(missing)
+    await authz.require(session, principal, Action.read, policy.team_id, missing=missing)
     return policy
 
 
 ValidPolicy = Annotated[EscalationPolicy, Depends(valid_policy)]
 
 
+async def changeable_policy(
+    policy: ValidPolicy, session: SessionDep, principal: CurrentPrincipal
+) -> EscalationPolicy:
+    """The policy, when the caller may change it (admins, its team's managers)."""
+    await authz.require(session, principal, Action.configure, policy.team_id, missing="")
+    return policy
+
+
+ChangeablePolicy = Annotated[EscalationPolicy, Depends(changeable_policy)]
+
+
+async def _shown(
+    session: SessionDep, principal: Principal, items: list[EscalationPolicy]
+) -> list[PolicyRead]:
+    """`items` as the caller may see them: webhook URLs only where they may change the policy."""
+    roles = {} if principal.is_admin else await team_service.roles_of(session, principal.user_id)
+    if principal.teams is not None:
+        roles = dict(principal.teams)
+    return [
+        PolicyRead.model_validate(p).shown_to(
+            may_change=authz.allowed(
+                principal, Action.configure, Scope(p.team_id, role=roles.get(p.team_id or 0))
+            )
+        )
+        for p in items
+    ]
+
+
 @policies.get("/", response_model=Page[PolicyRead])
 async def list_policies(
     session: SessionDep,
-    _: AdminUser,
+    principal: CurrentPrincipal,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     is_active: bool | None = None,
+    team_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Owned by this team")] = None,
 ) -> object:
-    """List escalation policies (admin)."""
+    """List escalation policies (a private team's only to its members and admins; webhook URLs
+    only to those who may change the policy)."""
     items, next_cursor = await policy_service.list_policies(
-        session, limit=limit, cursor=cursor, is_active=is_active
-    )
-    return {"items": items, "next_cursor": next_cursor}
+        session, limit=limit, cursor=cursor, is_active=is_active, team_id=team_id,
+        visible=authz.visible(principal, EscalationPolicy.team_id),
+    )  # fmt: skip
+    return {"items": await _shown(session, principal, items), "next_cursor": next_cursor}
 
 
 @policies.post(
     "/", response_model=PolicyRead, status_code=status.HTTP_201_CREATED, responses=INVALID
 )
 async def create_policy(
-    body: PolicyCreate, session: SessionDep, clock: ClockDep, settings: SettingsDep, _: AdminUser
+    body: PolicyCreate,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
 ) -> object:
-    """Create an escalation policy (admin)."""
+    """Create an escalation policy (admins; a team's managers, for their team)."""
+    await may_give_to(session, principal, body.team_id)
     return await policy_service.create_policy(
         session, data=body.model_dump(mode="json"), now=clock.now(),
         allow_private=settings.allow_private_outbound,
@@ -64,23 +109,29 @@ async def create_policy(
 
 
 @policies.get("/{policy_id}", response_model=PolicyRead)
-async def read_policy(policy: ValidPolicy) -> object:
-    """One escalation policy (admin)."""
-    return policy
+async def read_policy(
+    policy: ValidPolicy, session: SessionDep, principal: CurrentPrincipal
+) -> object:
+    """One escalation policy (webhook URLs only to those who may change it)."""
+    return (await _shown(session, principal, [policy]))[0]
 
 
 @policies.put("/{policy_id}", response_model=PolicyRead, responses=INVALID)
 async def update_policy(
     body: PolicyUpdate,
-    policy: ValidPolicy,
+    policy: ChangeablePolicy,
     session: SessionDep,
     clock: ClockDep,
     settings: SettingsDep,
+    principal: CurrentPrincipal,
 ) -> object:
-    """Change a policy (admin). Incidents already escalating keep the steps they started with."""
+    """Change a policy (admins, its team's managers; giving it to another team needs that
+    team's manager role too). Incidents already escalating keep the steps they started with."""
     # Only the fields given change; steps and conditions are replaced whole, with their defaults.
     dumped = body.model_dump(mode="json")
     changes = {name: dumped[name] for name in body.model_fields_set}
+    if "team_id" in changes and changes["team_id"] != policy.team_id:
+        await may_give_to(session, principal, changes["team_id"])
     return await policy_service.update_policy(
         session, policy=policy, changes=changes, now=clock.now(),
         allow_private=settings.allow_private_outbound,
@@ -92,8 +143,8 @@ async def update_policy(
     response_model=PolicyRead,
     responses={409: {"description": "Open incidents or services use it (the detail names them)"}},
 )
-async def delete_policy(policy: ValidPolicy, session: SessionDep) -> object:
-    """Delete a policy no open incident or service uses (admin)."""
+async def delete_policy(policy: ChangeablePolicy, session: SessionDep) -> object:
+    """Delete a policy no open incident or service uses (admins, its team's managers)."""
     return await policy_service.delete_policy(session, policy=policy)
 
 
@@ -105,7 +156,7 @@ async def delete_policy(policy: ValidPolicy, session: SessionDep) -> object:
 async def list_escalation_events(
     incident: ValidIncident,
     session: SessionDep,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> object:
@@ -115,7 +166,8 @@ async def list_escalation_events(
         session, incident=incident, limit=limit, cursor=cursor
     )
     shown = [
-        EscalationEventRead.model_validate(item).shown_to(admin=user.is_admin) for item in items
+        EscalationEventRead.model_validate(item).shown_to(admin=principal.is_admin)
+        for item in items
     ]
     return {"items": shown, "next_cursor": next_cursor}
 

@@ -18,6 +18,7 @@ from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.core.text import single_line
 from app.incidents.models import Severity
 from app.incidents.schemas import EntityId, LabelKey, LabelValue, labels_schema
+from app.teams.schemas import TEAM_ID, OptionalTeamId
 
 PolicyName = Annotated[
     str,
@@ -188,6 +189,7 @@ class PolicyCreate(RequestModel):
     is_active: StrictBool = True
     conditions: Conditions = Field(default_factory=Conditions)
     steps: Steps
+    team_id: OptionalTeamId = Field(default=None, description=TEAM_ID)
 
     model_config = {"json_schema_extra": {"examples": [EXAMPLE]}}
 
@@ -203,6 +205,9 @@ class PolicyUpdate(PartialUpdate):
     is_active: StrictBool | None = None
     conditions: Conditions | None = None
     steps: Steps | None = None
+    team_id: OptionalTeamId = Field(default=None, description=TEAM_ID)
+
+    nullable_fields = frozenset({"team_id"})
 
     model_config = {"json_schema_extra": {"examples": [{"priority": 5, "is_active": False}]}}
 
@@ -223,14 +228,15 @@ class AssignActionRead(BaseModel):
 class WebhookActionRead(BaseModel):
     type: Literal["webhook"]
     url: str | None = Field(
-        description="Where the step posts; null for anyone but an admin (policies are admins')"
+        description="Where the step posts; null for anyone who may not change the policy"
     )
 
 
 class TeamsActionRead(BaseModel):
     type: Literal["teams"]
     url: str | None = Field(
-        description="The Teams Workflows webhook the step posts to; null for anyone but an admin"
+        description="The Teams Workflows webhook the step posts to; null for anyone who may not "
+        "change the policy"
     )
 
 
@@ -271,8 +277,17 @@ class PolicyRead(ResponseModel):
     is_active: bool
     conditions: dict[str, Any]
     steps: list[StepRead]
+    team_id: int | None = Field(default=None, description=TEAM_ID)
     created_at: datetime
     updated_at: datetime
+
+    def shown_to(self, *, may_change: bool) -> PolicyRead:
+        """Webhook and Teams URLs (they let anyone post as the step) only for those who may
+        change the policy: admins, its team's managers."""
+        if may_change:
+            return self
+        steps = [s.model_copy(update={"actions": without_urls(s.actions)}) for s in self.steps]
+        return self.model_copy(update={"steps": steps})
 
 
 class EscalationEventRead(ResponseModel):
@@ -292,13 +307,16 @@ class EscalationEventRead(ResponseModel):
 
     def shown_to(self, *, admin: bool) -> EscalationEventRead:
         """As `GET /v1/incidents/{id}/escalation-events` shows it: a policy's webhook URLs are
-        for admins, who alone may read policies."""
+        for admins."""
         if admin:
             return self
-        actions = [
-            a.model_copy(update={"url": None})
-            if isinstance(a, WebhookActionRead | TeamsActionRead)
-            else a
-            for a in self.actions
-        ]
-        return self.model_copy(update={"actions": actions})
+        return self.model_copy(update={"actions": without_urls(self.actions)})
+
+
+def without_urls(actions: list[Any]) -> list[Any]:
+    return [
+        a.model_copy(update={"url": None})
+        if isinstance(a, WebhookActionRead | TeamsActionRead)
+        else a
+        for a in actions
+    ]

@@ -7,8 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import StringConstraints, ValidationError
+from sqlalchemy import select
 
-from app.auth.dependencies import CurrentUser, TokenClaims, for_the_logs
+from app.auth import policy as authz
+from app.auth.dependencies import CurrentPrincipal, CurrentUser, TokenClaims, for_the_logs
+from app.auth.policy import Action
 from app.core.actors import Actor
 from app.core.batching import Batcher
 from app.core.deps import ClockDep, SessionDep
@@ -17,7 +20,7 @@ from app.core.schemas import MAX_ID, CursorQuery, LimitQuery, Page, UtcDateTime,
 from app.flows import incidents as incident_flow
 from app.incidents import service as incident_service
 from app.incidents.dependencies import LockedIncident, ValidIncident
-from app.incidents.models import Severity, Status
+from app.incidents.models import Incident, Severity, Status
 from app.incidents.schemas import (
     AssignBody,
     CommentCreate,
@@ -30,6 +33,7 @@ from app.incidents.schemas import (
     TimelineEntryRead,
     TransitionBody,
 )
+from app.teams.models import TeamMember
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 # The rule the handler applies, in the schema: a key without a colon, then the value.
@@ -45,10 +49,17 @@ NOT_FOUND: Responses = {404: {"description": "No such incident"}}
 @router.get("/", response_model=Page[IncidentRead])
 async def list_incidents(
     session: SessionDep,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     status_: Annotated[list[Status], Query(alias="status", max_length=4)] = [],  # noqa: B006
     severity: Annotated[list[Severity], Query(max_length=5)] = [],  # noqa: B006
     service_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    team_id: Annotated[
+        list[int],
+        Query(max_length=50, description="Of the services of these teams (repeat for several)"),
+    ] = [],  # noqa: B006
+    my_teams: Annotated[
+        bool, Query(description="Only incidents of the services of the teams I am a member of")
+    ] = False,
     assignee_id: Annotated[
         str | None, Query(pattern=r"^(me|[1-9][0-9]{0,18})$", description="A user id, or `me`")
     ] = None,
@@ -65,9 +76,27 @@ async def list_incidents(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> object:
-    """List incidents, newest first by default, with filters and a keyset cursor."""
+    """List incidents, newest first by default, with filters and a keyset cursor (a private
+    team's only to its members and admins)."""
     if assignee_id not in (None, "me") and int(assignee_id) > MAX_ID:
         raise Unprocessable("assignee_id is out of range")
+    if any(not 1 <= t <= MAX_ID for t in team_id):
+        raise Unprocessable("team_id is out of range")
+    user = principal.user
+    hidden_from_me = (
+        None if principal.is_admin else authz.visible_service(principal, Incident.service_id)
+    )
+    teams: list[int] | Any | None = None
+    if my_teams:
+        teams = authz.member_team_ids(principal)
+    if team_id:
+        teams = (
+            team_id
+            if teams is None
+            else select(TeamMember.team_id).where(
+                TeamMember.team_id.in_(team_id), TeamMember.team_id.in_(teams)
+            )
+        )
     labels: dict[str, str] = {}
     for item in label:
         key, sep, value = item.partition(":")
@@ -85,6 +114,8 @@ async def list_incidents(
         created_after=created_after,
         created_before=created_before,
         q=q,
+        team_ids=teams,
+        visible=hidden_from_me,
     )  # fmt: skip
     items, next_cursor = await incident_service.list_page_read(
         session, filters=filters, sort=sort, limit=limit, cursor=cursor
@@ -310,10 +341,15 @@ async def add_comment(
     body: CommentCreate,
     incident: ValidIncident,
     session: SessionDep,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     clock: ClockDep,
 ) -> object:
-    """Add a comment (Markdown text, up to 10,000 characters)."""
+    """Add a comment (Markdown text, up to 10,000 characters; the team's responders and
+    managers, admins; an incident of no team: everyone)."""
+    await authz.require_for_service(
+        session, principal, Action.respond, incident.service_id, missing=""
+    )
+    user = principal.user
     if body.incident_id is not None and body.incident_id != incident.id:
         raise Unprocessable(
             f"incident_id: the body names incident {body.incident_id} but the path "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, text, type_coerce
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -500,6 +500,10 @@ class IncidentFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     q: str | None = None
+    # Incidents of the services of these teams (ids, or a statement selecting them).
+    team_ids: list[int] | Select[Any] | None = None
+    # The rows the caller may see (app.auth.policy.visible_service); None: every row.
+    visible: ColumnElement[bool] | None = None
 
 
 async def list_page(
@@ -625,6 +629,12 @@ def _apply_filters(query: Select[Any], filters: IncidentFilter, dialect: str) ->
         query = query.where(Incident.severity.in_([s.value for s in filters.severities]))
     if filters.service_id is not None:
         query = query.where(Incident.service_id == filters.service_id)
+    if filters.team_ids is not None:
+        query = query.where(
+            Incident.service_id.in_(select(Service.id).where(Service.team_id.in_(filters.team_ids)))
+        )
+    if filters.visible is not None:
+        query = query.where(filters.visible)
     if filters.assignee_id is not None:
         query = query.where(
             Incident.id.in_(

@@ -1,4 +1,5 @@
-"""`/v1/services/{id}/integrations` (admin): alert sources and their keys."""
+"""`/v1/services/{id}/integrations` (admins, the service's team's managers): alert sources and
+their keys."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, status
 
-from app.auth.dependencies import AdminUser
+from app.auth import policy as authz
+from app.auth.dependencies import CurrentPrincipal
+from app.auth.policy import Action
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import NotFound
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
@@ -19,10 +22,26 @@ from app.services.models import Service
 router = APIRouter(prefix="/services/{service_id}/integrations", tags=["integrations"])
 
 
-async def admin_service(service_id: IdPath, session: SessionDep, _: AdminUser) -> Service:
+async def admin_service(
+    service_id: IdPath, session: SessionDep, principal: CurrentPrincipal
+) -> Service:
+    """The service, when the caller may inspect its integrations (admins, its team's managers;
+    anyone else: 404, integrations hold keys)."""
     service = await service_service.get(session, service_id)
+    missing = f"Service {service_id} not found"
     if service is None:
-        raise NotFound(f"Service {service_id} not found")
+        raise NotFound(missing)
+    await authz.require(session, principal, Action.inspect, service.team_id, missing=missing)
+    return service
+
+
+async def changed_service(
+    service: Annotated[Service, Depends(admin_service)],
+    session: SessionDep,
+    principal: CurrentPrincipal,
+) -> Service:
+    """The service, when the caller may change its integrations."""
+    await authz.require(session, principal, Action.configure, service.team_id, missing="")
     return service
 
 
@@ -38,7 +57,17 @@ async def valid_integration(
 
 
 AdminService = Annotated[Service, Depends(admin_service)]
+ChangedService = Annotated[Service, Depends(changed_service)]
 ValidIntegration = Annotated[Integration, Depends(valid_integration)]
+
+
+async def changeable_integration(
+    integration: ValidIntegration, service: ChangedService
+) -> Integration:
+    return integration
+
+
+ChangeableIntegration = Annotated[Integration, Depends(changeable_integration)]
 
 
 def _with_key(integration: Integration, key: str) -> dict[str, Any]:
@@ -60,30 +89,36 @@ async def list_integrations(
 @router.post("/", response_model=IntegrationRead, status_code=status.HTTP_201_CREATED)
 async def create_integration(
     body: IntegrationCreate,
-    service: AdminService,
+    service: ChangedService,
     session: SessionDep,
     clock: ClockDep,
-    admin: AdminUser,
+    principal: CurrentPrincipal,
 ) -> object:
-    """Add an alert source (admin). The answer holds the key, in full, this once."""
+    """Add an alert source (admins, the service's team's managers). The answer holds the key,
+    in full, this once."""
     integration, key = await integration_service.create(
         session, service_id=service.id, name=body.name, kind=body.kind,
-        created_by=admin.id, now=clock.now(),
+        created_by=principal.user_id, now=clock.now(),
     )  # fmt: skip
     return _with_key(integration, key)
 
 
 @router.get("/{integration_id}", response_model=IntegrationRead)
 async def read_integration(integration: ValidIntegration) -> object:
-    """One integration (admin); the key shows only its prefix."""
+    """One integration (admins, the service's team's managers); the key shows only its
+    prefix."""
     return integration
 
 
 @router.put("/{integration_id}", response_model=IntegrationRead)
 async def update_integration(
-    body: IntegrationUpdate, integration: ValidIntegration, session: SessionDep, clock: ClockDep
+    body: IntegrationUpdate,
+    integration: ChangeableIntegration,
+    session: SessionDep,
+    clock: ClockDep,
 ) -> object:
-    """Rename an integration (admin). Its kind and service are fixed: make a new one instead."""
+    """Rename an integration (admins, the service's team's managers). Its kind and service are
+    fixed: make a new one instead."""
     if body.name is not None:
         integration.name = body.name
         integration.updated_at = clock.now()
@@ -93,16 +128,18 @@ async def update_integration(
 
 @router.post("/{integration_id}/rotate", response_model=IntegrationRead)
 async def rotate_integration_key(
-    integration: ValidIntegration, session: SessionDep, clock: ClockDep
+    integration: ChangeableIntegration, session: SessionDep, clock: ClockDep
 ) -> object:
-    """Replace the key (admin); the old key stops working at once. The answer holds the new key."""
+    """Replace the key (admins, the service's team's managers); the old key stops working at
+    once. The answer holds the new key."""
     key = await integration_service.rotate(session, integration=integration, now=clock.now())
     return _with_key(integration, key)
 
 
 @router.delete("/{integration_id}", response_model=IntegrationRead)
-async def delete_integration(integration: ValidIntegration, session: SessionDep) -> object:
-    """Remove an integration (admin); its key stops working at once."""
+async def delete_integration(integration: ChangeableIntegration, session: SessionDep) -> object:
+    """Remove an integration (admins, the service's team's managers); its key stops working at
+    once."""
     shown = IntegrationRead.model_validate(integration)
     await session.delete(integration)
     await session.flush()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     CompoundSelect,
@@ -102,6 +102,7 @@ def rows_for(
     escalation_event_id: int | None = None,
     extra: dict[str, Any] | None = None,
     rules: Mapping[int, Sequence[PageRule]] | None = None,
+    team_id: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """One row per user and channel that wants this event, and per subscription that wants it;
     for a page (`escalated`), a user with notification rules (`rules`) gets one row per rule
@@ -152,7 +153,7 @@ def rows_for(
             # Not sent to an address nobody proved is theirs: recorded as failed, saying why.
             rows.append(row if preference.verified else verification.unverified_row(row))
     for subscription in subscriptions:
-        if event not in subscription.events:
+        if not subscription.hears_of(event, team_id):
             continue
         body = webhook_payload(
             cause=cause, event=event, incident=incident, actor=actor, data=data, now=now
@@ -220,24 +221,50 @@ class Subscription:
     id: int
     url: str
     events: list[str]
+    # A team's subscription hears only of the incidents of its team's services; None: of all.
+    team_id: int | None = None
+
+    def hears_of(self, event: str, team_id: int | None) -> bool:
+        return event in self.events and (self.team_id is None or self.team_id == team_id)
+
+
+class ServiceNamed(NamedTuple):
+    name: str
+    team_id: int | None
 
 
 async def subscriptions(session: AsyncSession) -> list[Subscription]:
     """The enabled webhook subscriptions (a short list, read once per batch)."""
     rows = await session.execute(
-        select(WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.events).where(
-            WebhookSubscription.enabled.is_(True)
-        )
-    )
-    return [Subscription(r.id, r.url, list(r.events)) for r in rows]
+        select(
+            WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.events,
+            WebhookSubscription.team_id,
+        ).where(WebhookSubscription.enabled.is_(True))
+    )  # fmt: skip
+    return [Subscription(r.id, r.url, list(r.events), r.team_id) for r in rows]
 
 
-async def service_names(session: AsyncSession, ids: Iterable[int | None]) -> dict[int, str]:
+async def service_names(
+    session: AsyncSession, ids: Iterable[int | None]
+) -> dict[int, ServiceNamed]:
+    """The names and teams of services `ids`."""
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    rows = await session.execute(select(Service.id, Service.name).where(Service.id.in_(wanted)))
-    return {r.id: r.name for r in rows}
+    rows = await session.execute(
+        select(Service.id, Service.name, Service.team_id).where(Service.id.in_(wanted))
+    )
+    return {r.id: ServiceNamed(r.name, r.team_id) for r in rows}
+
+
+def _name(services: Mapping[int, ServiceNamed], service_id: int | None) -> str | None:
+    named = services.get(service_id) if service_id is not None else None
+    return named.name if named is not None else None
+
+
+def _team(services: Mapping[int, ServiceNamed], service_id: int | None) -> int | None:
+    named = services.get(service_id) if service_id is not None else None
+    return named.team_id if named is not None else None
 
 
 async def announce(
@@ -322,7 +349,7 @@ async def _post_to_service_channels(
         channel = channels.get(one.incident["service_id"])
         if channel is None:
             continue
-        summary = incident_summary(one.incident, names.get(one.incident["service_id"]))
+        summary = incident_summary(one.incident, _name(names, one.incident["service_id"]))
         with acting_for(one.request_id or current_request_id()):
             rows.append(
                 slack.post_row(
@@ -343,14 +370,16 @@ def _new_incident_audience() -> CompoundSelect:
         NotificationPreference.user_id.label("id"),
         NotificationPreference.events.label("events"),
         null().cast(String()).label("url"),
+        null().cast(WebhookSubscription.team_id.type).label("team_id"),
     ).where(NotificationPreference.enabled.is_(True))  # fmt: skip
     hooks = select(
         literal_column("'hook'", String()), WebhookSubscription.id, WebhookSubscription.events,
-        WebhookSubscription.url,
+        WebhookSubscription.url, WebhookSubscription.team_id,
     ).where(WebhookSubscription.enabled.is_(True))  # fmt: skip
     channels = select(
         literal_column("'slack'", String()), Service.id,
         null().cast(NotificationPreference.events.type), Service.slack_channel,
+        null().cast(WebhookSubscription.team_id.type),
     ).where(Service.slack_channel.is_not(None))  # fmt: skip
     return union_all(people, hooks, channels)
 
@@ -367,7 +396,7 @@ async def _asked_for_new_incidents(
     rows: Result[Any] = await session.execute(_new_incident_audience())
     for row in rows:
         if row.kind == "hook":
-            subscribed.append(Subscription(row.id, row.url, list(row.events)))
+            subscribed.append(Subscription(row.id, row.url, list(row.events), row.team_id))
         elif row.kind == "slack":
             slack_channels[row.id] = row.url
         elif "triggered" in row.events:
@@ -394,14 +423,14 @@ async def _write(
     rows: list[dict[str, Any]] = []
     for one in told:
         service_id = one.incident["service_id"]
-        summary = incident_summary(one.incident, names.get(service_id) if service_id else None)
+        summary = incident_summary(one.incident, _name(names, service_id))
         note = detail or one.data.get("note")
         with acting_for(one.request_id or current_request_id()):
             rows += rows_for(
                 cause=f"timeline:{one.entry_id}", event=event, incident=summary, people=people,
                 user_ids=[uid for uid in user_ids if uid != one.actor.user_id],
                 subscriptions=hooks, actor=one.actor, data=one.data, now=now,
-                extra={"detail": note} if note else None,
+                extra={"detail": note} if note else None, team_id=_team(names, service_id),
             )[0]  # fmt: skip
     await bulk.insert_rows(session, cast(Table, Notification.__table__), rows)
     if rows:
@@ -437,7 +466,7 @@ class StepPages:
 
     people: Mapping[int, tuple[Person, list[Preference]]]  # the active users among the targets
     hooks: Sequence[Subscription]
-    services: Mapping[int, str]
+    services: Mapping[int, ServiceNamed]
     rules: Mapping[int, Sequence[PageRule]]  # of those people who have notification rules
     # The Slack messages kept about the incidents, updated when a step fires.
     messages: Mapping[int, list[tuple[int, str, str]]] = field(default_factory=dict)
@@ -448,7 +477,7 @@ class StepPages:
     ) -> tuple[list[dict[str, Any]], list[int]]:  # fmt: skip
         summary = incident_summary(
             {**incident, "severity": severity, "escalation_level": event["step"]},
-            self.services.get(incident["service_id"]),
+            _name(self.services, incident["service_id"]),
         )
         position = {"policy_id": event["policy_id"], "step": event["step"], "cycle": event["cycle"]}
         pages, notified = rows_for(
@@ -457,6 +486,7 @@ class StepPages:
             subscriptions=self.hooks if to_subscriptions else [], actor=None, data=position,
             now=now, escalation_event_id=event["id"],
             extra={"step": event["step"], "cycle": event["cycle"]}, rules=self.rules,
+            team_id=_team(self.services, incident["service_id"]),
         )  # fmt: skip
         pages += [
             ACTION_ROWS[action["type"]](

@@ -8,7 +8,9 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, status
 from sqlalchemy import select
 
-from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth import policy as authz
+from app.auth.dependencies import AdminUser, CurrentPrincipal, CurrentUser
+from app.auth.policy import Action
 from app.core.actors import Actor
 from app.core.clock import Clock
 from app.core.config import Settings
@@ -46,6 +48,7 @@ from app.notifications.schemas import (
     WebhookRead,
     WebhookUpdate,
 )
+from app.teams.dependencies import may_give_to
 from app.users import service as user_service
 from app.users.models import User
 
@@ -653,24 +656,44 @@ async def list_incident_notifications(
 
 
 async def valid_webhook(
-    webhook_id: IdPath, session: SessionDep, _: AdminUser
+    webhook_id: IdPath, session: SessionDep, principal: CurrentPrincipal
 ) -> WebhookSubscription:
+    """The subscription, when the caller may inspect it (admins, its team's managers; anyone
+    else: 404, since its URL and events are for them only)."""
     hook = await webhook_service.get(session, webhook_id)
+    missing = f"Webhook {webhook_id} not found"
     if hook is None:
-        raise NotFound(f"Webhook {webhook_id} not found")
+        raise NotFound(missing)
+    await authz.require(session, principal, Action.inspect, hook.team_id, missing=missing)
     return hook
 
 
+async def changeable_webhook(
+    hook: Annotated[WebhookSubscription, Depends(valid_webhook)],
+    session: SessionDep,
+    principal: CurrentPrincipal,
+) -> WebhookSubscription:
+    await authz.require(session, principal, Action.configure, hook.team_id, missing="")
+    return hook
+
+
+ChangeableWebhook = Annotated[WebhookSubscription, Depends(changeable_webhook)]
 ValidWebhook = Annotated[WebhookSubscription, Depends(valid_webhook)]
 INVALID_URL: Responses = {422: {"description": "Bad URL or events (the detail says what)"}}
 
 
 @webhooks.get("/", response_model=Page[WebhookRead])
 async def list_webhooks(
-    session: SessionDep, _: AdminUser, limit: LimitQuery = 50, cursor: CursorQuery = None
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> object:
-    """Outgoing webhook subscriptions (admin)."""
-    items, next_cursor = await webhook_service.list_page(session, limit=limit, cursor=cursor)
+    """Outgoing webhook subscriptions (admins: all; a team's managers: their team's)."""
+    items, next_cursor = await webhook_service.list_page(
+        session, limit=limit, cursor=cursor,
+        where=authz.inspectable(principal, WebhookSubscription.team_id),
+    )  # fmt: skip
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -682,11 +705,13 @@ async def create_webhook(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
-    admin: AdminUser,
+    principal: CurrentPrincipal,
 ) -> object:
-    """Subscribe a URL to incident events (admin). The answer shows the signing secret, once."""
+    """Subscribe a URL to incident events (admins; a team's managers, to their team's incidents).
+    The answer shows the signing secret, once."""
+    await may_give_to(session, principal, body.team_id)
     hook, secret = await webhook_service.create(
-        session, data=body.model_dump(), actor=Actor.of(admin),
+        session, data=body.model_dump(), actor=Actor.of(principal.user),
         allow_private=settings.allow_private_outbound, sealer=Sealer.of(settings),
         now=clock.now(),
     )  # fmt: skip
@@ -695,20 +720,24 @@ async def create_webhook(
 
 @webhooks.get("/{webhook_id}", response_model=WebhookRead)
 async def read_webhook(hook: ValidWebhook) -> object:
-    """One subscription (admin); the secret shows only its first characters."""
+    """One subscription (admins, its team's managers); the secret shows only its first
+    characters."""
     return hook
 
 
 @webhooks.put("/{webhook_id}", response_model=WebhookRead, responses=INVALID_URL)
 async def update_webhook(
     body: WebhookUpdate,
-    hook: ValidWebhook,
+    hook: ChangeableWebhook,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
+    principal: CurrentPrincipal,
 ) -> object:
-    """Change a subscription (admin); only the fields given change."""
+    """Change a subscription (admins, its team's managers); only the fields given change."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if "team_id" in changes and changes["team_id"] != hook.team_id:
+        await may_give_to(session, principal, changes["team_id"])
     return await webhook_service.update(
         session, hook=hook, changes=changes, allow_private=settings.allow_private_outbound,
         now=clock.now(),
@@ -716,8 +745,9 @@ async def update_webhook(
 
 
 @webhooks.delete("/{webhook_id}", response_model=WebhookRead)
-async def delete_webhook(hook: ValidWebhook, session: SessionDep, clock: ClockDep) -> object:
-    """Delete a subscription (admin); its deliveries not yet sent are cancelled."""
+async def delete_webhook(hook: ChangeableWebhook, session: SessionDep, clock: ClockDep) -> object:
+    """Delete a subscription (admins, its team's managers); its deliveries not yet sent are
+    cancelled."""
     shown = WebhookRead.model_validate(hook)
     await webhook_service.delete(session, hook=hook, now=clock.now())
     return shown
@@ -725,9 +755,10 @@ async def delete_webhook(hook: ValidWebhook, session: SessionDep, clock: ClockDe
 
 @webhooks.post("/{webhook_id}/rotate-secret", response_model=WebhookCreated)
 async def rotate_webhook_secret(
-    hook: ValidWebhook, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    hook: ChangeableWebhook, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> object:
-    """Replace the signing secret (admin); the answer shows the new one, once."""
+    """Replace the signing secret (admins, its team's managers); the answer shows the new one,
+    once."""
     secret = await webhook_service.rotate(
         session, hook=hook, sealer=Sealer.of(settings), now=clock.now()
     )
@@ -742,11 +773,12 @@ def _with_secret(hook: WebhookSubscription, secret: str) -> WebhookCreated:
     "/{webhook_id}/test", response_model=NotificationRead, status_code=status.HTTP_202_ACCEPTED
 )
 async def test_webhook(
-    hook: ValidWebhook, session: SessionDep, clock: ClockDep, admin: AdminUser
+    hook: ChangeableWebhook, session: SessionDep, clock: ClockDep, principal: CurrentPrincipal
 ) -> object:
-    """Queue a signed `ping` delivery to the URL (admin); follow it in the delivery log."""
+    """Queue a signed `ping` delivery to the URL (admins, its team's managers); follow it in
+    the delivery log."""
     return await webhook_service.send_test(
-        session, hook=hook, actor=Actor.of(admin), now=clock.now()
+        session, hook=hook, actor=Actor.of(principal.user), now=clock.now()
     )
 
 

@@ -7,6 +7,12 @@ from pydantic import BaseModel, Field, StrictBool
 
 from app.core.schemas import PartialUpdate, RequestModel, ResponseModel
 from app.incidents.models import Severity
+from app.teams.schemas import OptionalTeamId
+
+HOOK_TEAM = (
+    "The team that owns it: it hears only of the incidents of the team's services, and the "
+    "team's managers change it; null: it hears of every incident, and admins change it"
+)
 
 ChannelName = Literal["email", "sms", "slack", "webhook", "teams"]
 EventName = Literal[
@@ -149,6 +155,7 @@ class WebhookCreate(RequestModel):
     url: str = Field(min_length=1, max_length=2048)
     events: list[EventName] = Field(min_length=1, max_length=7)
     enabled: StrictBool = True
+    team_id: OptionalTeamId = Field(default=None, description=HOOK_TEAM)
 
     model_config = {
         "json_schema_extra": {
@@ -166,6 +173,9 @@ class WebhookUpdate(PartialUpdate):
     url: str | None = Field(default=None, min_length=1, max_length=2048)
     events: list[EventName] | None = Field(default=None, min_length=1, max_length=7)
     enabled: StrictBool | None = None
+    team_id: OptionalTeamId = Field(default=None, description=HOOK_TEAM)
+
+    nullable_fields = frozenset({"team_id"})
 
 
 class WebhookRead(ResponseModel):
@@ -176,6 +186,7 @@ class WebhookRead(ResponseModel):
     events: list[EventName]
     enabled: bool
     secret_prefix: str = Field(description="The first characters of the signing secret.")
+    team_id: int | None = Field(default=None, description=HOOK_TEAM)
     created_at: datetime
     updated_at: datetime
 

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,7 @@ async def create(
         url=_check_url(data["url"], allow_private=allow_private),
         events=list(dict.fromkeys(data["events"])),
         enabled=data.get("enabled", True),
+        team_id=data.get("team_id"),
         created_by=actor.user_id,
         created_at=now,
         updated_at=now,
@@ -123,11 +124,11 @@ async def get(session: AsyncSession, hook_id: int) -> WebhookSubscription | None
 
 
 async def list_page(
-    session: AsyncSession, *, limit: int, cursor: str | None
+    session: AsyncSession, *, limit: int, cursor: str | None, where: ColumnElement[bool]
 ) -> tuple[list[WebhookSubscription], str | None]:
-    return await page_by_id(
-        session, select(WebhookSubscription), WebhookSubscription.id, limit=limit, cursor=cursor
-    )
+    """A page of subscriptions in id order, those `where` keeps."""
+    query = select(WebhookSubscription).where(where)
+    return await page_by_id(session, query, WebhookSubscription.id, limit=limit, cursor=cursor)
 
 
 async def delete(session: AsyncSession, *, hook: WebhookSubscription, now: datetime) -> None:

@@ -1,4 +1,5 @@
-"""On-call schedules (admins write, users read), who is on call, and calendar feeds."""
+"""On-call schedules (their team's managers write, users read), who is on call, and calendar
+feeds."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from fastapi.responses import Response
 from pydantic import AfterValidator
 from sqlalchemy import select
 
-from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth import policy as authz
+from app.auth.dependencies import CurrentPrincipal, CurrentUser
+from app.auth.policy import Action, Principal
 from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import NotFound, Unauthorized
-from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
+from app.core.schemas import MAX_ID, CursorQuery, IdPath, LimitQuery, Page, UtcDateTime
 from app.flows import schedules as schedule_flow
 from app.schedules import calendar
 from app.schedules import service as schedule_service
@@ -36,6 +39,7 @@ from app.schedules.schemas import (
     Shifts,
     in_range,
 )
+from app.teams.dependencies import may_give_to
 from app.users.models import User
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -55,14 +59,39 @@ TokenQuery = Annotated[
 ]
 
 
-async def valid_schedule(schedule_id: IdPath, session: SessionDep, _: CurrentUser) -> Schedule:
+async def valid_schedule(
+    schedule_id: IdPath, session: SessionDep, principal: CurrentPrincipal
+) -> Schedule:
+    """The schedule, when the caller may see it (404 otherwise)."""
     schedule = await schedule_service.get(session, schedule_id)
+    missing = f"Schedule {schedule_id} not found"
     if schedule is None:
-        raise NotFound(f"Schedule {schedule_id} not found")
+        raise NotFound(missing)
+    await authz.require(session, principal, Action.read, schedule.team_id, missing=missing)
     return schedule
 
 
 ValidSchedule = Annotated[Schedule, Depends(valid_schedule)]
+
+
+async def changeable_schedule(
+    schedule: ValidSchedule, session: SessionDep, principal: CurrentPrincipal
+) -> Schedule:
+    """The schedule, when the caller may change it (admins, its team's managers)."""
+    await authz.require(session, principal, Action.configure, schedule.team_id, missing="")
+    return schedule
+
+
+ChangeableSchedule = Annotated[Schedule, Depends(changeable_schedule)]
+
+
+async def _may_override(
+    session: SessionDep, principal: Principal, schedule: Schedule, user_id: int
+) -> None:
+    """Taking a shift yourself (an override naming you) needs the team's responder role;
+    putting someone else on call, its manager role (admins: both)."""
+    action = Action.respond if user_id == principal.user_id else Action.configure
+    await authz.require(session, principal, action, schedule.team_id, missing="")
 
 
 async def _users(session: SessionDep, ids: set[int]) -> dict[int, User]:
@@ -80,17 +109,17 @@ def _window(
     return start, end
 
 
-def _person(user: User, viewer: User) -> PersonRead:
+def _person(user: User, viewer: Principal) -> PersonRead:
     """Someone on a schedule as `viewer` may see them: contact details for admins and the
     person themself only (a schedule is read by every user)."""
     person = PersonRead.model_validate(user)
-    if viewer.is_admin or viewer.id == user.id:
+    if viewer.is_admin or viewer.user_id == user.id:
         return person
     return person.model_copy(update={"email": None, "phone": None})
 
 
 async def _shifts_answer(
-    session: SessionDep, shifts: Sequence[Shift], viewer: User
+    session: SessionDep, shifts: Sequence[Shift], viewer: Principal
 ) -> dict[str, Any]:
     users = await _users(session, {s.user_id for s in shifts})
     return {
@@ -115,7 +144,7 @@ def _feed(name: str, events: list[calendar.Event], now: datetime) -> Response:
     return Response(body, media_type="text/calendar; charset=utf-8")
 
 
-def _override_answer(override: ScheduleOverride, user: User, viewer: User) -> dict[str, Any]:
+def _override_answer(override: ScheduleOverride, user: User, viewer: Principal) -> dict[str, Any]:
     return {
         "id": override.id, "schedule_id": override.schedule_id, "user": _person(user, viewer),
         "start": override.start_at, "end": override.end_at, "created_at": override.created_at,
@@ -125,13 +154,17 @@ def _override_answer(override: ScheduleOverride, user: User, viewer: User) -> di
 @router.get("/", response_model=Page[ScheduleRead])
 async def list_schedules(
     session: SessionDep,
-    _: CurrentUser,
+    principal: CurrentPrincipal,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     q: Annotated[str | None, Query(max_length=200, description="Part of the name")] = None,
+    team_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Owned by this team")] = None,
 ) -> object:
-    """List schedules."""
-    items, next_cursor = await schedule_service.list_page(session, limit=limit, cursor=cursor, q=q)
+    """List schedules (a private team's only to its members and admins)."""
+    items, next_cursor = await schedule_service.list_page(
+        session, limit=limit, cursor=cursor, q=q, team_id=team_id,
+        visible=authz.visible(principal, Schedule.team_id),
+    )  # fmt: skip
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -142,13 +175,15 @@ async def list_schedules(
     responses={409: {"description": "Name taken"}, 422: {"description": "Unknown users"}},
 )
 async def create_schedule(
-    body: ScheduleCreate, session: SessionDep, clock: ClockDep, admin: AdminUser
+    body: ScheduleCreate, session: SessionDep, clock: ClockDep, principal: CurrentPrincipal
 ) -> object:
-    """Create a schedule (admin): a time zone and layers of rotations."""
+    """Create a schedule (admins; a team's managers, for their team): a time zone and layers of
+    rotations."""
+    await may_give_to(session, principal, body.team_id)
     return await schedule_service.create(
         session, name=body.name, description=body.description, time_zone=body.time_zone,
-        layers=[layer.model_dump(mode="json") for layer in body.layers],
-        actor=Actor.of(admin), now=clock.now(),
+        layers=[layer.model_dump(mode="json") for layer in body.layers], team_id=body.team_id,
+        actor=Actor.of(principal.user), now=clock.now(),
     )  # fmt: skip
 
 
@@ -164,14 +199,18 @@ async def read_schedule(schedule: ValidSchedule) -> object:
     responses={409: {"description": "Name taken"}, 422: {"description": "Unknown users"}},
 )
 async def update_schedule(
-    body: ScheduleUpdate, schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
-    admin: AdminUser,
+    body: ScheduleUpdate, schedule: ChangeableSchedule, session: SessionDep, clock: ClockDep,
+    principal: CurrentPrincipal,
 ) -> object:  # fmt: skip
-    """Change a schedule (admin); `layers` replaces every layer."""
+    """Change a schedule (admins, its team's managers; giving it to another team needs that
+    team's manager role too); `layers` replaces every layer."""
     changes = body.model_dump(mode="json", exclude_unset=True)
+    if "team_id" in changes and changes["team_id"] != schedule.team_id:
+        await may_give_to(session, principal, changes["team_id"])
     return await schedule_service.update(
-        session, schedule=schedule, changes=changes, actor=Actor.of(admin), now=clock.now()
-    )
+        session, schedule=schedule, changes=changes, actor=Actor.of(principal.user),
+        now=clock.now(),
+    )  # fmt: skip
 
 
 @router.delete(
@@ -179,8 +218,8 @@ async def update_schedule(
     response_model=ScheduleRead,
     responses={409: {"description": "An escalation policy pages it"}},
 )
-async def delete_schedule(schedule: ValidSchedule, session: SessionDep, _: AdminUser) -> object:
-    """Delete a schedule that no escalation policy targets (admin)."""
+async def delete_schedule(schedule: ChangeableSchedule, session: SessionDep) -> object:
+    """Delete a schedule that no escalation policy targets (admins, its team's managers)."""
     return await schedule_flow.delete(session, schedule=schedule)
 
 
@@ -192,7 +231,7 @@ async def schedule_history(schedule: ValidSchedule, session: SessionDep) -> obje
 
 @router.get("/{schedule_id}/overrides", response_model=list[OverrideRead])
 async def list_overrides(
-    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, viewer: CurrentUser,
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, viewer: CurrentPrincipal,
     start: StartQuery = None, end: EndQuery = None,
 ) -> object:  # fmt: skip
     """The overrides overlapping [start, end) (default: the next 7 days), oldest first."""
@@ -210,32 +249,36 @@ async def list_overrides(
 )
 async def create_override(
     body: OverrideCreate, schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
-    admin: AdminUser,
+    principal: CurrentPrincipal,
 ) -> object:  # fmt: skip
-    """Put someone on call from start to end, over every layer (admin); the newest override
-    wins where overrides overlap."""
+    """Put someone on call from start to end, over every layer; the newest override wins where
+    overrides overlap. Taking a shift yourself needs the team's responder role, putting
+    someone else on call its manager role (admins may do both; a schedule of no team: admins,
+    or anyone taking a shift themself)."""
+    await _may_override(session, principal, schedule, body.user_id)
     override = await schedule_service.add_override(
         session, schedule=schedule, user_id=body.user_id, start=body.start, end=body.end,
-        actor=Actor.of(admin), now=clock.now(),
+        actor=Actor.of(principal.user), now=clock.now(),
     )  # fmt: skip
     user = await session.get(User, override.user_id)
     assert user is not None
-    return _override_answer(override, user, admin)
+    return _override_answer(override, user, principal)
 
 
 @router.delete("/{schedule_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_override(
     override_id: IdPath, schedule: ValidSchedule, session: SessionDep, clock: ClockDep,
-    admin: AdminUser,
+    principal: CurrentPrincipal,
 ) -> Response:  # fmt: skip
-    """Remove an override (admin)."""
+    """Remove an override (your own: the team's responders; anyone's: its managers, admins)."""
     override = await schedule_service.get_override(
         session, schedule_id=schedule.id, override_id=override_id
     )
     if override is None:
         raise NotFound(f"Override {override_id} not found in schedule {schedule.id}")
+    await _may_override(session, principal, schedule, override.user_id)
     await schedule_service.delete_override(
-        session, override=override, actor=Actor.of(admin), now=clock.now()
+        session, override=override, actor=Actor.of(principal.user), now=clock.now()
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -245,7 +288,7 @@ async def on_call(
     schedule: ValidSchedule,
     session: SessionDep,
     clock: ClockDep,
-    viewer: CurrentUser,
+    viewer: CurrentPrincipal,
     at: AtQuery = None,
 ) -> object:
     """Who is on call at `at` (default: now): an empty list when nobody is."""
@@ -258,7 +301,7 @@ async def on_call(
 
 @router.get("/{schedule_id}/shifts", response_model=Shifts)
 async def shifts(
-    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, viewer: CurrentUser,
+    schedule: ValidSchedule, session: SessionDep, clock: ClockDep, viewer: CurrentPrincipal,
     start: StartQuery = None, end: EndQuery = None,
 ) -> object:  # fmt: skip
     """The final shifts in [start, end): layers merged, overrides applied, one person's
@@ -270,9 +313,10 @@ async def shifts(
 
 @router.post("/{schedule_id}/calendar-url", response_model=CalendarLink)
 async def schedule_calendar_url(
-    request: Request, schedule: ValidSchedule, session: SessionDep, _: AdminUser
+    request: Request, schedule: ChangeableSchedule, session: SessionDep
 ) -> object:
-    """A new secret URL for the schedule's iCal feed (admin); the previous URL stops working."""
+    """A new secret URL for the schedule's iCal feed (admins, its team's managers); the previous
+    URL stops working."""
     token = await schedule_service.new_calendar_token(session, schedule=schedule)
     return _calendar_link(request, "schedule_calendar", token, schedule_id=str(schedule.id))
 
@@ -310,11 +354,13 @@ async def schedule_calendar(
 
 @oncall_router.get("/oncall", response_model=EveryOnCall)
 async def every_on_call(
-    session: SessionDep, clock: ClockDep, viewer: CurrentUser, at: AtQuery = None
+    session: SessionDep, clock: ClockDep, viewer: CurrentPrincipal, at: AtQuery = None
 ) -> object:
-    """Who is on call in every schedule at `at` (default: now)."""
+    """Who is on call in every schedule the caller may see at `at` (default: now)."""
     at = at or clock.now()
-    schedules = await schedule_service.all_schedules(session)
+    schedules = await schedule_service.all_schedules(
+        session, visible=authz.visible(viewer, Schedule.team_id)
+    )
     named = await schedule_service.on_call(session, schedules, at)
     users = await _users(session, {uid for ids in named.values() for uid in ids or []})
     return {

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, m
 
 from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel, UtcDateTime
 from app.core.text import single_line
+from app.teams.schemas import TEAM_ID, OptionalTeamId
 from app.users.models import Role
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -112,6 +113,7 @@ class ScheduleCreate(RequestModel):
     layers: list[Layer] = Field(
         default_factory=list, max_length=10, description="Later layers win where they have someone"
     )
+    team_id: OptionalTeamId = Field(default=None, description=TEAM_ID)
 
     model_config = {
         "json_schema_extra": {
@@ -130,6 +132,9 @@ class ScheduleUpdate(PartialUpdate):
     description: Description | None = None
     time_zone: TimeZone | None = None
     layers: list[Layer] | None = Field(default=None, max_length=10)
+    team_id: OptionalTeamId = Field(default=None, description=TEAM_ID)
+
+    nullable_fields = frozenset({"team_id"})
 
 
 class LayerRead(ResponseModel):
@@ -147,6 +152,7 @@ class ScheduleRead(ResponseModel):
     description: str
     time_zone: str
     layers: list[LayerRead]
+    team_id: int | None = Field(default=None, description=TEAM_ID)
     created_at: datetime
     updated_at: datetime
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,9 +41,20 @@ async def get(session: AsyncSession, schedule_id: int) -> Schedule | None:
 
 
 async def list_page(
-    session: AsyncSession, *, limit: int, cursor: str | None, q: str | None = None
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    q: str | None = None,
+    team_id: int | None = None,
+    visible: ColumnElement[bool] | None = None,
 ) -> tuple[list[Schedule], str | None]:
+    """A page of schedules in id order; `visible`: the rows the caller may read."""
     query = select(Schedule)
+    if visible is not None:
+        query = query.where(visible)
+    if team_id is not None:
+        query = query.where(Schedule.team_id == team_id)
     if q:
         query = query.where(Schedule.name_key.contains(q.lower(), autoescape=True))
     return await page_by_id(session, query, Schedule.id, limit=limit, cursor=cursor)
@@ -70,12 +81,13 @@ async def create(
     layers: list[dict[str, Any]],
     actor: Actor,
     now: datetime,
+    team_id: int | None = None,
 ) -> Schedule:
     await _check_users(session, _layer_users(layers))
     check_layers(time_zone, layers, now)
     schedule = Schedule(
         name=name, name_key=name.lower(), description=description, time_zone=time_zone,
-        layers=layers, created_at=now, updated_at=now,
+        layers=layers, team_id=team_id, created_at=now, updated_at=now,
     )  # fmt: skip
     session.add(schedule)
     await _flush_unique_name(session, name)
@@ -314,8 +326,14 @@ def computed(schedule: Schedule, found: T | None) -> T:
     return found
 
 
-async def all_schedules(session: AsyncSession) -> list[Schedule]:
-    return list(await session.scalars(select(Schedule).order_by(Schedule.id)))
+async def all_schedules(
+    session: AsyncSession, *, visible: ColumnElement[bool] | None = None
+) -> list[Schedule]:
+    """Every schedule (`visible`: those the caller may read), in id order."""
+    query = select(Schedule).order_by(Schedule.id)
+    if visible is not None:
+        query = query.where(visible)
+    return list(await session.scalars(query))
 
 
 async def user_shifts(

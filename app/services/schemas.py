@@ -7,6 +7,7 @@ from pydantic import AfterValidator, Field, StrictBool, StringConstraints
 
 from app.core.schemas import MAX_ID, PartialUpdate, RequestModel, ResponseModel
 from app.core.text import single_line
+from app.teams.schemas import TEAM_ID, OptionalTeamId
 
 ServiceName = Annotated[
     str,
@@ -28,6 +29,7 @@ class ServiceRead(ResponseModel):
     escalation_policy_id: int | None = None
     slack_channel: str | None = Field(default=None, description=SLACK_CHANNEL)
     is_active: bool
+    team_id: int | None = Field(default=None, description=TEAM_ID)
     created_at: datetime
     updated_at: datetime
 
@@ -41,6 +43,7 @@ class ServiceCreate(RequestModel):
         description="Default policy for its incidents when no policy's conditions match",
     )
     slack_channel: SlackChannel | None = Field(default=None, description=SLACK_CHANNEL)
+    team_id: OptionalTeamId = Field(default=None, description=TEAM_ID)
 
     model_config = {
         "json_schema_extra": {
@@ -52,12 +55,13 @@ class ServiceCreate(RequestModel):
 class ServiceUpdate(PartialUpdate):
     """Fields to change; omitted fields stay as they are."""
 
-    nullable_fields = frozenset({"escalation_policy_id", "slack_channel"})
+    nullable_fields = frozenset({"escalation_policy_id", "slack_channel", "team_id"})
 
     name: ServiceName | None = None
     description: Description | None = None
     is_active: StrictBool | None = None
     escalation_policy_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     slack_channel: SlackChannel | None = Field(default=None, description=SLACK_CHANNEL)
+    team_id: OptionalTeamId = Field(default=None, description=TEAM_ID)
 
     model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,7 @@ async def create(
     is_active: bool = True,
     escalation_policy_id: int | None = None,
     slack_channel: str | None = None,
+    team_id: int | None = None,
 ) -> Service:
     if await get_by_name(session, name) is not None:
         raise Conflict(f"A service named {name!r} already exists")
@@ -45,6 +46,7 @@ async def create(
         is_active=is_active,
         escalation_policy_id=escalation_policy_id,
         slack_channel=slack_channel,
+        team_id=team_id,
         created_at=now,
         updated_at=now,
     )
@@ -98,8 +100,15 @@ async def list_page(
     cursor: str | None,
     is_active: bool | None = None,
     q: str | None = None,
+    team_id: int | None = None,
+    visible: ColumnElement[bool] | None = None,
 ) -> tuple[list[Service], str | None]:
+    """A page of services in id order; `visible`: the rows the caller may read."""
     query = select(Service)
+    if visible is not None:
+        query = query.where(visible)
+    if team_id is not None:
+        query = query.where(Service.team_id == team_id)
     if is_active is not None:
         query = query.where(Service.is_active == is_active)
     if q:

@@ -138,9 +138,19 @@ async def test_a_service_default_must_exist(admin_client):
     assert response.json() == {"detail": "Escalation policy 4242 does not exist"}
 
 
-async def test_users_get_403(user_client, factory):
-    policy = await factory.policy()
+async def test_users_read_policies_without_webhook_urls_and_may_not_change_them(
+    user_client, admin_client, factory
+):
+    hook = {"type": "webhook", "url": "https://hooks.example.com/secret-path"}
+    steps = [{"delay_minutes": 0, "targets": [], "actions": [hook]}]
+    policy = await factory.policy(steps=steps)
     one = f"{URL}{policy.id}"
-    for method, path in [("GET", URL), ("POST", URL), ("GET", one), ("PUT", one), ("DELETE", one)]:
-        response = await user_client.request(method, path, json={"priority": 1})
+    valid = {"name": "mine", "steps": steps}
+    for method, path in [("POST", URL), ("PUT", one), ("DELETE", one)]:
+        response = await user_client.request(method, path, json=valid)
         assert response.status_code == 403, (method, path)
+    listed = (await user_client.get(URL)).json()["items"]
+    read = (await user_client.get(one)).json()
+    for shown in ([p for p in listed if p["id"] == policy.id][0], read):
+        assert shown["steps"][0]["actions"] == [{"type": "webhook", "url": None}]
+    assert (await admin_client.get(one)).json()["steps"][0]["actions"] == [hook]
