@@ -17,8 +17,8 @@ from app.schedules.router import oncall_router
 from app.schedules.router import router as schedules_router
 from app.services.router import router as services_router
 from app.slack.router import router as slack_router
-from app.telephony.router import router as telephony_router
 from app.teams.router import router as teams_router
+from app.telephony.router import router as telephony_router
 from app.users.router import router as users_router
 
 api_router = APIRouter(prefix="/v1")

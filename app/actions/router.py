@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse
 
+from app.auth import policy as authz
 from app.core.actors import Actor
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep, SettingsDep
@@ -80,6 +81,10 @@ USED_MEANWHILE = Refusal(
     "It was used at the same moment from somewhere else; each link acts once. Nothing was "
     "changed here.",
 )  # fmt: skip
+
+NOT_ALLOWED = Refusal(
+    403, "You may not act on this incident", "Nothing was changed. Open it in the console."
+)
 
 
 def _console(settings: Settings, incident_id: int) -> str:
@@ -163,6 +168,8 @@ async def do_action(
     checked = await actions.check(session, link, now=now, incident=incident)
     if isinstance(checked, Refusal):
         return _refused(settings, checked, link)
+    if not authz.may_answer_page(checked.user):
+        return _refused(settings, NOT_ALLOWED, link)
     if not await actions.spend(session, link, now=now):
         return _refused(settings, USED_MEANWHILE, link)
     done = await _act(session, checked, now=now)

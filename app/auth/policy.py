@@ -13,12 +13,14 @@ The rules (docs/teams.md has the table):
   teams existed; only admins configure it;
 - a team's object: every signed-in user reads it unless the team is private (then its members
   only); its responders and managers respond; its managers configure it and its members;
+- whoever was paged for an incident may respond to it through the page (SMS reply, keypress,
+  email link), whatever their role;
 - a read-only principal (an API key made so) only reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -64,6 +66,8 @@ class Principal:
     user: User
     # The effective global role: a personal API key may carry less than its owner's.
     role: str
+    # The user's id, kept apart from `user` (whose attributes expire after a rollback).
+    user_id: int
     # Only reads (an API key made read-only).
     read_only: bool = False
     # Fixed team roles (an organisation API key scoped to a team); None: the user's memberships.
@@ -73,15 +77,11 @@ class Principal:
 
     @classmethod
     def of(cls, user: User) -> Principal:
-        return cls(user=user, role=user.role)
+        return cls(user=user, role=user.role, user_id=user.id)
 
     @property
     def is_admin(self) -> bool:
         return self.role == Role.admin.value
-
-    @property
-    def user_id(self) -> int:
-        return self.user.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,9 @@ class Scope:
     team_id: int | None
     private: bool = False
     role: TeamRole | None = None
+    # The principal was paged for this incident, and acts through that page (an SMS reply, a
+    # keypress on the call, the email's link): whoever is paged may answer the page.
+    paged: bool = False
 
 
 NO_TEAM = Scope(None)
@@ -105,11 +108,19 @@ def allowed(principal: Principal, action: Action, scope: Scope) -> bool:
         return True
     if action is Action.administer:
         return False
+    if scope.paged and action is Action.respond:
+        return True
     if scope.team_id is None:
         return action in (Action.read, Action.respond)
     if action is Action.read and not scope.private:
         return True
     return scope.role is not None and RANK[scope.role] >= RANK[NEEDS[action]]
+
+
+def may_answer_page(user: User) -> bool:
+    """May `user`, paged for an incident, act on it through the page itself? (The channels
+    that hold a page: SMS replies, phone keypresses, email links.)"""
+    return allowed(Principal.of(user), Action.respond, Scope(None, paged=True))
 
 
 def may_see(principal: Principal, scope: Scope) -> bool:
@@ -189,15 +200,45 @@ async def _load_service_scope(
     return Scope(row.team_id, bool(row.is_private), _member_role(principal, row.team_id, row.role))
 
 
+async def scopes_of_services(
+    session: AsyncSession, asked: Sequence[tuple[Principal, int]]
+) -> dict[tuple[int, int], Scope]:
+    """The scope of each (principal, service id) in `asked`, by (user id, service id): one
+    statement for any number (for a batch of requests)."""
+    if not asked:
+        return {}
+    users = {p.user_id for p, _ in asked}
+    services = {s for _, s in asked}
+    rows = await session.execute(
+        select(Service.id, Service.team_id, Team.is_private, TeamMember.user_id, TeamMember.role)
+        .outerjoin(Team, Team.id == Service.team_id)
+        .outerjoin(TeamMember, and_(TeamMember.team_id == Team.id, TeamMember.user_id.in_(users)))
+        .where(Service.id.in_(services))
+    )
+    teams: dict[int, tuple[int | None, bool]] = {}
+    roles: dict[tuple[int, int], str] = {}
+    for row in rows:
+        teams[row.id] = (row.team_id, bool(row.is_private))
+        if row.user_id is not None:
+            roles[(row.user_id, row.id)] = row.role
+    found: dict[tuple[int, int], Scope] = {}
+    for principal, service_id in asked:
+        team_id, private = teams.get(service_id, (None, False))
+        if team_id is None:
+            scope = NO_TEAM
+        else:
+            stored = roles.get((principal.user_id, service_id))
+            scope = Scope(team_id, private, _member_role(principal, team_id, stored))
+        found[(principal.user_id, service_id)] = scope
+    return found
+
+
 def check(principal: Principal, action: Action, scope: Scope, *, missing: str) -> None:
     """Raise what the API answers when `principal` may not do `action` in `scope`: 404 (with
-    `missing`) when it may not even see the object (for `inspect`: may not inspect it, unless
-    only a read-only key stops it), else 403."""
+    `missing`) when it may not even see the object, else 403."""
     if allowed(principal, action, scope):
         return
     if not may_see(principal, scope):
-        raise NotFound(missing)
-    if action is Action.inspect:
         raise NotFound(missing)
     if principal.read_only and allowed(replace(principal, read_only=False), action, scope):
         raise Forbidden("This API key only reads")

@@ -19,11 +19,13 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import policy as authz
+from app.auth.policy import Action, Principal
 from app.core import bulk, metrics
 from app.core.actors import SYSTEM, Actor
 from app.core.batching import Job
 from app.core.db import WAKE_WORKER
-from app.core.errors import DomainError, Unauthorized, Unprocessable
+from app.core.errors import DomainError, NotFound, Unauthorized, Unprocessable
 from app.core.logging import acting_for
 from app.escalation import runs
 from app.escalation.models import EscalationEvent
@@ -152,12 +154,14 @@ async def create(
     labels: dict[str, str] | None = None,
     custom_fields: dict[str, Any] | None = None,
     dedup_key: str | None = None,
+    principal: Principal | None = None,
 ) -> tuple[Incident, bool]:
     """A new incident, or the open one with the same dedup key and service (created is False).
-    `service_name` names a service, created if none has that name."""
+    `service_name` names a service, created if none has that name. `principal`: who asks, when
+    the policy must allow them to open an incident on the service."""
     wanted = Wanted(
         actor, title, description, severity, service_id, service_name, labels or {},
-        custom_fields or {}, dedup_key,
+        custom_fields or {}, dedup_key, principal=principal,
     )  # fmt: skip
     [answer] = await open_wanted(session, [wanted], now=now)
     if isinstance(answer, DomainError):
@@ -180,6 +184,9 @@ class Wanted:
     custom_fields: dict[str, Any] = field(default_factory=dict)
     dedup_key: str | None = None
     request_id: str | None = None  # of the request asking, when not the current one
+    # Who asks, when the policy must decide whether they may open an incident on the service
+    # (`app.auth.policy`: a team's service needs its responder role); None: the system.
+    principal: Principal | None = None
 
 
 async def open_wanted(
@@ -204,6 +211,9 @@ async def open_wanted(
             answers[n] = Unprocessable(f"Service {one.service_id} does not exist")
         else:
             service_of[n] = one.service_id
+    for n, refusal in (await _refused(session, wanted, service_of)).items():
+        answers[n] = refusal
+        del service_of[n]
     pairs = {(service_of[n], key) for n in service_of if (key := wanted[n].dedup_key) is not None}
     open_now: dict[incident_service.DedupPair, int | Opening] = {}
     if pairs:
@@ -238,6 +248,31 @@ async def open_wanted(
     for n, (_, created) in targets.items():
         answers[n] = (incidents[cast(int, ids[n])], created)
     return cast(list[tuple[Incident, bool] | DomainError], answers)
+
+
+async def _refused(
+    session: AsyncSession, wanted: Sequence[Wanted], service_of: dict[int, int | None]
+) -> dict[int, DomainError]:
+    """Those asked for on a service whose team does not let the asker respond (one statement,
+    none when every asker is an admin or names no service)."""
+    asked = [
+        (n, principal, service_id)
+        for n, service_id in service_of.items()
+        if service_id is not None
+        and (principal := wanted[n].principal) is not None
+        and not principal.is_admin
+    ]
+    scopes = await authz.scopes_of_services(session, [(p, s) for _, p, s in asked])
+    refused: dict[int, DomainError] = {}
+    for n, principal, service_id in asked:
+        try:
+            authz.check(
+                principal, Action.respond, scopes[(principal.user_id, service_id)],
+                missing=f"Service {service_id} does not exist",
+            )  # fmt: skip
+        except DomainError as refusal:
+            refused[n] = Unprocessable(refusal.detail) if isinstance(refusal, NotFound) else refusal
+    return refused
 
 
 # ---- changes -------------------------------------------------------------------------------------
@@ -389,6 +424,7 @@ class Opener:
             user = users.get(job.user_id)
             if user is not None and user.token_version == job.token_version:
                 job.wanted.actor, job.wanted.request_id = Actor.of(user), job.request_id
+                job.wanted.principal = Principal.of(user)
                 asked.append(n)
         answers = await open_wanted(session, [jobs[n].wanted for n in asked], now=now)
         for n, answer in zip(asked, answers, strict=True):

@@ -25,8 +25,8 @@ router = APIRouter(prefix="/services/{service_id}/integrations", tags=["integrat
 async def admin_service(
     service_id: IdPath, session: SessionDep, principal: CurrentPrincipal
 ) -> Service:
-    """The service, when the caller may inspect its integrations (admins, its team's managers;
-    anyone else: 404, integrations hold keys)."""
+    """The service, when the caller may inspect its integrations (admins, its team's managers:
+    integrations hold keys)."""
     service = await service_service.get(session, service_id)
     missing = f"Service {service_id} not found"
     if service is None:

@@ -658,8 +658,8 @@ async def list_incident_notifications(
 async def valid_webhook(
     webhook_id: IdPath, session: SessionDep, principal: CurrentPrincipal
 ) -> WebhookSubscription:
-    """The subscription, when the caller may inspect it (admins, its team's managers; anyone
-    else: 404, since its URL and events are for them only)."""
+    """The subscription, when the caller may inspect it (admins, its team's managers: its URL
+    and events are for them only)."""
     hook = await webhook_service.get(session, webhook_id)
     missing = f"Webhook {webhook_id} not found"
     if hook is None:

@@ -25,6 +25,8 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import policy as authz
+from app.auth.policy import Action, Principal
 from app.core.actors import Actor
 from app.core.clock import Clock
 from app.core.config import Settings
@@ -172,6 +174,12 @@ async def _act(
     incident = await incident_service.get(session, incident_id, lock=True)
     if incident is None:
         return f"There is no incident #{incident_id}. Nothing was changed."
+    scope = await authz.scope_of_service(session, Principal.of(user), incident.service_id)
+    if not authz.allowed(Principal.of(user), Action.respond, scope):
+        return (
+            f"You may not {what} incident #{incident.id}: its team's responder role is needed. "
+            "Nothing was changed."
+        )
     refusal = _refusal(incident, what)
     if refusal is not None:
         return refusal

@@ -30,6 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from app.auth import policy as authz
 from app.core.actors import Actor
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep, SettingsDep
@@ -148,6 +149,8 @@ async def _act_by_text(
 ) -> str:
     label = f"#{incident.id} {_short(incident.title)}"
     actor = Actor.of(user, via="sms")
+    if not authz.may_answer_page(user):
+        return f"{label}: you may not act on it. Nothing was done."
     if action is replies.Action.acknowledge:
         if incident.status == Status.acknowledged.value:
             return f"{label} is already acknowledged. Nothing was done."
@@ -238,6 +241,8 @@ async def call_key(
     user = await session.get(User, page.user_id) if page.user_id is not None else None
     if incident is None or user is None or not user.is_active:
         return _goodbye(VoiceResponse(), "This page is no longer known.")
+    if not authz.may_answer_page(user):
+        return _goodbye(VoiceResponse(), "You may not act on this incident.")
     digits = params.get("Digits", "").strip()
     if not digits:
         return _goodbye(VoiceResponse(), "No key was pressed.")

@@ -46,7 +46,7 @@ async def analytics_page(
         ranges=RANGES,
         days=days,
         service=service,
-        services=await services_menu(session),
+        services=await services_menu(session, browser),
         opened_chart=charts.opened_by_day(report.opened_by_day),
         pages_chart=charts.horizontal_bars(pages, title="Pages sent per person", unit="pages"),
         services_chart=charts.horizontal_bars(

@@ -26,13 +26,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
+from app.auth.policy import Principal
 from app.core.actors import Actor
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep
 from app.core.logging import name_actor
 from app.core.tokens import hash_token, new_long_token
 from app.ui.models import UiSession
-from app.users.models import User
+from app.users.models import Role, User
 
 SESSION_COOKIE = "ims_session"
 LOGIN_CSRF_COOKIE = "ims_login_csrf"
@@ -65,6 +66,13 @@ class Browser:
     session_id: int
     csrf_token: str
     timezone: str = "UTC"  # the user's IANA zone: the console shows times in it
+
+
+def principal_of(browser: Browser) -> Principal:
+    """The browser's user as the authorization policy sees them (from the copies taken at
+    sign-in check, which a rollback does not expire)."""
+    role = Role.admin.value if browser.is_admin else Role.user.value
+    return Principal(user=browser.user, role=role, user_id=browser.user_id)
 
 
 def secure_cookies(settings: Settings) -> bool:

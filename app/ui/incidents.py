@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app.auth import policy as authz
+from app.auth.policy import Action, Principal
 from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import DomainError, NotFound
@@ -27,7 +29,8 @@ from app.incidents.service import IncidentFilter
 from app.incidents.timeline import EntryType
 from app.notifications.models import Notification
 from app.services.models import Service
-from app.ui.auth import ActorDep, Browser, ViewerDep
+from app.teams.models import Team
+from app.ui.auth import ActorDep, Browser, ViewerDep, principal_of
 from app.ui.forms import problems, refusal
 from app.ui.render import in_zone, page, zone_of
 from app.users.models import User
@@ -53,23 +56,39 @@ def _status_filter(status: str) -> list[Status]:
     return [Status(status)]
 
 
-async def _counts(session: AsyncSession) -> dict[str, int]:
-    """How many incidents are open, per status. Resolved ones are not counted: they only grow,
-    and counting them all on every live refresh would read the whole table."""
-    rows = await session.execute(
-        select(Incident.status, func.count())
-        .where(Incident.status.in_([s.value for s in OPEN]))
-        .group_by(Incident.status)
+async def _counts(session: AsyncSession, principal: Principal) -> dict[str, int]:
+    """How many incidents the user may see are open, per status. Resolved ones are not counted:
+    they only grow, and counting them all on every live refresh would read the whole table."""
+    query = select(Incident.status, func.count()).where(
+        Incident.status.in_([s.value for s in OPEN])
     )
+    if not principal.is_admin:
+        query = query.where(authz.visible_service(principal, Incident.service_id))
+    rows = await session.execute(query.group_by(Incident.status))
     counts = {s.value: 0 for s in OPEN}
     counts.update({status: count for status, count in rows.all()})
     counts["open"] = sum(counts.values())
     return counts
 
 
-async def services_menu(session: AsyncSession) -> list[tuple[int, str]]:
-    rows = await session.execute(select(Service.id, Service.name).order_by(Service.name).limit(500))
+async def services_menu(session: AsyncSession, browser: Browser) -> list[tuple[int, str]]:
+    """The services the user may see, by name (the first 500)."""
+    principal = principal_of(browser)
+    query = select(Service.id, Service.name).order_by(Service.name).limit(500)
+    if not principal.is_admin:
+        query = query.where(authz.visible(principal, Service.team_id))
+    rows = await session.execute(query)
     return [(service_id, name) for service_id, name in rows.all()]
+
+
+async def teams_menu(session: AsyncSession, browser: Browser) -> list[tuple[int, str]]:
+    """The teams the user may see, by name (the first 500)."""
+    principal = principal_of(browser)
+    query = select(Team.id, Team.name).order_by(Team.name_key).limit(500)
+    if not principal.is_admin:
+        query = query.where(authz.visible(principal, Team.id))
+    rows = await session.execute(query)
+    return [(team_id, name) for team_id, name in rows.all()]
 
 
 @router.get("/incidents", response_class=HTMLResponse)
@@ -81,16 +100,27 @@ async def incident_list(
     severity: Annotated[str, Query(pattern="^(|critical|high|medium|low|info)$")] = "",
     service: Annotated[str, Query(pattern=r"^[0-9]{0,18}$")] = "",
     mine: Annotated[str, Query(pattern="^(|1)$")] = "",
+    team: Annotated[str, Query(pattern=r"^(|mine|[0-9]{1,18})$")] = "",
     q: Annotated[str, Query(max_length=200)] = "",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
     service_id = int(service) if service and 0 < int(service) <= MAX_ID else None
+    principal = principal_of(browser)
+    team_ids: Any = None
+    if team == "mine":
+        team_ids = authz.member_team_ids(principal)
+    elif team and 0 < int(team) <= MAX_ID:
+        team_ids = [int(team)]
     filters = IncidentFilter(
         statuses=_status_filter(status),
         severities=[Severity(severity)] if severity else [],
         service_id=service_id,
         assignee_id=browser.user_id if mine else None,
         q=q.strip() or None,
+        team_ids=team_ids,
+        visible=None
+        if principal.is_admin
+        else authz.visible_service(principal, Incident.service_id),
     )
     try:
         items, next_cursor = await incident_service.list_page(
@@ -100,16 +130,20 @@ async def incident_list(
         items, next_cursor = await incident_service.list_page(
             session, filters=filters, sort="-created_at", limit=PAGE_SIZE, cursor=None
         )
-    services = await services_menu(session)
-    query = {"status": status, "severity": severity, "service": service, "mine": mine, "q": q}
+    services = await services_menu(session, browser)
+    query = {
+        "status": status, "severity": severity, "service": service, "mine": mine, "team": team,
+        "q": q,
+    }  # fmt: skip
     return page(
         request,
         "incidents.html",
         browser=browser,
         incidents=items,
         next_cursor=next_cursor,
-        counts=await _counts(session),
+        counts=await _counts(session, principal),
         services=services,
+        teams=await teams_menu(session, browser),
         service_names=dict(services),
         filters=query,
         status_choices=STATUS_CHOICES,
@@ -118,14 +152,21 @@ async def incident_list(
     )
 
 
-async def _incident_or_404(session: AsyncSession, incident_id: int, *, lock: bool) -> Incident:
+async def _incident_or_404(
+    session: AsyncSession, incident_id: int, *, lock: bool, browser: Browser
+) -> Incident:
+    """The incident, when the browser's user may see it."""
     incident = (
         await incident_service.get(session, incident_id, lock=lock)
         if 0 < incident_id <= MAX_ID
         else None
     )
+    missing = f"Incident {incident_id} not found"
     if incident is None:
-        raise NotFound(f"Incident {incident_id} not found")
+        raise NotFound(missing)
+    await authz.require_for_service(
+        session, principal_of(browser), Action.read, incident.service_id, missing=missing
+    )
     return incident
 
 
@@ -263,7 +304,7 @@ def _new_incident_page(
 @router.get("/incidents/new", response_class=HTMLResponse)
 async def new_incident_form(request: Request, session: SessionDep, browser: ViewerDep) -> Response:
     """A form to declare an incident by hand, as `POST /v1/incidents/` opens one."""
-    return _new_incident_page(request, browser, await services_menu(session))
+    return _new_incident_page(request, browser, await services_menu(session, browser))
 
 
 @router.post("/incidents/new", response_class=HTMLResponse)
@@ -298,16 +339,17 @@ async def declare_incident(
             service_id=body.service_id,
             actor=Actor.of(browser.user),
             now=clock.now(),
+            principal=principal_of(browser),
         )
     except ValidationError as exc:
         return _new_incident_page(
-            request, browser, await services_menu(session), draft=draft,
+            request, browser, await services_menu(session, browser), draft=draft,
             error=problems(exc), status=422,
         )  # fmt: skip
     except DomainError as exc:
         await session.rollback()
         return _new_incident_page(
-            request, browser, await services_menu(session), draft=draft,
+            request, browser, await services_menu(session, browser), draft=draft,
             error=refusal(exc), status=exc.status_code,
         )  # fmt: skip
     return RedirectResponse(f"/ui/incidents/{incident.id}", status_code=303)
@@ -317,7 +359,7 @@ async def declare_incident(
 async def incident_page(
     incident_id: int, request: Request, session: SessionDep, browser: ViewerDep
 ) -> Response:
-    incident = await _incident_or_404(session, incident_id, lock=False)
+    incident = await _incident_or_404(session, incident_id, lock=False, browser=browser)
     context = await _detail_context(session, incident, browser)
     return page(request, "incident.html", browser=browser, **context)
 
@@ -333,11 +375,15 @@ async def _act(
 ) -> Response:
     """Apply one action; on a refusal (say, resolving a resolved incident) show the page again
     with the reason, nothing changed."""
-    incident = await _incident_or_404(session, incident_id, lock=True)
+    incident = await _incident_or_404(session, incident_id, lock=True, browser=browser)
     actor = Actor.of(browser.user)
     now = now_clock.now()
     note = (form.get("note") or "").strip()[:2000] or None
     try:
+        await authz.require_for_service(
+            session, principal_of(browser), Action.respond, incident.service_id,
+            missing=f"Incident {incident_id} not found",
+        )  # fmt: skip
         if action == "acknowledge":
             await incident_flow.acknowledge(
                 session, incident=incident, actor=actor, now=now, note=note
@@ -380,7 +426,7 @@ async def _act(
             )
     except DomainError as exc:
         await session.rollback()
-        incident = await _incident_or_404(session, incident_id, lock=False)
+        incident = await _incident_or_404(session, incident_id, lock=False, browser=browser)
         context = await _detail_context(session, incident, browser)
         detail = exc.detail if isinstance(exc.detail, str) else "That could not be done"
         refused = page(
