@@ -372,7 +372,9 @@ class OpenJob(Job[tuple[Incident, bool]]):
     request holds no transaction of its own) and what they ask for."""
 
     user_id: int
-    token_version: int
+    # None: the request sent an API key, checked before the job was made (the user's being
+    # active is checked here all the same, in the same statement).
+    token_version: int | None
     wanted: Wanted
 
 
@@ -387,7 +389,7 @@ class Opener:
         asked: list[int] = []
         for n, job in enumerate(jobs):
             user = users.get(job.user_id)
-            if user is not None and user.token_version == job.token_version:
+            if user is not None and job.token_version in (None, user.token_version):
                 job.wanted.actor, job.wanted.request_id = Actor.of(user), job.request_id
                 asked.append(n)
         answers = await open_wanted(session, [jobs[n].wanted for n in asked], now=now)
