@@ -174,7 +174,7 @@ async def check(session: AsyncSession, token: str, *, now: datetime) -> Checked 
     ).first()
     if row is None:
         return None
-    key, user = row.tuple()
+    key, user = row[0], row[1]
     if not hmac.compare_digest(key.key_hash, key_hash(token)):
         return None
     if key.revoked_at is not None or not user.is_active:

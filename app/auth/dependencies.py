@@ -75,7 +75,8 @@ async def _note_use(session: AsyncSession, key_id: int, *, now: datetime) -> Non
     already holds the one write lock, which another connection would wait for)."""
     statement = apikey_service.last_use_statement(key_id, address=current_source(), now=now)
     connection = await session.connection()
-    if not connection.get_execution_options().get(READ_ONLY):
+    options = connection.sync_connection.get_execution_options() if connection.sync_connection else {}
+    if not options.get(READ_ONLY):
         await session.execute(statement)
         return
     async with connection.engine.connect() as own:
