@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.apikeys import service as apikey_service
+from app.apikeys.models import ApiKey
 from app.auth import security
 from app.core.clock import FrozenClock
 from app.core.config import Settings
@@ -76,6 +78,25 @@ class Factory:
         return security.create_access_token(
             self.settings, user_id=user.id, token_version=user.token_version, now=self.clock.now()
         ).token
+
+    async def api_key(self, **overrides: Any) -> ApiKey:
+        """A personal key (user_id required); the whole key is `key.secret` (not a column)."""
+        n = next(_counter)
+        key = f"imsk_{n:08d}_" + "s" * 43
+        values: dict[str, Any] = {
+            "name": f"Key {n}",
+            "prefix": key[:13],
+            "key_hash": apikey_service.key_hash(key),
+            "kind": "personal",
+            "role": "user",
+            "created_at": self.clock.now(),
+        }
+        values.update(overrides)
+        api_key = ApiKey(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(api_key)
+        api_key.secret = key  # type: ignore[attr-defined]
+        return api_key
 
     async def service(self, **overrides: Any) -> Service:
         n = next(_counter)

@@ -138,6 +138,11 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/users/{user_id}/notification-rules"): ADMIN,
     ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
     ("DELETE", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
+    # Your own keys; {key_id}: the admin's key, so anyone else gets 404.
+    ("POST", "/v1/api-keys"): SIGNED_IN,
+    ("GET", "/v1/api-keys"): SIGNED_IN,
+    ("GET", "/v1/api-keys/{key_id}"): OWNER,
+    ("DELETE", "/v1/api-keys/{key_id}"): OWNER,
     ("GET", "/v1/actions/{token}"): ACTION_TOKEN,
     ("POST", "/v1/actions/{token}"): ACTION_TOKEN,
 }
@@ -199,6 +204,7 @@ BODIES = {
     },
     ("PATCH", "/v1/users/me/notification-rules/{rule_id}"): {"delay_minutes": 3},
     ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): {"min_severity": "high"},
+    ("POST", "/v1/api-keys"): {"name": "k", "role": "read-only"},
     ("POST", "/v1/schedules/{schedule_id}/overrides"): {
         "user_id": 1,
         "start": "2026-11-28T00:00:00Z",
@@ -296,6 +302,7 @@ async def test_matrix(harness, factory, caller):
         notification = await factory.notification(user_id=admin.id)
         schedule = await factory.schedule(user_ids=[admin.id])
         override = await factory.override(schedule_id=schedule.id, user_id=admin.id)
+        api_key = await factory.api_key(user_id=admin.id)
         # "me": the caller's own (anyone refused never reaches it); otherwise the target's.
         owner = {"user": user, "admin": admin}.get(caller, admin) if "/me/" in template else target
         contact = await factory.contact_method(user_id=owner.id)
@@ -313,6 +320,7 @@ async def test_matrix(harness, factory, caller):
             service_id=service.id,
             incident_id=incident.id,
             policy_id=policy.id,
+            key_id=api_key.id,
             email="x@example.com",
             token="not-a-real-token",
         )

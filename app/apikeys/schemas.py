@@ -65,20 +65,20 @@ class ApiKeyCreate(RequestModel):
 
 
 class ApiKeyRead(ResponseModel):
-    id: int
-    name: str
+    id: int = Field(description="The key's id (the audit log's actor id for what it changes)")
+    name: str = Field(description="What the key is for")
     prefix: str = Field(description="The key's public start (`imsk_` and 8 characters)")
-    kind: KeyKind
-    role: KeyRole
+    kind: KeyKind = Field(description="`personal` or `organisation`")
+    role: KeyRole = Field(description="`admin`, `user` or `read-only`")
     user_id: int = Field(description="The owner (personal), or the key's service account")
-    team_id: int | None
-    team_role: TeamRole | None
-    expires_at: datetime | None
-    last_used_at: datetime | None = Field(description="Noted at most once a minute")
+    team_id: int | None = Field(description="Organisation keys: the one team it acts in")
+    team_role: TeamRole | None = Field(description="Its role in that team")
+    expires_at: datetime | None = Field(description="When it stops working; null: never")
+    last_used_at: datetime | None = Field(description="Last use, noted at most once a minute")
     last_used_from: str | None = Field(description="The address of that use")
-    revoked_at: datetime | None
-    created_by: int | None
-    created_at: datetime
+    revoked_at: datetime | None = Field(description="When it was revoked; null: not revoked")
+    created_by: int | None = Field(description="Who made it (null once they are deleted)")
+    created_at: datetime = Field(description="When it was made")
 
 
 class ApiKeyCreated(ApiKeyRead):
