@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
@@ -16,7 +16,7 @@ from app.core.errors import Forbidden, NotFound
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
-NOT_FOUND = {404: {"description": "No such key, or not yours"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such key, or not yours"}}
 
 
 def may_see(principal: Principal, key: ApiKey) -> bool:
@@ -69,7 +69,9 @@ async def create_api_key(
         team_role=body.team_role,
         now=clock.now(),
     )
-    return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(key).model_dump(), "key": secret})
+    return ApiKeyCreated.model_validate(
+        {**ApiKeyRead.model_validate(key).model_dump(), "key": secret}
+    )
 
 
 @router.get("", response_model=Page[ApiKeyRead])

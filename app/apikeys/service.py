@@ -25,7 +25,7 @@ KEY_LENGTH = PREFIX_LENGTH + 1 + 43
 # Where service accounts' addresses live: `.invalid` can never receive mail (RFC 2606).
 SERVICE_DOMAIN = "api-keys.invalid"
 # No password hash: nothing verifies against it (see app.users.service.authenticate).
-NO_PASSWORD = "!service-account"
+NO_PASSWORD = "!service-account"  # noqa: S105  (not a password: matches no hash)
 
 
 def is_api_key(token: str) -> bool:

@@ -29,7 +29,8 @@ class AuditEntryRead(ResponseModel):
     action: str = Field(
         description="`create`, `update`, `delete`, or what an update meant: `deactivate` and "
         "`reactivate` (a user), `rotate` (an integration key, a webhook secret, a calendar "
-        "link), `reseal` (a webhook secret encrypted again under a new SECRET_KEY), `revoke` (an API key)"
+        "link), `reseal` (a webhook secret encrypted again under a new SECRET_KEY), `revoke` "
+        "(an API key)"
     )
     object_type: str = Field(
         description="What was changed: `user`, `service`, `integration`, `escalation_policy`, "

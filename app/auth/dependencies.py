@@ -75,7 +75,9 @@ async def _note_use(session: AsyncSession, key_id: int, *, now: datetime) -> Non
     already holds the one write lock, which another connection would wait for)."""
     statement = apikey_service.last_use_statement(key_id, address=current_source(), now=now)
     connection = await session.connection()
-    options = connection.sync_connection.get_execution_options() if connection.sync_connection else {}
+    options = (
+        connection.sync_connection.get_execution_options() if connection.sync_connection else {}
+    )
     if not options.get(READ_ONLY):
         await session.execute(statement)
         return
@@ -117,7 +119,9 @@ class Caller:
     token_version: int | None
 
 
-async def get_caller(request: Request, settings: SettingsDep, clock: ClockDep, token: Bearer) -> Caller:
+async def get_caller(
+    request: Request, settings: SettingsDep, clock: ClockDep, token: Bearer
+) -> Caller:
     if not apikey_service.is_api_key(token):
         claims = security.decode_access_token(settings, token, now=clock.now())
         if claims is None:

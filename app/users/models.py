@@ -31,9 +31,7 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     # An organisation API key's own account (app.apikeys): never signs in, is never paged, put
     # on call or listed among the people.
-    is_service_account: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=false()
-    )
+    is_service_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -178,7 +178,13 @@ async def test_bad_bodies_are_refused(harness, admin_client):
         {"name": "x" * 201, "role": "user"},
         {"name": "x", "role": "user", "expires_at": past},
         {"name": "x", "role": "user", "expires_at": "2030-01-01T00:00:00"},  # no offset
-        {"name": "x", "kind": "organisation", "role": "user", "team_id": 999, "team_role": "observer"},
+        {
+            "name": "x",
+            "kind": "organisation",
+            "role": "user",
+            "team_id": 999,
+            "team_role": "observer",
+        },
         {"name": "x", "kind": "organisation", "role": "user", "team_role": "observer"},
     ]
     for body in cases:

@@ -421,7 +421,11 @@ async def test_api_keys_are_made_shown_once_and_revoked_after_asking(
     assert made.status_code == 201
     secret = re.search(r'<code data-field="new-key">([^<]+)</code>', made.text).group(1)
     [key] = (await user_client.get("/v1/api-keys")).json()["items"]
-    assert (key["name"], key["role"], key["expires_at"]) == ("Deploys", "user", "2099-01-01T00:00:00Z")
+    assert (key["name"], key["role"], key["expires_at"]) == (
+        "Deploys",
+        "user",
+        "2099-01-01T00:00:00Z",
+    )
     async with harness.make_client(secret) as keyed:
         assert (await keyed.get("/v1/users/me")).json()["id"] == user.id
     listed = (await browser.get("/ui/me")).text
