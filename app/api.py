@@ -5,6 +5,7 @@ from fastapi import APIRouter
 
 from app.actions.router import router as actions_router
 from app.analytics.router import router as analytics_router
+from app.apikeys.router import router as apikeys_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
 from app.escalation.router import incidents as incident_escalation_router
@@ -40,6 +41,7 @@ api_router.include_router(schedules_router)
 api_router.include_router(oncall_router)
 api_router.include_router(analytics_router)
 api_router.include_router(audit_router)
+api_router.include_router(apikeys_router)
 # Twilio's webhooks (outside the OpenAPI document: Twilio calls them, not API clients).
 api_router.include_router(telephony_router)
 api_router.include_router(actions_router)

@@ -1,6 +1,7 @@
 """Every model, imported in one place so that metadata (and Alembic) sees all tables."""
 
 from app.analytics.models import AnalyticsSnapshot
+from app.apikeys.models import ApiKey
 from app.audit import recording  # noqa: F401  (the session records audited changes)
 from app.audit.models import AuditEntry
 from app.auth.models import PasswordResetToken
@@ -25,6 +26,7 @@ from app.users.models import User
 
 __all__ = [
     "AnalyticsSnapshot",
+    "ApiKey",
     "Assignment",
     "AuditEntry",
     "Base",

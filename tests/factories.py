@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.apikeys import service as apikey_service
+from app.apikeys.models import ApiKey
 from app.auth import security
 from app.core.clock import FrozenClock
 from app.core.config import Settings
@@ -25,6 +27,7 @@ from app.notifications.models import (
 )
 from app.schedules.models import Schedule, ScheduleOverride
 from app.services.models import Service
+from app.teams.models import Team, TeamMember
 from app.users import passwords
 from app.users.models import User
 
@@ -76,6 +79,50 @@ class Factory:
         return security.create_access_token(
             self.settings, user_id=user.id, token_version=user.token_version, now=self.clock.now()
         ).token
+
+    async def api_key(self, **overrides: Any) -> ApiKey:
+        """A personal key (user_id required); the whole key is `key.secret` (not a column)."""
+        n = next(_counter)
+        key = f"imsk_{n:08d}_" + "s" * 43
+        values: dict[str, Any] = {
+            "name": f"Key {n}",
+            "prefix": key[:13],
+            "key_hash": apikey_service.key_hash(key),
+            "kind": "personal",
+            "role": "user",
+            "created_at": self.clock.now(),
+        }
+        values.update(overrides)
+        api_key = ApiKey(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(api_key)
+        api_key.secret = key  # type: ignore[attr-defined]
+        return api_key
+
+    async def team(self, **overrides: Any) -> Team:
+        n = next(_counter)
+        name = overrides.pop("name", f"team-{n}")
+        values: dict[str, Any] = {
+            "name": name,
+            "name_key": name.lower(),
+            "description": "",
+            "is_private": False,
+            "created_at": self.clock.now(),
+            "updated_at": self.clock.now(),
+        }
+        values.update(overrides)
+        team = Team(**values)
+        async with session_scope(self.sessionmaker) as session:
+            session.add(team)
+        return team
+
+    async def member(self, *, team_id: int, user_id: int, role: str = "responder") -> TeamMember:
+        member = TeamMember(
+            team_id=team_id, user_id=user_id, role=role, created_at=self.clock.now()
+        )
+        async with session_scope(self.sessionmaker) as session:
+            session.add(member)
+        return member
 
     async def service(self, **overrides: Any) -> Service:
         n = next(_counter)

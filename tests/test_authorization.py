@@ -63,9 +63,9 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/incidents/{incident_id}/escalate"): SIGNED_IN,
     ("GET", "/v1/escalation/incidents/{incident_id}/escalation-events/"): SIGNED_IN,
     ("POST", "/v1/escalation/incidents/{incident_id}/escalate/"): SIGNED_IN,
-    ("GET", "/v1/escalation/policies/"): ADMIN,
+    ("GET", "/v1/escalation/policies/"): SIGNED_IN,  # webhook URLs: admins (test_policies.py)
     ("POST", "/v1/escalation/policies/"): ADMIN,
-    ("GET", "/v1/escalation/policies/{policy_id}"): ADMIN,
+    ("GET", "/v1/escalation/policies/{policy_id}"): SIGNED_IN,
     ("PUT", "/v1/escalation/policies/{policy_id}"): ADMIN,
     ("DELETE", "/v1/escalation/policies/{policy_id}"): ADMIN,
     ("GET", "/v1/incidents/{incident_id}/notifications"): SIGNED_IN,
@@ -90,7 +90,7 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/notification-preferences/{user_id}/{channel}/verified"): ADMIN,
     ("GET", "/v1/notifications/"): SIGNED_IN,
     ("GET", "/v1/notifications/{notification_id}"): OWNER,
-    ("GET", "/v1/webhooks/"): ADMIN,
+    ("GET", "/v1/webhooks/"): SIGNED_IN,  # only those the caller may change: none here
     ("POST", "/v1/webhooks/"): ADMIN,
     ("GET", "/v1/webhooks/{webhook_id}"): ADMIN,
     ("PUT", "/v1/webhooks/{webhook_id}"): ADMIN,
@@ -114,6 +114,17 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/v1/users/me/shifts"): SIGNED_IN,
     ("POST", "/v1/users/me/calendar-url"): SIGNED_IN,
     ("GET", "/v1/users/{user_id}/calendar.ics"): FEED_TOKEN,
+    # Teams: the objects here belong to no team and the caller manages none (the team matrix in
+    # tests/teams/test_matrix.py checks the rights a team's roles give).
+    ("GET", "/v1/teams/"): SIGNED_IN,
+    ("POST", "/v1/teams/"): ADMIN,
+    ("GET", "/v1/teams/{team_id}"): SIGNED_IN,
+    ("PUT", "/v1/teams/{team_id}"): ADMIN,
+    ("DELETE", "/v1/teams/{team_id}"): ADMIN,
+    ("GET", "/v1/teams/{team_id}/members"): SIGNED_IN,
+    ("POST", "/v1/teams/{team_id}/members"): ADMIN,
+    ("PUT", "/v1/teams/{team_id}/members/{user_id}"): ADMIN,
+    ("DELETE", "/v1/teams/{team_id}/members/{user_id}"): ADMIN,
     ("GET", "/v1/analytics/incidents"): SIGNED_IN,  # as reading incidents
     ("GET", "/v1/audit"): ADMIN,
     # Your own contact methods and rules ({method_id}, {rule_id}: the caller's own).
@@ -138,6 +149,11 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/users/{user_id}/notification-rules"): ADMIN,
     ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
     ("DELETE", "/v1/users/{user_id}/notification-rules/{rule_id}"): ADMIN,
+    # Your own keys; {key_id}: the admin's key, so anyone else gets 404.
+    ("POST", "/v1/api-keys"): SIGNED_IN,
+    ("GET", "/v1/api-keys"): SIGNED_IN,
+    ("GET", "/v1/api-keys/{key_id}"): OWNER,
+    ("DELETE", "/v1/api-keys/{key_id}"): OWNER,
     ("GET", "/v1/actions/{token}"): ACTION_TOKEN,
     ("POST", "/v1/actions/{token}"): ACTION_TOKEN,
 }
@@ -183,6 +199,10 @@ BODIES = {
     ("PUT", "/v1/services/{service_id}/integrations/{integration_id}"): {"name": "renamed"},
     ("POST", "/v1/schedules/"): {"name": "s", "time_zone": "UTC"},
     ("PUT", "/v1/schedules/{schedule_id}"): {"description": "d"},
+    ("POST", "/v1/teams/"): {"name": "t"},
+    ("PUT", "/v1/teams/{team_id}"): {"description": "d"},
+    ("POST", "/v1/teams/{team_id}/members"): {"email": "member@example.com", "role": "observer"},
+    ("PUT", "/v1/teams/{team_id}/members/{user_id}"): {"role": "observer"},
     ("POST", "/v1/alerts/generic"): {"summary": "disk full", "dedup_key": "disk"},
     ("POST", "/v1/users/me/contact-methods"): {"type": "voice", "address": "+14155552671"},
     ("POST", "/v1/users/{user_id}/contact-methods"): {"type": "email", "address": "a@example.com"},
@@ -199,6 +219,7 @@ BODIES = {
     },
     ("PATCH", "/v1/users/me/notification-rules/{rule_id}"): {"delay_minutes": 3},
     ("PATCH", "/v1/users/{user_id}/notification-rules/{rule_id}"): {"min_severity": "high"},
+    ("POST", "/v1/api-keys"): {"name": "k", "role": "read-only"},
     ("POST", "/v1/schedules/{schedule_id}/overrides"): {
         "user_id": 1,
         "start": "2026-11-28T00:00:00Z",
@@ -223,6 +244,7 @@ ALLOWED_ANSWER = {
     "/v1/webhooks/{webhook_id}/test": (202,),
     "/v1/schedules/{schedule_id}/overrides/{override_id}": (204,),
     "/v1/alerts/generic": (202,),
+    "/v1/teams/{team_id}/members/{user_id}": (200, 204),
     # The caller's own account email needs no code.
     "/v1/notification-preferences/me/{channel}/verify": (409,),
     "/v1/users/me/contact-methods/{method_id}/verify": (202,),
@@ -296,6 +318,11 @@ async def test_matrix(harness, factory, caller):
         notification = await factory.notification(user_id=admin.id)
         schedule = await factory.schedule(user_ids=[admin.id])
         override = await factory.override(schedule_id=schedule.id, user_id=admin.id)
+        team = await factory.team()
+        # Two managers, so that changing or removing the target's membership keeps one.
+        await factory.member(team_id=team.id, user_id=target.id, role="manager")
+        await factory.member(team_id=team.id, user_id=(await factory.user()).id, role="manager")
+        api_key = await factory.api_key(user_id=admin.id)
         # "me": the caller's own (anyone refused never reaches it); otherwise the target's.
         owner = {"user": user, "admin": admin}.get(caller, admin) if "/me/" in template else target
         contact = await factory.contact_method(user_id=owner.id)
@@ -313,6 +340,8 @@ async def test_matrix(harness, factory, caller):
             service_id=service.id,
             incident_id=incident.id,
             policy_id=policy.id,
+            key_id=api_key.id,
+            team_id=team.id,
             email="x@example.com",
             token="not-a-real-token",
         )

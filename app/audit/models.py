@@ -11,14 +11,15 @@ from app.core.db import Base, IdType, JsonType, UTCDateTime
 
 
 class ActorType(StrEnum):
-    """Who made a change. (API keys join when they exist.)"""
+    """Who made a change."""
 
     user = "user"
     system = "system"
+    api_key = "api_key"  # a request sent with an API key: the key's id, its user's name
 
 
 # What the log covers (`app.audit.recording.AUDITED` maps each class to its name here). Teams,
-# memberships and API keys join when they exist.
+# memberships join when they exist.
 ObjectType = Literal[
     "user",
     "service",
@@ -30,6 +31,7 @@ ObjectType = Literal[
     "notification_preference",
     "contact_method",
     "notification_rule",
+    "api_key",
 ]
 
 
@@ -42,6 +44,7 @@ class Action(StrEnum):
     reactivate = "reactivate"
     rotate = "rotate"  # a new secret: an integration key, a webhook secret, a calendar link
     reseal = "reseal"  # the same webhook secret, encrypted again under the current SECRET_KEY
+    revoke = "revoke"  # an API key stopped for good
 
 
 class AuditEntry(Base):

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Mapper, Session, UOWTransaction
 
+from app.apikeys.models import ApiKey
 from app.audit.models import Action, AuditEntry, ObjectType
 from app.core.clock import Clock
 from app.core.db import SESSION_CLOCK
@@ -49,6 +50,7 @@ AUDITED: dict[type, ObjectType] = {
     NotificationPreference: "notification_preference",
     ContactMethod: "contact_method",
     NotificationRule: "notification_rule",
+    ApiKey: "api_key",
 }
 OBJECT_TYPES = tuple(sorted(AUDITED.values()))
 
@@ -59,6 +61,7 @@ SECRETS: dict[type, frozenset[str]] = {
     Integration: frozenset({"key_hash"}),  # an alert source's key's hash
     WebhookSubscription: frozenset({"secret"}),  # the signing secret, encrypted
     Schedule: frozenset({"calendar_token_hash"}),  # the calendar link's token's hash
+    ApiKey: frozenset({"key_hash"}),  # an API key's hash
 }
 # Changed by every update: left out of an update's before and after (the entry's `at` says
 # when), and an update that changes nothing else is not recorded.
@@ -135,6 +138,8 @@ def _action(obj: Any, before: dict[str, Any], after: dict[str, Any]) -> Action:
         return Action.rotate if "secret_prefix" in after else Action.reseal
     if isinstance(obj, Schedule) and "calendar_token_hash" in after:
         return Action.rotate
+    if isinstance(obj, ApiKey) and after.get("revoked_at") is not None:
+        return Action.revoke
     return Action.update
 
 

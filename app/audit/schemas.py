@@ -9,12 +9,17 @@ from app.core.schemas import ResponseModel
 
 
 class AuditActor(ResponseModel):
-    type: Literal["user", "system"] = Field(
-        description="`user`: a signed-in person (API or console); `system`: the worker, a CLI "
-        "command (`name` says which: `worker`, `cli`), or a request nobody was signed in to"
+    type: Literal["user", "system", "api_key"] = Field(
+        description="`user`: a signed-in person (API or console); `api_key`: a request sent "
+        "with an API key; `system`: the worker, a CLI command (`name` says which: `worker`, "
+        "`cli`), or a request nobody was signed in to"
     )
-    id: int | None = Field(description="The user's id (null for `system`)")
-    name: str = Field(description="The user's name when they acted")
+    id: int | None = Field(
+        description="The user's id; the API key's id for `api_key`; null for `system`"
+    )
+    name: str = Field(
+        description="The user's name when they acted (for a key: the name and the key's prefix)"
+    )
 
 
 class AuditEntryRead(ResponseModel):
@@ -24,12 +29,13 @@ class AuditEntryRead(ResponseModel):
     action: str = Field(
         description="`create`, `update`, `delete`, or what an update meant: `deactivate` and "
         "`reactivate` (a user), `rotate` (an integration key, a webhook secret, a calendar "
-        "link), `reseal` (a webhook secret encrypted again under a new SECRET_KEY)"
+        "link), `reseal` (a webhook secret encrypted again under a new SECRET_KEY), `revoke` "
+        "(an API key)"
     )
     object_type: str = Field(
         description="What was changed: `user`, `service`, `integration`, `escalation_policy`, "
         "`schedule`, `schedule_override`, `webhook_subscription`, `notification_preference`, "
-        "`contact_method`, `notification_rule`"
+        "`contact_method`, `notification_rule`, `api_key`"
     )
     object_id: int = Field(description="Its id")
     before: dict[str, Any] | None = Field(

@@ -27,11 +27,15 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from app.core.errors import Forbidden, NotFound
 from app.services.models import Service
 from app.teams.models import RANK, Team, TeamMember, TeamRole
 from app.users.models import Role, User
+
+# A column holding a team's (or a service's) id, in a WHERE clause.
+TeamColumn = ColumnElement[Any] | QueryableAttribute[Any]
 
 
 class Action(StrEnum):
@@ -283,7 +287,7 @@ async def require_for_service(
     return scope
 
 
-def visible(principal: Principal, team_id: ColumnElement[int | None]) -> ColumnElement[bool]:
+def visible(principal: Principal, team_id: TeamColumn) -> ColumnElement[bool]:
     """A WHERE clause keeping the rows whose team (`team_id`, a column) `principal` may read:
     every row but those of private teams it is not a member of."""
     if principal.is_admin:
@@ -296,7 +300,7 @@ def visible(principal: Principal, team_id: ColumnElement[int | None]) -> ColumnE
     return or_(team_id.is_(None), team_id.not_in(hidden))
 
 
-def inspectable(principal: Principal, team_id: ColumnElement[int | None]) -> ColumnElement[bool]:
+def inspectable(principal: Principal, team_id: TeamColumn) -> ColumnElement[bool]:
     """A WHERE clause keeping the rows whose team (`team_id`, a column) `principal` may inspect
     (what only those who may change it read: webhooks, integrations' keys)."""
     if principal.is_admin:
@@ -317,9 +321,7 @@ def member_team_ids(principal: Principal) -> Select[Any] | list[int]:
     return select(TeamMember.team_id).where(TeamMember.user_id == principal.user_id)
 
 
-def visible_service(
-    principal: Principal, service_id: ColumnElement[int | None]
-) -> ColumnElement[bool]:
+def visible_service(principal: Principal, service_id: TeamColumn) -> ColumnElement[bool]:
     """`visible` for rows that belong to a service (incidents): those of no service, or of a
     service the principal may read."""
     if principal.is_admin:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -407,8 +407,12 @@ class OpenJob(Job[tuple[Incident, bool]]):
     request holds no transaction of its own) and what they ask for."""
 
     user_id: int
-    token_version: int
+    # None: the request sent an API key, checked before the job was made (the user's being
+    # active is checked here all the same, in the same statement).
+    token_version: int | None
     wanted: Wanted
+    # An API key's principal (its role and teams); None: the token's user's own rights.
+    key_principal: Principal | None = None
 
 
 class Opener:
@@ -422,9 +426,13 @@ class Opener:
         asked: list[int] = []
         for n, job in enumerate(jobs):
             user = users.get(job.user_id)
-            if user is not None and user.token_version == job.token_version:
+            if user is not None and job.token_version in (None, user.token_version):
                 job.wanted.actor, job.wanted.request_id = Actor.of(user), job.request_id
-                job.wanted.principal = Principal.of(user)
+                job.wanted.principal = (
+                    Principal.of(user)
+                    if job.key_principal is None
+                    else replace(job.key_principal, user=user)
+                )
                 asked.append(n)
         answers = await open_wanted(session, [jobs[n].wanted for n in asked], now=now)
         for n, answer in zip(asked, answers, strict=True):

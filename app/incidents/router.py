@@ -10,7 +10,7 @@ from pydantic import StringConstraints, ValidationError
 from sqlalchemy import select
 
 from app.auth import policy as authz
-from app.auth.dependencies import CurrentPrincipal, CurrentUser, TokenClaims, for_the_logs
+from app.auth.dependencies import CurrentCaller, CurrentPrincipal, CurrentUser, for_the_logs
 from app.auth.policy import Action
 from app.core.actors import Actor
 from app.core.batching import Batcher
@@ -133,18 +133,20 @@ async def list_incidents(
         422: {"description": "Invalid body, or an unknown service_id"},
     },
 )
-async def create_incident(body: IncidentCreate, request: Request, claims: TokenClaims) -> object:
+async def create_incident(body: IncidentCreate, request: Request, caller: CurrentCaller) -> object:
     """Open an incident (status `triggered`). `service` names a service, created if new."""
     wanted = incident_flow.Wanted(
-        Actor("user", claims.user_id, ""), body.title, body.description, body.severity,
+        Actor("user", caller.user_id, ""), body.title, body.description, body.severity,
         body.service_id, body.service, body.labels, body.custom_fields, body.dedup_key,
     )  # fmt: skip
     # Requests that arrive together are written in one transaction (app.core.batching); the
-    # token's user is checked there too.
+    # token's user is checked there too (an API key's was checked by `CurrentCaller`).
     batcher: Batcher[incident_flow.OpenJob] = request.app.state.incident_batcher
-    job = incident_flow.OpenJob(claims.user_id, claims.token_version, wanted)
+    job = incident_flow.OpenJob(
+        caller.user_id, caller.token_version, wanted, key_principal=caller.key_principal
+    )
     incident, created = await batcher.submit(job)
-    for_the_logs(claims.user_id)
+    for_the_logs(caller.user_id)
     if created:
         return incident
     return JSONResponse(IncidentRead.model_validate(incident).model_dump(mode="json"), 200)

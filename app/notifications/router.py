@@ -71,9 +71,9 @@ SOMEONE_ELSE: Responses = {
 # ---- preferences ---------------------------------------------------------------------------------
 
 
-async def _person(user_id: IdPath, session: SessionDep, caller: CurrentUser) -> User:
+async def _person(user_id: IdPath, session: SessionDep, caller: CurrentPrincipal) -> User:
     """The user whose preferences are asked for: yourself, or anyone for an admin."""
-    if caller.id != user_id and caller.role != "admin":
+    if caller.user_id != user_id and not authz.allowed(caller, Action.administer, authz.NO_TEAM):
         raise Forbidden("Only admins may read or change another user's preferences")
     user = await user_service.get(session, user_id)
     if user is None:
@@ -586,7 +586,7 @@ async def delete_user_notification_rule(
 
 @notifications.get("/", response_model=Page[NotificationRead], responses=SOMEONE_ELSE)
 async def list_notifications(
-    user: CurrentUser,
+    caller: CurrentPrincipal,
     session: SessionDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -596,10 +596,10 @@ async def list_notifications(
     user_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> object:
     """The delivery log, oldest first: every admin sees all; a user sees their own."""
-    if user.role != "admin":
-        if user_id is not None and user_id != user.id:
+    if not caller.is_admin:
+        if user_id is not None and user_id != caller.user_id:
             raise Forbidden("Only admins may read other users' notifications")
-        user_id = user.id
+        user_id = caller.user_id
     query = select(Notification)
     if status:
         query = query.where(Notification.status.in_(status))
@@ -621,11 +621,11 @@ async def list_notifications(
     responses={404: {"description": "No such notification (or not yours)"}},
 )
 async def read_notification(
-    notification_id: IdPath, user: CurrentUser, session: SessionDep
+    notification_id: IdPath, caller: CurrentPrincipal, session: SessionDep
 ) -> object:
     """One notification with its delivery state (admins: any; users: their own)."""
     row = await session.get(Notification, notification_id)
-    if row is None or (user.role != "admin" and row.user_id != user.id):
+    if row is None or (not caller.is_admin and row.user_id != caller.user_id):
         raise NotFound(f"Notification {notification_id} not found")
     return row
 
@@ -637,15 +637,15 @@ async def read_notification(
 )
 async def list_incident_notifications(
     incident: ValidIncident,
-    user: CurrentUser,
+    caller: CurrentPrincipal,
     session: SessionDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> object:
     """What was sent about an incident, to whom, and how it went (a user sees their own)."""
     query = select(Notification).where(Notification.incident_id == incident.id)
-    if user.role != "admin":
-        query = query.where(Notification.user_id == user.id)
+    if not caller.is_admin:
+        query = query.where(Notification.user_id == caller.user_id)
     items, next_cursor = await page_by_id(
         session, query, Notification.id, limit=limit, cursor=cursor
     )

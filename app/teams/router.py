@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
@@ -17,7 +17,9 @@ from app.users import service as user_service
 from app.users.models import User
 
 router = APIRouter(prefix="/teams", tags=["teams"])
-NOT_FOUND = {404: {"description": "No such team, or a private team you are not a member of"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such team, or a private team you are not a member of"}
+}
 
 
 async def visible_team(

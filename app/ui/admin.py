@@ -72,7 +72,10 @@ async def _users_page(
 ) -> Response:
     users = list(
         await session.scalars(
-            select(User).order_by(func.lower(User.full_name), User.id).limit(5000)
+            select(User)
+            .where(User.is_service_account.is_(False))  # API keys' accounts: not people
+            .order_by(func.lower(User.full_name), User.id)
+            .limit(5000)
         )
     )
     return page(

@@ -1,6 +1,6 @@
-"""My page (`/ui/me`): a signed-in user's contact methods (with proof of their addresses) and
-notification rules, the console's side of `/v1/users/me/contact-methods` and
-`/v1/users/me/notification-rules`.
+"""My page (`/ui/me`): a signed-in user's contact methods (with proof of their addresses),
+notification rules and personal API keys, the console's side of `/v1/users/me/contact-methods`,
+`/v1/users/me/notification-rules` and `/v1/api-keys`.
 
 Every change goes through the same service functions (`app.notifications.contacts`) and request
 schemas as the API, so the console accepts exactly what the API accepts; asking for a code takes
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
@@ -20,10 +21,13 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app.apikeys import service as apikey_service
+from app.apikeys.models import ApiKey, KeyKind, KeyRole
+from app.apikeys.schemas import ApiKeyCreate
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import DomainError
+from app.core.errors import DomainError, NotFound
 from app.core.ratelimit import TooManyRequests
 from app.core.schemas import IdPath
 from app.notifications import contacts, preferences, verification
@@ -105,6 +109,13 @@ class Shown:
                                  "min_severity": "info"}
     )  # fmt: skip
     confirm_delete: int | None = None
+    key_errors: dict[str, str] = field(default_factory=dict)
+    key_draft: dict[str, str] = field(
+        default_factory=lambda: {"name": "", "role": "read-only", "expires": ""}
+    )
+    # A key just made: its whole secret, shown on this one page and never again.
+    new_key: str | None = None
+    confirm_revoke: ApiKey | None = None
 
 
 async def _page(
@@ -143,6 +154,9 @@ async def _page(
     elif done in DONE:
         shown.notice = DONE[done]
     confirm = by_id.get(shown.confirm_delete) if shown.confirm_delete is not None else None
+    keys, _ = await apikey_service.list_page(
+        session, limit=500, cursor=None, user_id=user.id, kind=KeyKind.personal
+    )
     return page(
         request,
         "me.html",
@@ -159,6 +173,8 @@ async def _page(
         method_name=method_name,
         confirm=confirm,
         shown=shown,
+        keys=keys,
+        key_roles=[r.value for r in KeyRole if apikey_service.may_carry(user.role, r)],
     )
 
 
@@ -167,6 +183,7 @@ DONE = {
     "method-deleted": "Contact method deleted, and the rules that used it.",
     "rule-added": "Rule added.",
     "rule-deleted": "Rule deleted.",
+    "key-revoked": "API key revoked: it stopped working at once.",
 }
 
 
@@ -186,13 +203,16 @@ async def my_page(
     verified: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     done: Annotated[str | None, Query(max_length=40)] = None,
     delete_method: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    revoke_key: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
-    """Your contact methods and notification rules, with forms to change them; with
-    `delete_method`, the step that confirms deleting that method."""
+    """Your contact methods, notification rules and API keys, with forms to change them; with
+    `delete_method` or `revoke_key`, the step that confirms deleting or revoking it."""
     shown = Shown()
     if delete_method is not None:
         await contacts.method(session, browser.user, delete_method)  # another's: 404
         shown.confirm_delete = delete_method
+    if revoke_key is not None:
+        shown.confirm_revoke = await _my_key(session, browser, revoke_key)
     return await _page(request, session, browser, shown, sent=sent, verified=verified, done=done)
 
 
@@ -382,3 +402,69 @@ async def delete_rule(rule_id: IdPath, session: SessionDep, browser: ActorDep) -
     """Delete one of your rules."""
     await contacts.remove_rule(session, user=browser.user, rule_id=rule_id)
     return RedirectResponse(f"{PAGE}?done=rule-deleted", status_code=303)
+
+
+# ---- API keys ------------------------------------------------------------------------------------
+
+
+async def _my_key(session: AsyncSession, browser: Browser, key_id: int) -> ApiKey:
+    key = await apikey_service.get(session, key_id)
+    if key is None or key.kind != KeyKind.personal.value or key.user_id != browser.user_id:
+        raise NotFound(f"API key {key_id} not found")
+    return key
+
+
+KEY_FIELDS = ("name", "role", "expires_at")
+
+
+@router.post("/keys", response_class=HTMLResponse)
+async def add_key(
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    browser: ActorDep,
+    name: Annotated[str, Form(max_length=FIELD)] = "",
+    role: Annotated[str, Form(max_length=FIELD)] = "read-only",
+    expires: Annotated[str, Form(max_length=FIELD)] = "",
+) -> Response:
+    """Make a personal API key, as `POST /v1/api-keys` does; the page shows it this once."""
+    shown = Shown(key_draft={"name": name, "role": role, "expires": expires})
+    try:
+        # A date: the key works until that day begins (UTC).
+        expires_at = (
+            datetime.strptime(expires.strip(), "%Y-%m-%d").replace(tzinfo=UTC).isoformat()
+            if expires.strip()
+            else None
+        )
+    except ValueError:
+        shown.key_errors = {"expires_at": "a date such as 2027-06-30"}
+        return await _page(request, session, browser, shown, status=422)
+    try:
+        body = ApiKeyCreate.model_validate({"name": name, "role": role, "expires_at": expires_at})
+        if not apikey_service.may_carry(browser.user.role, body.role):
+            shown.key_errors = {"role": f"at most your own role ({browser.user.role})"}
+            return await _page(request, session, browser, shown, status=403)
+        _, secret = await apikey_service.create(
+            session, kind=KeyKind.personal, name=body.name, role=body.role, owner=browser.user,
+            created_by=browser.user, expires_at=body.expires_at, team_id=None, team_role=None,
+            now=clock.now(),
+        )  # fmt: skip
+    except ValidationError as exc:
+        shown.key_errors = field_problems(exc)
+        return await _page(request, session, browser, shown, status=422)
+    except DomainError as exc:
+        await _after_rollback(session, browser)
+        shown.key_errors = dict([field_refusal(exc, KEY_FIELDS)])
+        return await _page(request, session, browser, shown, status=exc.status_code)
+    # Shown here, not after a redirect: the secret must not travel in a URL nor be kept.
+    return await _page(request, session, browser, Shown(new_key=secret), status=201)
+
+
+@router.post("/keys/{key_id}/revoke", response_class=HTMLResponse)
+async def revoke_key(
+    key_id: IdPath, session: SessionDep, clock: ClockDep, browser: ActorDep
+) -> Response:
+    """Revoke one of your API keys (the page's confirmation step leads here)."""
+    key = await _my_key(session, browser, key_id)
+    await apikey_service.revoke(session, key=key, now=clock.now())
+    return RedirectResponse(f"{PAGE}?done=key-revoked", status_code=303)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdType, UTCDateTime
@@ -29,6 +29,9 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String(255))
     # Raised on a password change or deactivation: tokens carrying an older value stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # An organisation API key's own account (app.apikeys): never signs in, is never paged, put
+    # on call or listed among the people.
+    is_service_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

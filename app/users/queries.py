@@ -12,7 +12,8 @@ from app.users.models import User
 
 
 async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int]:
-    """The ids among `user_ids` that name no active user (deleted or deactivated), sorted."""
+    """The ids among `user_ids` that name no active person (deleted or deactivated, or an API
+    key's service account, which is never paged, assigned nor put on call), sorted."""
     wanted = set(user_ids)
     if not wanted:
         return []
@@ -21,7 +22,9 @@ async def not_active(session: AsyncSession, user_ids: Iterable[int]) -> list[int
     active = set(
         await session.scalars(
             select(User.id)
-            .where(User.id.in_(wanted), User.is_active.is_(True))
+            .where(
+                User.id.in_(wanted), User.is_active.is_(True), User.is_service_account.is_(False)
+            )
             .with_for_update(key_share=True)
         )
     )

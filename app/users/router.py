@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from app.auth import signin
-from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth.dependencies import AdminUser, CurrentPrincipal, CurrentUser, refuse_keys
 from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, NotFound, Unauthorized
@@ -69,19 +69,22 @@ async def update_me(
     response_model=UserRead,
     responses={
         401: {"description": "Current password is wrong"},
+        403: {"description": "Sent with an API key: a password is changed by its owner signed in"},
         429: {"description": "Too many wrong passwords: the account's sign-in limit"},
     },
 )
 async def change_my_password(
     body: PasswordChange,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     clock: ClockDep,
     settings: SettingsDep,
     request: Request,
 ) -> object:
     """Change your password; every token issued before stops working. Wrong passwords count
-    against the account's sign-in limit (429 past it)."""
+    against the account's sign-in limit (429 past it). Not with an API key (403)."""
+    refuse_keys(principal, "change a password")
+    user = principal.user
     if not await signin.password_confirmed(
         request, session, settings, user=user, password=body.current_password, now=clock.now()
     ):

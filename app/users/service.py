@@ -92,7 +92,9 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> U
     user = await get_by_email(session, email) if len(email) <= 320 else None
     if len(password) > 128:  # longer than any password we accept: no need to hash it
         return None
-    if not passwords.verify_password(password, user.hashed_password if user else None):
+    # A service account (an organisation API key's) has no password: it never signs in.
+    usable = user is not None and not user.is_service_account
+    if not passwords.verify_password(password, user.hashed_password if usable and user else None):
         return None
     if user is None or not user.is_active:
         return None
@@ -145,7 +147,8 @@ async def list_page(
     is_active: bool | None = None,
     q: str | None = None,
 ) -> tuple[list[User], str | None]:
-    query = select(User)
+    # The people: organisation API keys' service accounts are listed with their keys.
+    query = select(User).where(User.is_service_account.is_(False))
     if role is not None:
         query = query.where(User.role == role.value)
     if is_active is not None:

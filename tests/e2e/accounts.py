@@ -12,6 +12,7 @@ from tests.e2e.base import (
     plain_text,
 )
 from tests.e2e.checks import (
+    API_KEYS,
     AUTH,
     EXTERNAL,
     USERS,
@@ -183,6 +184,31 @@ class Accounts(WalkBase):
             answer = self.api.put(f"/v1/users/{ada.uid}", token=ada.bearer, json=demote, expect=409)
             expect_detail(answer, "admin")
             expect_eq(self.api.get("/v1/users/me", token=ada.bearer)["role"], "admin", "role")
+
+    def api_keys(self) -> None:
+        bob = self.bob
+        made: dict[str, Any] | None = None
+        with self.check("POST /v1/api-keys: a personal key, shown once", API_KEYS):
+            body = {"name": f"e2e {self.run}", "role": "user"}
+            made = self.api.post("/v1/api-keys", token=bob.bearer, json=body, expect=201)
+            expect(made["key"].startswith(made["prefix"] + "_"), "the key starts with its prefix")
+            listed = self.api.get("/v1/api-keys", token=bob.bearer)["items"]
+            expect(made["id"] in [k["id"] for k in listed], "the key is listed")
+            expect("key" not in self.api.get(f"/v1/api-keys/{made['id']}", token=bob.bearer),
+                   "the key is never shown again")  # fmt: skip
+        with self.check("API keys: a key works as a bearer token, not beyond its owner", API_KEYS):
+            key = need(made, "the key made above")
+            me = self.api.get("/v1/users/me", token=key["key"])
+            expect_eq(me["id"], bob.id, "the key's user")
+            self.api.post("/v1/api-keys", token=key["key"], json={"name": "x", "role": "user"},
+                          expect=403)  # fmt: skip
+            admin_key = {"name": "x", "role": "admin"}
+            self.api.post("/v1/api-keys", token=bob.bearer, json=admin_key, expect=403)
+        with self.check("DELETE /v1/api-keys/{id}: revoked at once", API_KEYS):
+            key = need(made, "the key made above")
+            self.api.delete(f"/v1/api-keys/{key['id']}", token=bob.bearer)
+            self.api.get("/v1/users/me", token=key["key"], expect=401)
+            self.api.delete(f"/v1/api-keys/{key['id']}", token=bob.bearer, expect=409)
 
     def password_recovery(self) -> None:
         dave = self.dave

@@ -15,6 +15,7 @@ SERVICES, INTEGRATIONS, ALERTS, INCIDENTS = "services", "integrations", "alerts"
 ESCALATION, NOTIFICATIONS = "escalation", "notifications"
 WEBHOOKS, SCHEDULES, LOGS = "webhooks", "schedules", "logs"
 ANALYTICS = "analytics"
+API_KEYS = "api-keys"
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 EXTERNAL = "skipped (external server)"
 

@@ -33,6 +33,7 @@ class Walk(
             self.health_and_docs,
             self.auth,
             self.users,
+            self.api_keys,
             self.password_recovery,
             self.services,
             self.integrations,

@@ -151,6 +151,6 @@ async def test_users_read_policies_without_webhook_urls_and_may_not_change_them(
         assert response.status_code == 403, (method, path)
     listed = (await user_client.get(URL)).json()["items"]
     read = (await user_client.get(one)).json()
-    for shown in ([p for p in listed if p["id"] == policy.id][0], read):
+    for shown in (next(p for p in listed if p["id"] == policy.id), read):
         assert shown["steps"][0]["actions"] == [{"type": "webhook", "url": None}]
     assert (await admin_client.get(one)).json()["steps"][0]["actions"] == [hook]

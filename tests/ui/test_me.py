@@ -405,3 +405,48 @@ async def test_every_form_needs_the_sessions_csrf_token(signed_in, user, factory
             assert "Please try again" in answer.text
     assert await counts(harness) == before
     assert await delivery_log(harness) == []
+
+
+async def test_api_keys_are_made_shown_once_and_revoked_after_asking(
+    signed_in, user, user_client, harness
+):
+    browser, token = await signed_in(user)
+    page = (await browser.get("/ui/me")).text
+    assert "No API keys." in page
+    assert '<option value="admin"' not in page  # at most the user's own role
+    made = await browser.post(
+        "/ui/me/keys",
+        data={"csrf_token": token, "name": "Deploys", "role": "user", "expires": "2099-01-01"},
+    )
+    assert made.status_code == 201
+    secret = re.search(r'<code data-field="new-key">([^<]+)</code>', made.text).group(1)
+    [key] = (await user_client.get("/v1/api-keys")).json()["items"]
+    assert (key["name"], key["role"], key["expires_at"]) == (
+        "Deploys",
+        "user",
+        "2099-01-01T00:00:00Z",
+    )
+    async with harness.make_client(secret) as keyed:
+        assert (await keyed.get("/v1/users/me")).json()["id"] == user.id
+    listed = (await browser.get("/ui/me")).text
+    assert secret not in listed and key["prefix"] in listed
+    # More than the user's role: refused, nothing made.
+    asked = await browser.post(
+        "/ui/me/keys", data={"csrf_token": token, "name": "Root", "role": "admin"}
+    )
+    assert asked.status_code == 403
+    assert field_error(asked.text, "key-role") == "at most your own role (user)"
+    assert len((await user_client.get("/v1/api-keys")).json()["items"]) == 1
+    # Revoking asks first (a page, no JavaScript), then a POST form does it.
+    confirm = await browser.get(f"/ui/me?revoke_key={key['id']}")
+    assert f"Revoke Deploys ({key['prefix']})?" in confirm.text
+    assert (await user_client.get(f"/v1/api-keys/{key['id']}")).json()["revoked_at"] is None
+    revoked = await browser.post(f"/ui/me/keys/{key['id']}/revoke", data={"csrf_token": token})
+    assert revoked.status_code == 303
+    assert "API key revoked" in (await browser.get(revoked.headers["location"])).text
+    async with harness.make_client(secret) as keyed:
+        assert (await keyed.get("/v1/users/me")).status_code == 401
+    # Without the CSRF token, nothing.
+    refused = await browser.post("/ui/me/keys", data={"name": "x", "role": "read-only"})
+    assert refused.status_code == 403
+    assert len((await user_client.get("/v1/api-keys")).json()["items"]) == 1
