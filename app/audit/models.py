@@ -18,8 +18,7 @@ class ActorType(StrEnum):
     api_key = "api_key"  # a request sent with an API key: the key's id, its user's name
 
 
-# What the log covers (`app.audit.recording.AUDITED` maps each class to its name here). Teams,
-# memberships join when they exist.
+# What the log covers (`app.audit.recording.AUDITED` maps each class to its name here).
 ObjectType = Literal[
     "user",
     "service",
@@ -32,6 +31,8 @@ ObjectType = Literal[
     "contact_method",
     "notification_rule",
     "api_key",
+    "team",
+    "team_member",
 ]
 
 

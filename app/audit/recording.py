@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Mapper, Session, UOWTransaction
+from sqlalchemy.orm.util import identity_key
 
 from app.apikeys.models import ApiKey
 from app.audit.models import Action, AuditEntry, ObjectType
@@ -35,6 +36,7 @@ from app.notifications.models import (
 )
 from app.schedules.models import Schedule, ScheduleOverride
 from app.services.models import Service
+from app.teams.models import Team, TeamMember
 from app.users.models import User
 
 # The audited classes, and their `object_type` in the log. (A schedule's layers and rotations
@@ -51,6 +53,8 @@ AUDITED: dict[type, ObjectType] = {
     ContactMethod: "contact_method",
     NotificationRule: "notification_rule",
     ApiKey: "api_key",
+    Team: "team",
+    TeamMember: "team_member",
 }
 OBJECT_TYPES = tuple(sorted(AUDITED.values()))
 
@@ -143,6 +147,33 @@ def _action(obj: Any, before: dict[str, Any], after: dict[str, Any]) -> Action:
     return Action.update
 
 
+def _team(session: Session, obj: Any, values: dict[str, Any] | None) -> int | None:
+    """The team that owns `obj` (so that its managers read the entry), found without a
+    statement: its own `team_id` column, or its parent's (a service's, a schedule's) when the
+    session holds the parent (the routes that change them load it first)."""
+    if isinstance(obj, Team):
+        return _id(obj)
+    loaded = inspect(obj).dict
+    if "team_id" in loaded or (values and "team_id" in values):
+        return loaded.get("team_id", (values or {}).get("team_id"))
+    parent: tuple[type, str] | None = _PARENTS.get(type(obj))
+    if parent is None:
+        return None
+    model, column = parent
+    parent_id = loaded.get(column)
+    if parent_id is None:
+        return None
+    found = session.identity_map.get(identity_key(model, parent_id))
+    return getattr(found, "team_id", None) if found is not None else None
+
+
+# Audited objects owned through a parent: (the parent's class, the column naming it).
+_PARENTS: dict[type, tuple[type, str]] = {
+    Integration: (Service, "service_id"),
+    ScheduleOverride: (Schedule, "schedule_id"),
+}
+
+
 def _id(obj: Any) -> int:
     state = inspect(obj)
     identity = state.identity
@@ -185,6 +216,7 @@ def entries(session: Session) -> list[dict[str, Any]]:
             "object_id": _id(obj),
             "before": before,
             "after": after,
+            "team_id": _team(session, obj, before),
         }
         for action, obj, before, after in found
     ]

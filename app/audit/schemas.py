@@ -35,7 +35,7 @@ class AuditEntryRead(ResponseModel):
     object_type: str = Field(
         description="What was changed: `user`, `service`, `integration`, `escalation_policy`, "
         "`schedule`, `schedule_override`, `webhook_subscription`, `notification_preference`, "
-        "`contact_method`, `notification_rule`, `api_key`"
+        "`contact_method`, `notification_rule`, `api_key`, `team`, `team_member`"
     )
     object_id: int = Field(description="Its id")
     before: dict[str, Any] | None = Field(
@@ -48,3 +48,8 @@ class AuditEntryRead(ResponseModel):
     )
     request_id: str | None = Field(description="The X-Request-ID of the request that made it")
     source_address: str | None = Field(description="The address the request came from")
+    team_id: int | None = Field(
+        default=None,
+        description="The team that owned the object when it was changed (a team's managers "
+        "read these entries); null: no team",
+    )

@@ -28,6 +28,7 @@ class AuditFilter:
     action: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    team_id: int | None = None
 
 
 async def list_page(
@@ -43,6 +44,8 @@ async def list_page(
         query = query.where(AuditEntry.actor_id == filters.actor_id)
     if filters.action is not None:
         query = query.where(AuditEntry.action == filters.action)
+    if filters.team_id is not None:
+        query = query.where(AuditEntry.team_id == filters.team_id)
     if filters.since is not None:
         query = query.where(AuditEntry.at >= filters.since)
     if filters.until is not None:
@@ -67,6 +70,7 @@ def as_item(entry: AuditEntry) -> dict[str, Any]:
         "after": entry.after,
         "request_id": entry.request_id,
         "source_address": entry.source_address,
+        "team_id": entry.team_id,
     }
 
 

@@ -324,7 +324,7 @@ async def test_the_list_filters_pages_and_is_for_admins(harness, admin_client, u
     assert item["before"] == {"description": ""} and item["after"] == {"description": "x"}
     assert item["request_id"] == "f3" and item["source_address"] == "127.0.0.1"
     assert set(item) == {"id", "at", "actor", "action", "object_type", "object_id", "before",
-                         "after", "request_id", "source_address"}  # fmt: skip
+                         "after", "request_id", "source_address", "team_id"}  # fmt: skip
 
     async def ids(**params) -> list[int]:
         response = await admin_client.get("/v1/audit", params=params)
