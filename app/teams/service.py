@@ -122,7 +122,7 @@ async def members(session: AsyncSession, team_id: int) -> list[tuple[TeamMember,
         .where(TeamMember.team_id == team_id)
         .order_by(TeamMember.id)
     )
-    return [(member, user) for member, user in rows.tuples()]
+    return [(member, user) for member, user in rows.all()]
 
 
 async def membership(session: AsyncSession, team_id: int, user_id: int) -> TeamMember | None:
@@ -136,7 +136,7 @@ async def roles_of(session: AsyncSession, user_id: int) -> dict[int, TeamRole]:
     rows = await session.execute(
         select(TeamMember.team_id, TeamMember.role).where(TeamMember.user_id == user_id)
     )
-    return {team_id: TeamRole(role) for team_id, role in rows.tuples()}
+    return {team_id: TeamRole(role) for team_id, role in rows.all()}
 
 
 async def add_member(
