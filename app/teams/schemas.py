@@ -50,7 +50,7 @@ class TeamUpdate(PartialUpdate):
 
 
 class MemberRead(ResponseModel):
-    team_id: int
+    team_id: int = Field(description="The team")
     user_id: int
     email: str
     full_name: str

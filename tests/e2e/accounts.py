@@ -15,6 +15,7 @@ from tests.e2e.checks import (
     API_KEYS,
     AUTH,
     EXTERNAL,
+    TEAMS,
     USERS,
     Skipped,
     expect,
@@ -209,6 +210,47 @@ class Accounts(WalkBase):
             self.api.delete(f"/v1/api-keys/{key['id']}", token=bob.bearer)
             self.api.get("/v1/users/me", token=key["key"], expect=401)
             self.api.delete(f"/v1/api-keys/{key['id']}", token=bob.bearer, expect=409)
+
+    def teams(self) -> None:
+        ada, bob, carol = self.ada, self.bob, self.carol
+        team: dict[str, Any] | None = None
+        with self.check("POST /v1/teams/: an admin makes a team; names are unique", TEAMS):
+            body = {"name": f"e2e team {self.run}", "description": "made by the e2e run"}
+            team = self.api.post("/v1/teams/", token=ada.bearer, json=body, expect=201)
+            expect_fields(team, {"name": body["name"], "is_private": False}, "team")
+            self.api.post("/v1/teams/", token=ada.bearer, json=body, expect=409)
+            self.api.post("/v1/teams/", token=bob.bearer, json={"name": "x"}, expect=403)
+        with self.check("team members: add, change a role, keep a manager", TEAMS):
+            t = need(team, "the team made above")
+            members = f"/v1/teams/{t['id']}/members"
+            self.api.post(members, token=ada.bearer, json={"user_id": bob.uid, "role": "manager"},
+                          expect=201)  # fmt: skip
+            self.api.post(members, token=bob.bearer, json={"email": carol.email}, expect=201)
+            self.api.post(members, token=bob.bearer, json={"user_id": carol.uid}, expect=409)
+            self.api.put(f"{members}/{carol.uid}", token=bob.bearer, json={"role": "observer"})
+            self.api.delete(f"{members}/{bob.uid}", token=bob.bearer, expect=409)  # the last
+            listed = self.api.get(members, token=carol.bearer)
+            roles = {m["user_id"]: m["role"] for m in listed}
+            expect_eq(roles, {bob.uid: "manager", carol.uid: "observer"}, "members")
+            mine = self.api.get("/v1/teams/", token=carol.bearer, params={"mine": "true"})
+            expect_eq([x["id"] for x in mine["items"]], [t["id"]], "carol's teams")
+        with self.check("teams: a manager runs the team's services, an observer reads", TEAMS):
+            t = need(team, "the team made above")
+            svc = {"name": f"e2e team service {self.run}", "team_id": t["id"]}
+            service = self.api.post("/v1/services/", token=bob.bearer, json=svc, expect=201)
+            self.api.put(f"/v1/services/{service['id']}", token=carol.bearer,
+                         json={"description": "x"}, expect=403)  # fmt: skip
+            self.api.put(f"/v1/teams/{t['id']}", token=bob.bearer, json={"is_private": True})
+            seen = self.api.get(f"/v1/services/{service['id']}", token=carol.bearer)
+            expect_eq(seen["team_id"], t["id"], "the service's team")
+            log = self.api.get("/v1/audit", token=bob.bearer, params={"team_id": t["id"]})
+            expect(any(e["object_type"] == "service" for e in log["items"]), "the team's log")
+            self.api.delete(f"/v1/teams/{t['id']}", token=ada.bearer, expect=409)  # owns it
+            self.api.delete(f"/v1/services/{service['id']}", token=bob.bearer)
+            self.api.delete(f"/v1/teams/{t['id']}/members/{carol.uid}", token=bob.bearer,
+                            expect=204)  # fmt: skip
+            self.api.get(f"/v1/teams/{t['id']}", token=carol.bearer, expect=404)  # private
+            self.api.delete(f"/v1/teams/{t['id']}", token=ada.bearer)
 
     def password_recovery(self) -> None:
         dave = self.dave

@@ -16,6 +16,7 @@ ESCALATION, NOTIFICATIONS = "escalation", "notifications"
 WEBHOOKS, SCHEDULES, LOGS = "webhooks", "schedules", "logs"
 ANALYTICS = "analytics"
 API_KEYS = "api-keys"
+TEAMS = "teams"
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 EXTERNAL = "skipped (external server)"
 

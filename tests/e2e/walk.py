@@ -34,6 +34,7 @@ class Walk(
             self.auth,
             self.users,
             self.api_keys,
+            self.teams,
             self.password_recovery,
             self.services,
             self.integrations,
