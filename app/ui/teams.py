@@ -91,7 +91,7 @@ async def team_lines(session: AsyncSession, principal: Principal, *, mine: bool)
             .where(TeamMember.team_id.in_(ids))
             .group_by(TeamMember.team_id)
         )
-        counts = {team_id: count for team_id, count in rows.tuples()}
+        counts = {team_id: count for team_id, count in rows}
     roles = await team_service.roles_of(session, principal.user_id)
     return [
         TeamLine(t, counts.get(t.id, 0), roles[t.id].value if t.id in roles else None)
@@ -116,7 +116,7 @@ async def owned_by(session: AsyncSession, team_id: int) -> Owned:
             .order_by(func.lower(model.name), model.id)
             .limit(MAX_ROWS)
         )
-        return [(row_id, name) for row_id, name in rows.tuples()]
+        return [(row_id, name) for row_id, name in rows]
 
     return Owned(await names(Service), await names(Schedule), await names(EscalationPolicy))
 

@@ -36,6 +36,18 @@ ROUTES = {
     ("POST", "/ui/me/methods/{method_id}/confirm"): SIGNED_IN,
     ("POST", "/ui/me/rules"): SIGNED_IN,
     ("POST", "/ui/me/rules/{rule_id}/delete"): SIGNED_IN,
+    ("POST", "/ui/me/keys"): SIGNED_IN,
+    ("POST", "/ui/me/keys/{key_id}/revoke"): SIGNED_IN,
+    # Team pages: any signed-in user reads the teams they may see; the policy decides the rest
+    # (tests/ui/test_teams.py: managers and admins change a team, only admins create and delete).
+    ("GET", "/ui/teams"): SIGNED_IN,
+    ("POST", "/ui/teams"): ADMIN,
+    ("GET", "/ui/teams/{team_id}"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/members"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/members/{user_id}/role"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/members/{user_id}/remove"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/delete"): ADMIN,
     ("POST", "/ui/services/{service_id}/integrations/{integration_id}/rotate"): ADMIN,
     ("GET", "/ui/admin/users"): ADMIN,
     ("POST", "/ui/admin/users"): ADMIN,
@@ -73,6 +85,10 @@ async def objects(factory, user) -> dict[str, str]:
     policy = await factory.policy(name="p")
     method = await factory.contact_method(user_id=user.id)
     rule = await factory.notification_rule(user_id=user.id, contact_method_id=method.id)
+    key = await factory.api_key(user_id=user.id)
+    team = await factory.team(name="Payments", description="Cards")
+    await factory.member(team_id=team.id, user_id=user.id, role="manager")
+    await factory.service(name="Checkout", team_id=team.id)
     return {
         "{incident_id}": str(incident.id),
         "{action}": "acknowledge",
@@ -82,6 +98,8 @@ async def objects(factory, user) -> dict[str, str]:
         "{policy_id}": str(policy.id),
         "{method_id}": str(method.id),
         "{rule_id}": str(rule.id),
+        "{key_id}": str(key.id),
+        "{team_id}": str(team.id),
     }
 
 
