@@ -331,8 +331,7 @@ async def _configurable(
     if policy.allowed(principal, Action.configure, scope):
         return team, None
     return team, Forbidden(
-        "Only the team's managers and admins change the team and its members; "
-        "you may read it."
+        "Only the team's managers and admins change the team and its members; you may read it."
     )
 
 

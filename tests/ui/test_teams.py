@@ -371,7 +371,8 @@ class TestAdmin:
         assert f"/ui/teams/{team_id}/delete" in forms(asked.text)
         assert await stored_team(harness, team_id) is not None  # asking changed nothing
         deleted = await browser.post(f"/ui/teams/{team_id}/delete", data={"csrf_token": token})
-        assert deleted.status_code == 303 and deleted.headers["location"] == "/ui/teams?done=deleted"
+        assert deleted.status_code == 303
+        assert deleted.headers["location"] == "/ui/teams?done=deleted"
         assert await stored_team(harness, team_id) is None
         assert "Team deleted." in (await browser.get(deleted.headers["location"])).text
 
@@ -435,9 +436,7 @@ async def test_every_new_post_needs_the_csrf_token(harness, signed_in, factory, 
     assert ok.status_code == 303
 
 
-async def test_the_team_pages_are_labelled_in_every_state(
-    harness, signed_in, factory, admin, user
-):
+async def test_the_team_pages_are_labelled_in_every_state(harness, signed_in, factory, admin, user):
     team, responder = await managed(factory, user, name="Payments", description="Cards")
     await factory.service(name="Checkout", team_id=team.id)
     manager, token = await signed_in(user)
