@@ -10,7 +10,7 @@ import re
 from sqlalchemy import func, select
 
 from app.teams.models import Team, TeamMember
-from tests.ui.test_access import accessibility_problems
+from tests.support.accessibility import accessibility_problems
 
 
 async def roles(harness, team_id: int) -> dict[int, str]:
