@@ -19,7 +19,7 @@ from app.core import ratelimit, serving
 from app.core.config import Settings
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import DomainError
-from app.ui import admin, analytics, auth, directory, incidents, live, me
+from app.ui import admin, analytics, auth, directory, incidents, live, me, teams
 from app.ui.auth import ViewerDep
 from app.ui.live import ChangeFeed
 from app.ui.render import STATIC, page
@@ -31,6 +31,7 @@ router.include_router(analytics.router)
 router.include_router(admin.router)
 router.include_router(directory.router)
 router.include_router(me.router)
+router.include_router(teams.router)
 
 # An open page's stream ends after this long and the browser opens a new one (EventSource does
 # by itself), so a stream never outlives its session's checks for long, and a process that is

@@ -3,11 +3,9 @@ in ROUTES below fails `test_every_console_route_has_a_row`, so it cannot ship un
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
-from itertools import pairwise
-
 from fastapi.routing import iter_route_contexts
 
+from tests.support.accessibility import accessibility_problems
 from tests.support.console import sign_in
 
 PUBLIC = "public"  # anyone (the sign-in page, and the redirects to it)
@@ -36,6 +34,18 @@ ROUTES = {
     ("POST", "/ui/me/methods/{method_id}/confirm"): SIGNED_IN,
     ("POST", "/ui/me/rules"): SIGNED_IN,
     ("POST", "/ui/me/rules/{rule_id}/delete"): SIGNED_IN,
+    ("POST", "/ui/me/keys"): SIGNED_IN,
+    ("POST", "/ui/me/keys/{key_id}/revoke"): SIGNED_IN,
+    # Team pages: any signed-in user reads the teams they may see; the policy decides the rest
+    # (tests/ui/test_teams.py: managers and admins change a team, only admins create and delete).
+    ("GET", "/ui/teams"): SIGNED_IN,
+    ("POST", "/ui/teams"): ADMIN,
+    ("GET", "/ui/teams/{team_id}"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/members"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/members/{user_id}/role"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/members/{user_id}/remove"): SIGNED_IN,
+    ("POST", "/ui/teams/{team_id}/delete"): ADMIN,
     ("POST", "/ui/services/{service_id}/integrations/{integration_id}/rotate"): ADMIN,
     ("GET", "/ui/admin/users"): ADMIN,
     ("POST", "/ui/admin/users"): ADMIN,
@@ -73,6 +83,10 @@ async def objects(factory, user) -> dict[str, str]:
     policy = await factory.policy(name="p")
     method = await factory.contact_method(user_id=user.id)
     rule = await factory.notification_rule(user_id=user.id, contact_method_id=method.id)
+    key = await factory.api_key(user_id=user.id)
+    team = await factory.team(name="Payments", description="Cards")
+    await factory.member(team_id=team.id, user_id=user.id, role="manager")
+    await factory.service(name="Checkout", team_id=team.id)
     return {
         "{incident_id}": str(incident.id),
         "{action}": "acknowledge",
@@ -82,6 +96,8 @@ async def objects(factory, user) -> dict[str, str]:
         "{policy_id}": str(policy.id),
         "{method_id}": str(method.id),
         "{rule_id}": str(rule.id),
+        "{key_id}": str(key.id),
+        "{team_id}": str(team.id),
     }
 
 
@@ -137,80 +153,6 @@ async def test_admins_reach_every_admin_page(harness, browser_factory, factory, 
 
 
 # ---- accessibility: labelled controls, errors tied to their fields, headings in order ------------
-
-
-class _Structure(HTMLParser):
-    """What the checks below read of a page: its controls, labels, headings and ids."""
-
-    CONTROLS = ("input", "select", "textarea")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: list[str] = []
-        self.label_for: set[str] = set()
-        self.controls: list[dict[str, str | None]] = []  # with "wrapped": inside a <label>
-        self.headings: list[int] = []
-        self.roles: dict[str, str | None] = {}  # id → role
-        self.buttons: list[str] = []
-        self._open_labels = 0
-        self._button: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if found.get("id"):
-            self.ids.append(str(found["id"]))
-            self.roles[str(found["id"])] = found.get("role")
-        if tag == "label":
-            self._open_labels += 1
-            if found.get("for"):
-                self.label_for.add(str(found["for"]))
-        elif tag in self.CONTROLS and found.get("type") not in ("hidden", "submit"):
-            self.controls.append(found | {"tag": tag, "wrapped": "1" if self._open_labels else ""})
-        elif len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
-            self.headings.append(int(tag[1]))
-        elif tag == "button":
-            self._button = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "label":
-            self._open_labels -= 1
-        elif tag == "button" and self._button is not None:
-            self.buttons.append(" ".join("".join(self._button).split()))
-            self._button = None
-
-    def handle_data(self, data: str) -> None:
-        if self._button is not None:
-            self._button.append(data)
-
-
-def accessibility_problems(page: str) -> list[str]:
-    found = _Structure()
-    found.feed(page)
-    problems = [f"id {i!r} used twice" for i in set(found.ids) if found.ids.count(i) > 1]
-    for control in found.controls:
-        name = control.get("name") or control.get("id")
-        labelled = (
-            control["wrapped"]
-            or control.get("id") in found.label_for
-            or control.get("aria-label")
-            or control.get("aria-labelledby")
-        )
-        if not labelled:
-            problems.append(f"{control['tag']} {name!r} has no label")
-        described = (control.get("aria-describedby") or "").split()
-        missing = [i for i in described if i not in found.ids]
-        problems += [f"{name!r} is described by missing #{i}" for i in missing]
-        if control.get("aria-invalid") == "true" and not any(
-            found.roles.get(i) == "alert" for i in described
-        ):
-            problems.append(f"{name!r} is invalid with no error tied to it")
-    problems += ["a button without a name" for b in found.buttons if not b]
-    if found.headings[:1] != [1] or found.headings.count(1) != 1:
-        problems.append(f"one h1 first, not {found.headings}")
-    for before, heading in pairwise(found.headings):
-        if heading > before + 1:
-            problems.append(f"h{heading} right after h{before}")
-    return problems
 
 
 async def test_my_page_is_labelled_and_its_errors_are_tied_to_their_fields(

@@ -502,6 +502,58 @@ def test_the_audit_log_reads_at_a_phone_width(world: World, chromium: Browser) -
     page.context.close()
 
 
+def test_the_team_pages_fit_a_phone_width(world: World, chromium: Browser) -> None:
+    """A manager's team page (members' forms, a long description, the confirmation step) and the
+    list, at 360 px: no sideways scrolling, every control reachable."""
+    made = world.api(
+        "POST",
+        "/v1/teams/",
+        json={"name": "Payments and checkout reliability", "description": "x" * 300},
+    )
+    assert made.status_code == 201, made.text
+    team_id = made.json()["id"]
+    for user_id, role in ((world.user_id, "manager"), (world.admin_id, "observer")):
+        added = world.api(
+            "POST", f"/v1/teams/{team_id}/members", json={"user_id": user_id, "role": role}
+        )
+        assert added.status_code == 201, added.text
+    page = new_page(chromium, width=360, height=740)
+    base = world.bases[0]
+    sign_in(page, base, world.user_email)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Teams").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Teams")
+    assert_fits(page, 360)
+    page.get_by_role("link", name="My teams").click()
+    page.get_by_role("link", name="Payments and checkout reliability").click()
+    expect(page).to_have_url(f"{base}/ui/teams/{team_id}")
+    expect(page.get_by_label("Role of Ada Admin")).to_have_value("observer")
+    assert_fits(page, 360)
+    page.get_by_label("Role of Ada Admin").select_option("responder")
+    page.get_by_role("button", name="Change the role of Ada Admin").click()
+    expect(page.get_by_role("status")).to_have_text("Role changed.")
+    expect(page.get_by_label("Role of Ada Admin")).to_have_value("responder")
+    page.get_by_role("link", name="Remove Ada Admin").click()
+    expect(page.get_by_role("heading", name="Remove Ada Admin from Payments")).to_be_visible()
+    assert_fits(page, 360)
+    page.screenshot(path=world.shots / "team-phone.png", full_page=True)
+    page.get_by_role("button", name="Remove Ada Admin").click()
+    expect(page.get_by_role("status")).to_have_text("Member removed.")
+    expect(page.get_by_label("Role of Ada Admin")).to_have_count(0)
+    assert_fits(page, 360)
+    page.context.close()
+    # An admin's pages: the create form, and the team's settings and delete step.
+    page = new_page(chromium, width=360, height=740)
+    sign_in(page, base, world.admin_email)
+    page.goto(f"{base}/ui/teams")
+    expect(page.get_by_role("heading", name="Create a team")).to_be_visible()
+    assert_fits(page, 360)
+    page.goto(f"{base}/ui/teams/{team_id}?delete=1")
+    expect(page.get_by_role("heading", name="Settings")).to_be_visible()
+    assert_fits(page, 360)
+    page.screenshot(path=world.shots / "team-admin-phone.png", full_page=True)
+    page.context.close()
+
+
 def test_a_plain_user_does_not_see_the_admin_pages(world: World, chromium: Browser) -> None:
     page = new_page(chromium)
     base = world.bases[0]
