@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, Response
 
 from app.alerts.sources import SOURCES
+from app.auth import policy as authz
 from app.core.deps import ClockDep, SessionDep, SettingsDep
 from app.core.errors import NotFound
 from app.core.schemas import MAX_ID
@@ -25,7 +26,7 @@ from app.schedules import service as schedule_service
 from app.schedules.models import Schedule
 from app.schedules.oncall import Shift
 from app.services.models import Service
-from app.ui.auth import AdminActorDep, Browser, ViewerDep
+from app.ui.auth import AdminActorDep, Browser, ViewerDep, principal_of
 from app.ui.render import page
 from app.users.models import User
 
@@ -129,10 +130,14 @@ def _whole(rota: Rota) -> bool:
     return len(rota.upcoming) == HANDOFFS and not any(t.open_start or t.open_end for t in shown)
 
 
-async def rotas(session: AsyncSession, now: datetime) -> list[Rota]:
-    """Every schedule's turn now and the next handoffs, from the API's own computation
-    (`schedule_service.shifts`: layers, overrides, inactive users left out)."""
-    schedules = await schedule_service.all_schedules(session)
+async def rotas(session: AsyncSession, now: datetime, browser: Browser) -> list[Rota]:
+    """Every schedule's turn now and the next handoffs (of the schedules the user may see), from
+    the API's own computation (`schedule_service.shifts`: layers, overrides, inactive users left
+    out)."""
+    principal = principal_of(browser)
+    schedules = await schedule_service.all_schedules(
+        session, visible=None if principal.is_admin else authz.visible(principal, Schedule.team_id)
+    )
     found: dict[int, tuple[list[Shift] | None, tuple[datetime, datetime]]] = {}
     pending = schedules
     for back, ahead in WINDOWS:
@@ -164,7 +169,7 @@ async def oncall_page(
         request,
         "oncall.html",
         browser=browser,
-        rotas=await rotas(session, now),
+        rotas=await rotas(session, now, browser),
         look_ahead=WINDOWS[-1][1],
     )
 
@@ -201,23 +206,36 @@ def ingest_url(request: Request, base_url: str, kind: str) -> str:
 
 
 async def listings(
-    session: AsyncSession, request: Request, base_url: str, *, with_integrations: bool
+    session: AsyncSession, request: Request, base_url: str, *, browser: Browser
 ) -> list[Listing]:
-    services = list(
-        await session.scalars(
-            select(Service).order_by(Service.name_key, Service.id).limit(MAX_SERVICES)
+    """The services the user may see, with their integrations where the user may inspect them
+    (admins; a team's managers, their team's)."""
+    principal = principal_of(browser)
+    query = select(Service).order_by(Service.name_key, Service.id).limit(MAX_SERVICES)
+    if not principal.is_admin:
+        query = query.where(authz.visible(principal, Service.team_id))
+    services = list(await session.scalars(query))
+    with_integrations = (
+        [s.id for s in services]
+        if principal.is_admin
+        else list(
+            await session.scalars(
+                select(Service.id).where(
+                    Service.id.in_([s.id for s in services]),
+                    authz.inspectable(principal, Service.team_id),
+                )
+            )
         )
     )
-    ids = [s.id for s in services]
     integrations = (
         list(
             await session.scalars(
                 select(Integration)
-                .where(Integration.service_id.in_(ids))
+                .where(Integration.service_id.in_(with_integrations))
                 .order_by(Integration.name, Integration.id)
             )
         )
-        if ids and with_integrations
+        if with_integrations
         else []
     )
     policy_ids = {s.escalation_policy_id for s in services if s.escalation_policy_id is not None}
@@ -264,8 +282,8 @@ async def _services_page(
     notice: str | None = None,
     status: int = 200,
 ) -> Response:
-    # Integrations (names, key prefixes) are listed to admins only, as the API lists them.
-    found = await listings(session, request, base_url, with_integrations=browser.is_admin)
+    # Integrations (names, key prefixes) are listed to those who may inspect them, as the API does.
+    found = await listings(session, request, base_url, browser=browser)
     response = page(
         request,
         "services.html",

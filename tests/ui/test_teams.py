@@ -460,3 +460,20 @@ async def test_the_team_pages_are_labelled_in_every_state(harness, signed_in, fa
     for state, answer in pages.items():
         assert answer.status_code in (200, 422), (state, answer.status_code)
         assert accessibility_problems(answer.text) == [], state
+
+
+async def test_the_directory_pages_hide_a_private_teams_services_and_schedules(
+    harness, signed_in, factory, user
+):
+    hidden = await factory.team(is_private=True)
+    await factory.service(name="secret-billing", team_id=hidden.id)
+    await factory.schedule(name="Secret rota", team_id=hidden.id)
+    await factory.service(name="open-checkout")
+    browser, _ = await signed_in(user)
+    services = text((await browser.get("/ui/services")).text)
+    oncall = text((await browser.get("/ui/oncall")).text)
+    assert "open-checkout" in services and "secret-billing" not in services
+    assert "Secret rota" not in oncall
+    await factory.member(team_id=hidden.id, user_id=user.id, role="observer")
+    assert "secret-billing" in text((await browser.get("/ui/services")).text)
+    assert "Secret rota" in text((await browser.get("/ui/oncall")).text)
