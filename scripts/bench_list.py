@@ -35,6 +35,7 @@ from bench.server import (
     prepare_database,
     signed_in,
 )
+from tests.support.api import Admin
 
 QUERY = "/v1/incidents/?limit=50"
 
@@ -49,6 +50,48 @@ async def bearer(base: str) -> tuple[str, int]:
         await admin.close()
 
 
+MEMBER_EMAIL = "member@bench.example.com"
+
+
+async def member_bearer(base: str, teams: int, private: int) -> tuple[str, int] | None:
+    """A user who is a responder in `teams` teams, and their token: the seeded services are
+    dealt to those teams and to `private` more private teams the user is not in (whose incidents
+    the user's list must leave out), over the API as an admin would. None: the server under
+    test has no teams (an older tree in `python -m bench ab`)."""
+    admin = await signed_in(base)
+    try:
+        if (await admin.client.get("/v1/teams/")).status_code == 404:
+            return None
+        member = await admin.user(MEMBER_EMAIL)
+        made = []
+        for n in range(teams + private):
+            hidden = n >= teams
+            team = await admin.call(
+                "POST", "/v1/teams/", 201,
+                json={"name": f"bench-team-{n:02d}", "is_private": hidden},
+            )  # fmt: skip
+            made.append(team["id"])
+            if not hidden:
+                await admin.call(
+                    "POST", f"/v1/teams/{team['id']}/members", 201,
+                    json={"user_id": member["id"], "role": "responder"},
+                )  # fmt: skip
+        services = (await admin.call("GET", "/v1/services/", params={"limit": 500}))["items"]
+        for n, service in enumerate(sorted(services, key=lambda s: s["id"])):
+            await admin.call(
+                "PUT", f"/v1/services/{service['id']}", json={"team_id": made[n % len(made)]}
+            )
+    finally:
+        await admin.close()
+    user = Admin(base)
+    try:
+        await user.log_in(MEMBER_EMAIL)
+        page = await user.call("GET", QUERY)
+        return user.token, len(page["items"])
+    finally:
+        await user.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--query", default=QUERY)
@@ -56,12 +99,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=90.0, help="cap of the measured run")
+    parser.add_argument(
+        "--member", type=int, default=0, metavar="TEAMS",
+        help="ask as a user (not an admin) in this many teams, with 5 private teams besides",
+    )  # fmt: skip
     add_server_arguments(parser)
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     prepare_database(args.tree, url)
     with ServerUnderTest(args.tree, url, args.gunicorn_workers, args.log) as server:
-        token, rows = asyncio.run(bearer(server.base))
+        if args.member:
+            found_member = asyncio.run(member_bearer(server.base, args.member, 5))
+            if found_member is None:
+                print("this tree has no teams: the member's list is not measured")
+                if args.json:
+                    args.json.write_text(json.dumps({"skipped": "the tree has no teams"}))
+                return
+            token, rows = found_member
+        else:
+            token, rows = asyncio.run(bearer(server.base))
         headers = {"Authorization": f"Bearer {token}"}
 
         def page(i: int) -> Request:
@@ -76,10 +132,13 @@ def main() -> None:
             )
         found: dict[str, Any] = {
             "query": args.query, "rows": rows, "concurrency": args.concurrency,
+            "member_of": args.member,
             "workers": args.gunicorn_workers, **latency_figures(late, failed, elapsed),
             **meter.figures(len(late) + failed),
         }  # fmt: skip
-    print(f"GET {args.query}, {args.concurrency} clients, {rows} rows a page: {found['ok']} pages, "
+    who = f"a member of {args.member} teams" if args.member else "an admin"
+    print(f"GET {args.query} as {who}, {args.concurrency} clients, {rows} rows a page: "
+          f"{found['ok']} pages, "
           f"{found['failed']} failed, {found['per_s']:.0f}/s, p50 {found['p50_ms']:.1f} / p95 "
           f"{found['p95_ms']:.1f} / p99 {found['p99_ms']:.1f} ms; CPU per page: app "
           f"{found['app_cpu_ms']:.2f} ms, db {found['db_cpu_ms']:.2f} ms; machine "
