@@ -142,6 +142,9 @@ async def roles_of(session: AsyncSession, user_id: int) -> dict[int, TeamRole]:
 async def add_member(
     session: AsyncSession, *, team: Team, user: User, role: TeamRole, now: datetime
 ) -> TeamMember:
+    if user.is_service_account:
+        # An organisation API key's own account: its team and role are the key's.
+        raise Unprocessable(f"{user.full_name} is an API key's account, not a person")
     await lock_named(session, f"teams:{team.id}:members")
     if await membership(session, team.id, user.id) is not None:
         raise Conflict(f"{user.email} is already a member of {team.name}")

@@ -355,3 +355,36 @@ def test_upgrading_moves_everything_into_one_team_and_downgrading_unwinds(
     assert "team_id" not in columns and "name" in columns
     assert "teams" not in found and "team_members" not in found
     assert "api" in found  # the service stays
+
+
+async def test_analytics_name_a_private_teams_services_only_to_its_members(harness, factory, clock):
+    hidden = await factory.team(is_private=True)
+    insider, outsider = await factory.user(), await factory.user()
+    await factory.member(team_id=hidden.id, user_id=insider.id, role="observer")
+    secret = await factory.service(name="secret-billing", team_id=hidden.id)
+    public = await factory.service(name="open-checkout")
+    for service in (secret, public):
+        await factory.incident(service_id=service.id, dedup_key=f"key-{service.name}")
+    clock.advance(minutes=1)  # the report ends now, exclusive
+    for who, sees in ((outsider, False), (insider, True)):
+        async with harness.make_client(factory.token(who)) as client:
+            report = (await client.get("/v1/analytics/incidents")).json()
+            named = {row["service_id"] for row in report["noisiest_services"]}
+            keyed = {row["service_id"] for row in report["noisiest_dedup_keys"]}
+            assert public.id in named and public.id in keyed
+            assert (secret.id in named, secret.id in keyed) == (sees, sees)
+            assert report["incidents"]["total"] == 2  # the organisation's counts
+            one = await client.get("/v1/analytics/incidents", params={"service_id": secret.id})
+            assert one.status_code == (200 if sees else 404)
+
+
+async def test_an_api_keys_account_is_not_made_a_member(harness, factory, admin_client):
+    team = await factory.team()
+    made = await admin_client.post(
+        "/v1/api-keys", json={"name": "terraform", "kind": "organisation", "role": "user"}
+    )
+    assert made.status_code == 201, made.text
+    account = made.json()["user_id"]
+    refused = await admin_client.post(f"{TEAMS}{team.id}/members", json={"user_id": account})
+    assert refused.status_code == 422 and "API key" in refused.json()["detail"]
+    assert await _members(factory, team.id) == {}
