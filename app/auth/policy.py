@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -285,6 +285,25 @@ async def require_for_service(
     scope = await scope_of_service(session, principal, service_id)
     check(principal, action, scope, missing=missing)
     return scope
+
+
+class Owned(Protocol):
+    team_id: int | None
+
+
+Row = TypeVar("Row", bound=Owned)
+
+
+async def found(
+    session: AsyncSession, principal: Principal, action: Action, obj: Row | None, *, missing: str
+) -> Row:
+    """`obj` (a row with a `team_id`, looked up by the caller) when `principal` may do `action`
+    to it: 404 with `missing` when there is none or the principal may not see it, 403 when it
+    may see it but not do that."""
+    if obj is None:
+        raise NotFound(missing)
+    await require(session, principal, action, obj.team_id, missing=missing)
+    return obj
 
 
 def visible(principal: Principal, team_id: TeamColumn) -> ColumnElement[bool]:

@@ -9,7 +9,6 @@ from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.auth.policy import Action, Principal, Scope
 from app.core.actors import Actor
 from app.core.deps import ClockDep, SessionDep, SettingsDep
-from app.core.errors import NotFound
 from app.core.schemas import MAX_ID, CursorQuery, IdPath, LimitQuery, Page
 from app.escalation import policies as policy_service
 from app.escalation import runs
@@ -35,10 +34,7 @@ async def valid_policy(
     """The policy, when the caller may see it (404 otherwise)."""
     policy = await policy_service.get_policy(session, policy_id)
     missing = f"Escalation policy {policy_id} not found"
-    if policy is None:
-        raise NotFound(missing)
-    await authz.require(session, principal, Action.read, policy.team_id, missing=missing)
-    return policy
+    return await authz.found(session, principal, Action.read, policy, missing=missing)
 
 
 ValidPolicy = Annotated[EscalationPolicy, Depends(valid_policy)]

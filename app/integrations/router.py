@@ -29,10 +29,7 @@ async def admin_service(
     integrations hold keys)."""
     service = await service_service.get(session, service_id)
     missing = f"Service {service_id} not found"
-    if service is None:
-        raise NotFound(missing)
-    await authz.require(session, principal, Action.inspect, service.team_id, missing=missing)
-    return service
+    return await authz.found(session, principal, Action.inspect, service, missing=missing)
 
 
 async def changed_service(

@@ -662,10 +662,7 @@ async def valid_webhook(
     and events are for them only)."""
     hook = await webhook_service.get(session, webhook_id)
     missing = f"Webhook {webhook_id} not found"
-    if hook is None:
-        raise NotFound(missing)
-    await authz.require(session, principal, Action.inspect, hook.team_id, missing=missing)
-    return hook
+    return await authz.found(session, principal, Action.inspect, hook, missing=missing)
 
 
 async def changeable_webhook(

@@ -65,10 +65,7 @@ async def valid_schedule(
     """The schedule, when the caller may see it (404 otherwise)."""
     schedule = await schedule_service.get(session, schedule_id)
     missing = f"Schedule {schedule_id} not found"
-    if schedule is None:
-        raise NotFound(missing)
-    await authz.require(session, principal, Action.read, schedule.team_id, missing=missing)
-    return schedule
+    return await authz.found(session, principal, Action.read, schedule, missing=missing)
 
 
 ValidSchedule = Annotated[Schedule, Depends(valid_schedule)]

@@ -8,7 +8,6 @@ from app.auth import policy
 from app.auth.dependencies import CurrentPrincipal
 from app.auth.policy import Action
 from app.core.deps import ClockDep, SessionDep
-from app.core.errors import NotFound
 from app.core.schemas import MAX_ID, CursorQuery, IdPath, LimitQuery, Page
 from app.services import service as service_service
 from app.services.models import Service
@@ -23,11 +22,9 @@ async def valid_service(
 ) -> Service:
     """The service, when the caller may see it (404 otherwise)."""
     service = await service_service.get(session, service_id)
-    missing = f"Service {service_id} not found"
-    if service is None:
-        raise NotFound(missing)
-    await policy.require(session, principal, Action.read, service.team_id, missing=missing)
-    return service
+    return await policy.found(
+        session, principal, Action.read, service, missing=f"Service {service_id} not found"
+    )
 
 
 ValidService = Annotated[Service, Depends(valid_service)]
