@@ -296,6 +296,9 @@ COMMON: dict[str, str] = {
     "400": "A body that cannot be read (not UTF-8 text)",
     "401": "Missing, invalid or expired token",
     "403": "Admin role required",
+    # Any change by a signed-in caller: the policy may refuse it (app/auth/policy.py).
+    "403 write": "Not allowed: the role it needs (admin, or the team's manager or responder: "
+    "docs/teams.md), or sent with a read-only API key",
     "404": "No such object",
     "413": "Body too large",
 }
@@ -353,6 +356,8 @@ def document_errors(schema: dict[str, Any], *, admin: set[tuple[str, str]]) -> d
                 codes.append("401")
             if (path, method) in admin:
                 codes.append("403")
+            elif operation.get("security") and method != "get":
+                codes.append("403 write")
             if any(
                 p["in"] == "path" and p["name"].endswith("_id")
                 for p in operation.get("parameters", [])
@@ -362,7 +367,7 @@ def document_errors(schema: dict[str, Any], *, admin: set[tuple[str, str]]) -> d
                 codes += ["400", "413"]
             responses = operation.setdefault("responses", {})
             for code in codes:
-                responses.setdefault(code, {"description": COMMON[code]})
+                responses.setdefault(code.split()[0], {"description": COMMON[code]})
             for code, response in responses.items():
                 if code.startswith("4") and code != "422" and "content" not in response:
                     response["content"] = ERROR_CONTENT

@@ -27,7 +27,10 @@ Id = Annotated[int, Query(ge=1, le=MAX_ID)]
 @router.get(
     "",
     response_model=Page[AuditEntryRead],
-    responses={422: {"description": "An unknown object type or action, a bad id, time or cursor"}},
+    responses={
+        403: {"description": "Admins only; with team_id, also that team's managers"},
+        422: {"description": "An unknown object type or action, a bad id, time or cursor"},
+    },
 )
 async def list_audit_entries(
     session: SessionDep,

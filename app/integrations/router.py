@@ -20,6 +20,10 @@ from app.services import service as service_service
 from app.services.models import Service
 
 router = APIRouter(prefix="/services/{service_id}/integrations", tags=["integrations"])
+# Integrations hold keys: read by those who may change them.
+MANAGERS_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Only admins and the service's team's managers read them"}
+}
 
 
 async def admin_service(
@@ -72,7 +76,7 @@ def _with_key(integration: Integration, key: str) -> dict[str, Any]:
     return shown | {"key": key}
 
 
-@router.get("/", response_model=Page[IntegrationRead])
+@router.get("/", response_model=Page[IntegrationRead], responses=MANAGERS_ONLY)
 async def list_integrations(
     service: AdminService, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> object:
@@ -100,7 +104,7 @@ async def create_integration(
     return _with_key(integration, key)
 
 
-@router.get("/{integration_id}", response_model=IntegrationRead)
+@router.get("/{integration_id}", response_model=IntegrationRead, responses=MANAGERS_ONLY)
 async def read_integration(integration: ValidIntegration) -> object:
     """One integration (admins, the service's team's managers); the key shows only its
     prefix."""

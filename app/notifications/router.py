@@ -715,7 +715,11 @@ async def create_webhook(
     return _with_secret(hook, secret)
 
 
-@webhooks.get("/{webhook_id}", response_model=WebhookRead)
+@webhooks.get(
+    "/{webhook_id}",
+    response_model=WebhookRead,
+    responses={403: {"description": "Only admins and the team's managers read it"}},
+)
 async def read_webhook(hook: ValidWebhook) -> object:
     """One subscription (admins, its team's managers); the secret shows only its first
     characters."""
