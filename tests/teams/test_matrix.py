@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_authorization import ALLOWED_ANSWER, BODIES, RULES, operations
+from tests.support.authorization import ALLOWED_ANSWER, BODIES, RULES, route_list
 
 # Kinds of route.
 READ = "read"  # a team's object: every signed-in user reads it (the teams here are public)
@@ -173,7 +173,7 @@ def expected(kind: str, role: str, place: str) -> bool:
 
 
 def test_every_route_is_classified(harness):
-    assert operations(harness.app) == set(TABLE), "classify the new route in TABLE"
+    assert route_list(harness.app) == set(TABLE), "classify the new route in TABLE"
 
 
 def test_the_table_means_what_the_policy_says():
