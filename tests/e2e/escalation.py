@@ -75,7 +75,15 @@ class Escalation(WalkBase):
             )
             empty = {"name": f"empty {run}", "steps": []}
             self.api.post(f"{policies}/", token=ada.bearer, json=empty, expect=422)
-            self.api.get(f"{policies}/", token=bob.bearer, expect=403)
+            # A user who manages no team reads policies but may not make one of no team.
+            good = {
+                "name": f"bob's {run}",
+                "steps": [{"actions": [{"type": "set_severity", "severity": "high"}]}],
+            }
+            self.api.post(f"{policies}/", token=bob.bearer, json=good, expect=403)
+            listed = self.api.get(f"{policies}/", token=bob.bearer)["items"]
+            hooks = [a for p in listed for s in p["steps"] for a in s["actions"] if "url" in a]
+            expect(all(a["url"] is None for a in hooks), "webhook URLs shown to a plain user")
         with self.check("GET /v1/escalation/policies/ and /{id}", ESCALATION):
             active = self.page(f"{policies}/", ada.bearer, is_active="true")
             expect(pid() in [x["id"] for x in active], "the policy is not listed")
