@@ -62,13 +62,14 @@ async def member_bearer(base: str, teams: int, private: int) -> tuple[str, int] 
     try:
         if (await admin.client.get("/v1/teams/")).status_code == 404:
             return None
-        member = await admin.user(MEMBER_EMAIL)
+        email = MEMBER_EMAIL.replace("@", f"-{teams}-{private}@")  # a step of its own
+        member = await admin.user(email)
         made = []
         for n in range(teams + private):
             hidden = n >= teams
             team = await admin.call(
                 "POST", "/v1/teams/", 201,
-                json={"name": f"bench-team-{n:02d}", "is_private": hidden},
+                json={"name": f"bench-{teams}-{private}-team-{n:02d}", "is_private": hidden},
             )  # fmt: skip
             made.append(team["id"])
             if not hidden:
@@ -85,7 +86,7 @@ async def member_bearer(base: str, teams: int, private: int) -> tuple[str, int] 
         await admin.close()
     user = Admin(base)
     try:
-        await user.log_in(MEMBER_EMAIL)
+        await user.log_in(email)
         page = await user.call("GET", QUERY)
         return user.token, len(page["items"])
     finally:
@@ -101,7 +102,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0, help="cap of the measured run")
     parser.add_argument(
         "--member", type=int, default=0, metavar="TEAMS",
-        help="ask as a user (not an admin) in this many teams, with 5 private teams besides",
+        help="ask as a user (not an admin) in this many teams",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hidden", type=int, default=0, metavar="TEAMS",
+        help="with --member: this many private teams besides, which own services too and whose "
+        "incidents the user's list must leave out",
     )  # fmt: skip
     add_server_arguments(parser)
     args = parser.parse_args()
@@ -109,7 +115,7 @@ def main() -> None:
     prepare_database(args.tree, url)
     with ServerUnderTest(args.tree, url, args.gunicorn_workers, args.log) as server:
         if args.member:
-            found_member = asyncio.run(member_bearer(server.base, args.member, 5))
+            found_member = asyncio.run(member_bearer(server.base, args.member, args.hidden))
             if found_member is None:
                 print("this tree has no teams: the member's list is not measured")
                 if args.json:
@@ -132,11 +138,15 @@ def main() -> None:
             )
         found: dict[str, Any] = {
             "query": args.query, "rows": rows, "concurrency": args.concurrency,
-            "member_of": args.member,
+            "member_of": args.member, "hidden_teams": args.hidden,
             "workers": args.gunicorn_workers, **latency_figures(late, failed, elapsed),
             **meter.figures(len(late) + failed),
         }  # fmt: skip
-    who = f"a member of {args.member} teams" if args.member else "an admin"
+    who = (
+        f"a member of {args.member} teams ({args.hidden} private teams hidden)"
+        if args.member
+        else "an admin"
+    )
     print(f"GET {args.query} as {who}, {args.concurrency} clients, {rows} rows a page: "
           f"{found['ok']} pages, "
           f"{found['failed']} failed, {found['per_s']:.0f}/s, p50 {found['p50_ms']:.1f} / p95 "

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys import service as apikey_service
@@ -18,7 +19,6 @@ from app.core.deps import READING_METHODS, ClockDep, SessionDep, SettingsDep
 from app.core.errors import Forbidden, Unauthorized
 from app.core.logging import REQUEST, current_source, name_actor
 from app.teams.models import TeamRole
-from app.users import service as user_service
 from app.users.models import User
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/login/access-token", auto_error=False)
@@ -99,11 +99,17 @@ async def get_principal(
     claims = security.decode_access_token(settings, token, now=clock.now())
     if claims is None:
         raise Unauthorized("Invalid or expired token")
-    user = await user_service.get(session, claims.user_id)
+    # The user and whether a private team hides anything from them, in one statement.
+    row = (
+        await session.execute(
+            select(User, policy.sees_all(User.id)).where(User.id == claims.user_id)
+        )
+    ).first()
+    user = row[0] if row is not None else None
     if user is None or not user.is_active or user.token_version != claims.token_version:
         raise Unauthorized("Invalid or expired token")
     name_actor(Actor.of(user))
-    return Principal.of(user)
+    return Principal.of(user, sees_all=bool(row is not None and row[1]))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

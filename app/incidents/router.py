@@ -84,7 +84,9 @@ async def list_incidents(
         raise Unprocessable("team_id is out of range")
     user = principal.user
     hidden_from_me = (
-        None if principal.is_admin else authz.visible_service(principal, Incident.service_id)
+        None
+        if principal.is_admin or principal.sees_all
+        else authz.visible_service(principal, Incident.service_id)
     )
     teams: list[int] | Any | None = None
     if my_teams:
