@@ -26,6 +26,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
+from app.auth import policy
 from app.auth.policy import Principal
 from app.core.actors import Actor
 from app.core.config import Settings
@@ -66,13 +67,17 @@ class Browser:
     session_id: int
     csrf_token: str
     timezone: str = "UTC"  # the user's IANA zone: the console shows times in it
+    # No private team hides anything from the user (read with the session): lists need no filter.
+    sees_all: bool = False
 
 
 def principal_of(browser: Browser) -> Principal:
     """The browser's user as the authorization policy sees them (from the copies taken at
     sign-in check, which a rollback does not expire)."""
     role = Role.admin.value if browser.is_admin else Role.user.value
-    return Principal(user=browser.user, role=role, user_id=browser.user_id)
+    return Principal(
+        user=browser.user, role=role, user_id=browser.user_id, sees_all=browser.sees_all
+    )
 
 
 def secure_cookies(settings: Settings) -> bool:
@@ -129,14 +134,14 @@ async def lookup(session: AsyncSession, token: str, *, now: datetime) -> Browser
         return None
     row = (
         await session.execute(
-            select(UiSession, User)
+            select(UiSession, User, policy.sees_all(User.id))
             .join(User, User.id == UiSession.user_id)
             .where(UiSession.token_hash == hash_token(token))
         )
     ).first()
     if row is None:
         return None
-    ui_session, user = row
+    ui_session, user, sees_all = row
     if ui_session.expires_at <= now or not user.is_active:
         return None
     if user.token_version != ui_session.token_version:
@@ -149,6 +154,7 @@ async def lookup(session: AsyncSession, token: str, *, now: datetime) -> Browser
         session_id=ui_session.id,
         csrf_token=ui_session.csrf_token,
         timezone=user.timezone,
+        sees_all=bool(sees_all),
     )
 
 
