@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.notifications.models import Notification, SlackMessage, notification_row
+from app.teams.models import TeamMember
 from tests.support.delivery import delivery_log
 from tests.support.settings import make_settings
 from tests.support.slack import (
@@ -239,6 +240,31 @@ async def test_acknowledge_button_acts_as_the_user_via_slack_and_updates_the_mes
         ]
     ]
     assert types.count("notified") == 1  # the post's, not the update's
+
+
+async def test_a_button_asks_the_policy_like_the_api(
+    harness, admin_client, user, fake_slack, factory
+):
+    """A team's incident: the member pressing the button needs the team's responder role."""
+    incident = await open_on_channel(admin_client, harness, fake_slack)
+    team = await factory.team()
+    await factory.member(team_id=team.id, user_id=user.id, role="observer")
+    moved = await admin_client.put(
+        f"/v1/services/{incident['service_id']}", json={"team_id": team.id}
+    )
+    assert moved.status_code == 200
+    async with harness.make_client() as slack_client:
+        response = await send(slack_client, INTERACTIONS, press(ACK, incident["id"]), harness)
+    assert response.status_code == 200
+    [told] = fake_slack.of("chat.postEphemeral")
+    assert "responder role" in told.args["text"] and "Nothing was changed" in told.args["text"]
+    assert await status_of(admin_client, incident["id"]) == "triggered"
+    async with session_scope(harness.app.state.sessionmaker) as session:
+        member = await session.scalar(select(TeamMember).where(TeamMember.user_id == user.id))
+        member.role = "responder"
+    async with harness.make_client() as slack_client:
+        await send(slack_client, INTERACTIONS, press(ACK, incident["id"]), harness)
+    assert await status_of(admin_client, incident["id"]) == "acknowledged"
 
 
 async def test_resolve_button_leaves_a_message_without_buttons(
