@@ -264,8 +264,12 @@ async def _detail_context(
         if notification.escalation_event_id is not None:
             by_event.setdefault(notification.escalation_event_id, []).append(notification)
     service = await session.get(Service, incident.service_id) if incident.service_id else None
+    principal = principal_of(browser)
+    scope = await authz.scope_of_service(session, principal, incident.service_id)
     return {
         "incident": incident,
+        # The action buttons and the comment box, for those the policy lets act.
+        "may_respond": authz.allowed(principal, Action.respond, scope),
         "service": service,
         "timeline": [(entry, describe(entry, users, zone_of(browser))) for entry in timeline],
         "entry_labels": ENTRY_LABELS,

@@ -477,3 +477,25 @@ async def test_the_directory_pages_hide_a_private_teams_services_and_schedules(
     await factory.member(team_id=hidden.id, user_id=user.id, role="observer")
     assert "secret-billing" in text((await browser.get("/ui/services")).text)
     assert "Secret rota" in text((await browser.get("/ui/oncall")).text)
+
+
+async def test_an_observer_reads_a_teams_incident_without_action_buttons(
+    harness, signed_in, factory, user
+):
+    team = await factory.team()
+    await factory.member(team_id=team.id, user_id=user.id, role="observer")
+    incident = await factory.incident(service_id=(await factory.service(team_id=team.id)).id)
+    browser, token = await signed_in(user)
+    shown = await browser.get(f"/ui/incidents/{incident.id}")
+    assert shown.status_code == 200
+    assert forms(shown.text) == [] and "needs its team's responder role" in text(shown.text)
+    refused = await browser.post(
+        f"/ui/incidents/{incident.id}/acknowledge", data={"csrf_token": token}
+    )
+    assert refused.status_code == 403 and "responder" in text(refused.text)
+    async with harness.app.state.sessionmaker() as session:
+        member = await session.scalar(select(TeamMember).where(TeamMember.user_id == user.id))
+        member.role = "responder"
+        await session.commit()
+    shown = await browser.get(f"/ui/incidents/{incident.id}")
+    assert f"/ui/incidents/{incident.id}/acknowledge" in forms(shown.text)
