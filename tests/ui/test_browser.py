@@ -524,6 +524,8 @@ def test_the_team_pages_fit_a_phone_width(world: World, chromium: Browser) -> No
     expect(page.get_by_role("heading", level=1)).to_have_text("Teams")
     assert_fits(page, 360)
     page.get_by_role("link", name="My teams").click()
+    # The team's link is on both lists: wait for the new one, or the click may land on the old.
+    expect(page).to_have_url(f"{base}/ui/teams?mine=1")
     page.get_by_role("link", name="Payments and checkout reliability").click()
     expect(page).to_have_url(f"{base}/ui/teams/{team_id}")
     expect(page.get_by_label("Role of Ada Admin")).to_have_value("observer")
