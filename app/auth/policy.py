@@ -144,8 +144,8 @@ def _membership(principal: Principal) -> ColumnElement[bool]:
     return and_(TeamMember.team_id == Team.id, TeamMember.user_id == principal.user_id)
 
 
-# The scopes a session has loaded, by (user, team): a request asks about one team at most a few
-# times (may read, then may change).
+# The scopes a session has loaded, by (user, "team" or "service", id): a request asks about one
+# object at most a few times (may read, then may change).
 _SCOPES = "ims_policy_scopes"
 
 
@@ -154,11 +154,11 @@ async def scope_of(session: AsyncSession, principal: Principal, team_id: int | N
     team this session has looked at already)."""
     if team_id is None:
         return NO_TEAM
-    known: dict[tuple[int, int], Scope] = session.info.setdefault(_SCOPES, {})
-    scope = known.get((principal.user_id, team_id))
-    if scope is None:
-        scope = known[(principal.user_id, team_id)] = await _load_scope(session, principal, team_id)
-    return scope
+    known: dict[tuple[int, str, int], Scope] = session.info.setdefault(_SCOPES, {})
+    key = (principal.user_id, "team", team_id)
+    if key not in known:
+        known[key] = await _load_scope(session, principal, team_id)
+    return known[key]
 
 
 async def _load_scope(session: AsyncSession, principal: Principal, team_id: int) -> Scope:
@@ -177,34 +177,16 @@ async def _load_scope(session: AsyncSession, principal: Principal, team_id: int)
 async def scope_of_service(
     session: AsyncSession, principal: Principal, service_id: int | None
 ) -> Scope:
-    """The scope of a service's objects (its incidents, its integrations): one statement."""
+    """The scope of a service's objects (its incidents, its integrations): one statement (none
+    for no service, none for a service this session has looked at already)."""
     if service_id is None:
         return NO_TEAM
-    known: dict[tuple[int, str, int], Scope] = session.info.setdefault(_SERVICE_SCOPES, {})
-    scope = known.get((principal.user_id, "service", service_id))
-    if scope is None:
-        scope = await _load_service_scope(session, principal, service_id)
-        known[(principal.user_id, "service", service_id)] = scope
-    return scope
-
-
-_SERVICE_SCOPES = "ims_policy_service_scopes"
-
-
-async def _load_service_scope(
-    session: AsyncSession, principal: Principal, service_id: int
-) -> Scope:
-    row = (
-        await session.execute(
-            select(Service.team_id, Team.is_private, TeamMember.role)
-            .outerjoin(Team, Team.id == Service.team_id)
-            .outerjoin(TeamMember, _membership(principal))
-            .where(Service.id == service_id)
-        )
-    ).first()
-    if row is None or row.team_id is None:
-        return NO_TEAM
-    return Scope(row.team_id, bool(row.is_private), _member_role(principal, row.team_id, row.role))
+    known: dict[tuple[int, str, int], Scope] = session.info.setdefault(_SCOPES, {})
+    key = (principal.user_id, "service", service_id)
+    if key not in known:
+        found = await scopes_of_services(session, [(principal, service_id)])
+        known[key] = found[(principal.user_id, service_id)]
+    return known[key]
 
 
 async def scopes_of_services(
@@ -258,6 +240,11 @@ def _refusal(action: Action, scope: Scope) -> str:
     return f"The team's {NEEDS[action].value} role (or admin) required"
 
 
+def _unconditional(principal: Principal, action: Action) -> bool:
+    """An admin's right to `action`, whatever the object (a read-only admin key only reads)."""
+    return principal.is_admin and not (principal.read_only and action not in READS)
+
+
 async def require(
     session: AsyncSession,
     principal: Principal,
@@ -267,7 +254,7 @@ async def require(
     missing: str,
 ) -> Scope:
     """`check` for an object owned by `team_id`; answers its scope. No statement for admins."""
-    if principal.is_admin and not (principal.read_only and action not in READS):
+    if _unconditional(principal, action):
         return Scope(team_id)
     scope = await scope_of(session, principal, team_id)
     check(principal, action, scope, missing=missing)
@@ -283,7 +270,7 @@ async def require_for_service(
     missing: str,
 ) -> Scope:
     """`check` for an object of service `service_id` (an incident, an integration)."""
-    if principal.is_admin and not (principal.read_only and action not in READS):
+    if _unconditional(principal, action):
         return NO_TEAM
     scope = await scope_of_service(session, principal, service_id)
     check(principal, action, scope, missing=missing)
@@ -355,10 +342,11 @@ def member_team_ids(principal: Principal) -> Select[Any] | list[int]:
     return select(TeamMember.team_id).where(TeamMember.user_id == principal.user_id)
 
 
-def visible_service(principal: Principal, service_id: TeamColumn) -> ColumnElement[bool]:
+def visible_service(principal: Principal, service_id: TeamColumn) -> ColumnElement[bool] | None:
     """`visible` for rows that belong to a service (incidents): those of no service, or of a
-    service the principal may read."""
+    service the principal may read. None when every row is (an admin, or nothing private hides
+    anything): the list's statement is then the same as without authorization."""
     if principal.is_admin or principal.sees_all:
-        return true()
+        return None
     hidden_services = select(Service.id).where(~visible(principal, Service.team_id))
     return or_(service_id.is_(None), service_id.not_in(hidden_services))

@@ -20,6 +20,7 @@ from app.incidents.dependencies import LockedIncident, ValidIncident
 from app.incidents.schemas import IncidentRead
 from app.teams import service as team_service
 from app.teams.dependencies import may_give_to
+from app.teams.models import TeamRole
 
 policies = APIRouter(prefix="/escalation/policies", tags=["escalation"])
 incidents = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -55,9 +56,11 @@ async def _shown(
     session: SessionDep, principal: Principal, items: list[EscalationPolicy]
 ) -> list[PolicyRead]:
     """`items` as the caller may see them: webhook URLs only where they may change the policy."""
-    roles = {} if principal.is_admin else await team_service.roles_of(session, principal.user_id)
-    if principal.teams is not None:
+    roles: dict[int, TeamRole] = {}
+    if principal.teams is not None:  # an organisation key's own teams
         roles = dict(principal.teams)
+    elif not principal.is_admin:
+        roles = await team_service.roles_of(session, principal.user_id)
     return [
         PolicyRead.model_validate(p).shown_to(
             may_change=authz.allowed(

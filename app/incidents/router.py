@@ -83,11 +83,6 @@ async def list_incidents(
     if any(not 1 <= t <= MAX_ID for t in team_id):
         raise Unprocessable("team_id is out of range")
     user = principal.user
-    hidden_from_me = (
-        None
-        if principal.is_admin or principal.sees_all
-        else authz.visible_service(principal, Incident.service_id)
-    )
     teams: list[int] | Any | None = None
     if my_teams:
         teams = authz.member_team_ids(principal)
@@ -117,7 +112,7 @@ async def list_incidents(
         created_before=created_before,
         q=q,
         team_ids=teams,
-        visible=hidden_from_me,
+        visible=authz.visible_service(principal, Incident.service_id),
     )  # fmt: skip
     items, next_cursor = await incident_service.list_page_read(
         session, filters=filters, sort=sort, limit=limit, cursor=cursor

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from app.auth import policy
 from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
-from app.auth.policy import Action, Scope
+from app.auth.policy import Action, Principal
 from app.core.deps import ClockDep, SessionDep
 from app.core.errors import NotFound, Unprocessable
 from app.core.schemas import CursorQuery, IdPath, LimitQuery, Page
@@ -22,28 +22,27 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def visible_team(
-    team_id: IdPath, session: SessionDep, principal: CurrentPrincipal
-) -> tuple[Team, Scope]:
+async def _team(session: SessionDep, principal: Principal, team_id: int, action: Action) -> Team:
+    """The team, when the caller may do `action` to it: 404 when there is none or the caller may
+    not see it (a private team), 403 when it may see it but not do that."""
     team = await team_service.get(session, team_id)
     missing = f"Team {team_id} not found"
     if team is None:
         raise NotFound(missing)
-    scope = await policy.require(session, principal, Action.read, team.id, missing=missing)
-    return team, scope
+    await policy.require(session, principal, action, team.id, missing=missing)
+    return team
 
 
-VisibleTeam = Annotated[tuple[Team, Scope], Depends(visible_team)]
+async def visible_team(team_id: IdPath, session: SessionDep, principal: CurrentPrincipal) -> Team:
+    return await _team(session, principal, team_id, Action.read)
+
+
+VisibleTeam = Annotated[Team, Depends(visible_team)]
 
 
 async def managed_team(team_id: IdPath, session: SessionDep, principal: CurrentPrincipal) -> Team:
     """The team, when the caller may change it (its managers, admins)."""
-    team = await team_service.get(session, team_id)
-    missing = f"Team {team_id} not found"
-    if team is None:
-        raise NotFound(missing)
-    await policy.require(session, principal, Action.configure, team.id, missing=missing)
-    return team
+    return await _team(session, principal, team_id, Action.configure)
 
 
 ManagedTeam = Annotated[Team, Depends(managed_team)]
@@ -91,7 +90,7 @@ async def create_team(
 @router.get("/{team_id}", response_model=TeamRead, responses=NOT_FOUND)
 async def read_team(team: VisibleTeam) -> object:
     """One team."""
-    return team[0]
+    return team
 
 
 @router.put("/{team_id}", response_model=TeamRead, responses=NOT_FOUND)
@@ -120,7 +119,7 @@ async def delete_team(team_id: IdPath, session: SessionDep, _: AdminPrincipal) -
 @router.get("/{team_id}/members", response_model=list[MemberRead], responses=NOT_FOUND)
 async def list_members(team: VisibleTeam, session: SessionDep) -> object:
     """The team's members and their roles."""
-    return [_member(m, u) for m, u in await team_service.members(session, team[0].id)]
+    return [_member(m, u) for m, u in await team_service.members(session, team.id)]
 
 
 @router.post(

@@ -62,8 +62,9 @@ async def _counts(session: AsyncSession, principal: Principal) -> dict[str, int]
     query = select(Incident.status, func.count()).where(
         Incident.status.in_([s.value for s in OPEN])
     )
-    if not principal.is_admin:
-        query = query.where(authz.visible_service(principal, Incident.service_id))
+    seen = authz.visible_service(principal, Incident.service_id)
+    if seen is not None:
+        query = query.where(seen)
     rows = await session.execute(query.group_by(Incident.status))
     counts = {s.value: 0 for s in OPEN}
     counts.update({status: count for status, count in rows.all()})
@@ -118,9 +119,7 @@ async def incident_list(
         assignee_id=browser.user_id if mine else None,
         q=q.strip() or None,
         team_ids=team_ids,
-        visible=None
-        if principal.is_admin
-        else authz.visible_service(principal, Incident.service_id),
+        visible=authz.visible_service(principal, Incident.service_id),
     )
     try:
         items, next_cursor = await incident_service.list_page(
